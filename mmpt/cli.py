@@ -1,0 +1,45 @@
+"""The `mmpt` console script: one subcommand per stage of the pipeline."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with `main(argv) -> int`, one-line help). Modules are imported lazily so
+# that `mmpt --help` does not pay for torch.
+COMMANDS = {
+    "extract": ("mmpt.data.extract", "mine docstring/code pairs from Python sources"),
+    "tokenizer": ("mmpt.data.tokenizer", "train a byte-level BPE with the sentinels on pairs"),
+    "prepare": ("mmpt.data.prepare", "tokenize, separate and pack pairs into training rows"),
+    "train": ("mmpt.train", "further pre-train (same as `deepspeed mmpt/train.py`)"),
+    "export": ("mmpt.export", "write a Hugging Face checkpoint from a DeepSpeed checkpoint"),
+    "generate": ("mmpt.eval.generate", "sample completions for HumanEval/MBPP problems"),
+    "execute": ("mmpt.eval.execute", "run samples against the tests in a sandbox"),
+    "passk": ("mmpt.eval.passk", "pass@k and incremental pass@k from execution results"),
+    "doctor": ("mmpt.doctor", "preflight checks before a long job"),
+    "demo": ("mmpt.demo", "the whole pipeline on a laptop CPU"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: mmpt COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`mmpt COMMAND --help` shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mmpt: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

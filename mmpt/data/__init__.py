@@ -1,0 +1,1 @@
+"""Data: Python sources → NL/code pairs → encoded instances → packed rows."""

@@ -1,0 +1,113 @@
+"""Which tokens get a code-only embedding row, and the id map between NL and code ids."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmpt.modality import SEPARATIONS
+
+MAP_FILE = "separation.json"
+
+
+@dataclass
+class SeparationMap:
+    """The id map of a separation.
+
+    `base_vocab_size` is the tokenizer's length (sentinels included). The code copy of the original
+    id `separated[i]` gets the id `base_vocab_size + i`; ids below `base_vocab_size` are originals.
+    With `none` the map is empty and every function here is the identity.
+    """
+
+    separation: str
+    base_vocab_size: int
+    separated: list[int] = field(default_factory=list)  # original ids, sorted, unique
+    tokens: list[str] = field(default_factory=list)  # their token strings, for reports
+
+    def __post_init__(self) -> None:
+        if self.separation not in SEPARATIONS:
+            raise ValueError(f"separation must be one of {SEPARATIONS}, got {self.separation!r}")
+        if self.separated != sorted(set(self.separated)):
+            raise ValueError("separated ids must be sorted and unique")
+        if self.separated and not (0 <= self.separated[0] and self.separated[-1] < self.base_vocab_size):
+            raise ValueError("separated ids must lie inside the base vocabulary")
+        # original id -> code id, as a dense table over the base vocabulary (identity elsewhere)
+        table = np.arange(self.base_vocab_size, dtype=np.int64)
+        table[np.asarray(self.separated, dtype=np.int64)] = self.base_vocab_size + np.arange(len(self.separated))
+        self._to_code = table
+        self._to_original = np.concatenate([np.arange(self.base_vocab_size), np.asarray(self.separated, dtype=np.int64)])
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows the model needs: the base vocabulary plus one code copy per separated token."""
+        return self.base_vocab_size + len(self.separated)
+
+    def to_code(self, ids):
+        """Remap original ids as they occur in code (numpy array, tensor or list)."""
+        return _apply(self._to_code, ids)
+
+    def to_original(self, ids):
+        """Map code copies back to their original ids (for decoding to text)."""
+        return _apply(self._to_original, ids)
+
+    def vocab_masks(self, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nl_allowed, code_allowed): boolean (rows,) masks of the two output vocabularies.
+
+        NL predicts over the originals; code over the originals that were not separated plus the
+        copies. Rows past `vocab_size` (a model's padded embedding) belong to neither.
+        """
+        rows = self.vocab_size if rows is None else rows
+        if rows < self.vocab_size:
+            raise ValueError(f"model has {rows} embedding rows, the separation needs {self.vocab_size}")
+        nl = torch.zeros(rows, dtype=torch.bool)
+        nl[: self.base_vocab_size] = True
+        code = nl.clone()
+        code[torch.as_tensor(self.separated, dtype=torch.long)] = False
+        code[self.base_vocab_size : self.vocab_size] = True
+        return nl, code
+
+    def to_dict(self) -> dict:
+        return {
+            "separation": self.separation,
+            "base_vocab_size": self.base_vocab_size,
+            "separated": list(self.separated),
+            "tokens": list(self.tokens),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SeparationMap":
+        return cls(d["separation"], int(d["base_vocab_size"]), [int(i) for i in d["separated"]], list(d.get("tokens", [])))
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / MAP_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SeparationMap":
+        path = Path(directory) / MAP_FILE
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no separation map beside this checkpoint") from None
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{path}: malformed separation map ({e})") from None
+
+    @classmethod
+    def load_or_none(cls, directory: str | Path, base_vocab_size: int) -> "SeparationMap":
+        """The map saved in `directory`, or the identity map when there is none."""
+        if (Path(directory) / MAP_FILE).exists():
+            return cls.load(directory)
+        return cls("none", base_vocab_size)
+
+
+def _apply(table: np.ndarray, ids):
+    if isinstance(ids, torch.Tensor):
+        return torch.as_tensor(table, device=ids.device)[ids]
+    if isinstance(ids, np.ndarray):
+        return table[ids]
+    return table[np.asarray(ids, dtype=np.int64)].tolist()

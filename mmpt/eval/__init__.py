@@ -1,0 +1,1 @@
+"""The pass@k harness: problems, generation, sandboxed execution, metrics."""

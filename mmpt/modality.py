@@ -1,0 +1,17 @@
+"""The two modalities and the sentinel tokens that frame an NL→code instance."""
+
+NL = 0
+CODE = 1
+
+# Sentinels of METHOD.md. `<comments>` opens the docstring, `<python>` opens the code, `<eot>` ends
+# an instance; `<mask>` replaces corrupted docstring tokens; `<pad>` fills the tail of a row.
+COMMENTS = "<comments>"
+PYTHON = "<python>"
+EOT = "<eot>"
+MASK = "<mask>"
+PAD = "<pad>"
+SENTINELS = (COMMENTS, PYTHON, EOT, MASK, PAD)
+
+LAYOUTS = ("docstring-first", "signature-first")
+SEPARATIONS = ("none", "partial", "full")
+OBJECTIVES = ("text-code-clm", "code-clm", "corrupt-code-clm", "prefix-code-clm")

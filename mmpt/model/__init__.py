@@ -1,0 +1,1 @@
+"""The model side: packed-row attention masks and split (modality-relative) embeddings."""
