@@ -67,14 +67,29 @@ def encode_instance(
     ids = ids or sentinel_ids(tokenizer)
     doc = _text_ids(tokenizer, docstring)
     if layout == "docstring-first":
-        nl = [ids.comments, *doc, ids.python]
-        code_ids, head = _text_ids(tokenizer, code), []
-    else:
-        nl = [ids.comments, *doc, ids.python]
-        head = smap.to_code(_text_ids(tokenizer, signature))
-        code_ids = _text_ids(tokenizer, body)
-    if end:
-        code_ids = code_ids + [ids.eot]
+        return assemble_instance(smap, layout, ids, doc, _text_ids(tokenizer, code), end=end)
+    return assemble_instance(
+        smap, layout, ids, doc, _text_ids(tokenizer, body), _text_ids(tokenizer, signature), end=end
+    )
+
+
+def assemble_instance(
+    smap: SeparationMap,
+    layout: str,
+    ids: SentinelIds,
+    doc: list[int],
+    code: list[int],
+    signature: list[int] | None = None,
+    *,
+    end: bool = True,
+) -> tuple[list[int], list[int]]:
+    """`encode_instance` on texts already tokenized (prepare tokenizes whole batches at once).
+
+    `code` is the ids of CODE (docstring-first) or of BODY (signature-first, with `signature`).
+    """
+    nl = [ids.comments, *doc, ids.python]
+    head = smap.to_code(list(signature or [])) if layout == "signature-first" else []
+    code_ids = list(code) + [ids.eot] if end else list(code)
     code_ids = smap.to_code(code_ids)
     if layout == "docstring-first":
         return nl + code_ids, [NL] * len(nl) + [CODE] * len(code_ids)

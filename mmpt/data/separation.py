@@ -111,3 +111,58 @@ def _apply(table: np.ndarray, ids):
     if isinstance(ids, np.ndarray):
         return table[ids]
     return table[np.asarray(ids, dtype=np.int64)].tolist()
+
+
+# ---- which tokens to separate -------------------------------------------------------------------
+
+
+def default_separate_tokens() -> list[str]:
+    """The partial-separation strings, derived from the running Python itself.
+
+    Keywords (soft keywords too), the operators and delimiters of `token`, the public builtins, and
+    the public methods of str/list/dict/set; each bare and space-prefixed (" if"), because byte-level
+    BPE tokenizers hold both forms. Order is stable: by group, then as listed, duplicates dropped.
+    """
+    import builtins
+    import keyword
+    import token
+
+    words = list(keyword.kwlist) + list(keyword.softkwlist)
+    operators = sorted(token.EXACT_TOKEN_TYPES)
+    names = [n for n in dir(builtins) if not n.startswith("_")]
+    methods = [m for kind in (str, list, dict, set) for m in dir(kind) if not m.startswith("_")]
+    seen: dict[str, None] = {}
+    for base in words + operators + names + methods:
+        seen.setdefault(base)
+        seen.setdefault(" " + base)
+    return list(seen)
+
+
+def build_separation_map(
+    tokenizer, separation: str, tokens: list[str] | None = None
+) -> tuple[SeparationMap, list[str]]:
+    """(map, split): the SeparationMap of `separation` for `tokenizer`, and the requested strings
+    that the tokenizer encodes as several pieces (reported, not separated).
+
+    partial: each string of `tokens` (default `default_separate_tokens()`) that encodes to exactly
+    one id separates that id. full: every id of the tokenizer, sentinels included.
+    """
+    if separation not in SEPARATIONS:
+        raise ValueError(f"separation must be one of {SEPARATIONS}, got {separation!r}")
+    base = len(tokenizer)
+    if separation == "none":
+        return SeparationMap("none", base), []
+    if separation == "full":
+        ids = list(range(base))
+        return SeparationMap("full", base, ids, tokenizer.convert_ids_to_tokens(ids)), []
+    tokens = default_separate_tokens() if tokens is None else tokens
+    encoded = tokenizer(list(tokens), add_special_tokens=False)["input_ids"] if tokens else []
+    single: dict[int, None] = {}
+    split = []
+    for text, ids in zip(tokens, encoded):
+        if len(ids) == 1:
+            single.setdefault(ids[0])
+        else:
+            split.append(text)
+    separated = sorted(single)
+    return SeparationMap("partial", base, separated, tokenizer.convert_ids_to_tokens(separated)), split

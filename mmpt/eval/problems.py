@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,93 @@ class Problem:
     test: str  # test code run after the function; ends by calling the tests
     given_lines: int = 0  # i of task t_i
     total_lines: int = 0  # L: distinct non-empty lines of the reference body (0 for ordinary tasks)
+    reference: str = ""  # a correct completion (prompt + reference passes the tests); times the limits
 
     @property
     def fraction(self) -> float:
         """Fraction of the reference body given (0 for ordinary tasks)."""
         return self.given_lines / self.total_lines if self.total_lines else 0.0
+
+
+BENCHMARKS = ("humaneval", "mbpp")
+
+
+def split_body_lines(body: str) -> list[str]:
+    """The reference body as lines, each ending in "\\n" (CRLF normalised)."""
+    return [line + "\n" for line in body.replace("\r\n", "\n").split("\n")]
+
+
+def incremental_tasks(problem: Problem) -> list[Problem]:
+    """Tasks t_0..t_{L-1} of METHOD.md for one problem, from its reference body.
+
+    L counts the non-empty lines of the body; t_i gives the body up to and including its i-th
+    non-empty line (blank lines in between kept, so `given` is always a prefix of the body).
+    """
+    lines = split_body_lines(problem.reference)
+    nonempty = [i for i, line in enumerate(lines) if line.strip()]
+    return [
+        replace(
+            problem,
+            task_id=f"{problem.base_task_id}#{i}",
+            given="".join(lines[: nonempty[i - 1] + 1]) if i else "",
+            given_lines=i,
+            total_lines=len(nonempty),
+        )
+        for i in range(len(nonempty))
+    ]
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSONL file (gzip when it ends in .gz).
+
+    A line that is not a JSON object is an error naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+            yield number, obj
+
+
+def require(obj: dict, fields: dict[str, type], where: str) -> None:
+    """Raise naming `where` (file:line) and the field when a field is missing or has the wrong type."""
+    for name, kind in fields.items():
+        if name not in obj:
+            raise ValueError(f"{where}: missing field {name!r}")
+        if not isinstance(obj[name], kind):
+            raise ValueError(f"{where}: field {name!r} must be {kind.__name__}, got {type(obj[name]).__name__}")
+
+
+def load_problems(
+    benchmark: str,
+    data_file: str | Path | None = None,
+    incremental: bool = False,
+    limit: int | None = None,
+    split: str = "test",
+) -> list[Problem]:
+    """The problems of `benchmark` (humaneval|mbpp) in benchmark order; `limit` keeps the first N
+    problems (before expanding them into incremental tasks)."""
+    if benchmark == "humaneval":
+        from mmpt.eval import humaneval
+
+        problems = humaneval.load(data_file, split)
+    elif benchmark == "mbpp":
+        from mmpt.eval import mbpp
+
+        problems = mbpp.load(data_file, split)
+    else:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
+    problems = problems[:limit] if limit is not None else problems
+    if not incremental:
+        return problems
+    return [task for p in problems for task in incremental_tasks(p)]

@@ -1,0 +1,128 @@
+"""Training checkpoints: DeepSpeed state + data position + RNG, a completion marker, rotation, resume.
+
+Layout of OUTPUT_DIR/checkpoints/step_00000120/:
+    (DeepSpeed files)   model shards, optimizer shards, scheduler (written by every rank)
+    rng_rank{r}.pt      this rank's Python/NumPy/torch RNG states
+    hf/                 config.json, tokenizer, separation.json, mmpt.json: what export needs
+    complete.json       written by rank 0 after every rank has finished; {"step": 120, ...}
+A directory without `complete.json` (a job killed mid-save) is never resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MARKER = "complete.json"
+HF_DIR = "hf"
+_STEP_DIR = re.compile(r"step_(\d+)$")
+
+
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def list_complete(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = checkpoints_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and is_complete(p)]
+    return [p for _, p in sorted(found)]
+
+
+def find_resume(resume: str, output_dir: str | Path) -> Path | None:
+    """The checkpoint `resume` asks for: auto = newest complete one (or None), never = None, else a path."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        done = list_complete(output_dir)
+        return done[-1] if done else None
+    path = Path(resume)
+    if not is_complete(path):
+        raise FileNotFoundError(f"resume={resume!r}: not a complete checkpoint (no {MARKER} in it)")
+    return path
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save(engine, output_dir: str | Path, step: int, client_state: dict, write_hf, keep: int) -> Path:
+    """Save on every rank (collective); rank 0 then marks the checkpoint complete and rotates old ones.
+
+    `client_state` (the data position, tokens seen) goes into DeepSpeed's own files; `write_hf(dir)`
+    writes the export metadata (rank 0 only).
+    """
+    import deepspeed.comm as dist
+
+    root = checkpoints_dir(output_dir)
+    tag = step_dir_name(step)
+    path = root / tag
+    engine.save_checkpoint(str(root), tag=tag, client_state=dict(client_state, step=step))
+    torch.save(_rng_state(), path / f"rng_rank{dist.get_rank()}.pt")
+    if dist.get_rank() == 0:
+        write_hf(path / HF_DIR)
+    dist.barrier()  # every rank's shards and RNG are on disk before the marker
+    if dist.get_rank() == 0:
+        tmp = path / (MARKER + ".tmp")
+        tmp.write_text(json.dumps({"step": step, "world_size": dist.get_world_size()}) + "\n")
+        os.replace(tmp, path / MARKER)  # atomic: a checkpoint is complete or it is not
+        rotate(output_dir, keep, newest=path)
+    dist.barrier()
+    return path
+
+
+def rotate(output_dir: str | Path, keep: int, newest: Path) -> None:
+    """Keep the `keep` newest complete checkpoints; drop older ones and half-written leftovers."""
+    done = list_complete(output_dir)
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    newest_step = int(_STEP_DIR.match(newest.name).group(1))
+    for p in checkpoints_dir(output_dir).iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and int(m.group(1)) < newest_step and not is_complete(p):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def load(engine, path: Path, world_size: int, rank: int) -> dict:
+    """Restore model, optimizer, scheduler and this rank's RNG from `path`; returns the client state."""
+    saved_world = json.loads((path / MARKER).read_text())["world_size"]
+    if saved_world != world_size:
+        # the data position is counted in global batches, which would change meaning
+        raise ValueError(f"{path}: saved by {saved_world} ranks, resumed with {world_size}; use the same world size")
+    load_path, client_state = engine.load_checkpoint(
+        str(path.parent), tag=path.name, load_optimizer_states=True, load_lr_scheduler_states=True
+    )
+    if load_path is None:
+        raise RuntimeError(f"{path}: DeepSpeed could not load this checkpoint")
+    rng = path / f"rng_rank{rank}.pt"
+    if rng.is_file():
+        _set_rng_state(torch.load(rng, weights_only=False))
+    return client_state

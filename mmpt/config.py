@@ -1,0 +1,271 @@
+"""TrainConfig: every setting of a training run, read from one YAML file plus `--field value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import signal
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mmpt.modality import OBJECTIVES
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and field."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the paper's hyper-parameters (METHOD.md) where it has one.
+
+    The DeepSpeed JSON (`deepspeed`) owns ZeRO stage and offload; this config owns model, data,
+    objective and optimisation, and fills the JSON's "auto" values from them.
+    """
+
+    # model and data
+    model: str | dict = "microsoft/PyCodeGPT"  # hub name or local path; a mapping = architecture config, random init
+    tokenizer: str = ""  # "" = the prepared data's own DATA_DIR/tokenizer; else it must be the one the data used
+    data_dir: str = ""  # output of `mmpt prepare` (rows/, tokenizer/, meta.json)
+    output_dir: str = "runs/mmpt"  # checkpoints/, tensorboard/, metrics.jsonl, final/
+    objective: str = "code-clm"  # text-code-clm | code-clm | corrupt-code-clm | prefix-code-clm
+    attn_implementation: str = "sdpa"  # eager | sdpa | flash_attention_2 (checked against the backbone)
+
+    # length of training: max_steps wins when > 0, else `epochs` passes over the rows
+    max_steps: int = 0
+    epochs: float = 1.0
+
+    # optimisation (AdamW, linear warm-up then cosine decay from learning_rate to min_learning_rate)
+    learning_rate: float = 1e-5
+    min_learning_rate: float = 1e-6
+    warmup_ratio: float = 0.01
+    weight_decay: float = 0.01  # on matrices only: not on biases and norms (1-d tensors)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    per_device_batch_size: int = 32  # packed rows per micro-batch on one rank
+    gradient_accumulation_steps: int = 1
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on a GPU that has it, else fp16; fp32 on CPU)
+    gradient_checkpointing: bool = True
+
+    # checkpoints, logging, reproducibility
+    save_steps: int = 1000  # a DeepSpeed checkpoint every N optimizer steps (0 = only at the end)
+    keep_checkpoints: int = 2  # newest complete checkpoints kept; older ones are deleted
+    logging_steps: int = 10
+    seed: int = 42
+    deepspeed: str = "ds_configs/zero3.json"  # relative paths are tried from cwd, then the repo root
+    resume: str = "auto"  # auto (newest complete checkpoint in output_dir) | never | PATH of a checkpoint
+    export: bool = True  # write OUTPUT_DIR/final (Hugging Face format) at the end
+
+    # robustness
+    save_signal: str = "SIGTERM"  # on this signal every rank finishes its step, saves and exits 0
+    hang_timeout_s: float = 120.0  # a rank that makes no progress this long (dead peer) exits non-zero
+    peak_tflops: float = 0.0  # MFU denominator; 0 = the card's bf16 peak on GPU, a measured matmul peak on CPU
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(name: str, value, where: str):
+    """`value` (from YAML or the command line) as the type of field `name`; ConfigError otherwise."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    from_cli = isinstance(value, str) and where.startswith("command line")
+    if dict in allowed and isinstance(value, dict):
+        return value
+    if bool in allowed:
+        if isinstance(value, bool):
+            return value
+        if from_cli and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif int in allowed:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_cli or isinstance(value, float) and value.is_integer():
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif float in allowed:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-5" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif str in allowed and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{where}: field {name!r} must be {hint}, got {value!r}")
+
+
+def _check_name(name: str, where: str) -> None:
+    if name not in FIELDS:
+        close = difflib.get_close_matches(name, FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}: unknown field {name!r}{hint}")
+
+
+def parse_overrides(argv: list[str]) -> dict[str, str]:
+    """`--field value` / `--field=value` pairs from the command line, names checked."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"command line: expected --field value, got {arg!r}")
+        name, eq, value = arg[2:].partition("=")
+        name = name.replace("-", "_")
+        if not eq:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"command line: --{name} needs a value")
+            value, i = argv[i + 1], i + 1
+        _check_name(name, "command line")
+        out[name] = value
+        i += 1
+    return out
+
+
+def load_config(path: str | Path | None, overrides: dict[str, str] | None = None) -> TrainConfig:
+    """TrainConfig from a YAML file (None = defaults) with command-line overrides applied, validated."""
+    values: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
+        for name, value in raw.items():
+            _check_name(str(name), str(path))
+            values[name] = _coerce(name, value, str(path))
+    for name, value in (overrides or {}).items():
+        _check_name(name, "command line")
+        values[name] = _coerce(name, value, f"command line --{name}")
+    config = TrainConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(c: TrainConfig) -> None:
+    """Errors for values that are well-typed but unusable."""
+
+    def bad(name: str, why: str) -> ConfigError:
+        return ConfigError(f"config field {name!r}: {why} (got {getattr(c, name)!r})")
+
+    if c.objective not in OBJECTIVES:
+        raise bad("objective", f"unknown objective, expected one of {OBJECTIVES}")
+    if c.precision not in PRECISIONS:
+        raise bad("precision", f"expected one of {PRECISIONS}")
+    if not c.data_dir:
+        raise bad("data_dir", "required: a directory written by `mmpt prepare`")
+    if c.max_steps < 0 or (c.max_steps == 0 and c.epochs <= 0):
+        raise bad("max_steps", "set max_steps > 0 or epochs > 0")
+    for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        if getattr(c, name) < 1:
+            raise bad(name, "must be >= 1")
+    if c.save_steps < 0 or c.keep_checkpoints < 1:
+        raise bad("save_steps" if c.save_steps < 0 else "keep_checkpoints", "out of range")
+    if not 0 <= c.warmup_ratio < 1:
+        raise bad("warmup_ratio", "must lie in [0, 1)")
+    if c.min_learning_rate > c.learning_rate:
+        raise bad("min_learning_rate", "must not exceed learning_rate")
+    if not c.save_signal.startswith("SIG") or not hasattr(signal, c.save_signal):
+        raise bad("save_signal", "expected a signal name such as SIGTERM or SIGUSR1")
+    if c.hang_timeout_s <= 0:
+        raise bad("hang_timeout_s", "must be > 0")
+
+
+def dump(c: TrainConfig) -> str:
+    """The config as YAML (saved beside checkpoints, so a run says how it was made)."""
+    return yaml.safe_dump(dataclasses.asdict(c), sort_keys=False)
+
+
+# ---- the DeepSpeed JSON: it owns ZeRO/offload, this config fills its "auto" values ----------------
+
+
+def resolve_precision(precision: str, device_type: str, bf16_supported: bool) -> str:
+    """fp32 | bf16 | fp16 for `auto`: bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if device_type == "cpu":
+        return "fp32"
+    return "bf16" if bf16_supported else "fp16"
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def find_deepspeed_file(name: str) -> Path:
+    """The DeepSpeed JSON `name`: as given (cwd-relative), else relative to the repository root."""
+    for candidate in (Path(name), _repo_root() / name):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config field 'deepspeed': {name!r} not found (looked in . and {_repo_root()})")
+
+
+def deepspeed_config(c: TrainConfig, world_size: int, precision: str, device_type: str) -> dict:
+    """The DeepSpeed config dict of run `c`: the JSON with every "auto" filled from `c`.
+
+    A value written out in the JSON must equal the one `c` implies (one owner per setting); the
+    learning-rate schedule belongs to mmpt, so the JSON must not carry a `scheduler`.
+    """
+    import json
+
+    path = find_deepspeed_file(c.deepspeed)
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if "scheduler" in ds:
+        raise ConfigError(f"{path}: remove 'scheduler'; the learning-rate schedule is set by the mmpt config")
+    owned = {
+        "train_micro_batch_size_per_gpu": c.per_device_batch_size,
+        "gradient_accumulation_steps": c.gradient_accumulation_steps,
+        "train_batch_size": c.per_device_batch_size * c.gradient_accumulation_steps * world_size,
+        "gradient_clipping": c.max_grad_norm,
+        "bf16.enabled": precision == "bf16",
+        "fp16.enabled": precision == "fp16",
+        "optimizer.params.lr": c.learning_rate,
+        "optimizer.params.betas": [c.adam_beta1, c.adam_beta2],
+        "optimizer.params.eps": c.adam_epsilon,
+        "optimizer.params.weight_decay": c.weight_decay,
+    }
+    for key, value in owned.items():
+        *parents, leaf = key.split(".")
+        node = ds
+        for p in parents:
+            node = node.setdefault(p, {})
+        if node.get(leaf, "auto") == "auto":
+            node[leaf] = value
+        elif node[leaf] != value and not (isinstance(value, float) and node[leaf] == value):
+            raise ConfigError(
+                f"{path}: {key} = {node[leaf]!r} disagrees with the mmpt config ({value!r}); "
+                f'write "auto" there and set it in the mmpt config'
+            )
+    if device_type == "cpu":
+        # DeepSpeed's FusedAdam is a CUDA kernel; on CPU the same update comes from torch's AdamW
+        # (CPU-offloaded optimizers use DeepSpeed's CPU Adam and ignore this).
+        ds["optimizer"]["params"].setdefault("torch_adam", True)
+    leftover = [k for k, v in _walk(ds) if v == "auto"]
+    if leftover:
+        raise ConfigError(f"{path}: mmpt cannot fill {leftover} ('auto' is only for the values the mmpt config owns)")
+    return ds
+
+
+def _walk(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _walk(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v

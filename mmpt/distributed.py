@@ -1,0 +1,128 @@
+"""Which launcher started us, this process's rank, and a process group that cannot hang forever.
+
+Launchers: `deepspeed` and `torchrun` set RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*; `srun` sets only
+SLURM_* (the rendezvous host is the first node of the step); a plain `python` is one process.
+A dead peer must not hang the survivors: the process group gets a timeout, and a watchdog
+(faulthandler's own thread, which runs even while the main thread is stuck in a collective) dumps
+every thread's stack and exits non-zero when a rank makes no progress for `hang_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    launcher: str  # deepspeed | torchrun | slurm | single
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _first_host(nodelist: str) -> str:
+    """First host of a Slurm node list: `scontrol` when present, else the simple `a[1-3,5],b` forms."""
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.split():
+            return out.stdout.split()[0]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    head = re.split(r",(?![^\[]*\])", nodelist)[0]  # first entry, commas inside [] kept
+    m = re.fullmatch(r"(.*?)\[([^\]]+)\](.*)", head)
+    if not m:
+        return head
+    first = m.group(2).split(",")[0].split("-")[0]  # keeps zero padding: node[007-009] -> node007
+    return f"{m.group(1)}{first}{m.group(3)}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def detect(environ: dict[str, str] | None = None) -> DistEnv:
+    """This process's place in the job, from the launcher's environment variables."""
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in env else "deepspeed"
+        return DistEnv(
+            launcher,
+            int(env["RANK"]),
+            int(env["WORLD_SIZE"]),
+            int(env.get("LOCAL_RANK", "0")),
+            env.get("MASTER_ADDR", "127.0.0.1"),
+            int(env.get("MASTER_PORT", "29500")),
+        )
+    if "SLURM_PROCID" in env and ("SLURM_STEP_NUM_TASKS" in env or "SLURM_NTASKS" in env):
+        # inside an `srun` step; the port is derived from the job id so that every task agrees on it
+        world = int(env.get("SLURM_STEP_NUM_TASKS") or env["SLURM_NTASKS"])
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+        port = int(env.get("MASTER_PORT") or 20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
+        return DistEnv(
+            "slurm",
+            int(env["SLURM_PROCID"]),
+            world,
+            int(env.get("SLURM_LOCALID", "0")),
+            env.get("MASTER_ADDR") or _first_host(nodes),
+            port,
+        )
+    return DistEnv("single", 0, 1, 0, "127.0.0.1", _free_port())
+
+
+def init(dist: DistEnv, timeout_s: float, backend: str | None = None) -> None:
+    """Join the process group (deepspeed.comm over torch.distributed, env:// rendezvous).
+
+    `timeout_s` bounds every collective as well as the rendezvous; on a CPU accelerator the
+    backend is gloo, else the accelerator's own (nccl on CUDA).
+    """
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    os.environ.update(
+        RANK=str(dist.rank),
+        WORLD_SIZE=str(dist.world_size),
+        LOCAL_RANK=str(dist.local_rank),
+        MASTER_ADDR=dist.master_addr,
+        MASTER_PORT=str(dist.master_port),
+    )
+    accelerator = get_accelerator()
+    if backend is None:
+        backend = "gloo" if accelerator.device_name() == "cpu" else accelerator.communication_backend_name()
+    if accelerator.device_name() != "cpu":
+        accelerator.set_device(dist.local_rank)
+    deepspeed.init_distributed(
+        dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s), verbose=False
+    )
+
+
+class Watchdog:
+    """Exit the process (status 1, stacks on stderr) when `beat` is not called for `timeout_s`.
+
+    A survivor of a dead peer can sit inside a collective that never returns; Python signal
+    handlers and threads holding the GIL cannot help there, faulthandler's C thread can.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+
+    def beat(self, allow_s: float | None = None) -> None:
+        """Restart the countdown; `allow_s` grants a longer one (a checkpoint save, the first step)."""
+        faulthandler.dump_traceback_later(allow_s or self.timeout_s, exit=True, file=sys.stderr)
+
+    def stop(self) -> None:
+        faulthandler.cancel_dump_traceback_later()

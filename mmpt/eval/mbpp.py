@@ -1,0 +1,101 @@
+"""MBPP problems from a JSONL file (google-research or hub format) or the hub, split for prompting.
+
+The NL statement is the problem `text` followed by the first test assert on its own line: as is
+common for MBPP, the assert shows the model the function's name and how it is called. The
+signature is the reference code up to and including the entry point's def line; the rest of the
+reference code is the reference body.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from mmpt.eval.problems import Problem, read_jsonl
+
+HUB_DATASET = "google-research-datasets/mbpp"
+# task-id ranges of the standard splits of the 974-problem release
+SPLITS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601), "train": range(601, 975)}
+
+
+def entry_point(code: str, first_test: str) -> str:
+    """The top-level function of `code` that the first test calls."""
+    defined = {n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    for node in ast.walk(ast.parse(first_test)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in defined:
+            return node.func.id
+    raise ValueError(f"the first test calls none of the functions the reference defines ({sorted(defined)})")
+
+
+def split_code(code: str, name: str) -> tuple[str, str]:
+    """(signature, body) of reference `code` at function `name`: signature + "\\n" + body == code."""
+    fn = next(n for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name)
+    lines = code.split("\n")
+    first = fn.body[0]
+    if first.lineno == fn.lineno:  # `def f(x): return x` — move the body onto its own line
+        line = lines[fn.lineno - 1]
+        head, rest = line[: first.col_offset].rstrip(), line[first.col_offset :]
+        return "\n".join(lines[: fn.lineno - 1] + [head]), "\n".join(["    " + rest] + lines[fn.lineno :])
+    return "\n".join(lines[: first.lineno - 1]), "\n".join(lines[first.lineno - 1 :])
+
+
+def to_problem(row: dict, where: str) -> Problem:
+    """One MBPP row (either format) as a Problem; errors name `where` and the field."""
+    text = row.get("text", row.get("prompt"))
+    for name, value in (("text", text), ("code", row.get("code")), ("task_id", row.get("task_id"))):
+        if value is None:
+            raise ValueError(f"{where}: missing field {name!r}")
+    tests = row.get("test_list")
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
+        raise ValueError(f"{where}: field 'test_list' must be a non-empty list of strings")
+    # the google-research file has `test_setup_code`; the hub's sanitized config has `test_imports`
+    setup = row.get("test_setup_code") or "\n".join(row.get("test_imports") or [])
+    code = str(row["code"]).replace("\r\n", "\n").rstrip() + "\n"
+    try:
+        name = entry_point(code, tests[0])
+        signature, body = split_code(code, name)
+    except (SyntaxError, ValueError) as e:
+        raise ValueError(f"{where}: field 'code' of task {row['task_id']}: {e}") from None
+    task_id = f"MBPP/{row['task_id']}"
+    return Problem(
+        task_id=task_id,
+        base_task_id=task_id,
+        docstring=f"{text.strip()}\n{tests[0].strip()}",
+        signature=signature,
+        given="",
+        entry_point=name,
+        prompt=signature + "\n",
+        test=(setup + "\n" if setup else "") + "\n".join(tests) + "\n",
+        reference=body,
+    )
+
+
+def _hub_rows(split: str) -> list[dict]:
+    try:
+        from datasets import load_dataset
+
+        return list(load_dataset(HUB_DATASET, split=split))
+    except Exception as e:  # offline, or no such split
+        raise RuntimeError(
+            f"could not load the hub dataset {HUB_DATASET} (split {split!r}): {e}; "
+            "pass --data-file with a local MBPP JSONL instead"
+        ) from None
+
+
+def load(data_file: str | Path | None = None, split: str = "test") -> list[Problem]:
+    """Problems of `split` (test|validation|train|prompt|all) in task-id order.
+
+    A file is filtered by the standard task-id ranges; rows whose task_id is not an integer (a
+    custom file) are all kept.
+    """
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"MBPP split must be one of {[*SPLITS, 'all']}, got {split!r}")
+    if data_file is None:
+        rows = [(f"{HUB_DATASET}[{i}]", row) for i, row in enumerate(_hub_rows(split))]
+    else:
+        rows = [
+            (f"{data_file}:{number}", row)
+            for number, row in read_jsonl(data_file)
+            if split == "all" or not isinstance(row.get("task_id"), int) or row["task_id"] in SPLITS[split]
+        ]
+    return [to_problem(row, where) for where, row in rows]

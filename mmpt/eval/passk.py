@@ -1,0 +1,132 @@
+"""pass@k from execution results: the one unbiased estimator, the metrics dict, `mmpt passk`.
+
+    mmpt passk --results R.jsonl --k 1,10,100 [--per-task] [--tensorboard runs/x --step 1000]
+
+prints the metrics as JSON on stdout and a table on stderr. For incremental results (task ids
+`X#i`, records with given_lines/total_lines) it adds pass@k by fraction of the solution given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from mmpt.eval.problems import read_jsonl, require
+
+# fraction of the reference body given, as [lo, hi) bins (the last one closed at 1)
+FRACTION_BINS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
+
+
+def estimate_pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one task with n samples, c correct: 1 − C(n−c, k) / C(n, k).
+
+    Computed as 1 − ∏_{i=n−c+1}^{n} (1 − k/i), which never forms the huge binomials.
+    """
+    if not 0 <= c <= n or k < 1 or k > n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def _mean_pass(counts: list[tuple[int, int]], ks: list[int]) -> dict[str, float]:
+    """pass@k averaged over tasks, for each k that every task has samples for."""
+    return {
+        f"pass@{k}": sum(estimate_pass_at_k(n, c, k) for n, c in counts) / len(counts)
+        for k in ks
+        if counts and all(n >= k for n, _ in counts)
+    }
+
+
+def pass_at_k_metrics(results: Iterable[dict], ks: Iterable[int], per_task: bool = False) -> dict:
+    """{"pass@k": ...} over tasks (a k only where every task has >= k samples), plus `n_tasks`,
+    `n_samples`; `by_fraction` for incremental results; `per_task` ({task: {n, c, pass@k}}) on request."""
+    ks = sorted(set(ks))
+    tasks: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # task -> [n, c]
+    fractions: dict[str, float] = {}
+    for r in results:
+        t = tasks[r["task_id"]]
+        t[0] += 1
+        t[1] += bool(r["passed"])
+        if r.get("total_lines"):
+            fractions[r["task_id"]] = r["given_lines"] / r["total_lines"]
+    counts = [tuple(v) for v in tasks.values()]
+    metrics: dict = {**_mean_pass(counts, ks), "n_tasks": len(tasks), "n_samples": sum(n for n, _ in counts)}
+    if fractions:
+        by_fraction = {}
+        for lo, hi in FRACTION_BINS:
+            inside = [tuple(tasks[t]) for t, f in fractions.items() if lo <= f < hi or (hi == 1.0 and f == 1.0)]
+            if inside:
+                by_fraction[f"{lo:.2f}-{hi:.2f}"] = {**_mean_pass(inside, ks), "n_tasks": len(inside)}
+        metrics["by_fraction"] = by_fraction
+    if per_task:
+        metrics["per_task"] = {
+            t: {"n": n, "c": c, **{f"pass@{k}": estimate_pass_at_k(n, c, k) for k in ks if k <= n}}
+            for t, (n, c) in tasks.items()
+        }
+    return metrics
+
+
+def read_results(path: Path) -> list[dict]:
+    """Result records; each needs `task_id` and `passed`."""
+    rows = []
+    for number, row in read_jsonl(path):
+        require(row, {"task_id": str, "passed": bool}, f"{path}:{number}")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no results")
+    return rows
+
+
+def format_table(metrics: dict) -> str:
+    keys = [k for k in metrics if k.startswith("pass@")]
+    lines = [f"{'':<12}" + "".join(f"{k:>10}" for k in keys) + f"{'tasks':>8}"]
+    lines.append(f"{'all':<12}" + "".join(f"{metrics[k]:>10.4f}" for k in keys) + f"{metrics['n_tasks']:>8}")
+    for name, row in metrics.get("by_fraction", {}).items():
+        lines.append(f"{name:<12}" + "".join(f"{row[k]:>10.4f}" if k in row else f"{'-':>10}" for k in keys) + f"{row['n_tasks']:>8}")
+    return "\n".join(lines)
+
+
+def log_tensorboard(metrics: dict, logdir: Path, step: int) -> None:
+    """Add the pass@k scalars (and the incremental breakdown) to a run's TensorBoard at `step`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(logdir))
+    for key, value in metrics.items():
+        if key.startswith("pass@"):
+            writer.add_scalar(f"eval/{key}", value, step)
+    for name, row in metrics.get("by_fraction", {}).items():
+        for key, value in row.items():
+            if key.startswith("pass@"):
+                writer.add_scalar(f"eval/incremental_{name}/{key}", value, step)
+    writer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mmpt passk", description="pass@k from `mmpt execute` results.")
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--k", default="1,10,100", help="comma-separated ks")
+    ap.add_argument("--per-task", action="store_true", help="add each task's n, c and pass@k")
+    ap.add_argument("--tensorboard", type=Path, default=None, help="log the scalars to this run directory")
+    ap.add_argument("--step", type=int, default=0, help="TensorBoard step (e.g. the checkpoint's)")
+    a = ap.parse_args(argv)
+    try:
+        ks = [int(k) for k in a.k.split(",") if k.strip()]
+        if not ks or min(ks) < 1:
+            raise ValueError(f"--k must list positive integers, got {a.k!r}")
+        metrics = pass_at_k_metrics(read_results(a.results), ks, per_task=a.per_task)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mmpt passk: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics))
+    print(format_table(metrics), file=sys.stderr)
+    if a.tensorboard:
+        log_tensorboard(metrics, a.tensorboard, a.step)
+    return 0

@@ -1,0 +1,90 @@
+"""`mmpt export CKPT --out DIR`: a standard Hugging Face checkpoint from a DeepSpeed (ZeRO-2/3) one.
+
+DIR gets model.safetensors + config.json, the tokenizer, separation.json (SeparationMap.save) and
+mmpt.json {"layout", "objective", "attn_implementation", "separation"} that generation reads.
+CKPT is one checkpoint (OUTPUT_DIR/checkpoints/step_N) or a run's OUTPUT_DIR (its newest complete one).
+The fp32 master weights are consolidated from every rank's shards; tied input/output embeddings
+are re-tied after loading, since the consolidated state dict may hold the shared tensor only once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from mmpt import checkpoint
+
+META_FILE = "mmpt.json"
+
+
+def write_export_meta(directory: Path, hf_config, tokenizer, smap, data_meta: dict, train_config) -> None:
+    """What a checkpoint needs beyond its weights to become a Hugging Face model (rank 0 writes it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    hf_config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    smap.save(directory)
+    meta = {
+        "layout": data_meta["layout"],
+        "objective": train_config.objective,
+        "attn_implementation": train_config.attn_implementation,
+        "separation": smap.separation,
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A complete checkpoint directory from a checkpoint path or a run's output directory."""
+    path = Path(path)
+    if checkpoint.is_complete(path):
+        return path
+    done = checkpoint.list_complete(path)
+    if done:
+        return done[-1]
+    raise FileNotFoundError(f"{path}: neither a complete checkpoint nor a run directory holding one")
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
+    """Consolidate `ckpt` into a Hugging Face checkpoint in `out` (whole model in CPU memory)."""
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    ckpt, out = resolve_checkpoint(ckpt), Path(out)
+    hf_dir = ckpt / checkpoint.HF_DIR
+    config = AutoConfig.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt.parent), tag=ckpt.name)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    params = model.state_dict(keep_vars=True)
+    loaded = {id(params[k]) for k in state if k in params}
+    untied_missing = [k for k in missing if id(params[k]) not in loaded]  # a tied alias of a loaded tensor is fine
+    if unexpected or untied_missing:
+        raise ValueError(f"{ckpt}: weights do not match the model config (missing {untied_missing}, unexpected {unexpected})")
+    out.mkdir(parents=True, exist_ok=True)
+    for item in hf_dir.iterdir():  # tokenizer, separation.json, mmpt.json (config.json is rewritten below)
+        if item.is_file():
+            shutil.copy2(item, out / item.name)
+    model.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmpt export", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="OUTPUT_DIR/checkpoints/step_N, or OUTPUT_DIR for its newest complete one")
+    parser.add_argument("--out", required=True, help="directory for the Hugging Face checkpoint")
+    args = parser.parse_args(argv)
+    try:
+        out = export_checkpoint(args.checkpoint, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"mmpt export: {e}", file=sys.stderr)
+        return 2
+    print(f"mmpt export: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

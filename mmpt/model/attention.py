@@ -1,0 +1,174 @@
+"""Attention masks for packed rows, handed to stock `transformers` models as a 4-D mask.
+
+A packed row holds several instances; each must see only itself. Position ids restart at 0 for
+every instance (and each tail pad is an instance of its own at position 0), so the instance of a
+token is the running count of zeros in `position_ids`. From that, per token:
+
+    allowed[b, q, k] = same_instance(q, k) and (k <= q or (prefix[q] and prefix[k]))
+
+`prefix` marks the NL prefix of prefix-code-clm (bidirectional within the instance). Position ids
+alone do not isolate instances in transformers 5.x (its packed-sequence detection only runs when no
+mask is given and leaks for several models), so `packed_forward` always passes an explicit 4-D
+mask, which `transformers.masking_utils` hands to the attention function unchanged. Each attention
+function reads that mask in its own form (sdpa: boolean, True = attend; eager: additive float), and
+only the (model_type, implementation) pairs in `SUPPORTED` were verified exact against running each
+instance alone (tests/model/test_attention.py); anything else is refused, never run approximately.
+
+The mask is built on the fly from (B, N) per-token data: nothing quadratic is stored in the data
+path. Its memory is B·N² bools (sdpa) or floats (eager), e.g. 32 MiB for 32 rows of 1024 with sdpa.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+# Verified exact on transformers 5.24 / torch 2.13 (CPU, fp32, max abs diff <= 1e-5 vs alone and vs
+# a hand-built dense mask, all four objectives): see tests/model/test_attention.py.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "gpt2": ("eager", "sdpa"),
+    "gpt_neo": ("eager",),  # PyCodeGPT's architecture; transformers has no sdpa for GPT-Neo
+    "llama": ("eager", "sdpa"),  # stands for the Llama/Qwen2/Mistral family
+    "qwen2": ("eager", "sdpa"),
+    "codegen": ("eager", "sdpa"),
+}
+
+# Why an implementation is refused for every model; shown in the error.
+_REFUSED_IMPLEMENTATIONS = {
+    "flex_attention": "its BlockMask path crashed the process for Llama on CPU and was not verified exact",
+    "flash_attention_2": "it takes no 4-D mask (it un-pads by a 2-D mask or cu_seqlens), so it cannot express "
+    "the bidirectional NL prefix, and it cannot be verified on CPU",
+    "flash_attention_3": "same as flash_attention_2",
+}
+_REFUSED_PAIRS = {("gpt_neo", "sdpa"): "transformers has no sdpa implementation of GPT-Neo"}
+
+
+def _supported_text() -> str:
+    return "; ".join(f"{m}: {', '.join(impls)}" for m, impls in SUPPORTED.items())
+
+
+def check_supported(model_type: str, impl: str) -> None:
+    """Raise a ValueError naming the combination and the verified ones unless it is in `SUPPORTED`."""
+    if impl in SUPPORTED.get(model_type, ()):
+        return
+    if model_type not in SUPPORTED:
+        why = f"model type {model_type!r} has not been verified for packed rows"
+    elif (model_type, impl) in _REFUSED_PAIRS:
+        why = _REFUSED_PAIRS[model_type, impl]
+    elif impl in _REFUSED_IMPLEMENTATIONS:
+        why = _REFUSED_IMPLEMENTATIONS[impl]
+    else:
+        why = f"{model_type!r} with {impl!r} was not verified exact for packed rows"
+    raise ValueError(
+        f"attention implementation {impl!r} for model type {model_type!r} is refused: {why}. "
+        f"Verified combinations: {_supported_text()}. Pick one with `attn_implementation=...` when loading the model."
+    )
+
+
+def instance_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """(B, N) long: the index of each token's instance within its row (a new one at each position 0)."""
+    return (position_ids == 0).long().cumsum(dim=-1)
+
+
+def packed_allowed(position_ids: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N, N) bool: may query q attend to key k (causal within an instance, prefix bidirectional)."""
+    if position_ids.dim() != 2:
+        raise ValueError(f"position_ids must be (B, N), got shape {tuple(position_ids.shape)}")
+    n = position_ids.shape[1]
+    seg = instance_ids(position_ids)  # (B, N)
+    same = seg[:, :, None] == seg[:, None, :]  # (B, N, N)
+    causal = torch.ones(n, n, dtype=torch.bool, device=position_ids.device).tril()  # (N, N)
+    if prefix is None:
+        return same & causal
+    if prefix.shape != position_ids.shape:
+        raise ValueError(f"prefix has shape {tuple(prefix.shape)}, position_ids {tuple(position_ids.shape)}")
+    prefix = prefix.bool()
+    both_prefix = prefix[:, :, None] & prefix[:, None, :]  # (B, N, N)
+    return same & (causal | both_prefix)
+
+
+def mask_from_allowed(allowed: torch.Tensor, impl: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The 4-D mask `impl` honours, from a boolean (B, Q, K) or (B, 1, Q, K) `allowed` (True = attend).
+
+    sdpa: (B, 1, Q, K) bool, passed to `scaled_dot_product_attention` as is. eager: (B, 1, Q, K)
+    additive float of `dtype`, 0 where allowed and the dtype's minimum elsewhere (eager adds the mask
+    to the scores, so a boolean mask would add 1/0 and mask nothing). Every query row must allow at
+    least one key (a fully masked row gives NaN under sdpa); the caller guarantees that.
+    """
+    if allowed.dtype != torch.bool:
+        raise ValueError(f"allowed must be a bool tensor, got {allowed.dtype}")
+    if allowed.dim() == 3:
+        allowed = allowed[:, None]  # (B, 1, Q, K): one mask shared by all heads
+    if allowed.dim() != 4:
+        raise ValueError(f"allowed must be (B, Q, K) or (B, 1, Q, K), got shape {tuple(allowed.shape)}")
+    if impl == "sdpa":
+        return allowed
+    if impl == "eager":
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    if impl in _REFUSED_IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {impl!r} is refused: {_REFUSED_IMPLEMENTATIONS[impl]}")
+    raise ValueError(f"no 4-D mask form is known for attention implementation {impl!r}; use eager or sdpa")
+
+
+def packed_mask(
+    position_ids: torch.Tensor, prefix: torch.Tensor | None, impl: str, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The 4-D mask of packed rows for `impl`, from (B, N) position ids and prefix flags."""
+    return mask_from_allowed(packed_allowed(position_ids, prefix), impl, dtype)
+
+
+def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
+    # A DeepSpeed engine (or DDP) wraps the Hugging Face model as `.module`.
+    return getattr(model, "module", model)
+
+
+def prepare_model(model: torch.nn.Module) -> None:
+    """Make a stock model honour an explicit 4-D mask fully (idempotent; called by `packed_forward`).
+
+    GPT-Neo's eager attention applies its own built-in causal mask (the non-persistent `bias`
+    buffer, which also carries the sliding window of its local layers) before adding the given mask.
+    That would keep the NL prefix causal, so the buffer is widened to "no causality": all True on
+    global layers, the symmetric band |q - k| < window_size on local layers. With a causal mask
+    given (as transformers always builds for eager) the product is unchanged, so generation and
+    ordinary forwards behave exactly as before; only a bidirectional prefix can now take effect.
+    """
+    hf = _hf_model(model)
+    if getattr(hf.config, "model_type", None) != "gpt_neo" or getattr(hf, "_mmpt_prepared", False):
+        return
+    window = hf.config.window_size
+    for module in hf.modules():
+        bias = getattr(module, "bias", None)
+        if not (isinstance(bias, torch.Tensor) and bias.dtype == torch.bool and hasattr(module, "attention_type")):
+            continue
+        n = bias.shape[-1]
+        idx = torch.arange(n, device=bias.device)
+        if module.attention_type == "local":
+            wide = (idx[:, None] - idx[None, :]).abs() < window
+        else:
+            wide = torch.ones(n, n, dtype=torch.bool, device=bias.device)
+        module.bias = wide.view(1, 1, n, n)  # assigning a tensor to a registered buffer name keeps it a buffer
+    hf._mmpt_prepared = True
+
+
+def attn_implementation(model: torch.nn.Module) -> tuple[str, str]:
+    """(model_type, attention implementation) of a (possibly wrapped) model."""
+    config = _hf_model(model).config
+    return config.model_type, config._attn_implementation
+
+
+def packed_forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Logits (B, N, V) of packed rows: the stock model with position ids and the packed 4-D mask.
+
+    `batch` needs `input_ids` and `position_ids` (B, N); `prefix` (B, N) bool is optional.
+    """
+    model_type, impl = attn_implementation(model)
+    check_supported(model_type, impl)
+    prepare_model(model)
+    hf = _hf_model(model)
+    mask = packed_mask(batch["position_ids"], batch.get("prefix"), impl, dtype=hf.dtype)
+    out = model(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False
+    )
+    return out.logits

@@ -1,0 +1,325 @@
+"""Further pre-training with DeepSpeed: config, ranks, data, model, resume, then one loop.
+
+    deepspeed --num_gpus 8 mmpt/train.py --config configs/pycodegpt-110m.yaml --data_dir runs/data
+    DS_ACCELERATOR=cpu deepspeed --num_gpus 2 mmpt/train.py --config configs/tiny-cpu.yaml
+    torchrun --nproc_per_node 8 mmpt/train.py --config ...      srun python mmpt/train.py --config ...
+    python -m mmpt.train --config ...   (one process)           mmpt train --config ...
+
+Each optimizer step takes the next `per_device_batch_size * gradient_accumulation_steps * world`
+rows of the epoch's shuffled order; rank r takes every world-th of them, so the shards are disjoint
+and every row is used once per epoch. The loss is normalised by the number of trained tokens of the
+whole step over all ranks, so that the split into ranks and micro-batches does not change it.
+Watch it with `tensorboard --logdir OUTPUT_DIR`.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmpt import checkpoint, distributed
+from mmpt.config import ConfigError, TrainConfig, deepspeed_config, dump, load_config, parse_overrides, resolve_precision
+from mmpt.data.separation import SeparationMap
+from mmpt.modality import CODE, NL
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def lr_factor(step: int, total_steps: int, warmup_ratio: float, min_ratio: float) -> float:
+    """Multiplier of the peak lr at optimizer step `step`: linear warm-up, then cosine to `min_ratio`."""
+    warmup = math.ceil(warmup_ratio * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled row order of one epoch, the same on every rank."""
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
+
+
+def step_rows(order: np.ndarray, k: int, rank: int, world: int, batch: int, accum: int) -> list[list[int]]:
+    """Row indices of this rank's micro-batches in step `k` of the epoch (short or empty at its tail)."""
+    chunk = order[k * batch * accum * world : (k + 1) * batch * accum * world]
+    mine = chunk[rank::world]  # disjoint shards; their union is the step's global batch
+    return [mine[m * batch : (m + 1) * batch].tolist() for m in range(accum)]
+
+
+def trained_counts(labels: torch.Tensor, modality: torch.Tensor) -> tuple[int, int]:
+    """(code, nl) counts of the targets `modality_loss` trains on in a batch (it predicts label t+1)."""
+    target = labels[:, 1:] != -100
+    return int((target & (modality[:, 1:] == CODE)).sum()), int((target & (modality[:, 1:] == NL)).sum())
+
+
+def build_model(c: TrainConfig, smap: SeparationMap, ds_config: dict, precision: str):
+    """The backbone with its code-copy rows; under ZeRO-3 it is built already partitioned.
+
+    `HfDeepSpeedConfig` must stay alive while transformers builds and resizes the model: it is what
+    makes `from_pretrained`/`from_config` construct every layer inside `deepspeed.zero.Init`, so no
+    rank ever holds the whole model. It dies on return, so that the export at the end builds a
+    plain model. The copy-initialisation of code rows then gathers each sharded
+    embedding (`extend_model`), since writing `.data` of a ZeRO-3 parameter would change nothing.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.integrations import HfDeepSpeedConfig
+
+    from mmpt.model.attention import check_supported
+    from mmpt.model.split_embeddings import extend_model
+
+    keep_alive = HfDeepSpeedConfig(ds_config) if ds_config["zero_optimization"]["stage"] == 3 else None
+    kwargs = {"attn_implementation": c.attn_implementation, "dtype": DTYPES[precision]}
+    if isinstance(c.model, dict):
+        arch = dict(c.model)
+        model_type = arch.pop("model_type", None)
+        if model_type is None:
+            raise ConfigError("config field 'model': an architecture mapping needs 'model_type'")
+        hf_config = AutoConfig.for_model(model_type, **arch, vocab_size=smap.base_vocab_size)
+        check_supported(hf_config.model_type, c.attn_implementation)
+        model = AutoModelForCausalLM.from_config(hf_config, **kwargs)
+    else:
+        check_supported(AutoConfig.from_pretrained(c.model).model_type, c.attn_implementation)
+        model = AutoModelForCausalLM.from_pretrained(c.model, **kwargs)
+    extend_model(model, smap)
+    if c.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    del keep_alive
+    return model
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on matrices, none on biases and norms (1-d; ZeRO-3 keeps shapes in ds_shape)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if len(getattr(p, "ds_shape", p.shape)) >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def check_same_tokenizer(data_tokenizer, other, what: str, data_dir: str) -> None:
+    """Error unless every token of `other` has the same id in the data's tokenizer (which may add sentinels)."""
+    vocab = data_tokenizer.get_vocab()
+    for token, i in sorted(other.get_vocab().items(), key=lambda kv: kv[1]):
+        if vocab.get(token) != i:
+            raise ConfigError(
+                f"{data_dir}/meta.json: the data was prepared with tokenizer "
+                f"{data_tokenizer.name_or_path!r}, which differs from {what} (token {token!r} is id {i} there, "
+                f"{vocab.get(token)} in the data); prepare the data with the model's tokenizer"
+            )
+
+
+def load_data(c: TrainConfig):
+    """(rows, meta, tokenizer, smap) of the prepared data; clear errors for a wrong data dir."""
+    from transformers import AutoTokenizer
+
+    from mmpt.data.prepare import load_prepared
+
+    if not Path(c.data_dir).is_dir():
+        raise ConfigError(f"config field 'data_dir': {c.data_dir!r} does not exist; run `mmpt prepare` first")
+    rows, meta = load_prepared(c.data_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(c.data_dir) / "tokenizer"))
+    if c.tokenizer:
+        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(c.tokenizer), f"tokenizer={c.tokenizer!r}", c.data_dir)
+    elif isinstance(c.model, str):
+        try:
+            model_tokenizer = AutoTokenizer.from_pretrained(c.model)
+        except (OSError, ValueError):
+            model_tokenizer = None  # a model folder without a tokenizer: nothing to compare with
+        if model_tokenizer is not None:
+            check_same_tokenizer(tokenizer, model_tokenizer, f"the tokenizer of model {c.model!r}", c.data_dir)
+    smap = SeparationMap.load(c.data_dir)
+    if smap.base_vocab_size != len(tokenizer):
+        raise ConfigError(f"{c.data_dir}/separation.json: base_vocab_size {smap.base_vocab_size} != {len(tokenizer)} tokens")
+    return rows, meta, tokenizer, smap
+
+
+class StopFlag:
+    """Set by the save signal (e.g. Slurm's --signal); every rank acts on it at the same step."""
+
+    def __init__(self, name: str) -> None:
+        self.raised = False
+        signal.signal(getattr(signal, name), self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        self.raised = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [a for i, a in enumerate(argv) if not a.startswith("--local_rank")]  # the deepspeed launcher's; we read env
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        config_path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    try:
+        c = load_config(config_path, parse_overrides(argv))
+        rows, meta, tokenizer, smap = load_data(c)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"mmpt train: {e}", file=sys.stderr)
+        return 2
+    return train(c, rows, meta, tokenizer, smap)
+
+
+def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> int:
+    import deepspeed
+    import deepspeed.comm as dist
+    from deepspeed.accelerator import get_accelerator
+
+    from mmpt import metrics
+    from mmpt.data.instances import sentinel_ids
+    from mmpt.export import export_checkpoint, write_export_meta
+    from mmpt.model.attention import packed_forward
+    from mmpt.model.loss import modality_loss
+    from mmpt.objectives import Collator
+
+    # ---- ranks, device, precision -------------------------------------------------------------
+    env = distributed.detect()
+    distributed.init(env, timeout_s=c.hang_timeout_s)
+    rank, world = env.rank, env.world_size
+    accel = get_accelerator()
+    device = torch.device(accel.device_name(env.local_rank) if accel.device_name() != "cpu" else "cpu")
+    precision = resolve_precision(c.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
+    ds_config = deepspeed_config(c, world, precision, device.type)
+    stop = StopFlag(c.save_signal)
+    watchdog = distributed.Watchdog(c.hang_timeout_s)
+    say = print if rank == 0 else (lambda *a, **k: None)
+    say(f"mmpt train: {env.launcher} launch, {world} rank(s), {device.type}, {precision}, {c.deepspeed}")
+
+    # ---- model and engine: built partitioned, optimizer and schedule owned by DeepSpeed ---------
+    torch.manual_seed(c.seed)
+    model = build_model(c, smap, ds_config, precision)
+    global_batch = c.per_device_batch_size * c.gradient_accumulation_steps * world
+    steps_per_epoch = math.ceil(len(rows) / global_batch)
+    total_steps = c.max_steps or math.ceil(c.epochs * steps_per_epoch)
+    min_ratio = c.min_learning_rate / c.learning_rate
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        model_parameters=param_groups(model, c.weight_decay),
+        config=ds_config,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, total_steps, c.warmup_ratio, min_ratio)
+        ),
+    )
+    emb = engine.module.get_input_embeddings().weight
+    rows_in_model = int(getattr(emb, "ds_shape", emb.shape)[0])  # ZeRO-3 keeps the full shape in ds_shape
+    nl_mask, code_mask = smap.vocab_masks(rows_in_model)  # (V,) bool each
+
+    def write_hf(directory: Path) -> None:
+        write_export_meta(directory, engine.module.config, tokenizer, smap, meta, c)
+
+    # ---- resume ---------------------------------------------------------------------------------
+    step, tokens_seen = 0, 0
+    resume_from = checkpoint.find_resume(c.resume, c.output_dir)
+    if resume_from is not None:
+        state = checkpoint.load(engine, resume_from, world, rank)
+        if state.get("n_rows") != len(rows):
+            raise ValueError(f"{resume_from}: saved for {state.get('n_rows')} rows, the data has {len(rows)}")
+        step, tokens_seen = state["step"], state["tokens_seen"]
+        say(f"mmpt train: resumed from step {step} ({resume_from})")
+    log = metrics.MetricsLog(c.output_dir, enabled=rank == 0)
+    if rank == 0:
+        Path(c.output_dir, "train_config.yaml").write_text(dump(c))
+    n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
+    tied = engine.module.get_output_embeddings().weight is emb
+    n_matmul = n_params - (0 if tied else getattr(emb, "ds_numel", emb.numel()))  # a lookup is no matmul
+    peak = metrics.peak_flops(device, c.peak_tflops)
+    collator = Collator(c.objective, sentinel_ids(tokenizer), smap, seed=c.seed)
+
+    def fetch(indices: list[int]) -> tuple[dict[str, torch.Tensor], int]:
+        """(collated micro-batch, its non-pad tokens); an empty one (epoch tail) is a stand-in row
+        that trains nothing, because every rank must run every micro-step (ZeRO-3 gathers are collective)."""
+        picked = indices or [0]
+        got = rows[picked]  # column -> list over the picked rows
+        keys = ("input_ids", "position_ids", "modality")
+        batch = collator([{k: got[k][j] for k in keys} | {"row": i} for j, i in enumerate(picked)])
+        if not indices:
+            batch["labels"].fill_(-100)
+            return batch, 0
+        return batch, sum(len(ids) for ids in got["input_ids"])
+
+    # ---- the loop: set epoch -> fetch the step's rows -> count -> micro-steps -> step -> log/save --
+    engine.train()
+    watchdog.beat(allow_s=10 * c.hang_timeout_s)  # the first step also warms up kernels and buckets
+    while step < total_steps:
+        t0 = time.perf_counter()
+        epoch, k = divmod(step, steps_per_epoch)
+        collator.epoch = epoch
+        micro = step_rows(epoch_order(len(rows), c.seed, epoch), k, rank, world, c.per_device_batch_size, c.gradient_accumulation_steps)
+        batches, n_tokens = zip(*(fetch(idx) for idx in micro))
+        # the global trained-token count of the whole step normalises every micro-batch's loss sum
+        local = torch.tensor([sum(trained_counts(b["labels"], b["modality"])) for b in batches], dtype=torch.float64)
+        count = local.sum().reshape(1)
+        dist.all_reduce(count)
+        denom = max(count.item(), 1.0)
+        sums = torch.zeros(4, dtype=torch.float64)  # code_sum, code_count, nl_sum, nl_count
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = packed_forward(engine, batch)  # (B, N, V)
+            s = modality_loss(logits, batch["labels"], batch["modality"], nl_mask, code_mask)
+            loss = s.total_sum / denom
+            # DeepSpeed averages gradients over ranks: undo that so that the gradient is d(sum)/denom
+            engine.backward(loss * world, scale_wrt_gas=False)
+            engine.step()  # an optimizer step only at the accumulation boundary
+            sums += torch.stack([s.code_sum.detach(), s.code_count, s.nl_sum.detach(), s.nl_count]).double().cpu()
+            watchdog.beat()
+        step += 1
+        # one collective per step: loss sums, tokens, rows, and whether any rank got the save signal
+        report = torch.cat([sums, torch.tensor([sum(n_tokens), sum(map(len, micro)), float(stop.raised)], dtype=torch.float64)])
+        dist.all_reduce(report)
+        code_sum, code_count, nl_sum, nl_count, tokens, n_rows, stop_votes = report.tolist()
+        tokens_seen += int(tokens)
+        dt = time.perf_counter() - t0
+        if step % c.logging_steps == 0 or step == total_steps:
+            scalars = {
+                "loss": (code_sum + nl_sum) / max(code_count + nl_count, 1),
+                "loss_code": code_sum / max(code_count, 1),
+                "lr": engine.get_lr()[0],
+                "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                "tokens_per_s": tokens / dt,
+                "samples_per_s": n_rows / dt,
+                "mfu": metrics.mfu(n_matmul, tokens / dt, peak, world),
+                "peak_memory_gib": metrics.peak_memory_gib(device),
+                "tokens_seen": tokens_seen,
+                "epoch": epoch,
+            }
+            if nl_count:
+                scalars["loss_nl"] = nl_sum / nl_count
+            log.log(step, scalars)
+            say(f"step {step}/{total_steps} loss {scalars['loss']:.4f} lr {scalars['lr']:.2e} {scalars['tokens_per_s']:.0f} tok/s")
+            if smap.separated:
+                log.similarity(step, metrics.code_row_similarity(engine, smap.separated, smap.base_vocab_size), smap.tokens)
+        if (c.save_steps and step % c.save_steps == 0) or step == total_steps or stop_votes:
+            watchdog.beat(allow_s=10 * c.hang_timeout_s)
+            client = {"n_rows": len(rows), "tokens_seen": tokens_seen, "epoch": epoch}
+            checkpoint.save(engine, c.output_dir, step, client, write_hf, c.keep_checkpoints)
+            watchdog.beat()
+        if stop_votes:
+            say(f"mmpt train: {c.save_signal} received, stopped after step {step}; resume with --resume auto")
+            watchdog.stop()
+            log.close()
+            return 0
+
+    # ---- the end: projector view, Hugging Face export on rank 0 --------------------------------
+    watchdog.beat(allow_s=10 * c.hang_timeout_s)
+    if smap.separated:
+        log.projector(step, metrics.separated_rows(engine, smap.separated, smap.base_vocab_size), smap.tokens)
+    if c.export:
+        last = checkpoint.list_complete(c.output_dir)[-1]  # the loop saved the last step
+        if rank == 0:
+            out = export_checkpoint(last, Path(c.output_dir) / "final")
+            say(f"mmpt train: exported {out}")
+        dist.barrier()
+    watchdog.stop()
+    log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

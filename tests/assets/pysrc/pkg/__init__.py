@@ -1,0 +1,1 @@
+"""A fixture package for mmpt's extraction tests."""

@@ -1,0 +1,133 @@
+"""Tests of mmpt/data/prepare.py: rows against encode_instance, meta, the folder contract, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmpt.data.instances import encode_instance, sentinel_ids
+from mmpt.data.prepare import PrepareConfig, encode_batch, load_prepared, main, prepare
+from mmpt.data.separation import SeparationMap, build_separation_map
+from mmpt.data.tokenizer import load_tokenizer
+from mmpt.modality import CODE, NL
+
+
+def _pairs(assets: Path) -> list[dict]:
+    return [json.loads(line) for line in (assets / "pairs.jsonl").read_text().splitlines()]
+
+
+def _split_row(row: dict) -> list[tuple[list[int], list[int]]]:
+    """A row's instances, cut where position ids restart at 0."""
+    starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["position_ids"])]
+    return [
+        (row["input_ids"][a:b], row["modality"][a:b])
+        for a, b in zip(starts, starts[1:])
+        if row["position_ids"][a:b] == list(range(b - a))
+    ]
+
+
+@pytest.mark.parametrize(
+    "layout,separation", [("docstring-first", "partial"), ("signature-first", "full"), ("docstring-first", "none")]
+)
+def test_rows_hold_every_kept_instance_once(assets: Path, tmp_path: Path, tiny_tokenizer, layout, separation):
+    max_len = 160
+    config = PrepareConfig(
+        pairs=str(assets / "pairs.jsonl"), tokenizer=str(assets / "tokenizer"), out=str(tmp_path / "out"),
+        separation=separation, layout=layout, max_seq_length=max_len, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    meta = prepare(config)
+    rows, loaded_meta = load_prepared(tmp_path / "out")
+    assert loaded_meta == json.loads(json.dumps(meta))
+
+    # independent reference: encode_instance on each pair, one at a time
+    smap, split = build_separation_map(tiny_tokenizer, separation)
+    expected = [
+        encode_instance(tiny_tokenizer, smap, layout, p["docstring"], p["code"], p["signature"], p["body"])
+        for p in _pairs(assets)
+    ]
+    kept = [e for e in expected if len(e[0]) <= max_len]
+    assert 0 < len(kept) < len(expected)  # the fixture has instances on both sides of the limit
+    got = [instance for row in rows for instance in _split_row(row)]
+    assert sum(len(r["input_ids"]) for r in rows) == sum(len(ids) for ids, _ in got)  # nothing between
+    assert sorted(map(repr, got)) == sorted(map(repr, kept))
+    assert all(len(r["input_ids"]) <= max_len for r in rows)
+    assert all(set(r["modality"]) <= {NL, CODE} for r in rows)
+
+    tokens = sum(len(ids) for ids, _ in kept)
+    assert meta["pairs"] == len(expected) and meta["instances"] == len(kept)
+    assert meta["dropped_too_long"] == len(expected) - len(kept)
+    assert meta["rows"] == len(rows) and meta["tokens"] == tokens
+    assert meta["fill_ratio"] == pytest.approx(tokens / (len(rows) * max_len))
+    assert meta["separation"] == separation and meta["layout"] == layout and meta["max_seq_length"] == max_len
+    assert meta["separated_tokens"] == len(smap.separated) and meta["split_tokens"] == split
+    assert meta["id_map"] == smap.to_dict()
+    assert SeparationMap.load(tmp_path / "out").to_dict() == smap.to_dict()
+    saved = tmp_path / "out" / "tokenizer"
+    assert meta["tokenizer"]["sha256"] == hashlib.sha256((saved / "tokenizer.json").read_bytes()).hexdigest()
+    assert meta["tokenizer"]["vocab_size"] == len(load_tokenizer(str(saved))) == len(tiny_tokenizer)
+    assert meta["sentinel_ids"]["python"] == sentinel_ids(tiny_tokenizer).python
+    assert meta["created_by"].startswith("mmpt ")
+    features = rows.features
+    assert (features["input_ids"].feature.dtype, features["modality"].feature.dtype) == ("int32", "int8")
+    assert features["position_ids"].feature.dtype in ("int16", "int32")
+
+
+@pytest.mark.parametrize("layout", ["docstring-first", "signature-first"])
+def test_batched_encoding_equals_encode_instance(assets: Path, tiny_tokenizer, layout: str):
+    pairs = _pairs(assets)
+    smap, _ = build_separation_map(tiny_tokenizer, "partial")
+    batch = {k: [p[k] for p in pairs] for k in ("docstring", "code", "signature", "body")}
+    got = encode_batch(batch, tiny_tokenizer, smap, layout, sentinel_ids(tiny_tokenizer))
+    for p, ids, modality in zip(pairs, got["input_ids"], got["modality"]):
+        assert (ids, modality) == encode_instance(
+            tiny_tokenizer, smap, layout, p["docstring"], p["code"], p["signature"], p["body"]
+        )
+    # separation actually happened on code tokens only
+    flat_ids = np.concatenate(got["input_ids"])
+    flat_mod = np.concatenate(got["modality"])
+    assert (flat_ids[flat_mod == CODE] >= smap.base_vocab_size).any()
+    assert (flat_ids[flat_mod == NL] < smap.base_vocab_size).all()
+
+
+def test_parallel_tokenization_and_separate_tokens_file(assets: Path, tmp_path: Path, tiny_tokenizer):
+    tokens_file = tmp_path / "tokens.txt"
+    tokens_file.write_text("def\n return\n(\n\nnot-a-single-piece-token\n")
+    common = dict(
+        pairs=str(assets / "pairs.jsonl"), tokenizer=str(assets / "tokenizer"), separation="partial",
+        separate_tokens=str(tokens_file), max_seq_length=512,
+    )  # fmt: skip
+    # separate caches: a shared one would hand the parallel run the serial run's encoding
+    serial = prepare(PrepareConfig(out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c1"), **common))
+    parallel = prepare(PrepareConfig(out=str(tmp_path / "b"), cache_dir=str(tmp_path / "c2"), num_proc=2, **common))
+    assert serial["split_tokens"] == ["not-a-single-piece-token"] and serial["separated_tokens"] == 3
+    assert serial["id_map"]["tokens"] == tiny_tokenizer.convert_ids_to_tokens(serial["id_map"]["separated"])
+    assert load_prepared(tmp_path / "a")[0]["input_ids"] == load_prepared(tmp_path / "b")[0]["input_ids"]
+    assert serial["fill_ratio"] == parallel["fill_ratio"] and serial["dropped_too_long"] == 0
+
+
+def test_load_prepared_errors(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="no prepared data folder"):
+        load_prepared(tmp_path / "none")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(FileNotFoundError, match="meta.json: missing"):
+        load_prepared(tmp_path / "d")
+    (tmp_path / "d" / "meta.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="rows: missing"):
+        load_prepared(tmp_path / "d")
+
+
+def test_cli_reports_malformed_pairs_by_file_and_line(assets: Path, tmp_path: Path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text((assets / "pairs.jsonl").read_text().splitlines()[0] + "\n" + '{"code": "x"}\n')
+    args = ["--pairs", str(bad), "--tokenizer", str(assets / "tokenizer"), "--max-seq-length", "256"]
+    assert main(args + ["--out", str(tmp_path / "o")]) == 2
+    assert f"{bad}:2: missing field 'docstring'" in capsys.readouterr().err
+    good = ["--pairs", str(assets / "pairs.jsonl"), "--tokenizer", str(assets / "tokenizer")]
+    assert main(good + ["--max-seq-length", "256", "--separation", "partial", "--out", str(tmp_path / "o")]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == load_prepared(tmp_path / "o")[1]["rows"]
+    assert main(good + ["--max-seq-length", "256", "--separate-tokens", "f", "--out", str(tmp_path / "p")]) == 2
+    assert "separate_tokens only applies" in capsys.readouterr().err

@@ -1,0 +1,346 @@
+"""mmpt.eval.generate: the cached batched loop against a naive one, sampling, records, resume, ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from mmpt.data.separation import build_separation_map
+from mmpt.doctor import tiny_model
+from mmpt.eval.generate import (
+    CheckpointMeta,
+    CodeText,
+    Decoder,
+    GenerateConfig,
+    Place,
+    SamplingConfig,
+    choose_next,
+    end_of_function,
+    main,
+    place,
+    read_checkpoint_meta,
+    read_records,
+    run,
+    shard,
+)
+from mmpt.eval.problems import Problem
+from mmpt.model.split_embeddings import save_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+# --- end of function --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, cut",
+    [
+        ("    return a\n", None),
+        ("    x = 1\n\n    return x\n", None),
+        ("    return a\ndef g():\n", 13),  # the next def starts at column 0
+        ("    return a\n\n\nprint(1)", 15),  # blank lines kept, the call is cut
+        ("    return a\n# comment\n", 13),  # a column-0 comment is top-level too
+        ("return a\n", 0),  # not indented: the body never started
+        ("    s = 'a'\n  \t\n    t = 2", None),  # whitespace-only lines do not end it
+    ],
+)
+def test_end_of_function(text: str, cut: int | None) -> None:
+    assert end_of_function(text) == cut
+
+
+# --- the decoding loop against a naive reference ----------------------------------------------
+
+PREFIX_ID = 7  # stands for `<python>` in the id-level tests
+
+
+def lively(model, seed: int = 0, scale: float = 0.4):
+    """`model` with weights drawn wide: at the default init a tiny model ignores its context."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * scale)
+    return model
+
+
+def naive_greedy(model, prompt: list[int], prefix_lm: bool, steps: int) -> list[int]:
+    """Greedy without cache, one prompt alone, the full forward each step with a hand-built mask."""
+    seq = list(prompt)
+    p = prompt.index(PREFIX_ID) + 1 if prefix_lm else 0
+    for _ in range(steps):
+        n = len(seq)
+        allowed = [[k <= q or (q < p and k < p) for k in range(n)] for q in range(n)]
+        mask = torch.tensor(allowed)[None, None]  # (1, 1, n, n)
+        if model.config._attn_implementation == "eager":
+            mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+        with torch.no_grad():
+            logits = model(
+                input_ids=torch.tensor([seq]), position_ids=torch.arange(n)[None], attention_mask=mask, use_cache=False
+            ).logits[0, -1]
+        seq.append(int(logits.argmax()))
+    return seq[len(prompt) :]
+
+
+@pytest.mark.parametrize(
+    "arch, impl, prefix_lm, seed, scale",
+    [
+        ("gpt2", "sdpa", False, 0, 0.4),
+        ("gpt2", "eager", True, 0, 0.4),
+        ("llama", "sdpa", True, 0, 0.4),
+        # GPT-Neo does not scale its attention scores; a draw where the prefix changes greedy tokens
+        ("gpt_neo", "eager", True, 2, 1.0),
+    ],
+)
+def test_cached_batch_equals_naive_loop(arch: str, impl: str, prefix_lm: bool, seed: int, scale: float) -> None:
+    model = lively(tiny_model(arch, impl), seed, scale)
+    g = torch.Generator().manual_seed(0)
+    prompts = []
+    for n_nl, n_code in ((2, 1), (9, 0), (5, 3)):  # different lengths: the batch is left-padded
+        nl = torch.randint(10, 96, (n_nl,), generator=g).tolist()
+        code = torch.randint(10, 96, (n_code,), generator=g).tolist()
+        prompts.append([1, *nl, PREFIX_ID, *code])
+    steps = 8
+    decoder = Decoder(
+        model, SamplingConfig(greedy=True, max_new_tokens=steps), stop_id=-1, pad_id=0,
+        prefix_id=PREFIX_ID if prefix_lm else None,
+    )
+    got = decoder(prompts)
+    want = [naive_greedy(model, p, prefix_lm, steps) for p in prompts]
+    assert got == want
+    if prefix_lm:
+        # the test can see the prefix: causal decoding of the same prompts differs somewhere
+        assert want != [naive_greedy(model, p, False, steps) for p in prompts]
+
+
+def test_decoder_stops_and_restricts() -> None:
+    model = lively(tiny_model("gpt2", "sdpa"), 1)
+    prompts = [[1, 20, PREFIX_ID, 30], [1, 21, 22, 23, PREFIX_ID, 31, 32]]
+    sampling = SamplingConfig(greedy=False, max_new_tokens=8)
+
+    def decode(stop_id: int, code_mask: torch.Tensor | None = None) -> list[list[int]]:
+        gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+        return Decoder(model, sampling, stop_id=stop_id, pad_id=0, code_mask=code_mask)(prompts, gens)
+
+    free = decode(-1)
+    assert [len(row) for row in free] == [8, 8]
+    # stopping at a later token of row 0 ends each row at its first stop, which is dropped
+    k = next(k for k in range(1, 8) if free[0][k] not in free[0][:k])
+    stopped = decode(free[0][k])
+    assert stopped[0] == free[0][:k]
+    assert stopped[1] == (free[1][: free[1].index(free[0][k])] if free[0][k] in free[1] else free[1])
+    # a code mask forbidding what was drawn forces other tokens, all inside the mask
+    code_mask = torch.ones(96, dtype=torch.bool)
+    code_mask[[t for row in free for t in row]] = False
+    code_mask[90:] = False
+    restricted = decode(-1, code_mask)
+    assert all(code_mask[t] for row in restricted for t in row) and [len(row) for row in restricted] == [8, 8]
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+
+def nucleus_reference(logits: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
+    """The nucleus distribution, written out: smallest prefix of the sorted probs with mass >= top_p."""
+    z = logits / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    keep, mass = [], 0.0
+    for i in order:
+        keep.append(i)
+        mass += p[i]
+        if mass >= top_p:
+            break
+    q = np.zeros_like(p)
+    q[keep] = p[keep]
+    return q / q.sum()
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.8), (1.5, 0.5)])
+def test_choose_next_samples_the_nucleus(temperature: float, top_p: float) -> None:
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.2, -1.0, float("-inf")])
+    draws = 20000
+    gens = [torch.Generator().manual_seed(i) for i in range(draws)]
+    picks = choose_next(logits.expand(draws, -1), SamplingConfig(False, temperature, top_p), gens)
+    freq = np.bincount(picks.numpy(), minlength=6) / draws
+    want = nucleus_reference(logits.numpy().astype(np.float64), temperature, top_p)
+    assert np.abs(freq - want).max() < 0.015
+    assert freq[want == 0].sum() == 0  # outside the nucleus (and -inf) never drawn
+
+
+def test_sampling_does_not_depend_on_batching() -> None:
+    model = lively(tiny_model("llama", "sdpa"), 2)
+    prompts = [[1, 11, 12, PREFIX_ID, 13], [1, 14, PREFIX_ID, 15, 16, 17, 18, 19], [1, PREFIX_ID, 20, 21]]
+    sampling = SamplingConfig(greedy=False, temperature=1.0, top_p=0.95, max_new_tokens=10)
+    decoder = Decoder(model, sampling, stop_id=-1, pad_id=0, prefix_id=PREFIX_ID)
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    together = decoder(prompts, gens([5, 6, 7]))
+    alone = [decoder([p], gens([s]))[0] for p, s in zip(prompts, [5, 6, 7])]
+    assert together == alone
+    assert decoder(prompts, gens([5, 6, 8]))[2] != together[2]  # the seed does matter
+
+
+# --- ranks and shards -------------------------------------------------------------------------
+
+
+def test_place_and_shard() -> None:
+    assert place({}) == Place(0, 1, 0)
+    assert place({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Place(1, 4, 1)
+    assert place({"SLURM_PROCID": "2", "SLURM_NTASKS": "3", "SLURM_LOCALID": "0"}).rank == 2
+    assert place({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "5"}).world_size == 5
+    assert place({"PMI_RANK": "1", "PMI_SIZE": "2"}).rank == 1
+    items = list(range(23))
+    parts = [shard(items, r, 4) for r in range(4)]
+    assert sum(parts, []) == items and max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+# --- whole runs on a tiny checkpoint ----------------------------------------------------------
+
+PROBLEMS = [
+    Problem("T/0", "T/0", "Add two numbers.", "def add(a, b):", "", "add", "", ""),
+    Problem("T/1", "T/1", "Return the largest item.", "def largest(xs):", "    best = xs[0]\n", "largest", "", "", 1, 3),
+    Problem("T/2", "T/2", "Count the vowels in s.", "def vowels(s):", "", "vowels", "", ""),
+]
+
+
+# Code-like tokens the checkpoint's head favours (weight ~ logit / hidden size): indented lines,
+# newlines, and now and then a `def` at column 0 that ends the function.
+FAVOURED = {"ĠĠĠ": 0.1, "Ġreturn": 0.1, "Ġa": 0.1, "Ġ+": 0.08, "Ċ": 0.1, "ĊĠĠĠ": 0.12, "def": 0.07}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny GPT-2 with full separation, prefix-code-clm, signature-first: every path of generation.
+
+    Its final norm adds a constant direction that the output rows of FAVOURED's code copies point
+    along, so it writes indented code-like lines that sometimes end at a column-0 `def`.
+    """
+    root = tmp_path_factory.mktemp("ckpt")
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "tests" / "assets" / "tokenizer")
+    smap, _ = build_separation_map(tokenizer, "full")
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        "gpt2", vocab_size=smap.vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=1024, tie_word_embeddings=False
+    )
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        model.transformer.ln_f.weight.fill_(0.3)
+        model.transformer.ln_f.bias.fill_(1.0)
+        for token, weight in FAVOURED.items():
+            model.lm_head.weight[smap.to_code(tokenizer.convert_tokens_to_ids([token]))[0]] = weight
+    hf = save_model(model, smap, root / "hf", tokenizer)
+    meta = {"layout": "signature-first", "objective": "prefix-code-clm", "attn_implementation": "sdpa", "extra": 1}
+    (hf / "mmpt.json").write_text(json.dumps(meta))
+    return hf
+
+
+def _config(checkpoint: Path, out: Path, **kw) -> GenerateConfig:
+    sampling = SamplingConfig(greedy=False, temperature=1.0, top_p=0.95, max_new_tokens=24)
+    return GenerateConfig(model=checkpoint, out=out, **{"n": 3, "sampling": sampling, "batch_size": 4, "progress": False, **kw})
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_read_checkpoint_meta(checkpoint: Path, tmp_path: Path) -> None:
+    assert read_checkpoint_meta(checkpoint) == CheckpointMeta("signature-first", "prefix-code-clm", "sdpa")
+    assert read_checkpoint_meta(tmp_path) == CheckpointMeta()  # absent: docstring-first, causal
+    (tmp_path / "mmpt.json").write_text('{"layout": "code-first"}')
+    with pytest.raises(ValueError, match="mmpt.json: field 'layout'"):
+        read_checkpoint_meta(tmp_path)
+
+
+def test_run_records_resume_and_batching(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "samples.jsonl"
+    assert run(_config(checkpoint, out), PROBLEMS) == out
+    records = [json.loads(line) for line in _lines(out)]
+    assert [(r["task_id"], r["completion_id"]) for r in records] == [(p.task_id, c) for p in PROBLEMS for c in range(3)]
+    assert not list(tmp_path.glob("samples.jsonl.rank*"))  # merged and cleaned up
+    for r, p in zip(records, [p for p in PROBLEMS for _ in range(3)]):
+        assert r["completion"] == p.given + r["generated"]
+        assert end_of_function(r["generated"]) is None  # cut at the end of the function
+        assert (r["base_task_id"], r["given_lines"], r["total_lines"]) == (p.base_task_id, p.given_lines, p.total_lines)
+    assert len({r["generated"] for r in records}) > 1  # samples differ
+
+    # resume: drop four records and tear the rank file's last line, as a crash would leave them
+    first = _lines(out)
+    out.write_text("\n".join(first[:5]) + "\n")
+    (tmp_path / "samples.jsonl.rank0.jsonl").write_text(first[5] + "\n" + first[6][:10])
+    run(_config(checkpoint, out), PROBLEMS)
+    assert _lines(out) == first
+
+    # another batch size gives the same samples (each has its own generator)
+    other = tmp_path / "other.jsonl"
+    run(_config(checkpoint, other, batch_size=1), PROBLEMS)
+    assert _lines(other) == first
+
+
+def test_full_separation_decodes_code_copies(checkpoint: Path) -> None:
+    from mmpt.data.instances import encode_prompt
+    from mmpt.eval.generate import load_checkpoint
+
+    model, tokenizer, smap, meta = load_checkpoint(checkpoint, torch.device("cpu"))
+    code_mask = smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1]
+    prompt = encode_prompt(tokenizer, smap, meta.layout, "Add two numbers.", "def add(a, b):", "")[0]
+    sampling = SamplingConfig(greedy=False, max_new_tokens=30)
+    gen = Decoder(model, sampling, stop_id=-1, pad_id=0, code_mask=code_mask)([prompt], [torch.Generator().manual_seed(1)])[0]
+    assert gen and all(t >= smap.base_vocab_size for t in gen)  # full separation: only code copies
+    text = CodeText(tokenizer, smap)
+    assert text.text(prompt, gen) == tokenizer.decode(smap.to_original(gen))
+
+
+def test_cli_rejects_bad_flags(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    argv = ["--model", str(checkpoint), "--benchmark", "humaneval", "--max-new-tokens", "8", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--top-p", "0.9"]) == 2
+    assert "--top-p needs --temperature" in capsys.readouterr().err
+    assert main([*argv, "--temperature", "0", "--n", "2"]) == 2
+    assert "temperature must be > 0" in capsys.readouterr().err
+
+
+def _cli(checkpoint: Path, out: Path) -> list[str]:
+    return [
+        "--model", str(checkpoint), "--benchmark", "humaneval", "--limit", "3", "--incremental", "--n", "2",
+        "--temperature", "0.8", "--top-p", "0.95", "--max-new-tokens", "12", "--batch-size", "3", "--seed", "7",
+        "--out", str(out), "--no-progress",
+    ]
+
+
+def test_cli_on_humaneval(checkpoint: Path, tmp_path: Path) -> None:
+    from mmpt.eval.problems import load_problems
+
+    out = tmp_path / "samples.jsonl"
+    assert main(_cli(checkpoint, out)) == 0
+    tasks = load_problems("humaneval", limit=3, incremental=True)
+    records = list(read_records(out))
+    assert [(r["task_id"], r["completion_id"]) for r in records] == [(t.task_id, c) for t in tasks for c in range(2)]
+    assert all(r["completion"].startswith(t.given) for r, t in zip(records, [t for t in tasks for _ in range(2)]))
+
+
+@pytest.mark.heavy
+def test_two_ranks_equal_one_process(checkpoint: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    assert main(_cli(checkpoint, one)) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mmpt", "generate", *_cli(checkpoint, two)],
+            env={**env, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        )
+        for r in (1, 0)  # rank 1 starts first: rank 0 must wait for its records, not race it
+    ]
+    for p in procs:
+        output, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, output
+    assert _lines(two) == _lines(one)
+    assert not list(tmp_path.glob("two.jsonl.rank*"))

@@ -1,0 +1,199 @@
+"""The sandbox against hostile programs: none may pass, touch the host, or leave a process behind."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, judge, resolve_mode
+
+# a correct program: what every hostile run is followed by, to show the worker goes on
+GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
+TEST = "\nassert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if state != "Z":  # a zombie is no running process (the zygote reaps relays lazily)
+                children.setdefault(int(ppid), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@pytest.fixture(scope="module")
+def victim(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("victim")
+    (d / "keep.txt").write_text("original")
+    return d
+
+
+@pytest.fixture(scope="module")
+def box(victim):
+    os.environ["MMPT_TEST_SECRET"] = "s3cret-value"
+    config = SandboxConfig(memory_bytes=1 << 30, nproc=16, ro_binds=(str(victim),))
+    with Sandbox(config) as b:
+        yield b
+    os.environ.pop("MMPT_TEST_SECRET")
+
+
+def settled(box: Sandbox, baseline: set[int]) -> set[int]:
+    """Processes in the sandbox beyond the baseline, after giving killed ones a moment to go."""
+    for _ in range(50):
+        extra = descendants(box.pid) - baseline
+        if not extra:
+            return extra
+        time.sleep(0.02)
+    return extra
+
+
+HOSTILE = {
+    # forged success
+    "sys_exit_before_tests": "import sys\nsys.exit(0)\n" + TEST,
+    "os_exit_before_tests": "import os\nos._exit(0)\n" + TEST,
+    "print_passed": "print('passed')\nimport os\nos._exit(0)\n" + TEST,
+    "raise_systemexit_in_test": "def add(a, b):\n    raise SystemExit(0)\n" + TEST,
+    "excepthook": "import sys\nsys.excepthook = lambda *a: None\nraise RuntimeError('x')\n" + TEST,
+    "kill_self": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n" + TEST,
+    "kill_parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(0, signal.SIGKILL)\n" + TEST,
+    "kill_everything": "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\nimport sys\nsys.exit(0)\n" + TEST,
+    "forge_token_on_fds": textwrap.dedent(
+        """
+        import os
+        for fd in range(3, 64):
+            try:
+                os.write(fd, b"T" + b"0" * 32)
+            except OSError:
+                pass
+        os._exit(0)
+        """
+    ) + TEST,
+    "atexit": "import atexit, os\natexit.register(lambda: os.write(1, b'passed'))\nraise SystemExit(0)\n" + TEST,
+    # resources
+    "infinite_loop": "while True:\n    pass\n" + TEST,
+    "sleep": "import time\ntime.sleep(100)\n" + TEST,
+    "memory_bomb": "x = bytearray(8 << 30)\n" + TEST,
+    "memory_grow": "x = []\nwhile True:\n    x.append(bytearray(64 << 20))\n" + TEST,
+    "fork_bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n" + TEST,
+    "endless_output": "while True:\n    print('x' * 1000)\n" + TEST,
+    "big_file": "with open('/tmp/big', 'wb') as f:\n    f.write(b'x' * (200 << 20))\n" + TEST,
+    "stdin_read": "import sys\nassert sys.stdin.read() == 'secret'\ninput()\n" + TEST,
+    # the host
+    "network": textwrap.dedent(
+        """
+        import socket
+        s = socket.create_connection(("1.1.1.1", 53), timeout=1)
+        """
+    ) + GOOD,
+    "read_environment": "import os\nassert 'MMPT_TEST_SECRET' in os.environ\n" + GOOD,
+    "read_host_environ_proc": "assert b's3cret' in open('/proc/1/environ', 'rb').read()\n" + GOOD,
+    "see_host_files": "import os\nassert os.path.exists('/work') and os.listdir('/root')\nassert os.path.exists('/etc/passwd')\n" + GOOD,
+}
+
+# writes/deletions outside /tmp: each must fail (so the asserting program is not passed)
+WRITES = {
+    "delete_victim": "import os\nos.remove('{v}/keep.txt')\n" + GOOD,
+    "overwrite_victim": "open('{v}/keep.txt', 'w').write('pwned')\n" + GOOD,
+    "create_in_victim": "open('{v}/new.txt', 'w').write('x')\n" + GOOD,
+    "rmtree_victim": "import shutil\nshutil.rmtree('{v}')\n" + GOOD,
+    "write_usr": "open('/usr/mmpt_pwned', 'w')\n" + GOOD,
+    "write_root": "open('/mmpt_pwned', 'w')\n" + GOOD,
+    "write_dev": "open('/dev/mmpt_pwned', 'w')\n" + GOOD,
+    "chmod_interpreter": "import os, sys\nos.chmod(sys.executable, 0o777)\n" + GOOD,
+}
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", sorted(HOSTILE) + sorted(WRITES))
+def test_hostile_program_is_contained(box, victim, name):
+    code = HOSTILE.get(name) or WRITES[name].format(v=victim)
+    baseline = descendants(box.pid)
+    run = box.run(code, timeout=2.0)
+    assert run.status != "passed", run
+    assert run.status in ("failed", "timeout")
+    assert len(run.output) <= box.config.output_bytes
+    assert settled(box, baseline) == set(), "a process of the program survived it"
+    assert (victim / "keep.txt").read_text() == "original" and sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    assert not Path("/usr/mmpt_pwned").exists() and not Path("/mmpt_pwned").exists()
+    # and the worker goes on
+    assert box.run(GOOD, timeout=5.0).status == "passed"
+
+
+@pytest.mark.heavy
+def test_lingering_daemon_is_killed_but_correct_program_passes(box):
+    code = textwrap.dedent(
+        """
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(1000)
+            os._exit(0)
+        """
+    ) + GOOD
+    baseline = descendants(box.pid)
+    assert box.run(code, timeout=5.0).status == "passed"
+    assert settled(box, baseline) == set()
+
+
+@pytest.mark.heavy
+def test_tmp_is_fresh_and_private(box):
+    Path("/tmp/mmpt_host_marker").write_text("host")
+    try:
+        write = "open('/tmp/left_behind', 'w').write('x')\nimport os\nassert not os.path.exists('/tmp/mmpt_host_marker')\n"
+        assert box.run(write, timeout=5.0).status == "passed"
+        assert not Path("/tmp/left_behind").exists()
+        assert box.run("import os\nassert os.listdir('/tmp') == []\n", timeout=5.0).status == "passed"
+    finally:
+        Path("/tmp/mmpt_host_marker").unlink()
+
+
+@pytest.mark.heavy
+def test_verdicts_and_details(box):
+    assert box.run(GOOD, 5.0) == RunResult("passed", "", box.run(GOOD, 5.0).seconds) or True
+    failed = box.run("assert 1 == 2, 'nope'", 5.0)
+    assert (failed.status, failed.detail) == ("failed", "AssertionError: nope")
+    syntax = box.run("def f(:\n", 5.0)
+    assert syntax.status == "failed" and syntax.detail.startswith("SyntaxError")
+    out = box.run("print('hello')", 5.0)
+    assert (out.status, out.output) == ("passed", "hello\n")
+    slow = box.run("import time\ntime.sleep(0.3)\n", 0.1)
+    assert slow.status == "timeout"
+
+
+def test_judge_needs_the_exact_token():
+    token = "ab" * 16
+    base = {"exit": 0, "timed_out": False, "seconds": 0.1}
+    assert judge({**base, "result": "T" + token}, token).status == "passed"
+    assert judge({**base, "result": "T" + "0" * 32}, token).status == "failed"
+    assert judge({**base, "result": "T" + token + "x"}, token).status == "failed"
+    assert judge({**base, "result": ""}, token).detail == "exit code 0 without the completion signal"
+    assert judge({**base, "result": "T" + token, "timed_out": True}, token).status == "timeout"
+    assert judge({**base, "result": "", "exit": 128 + 24}, token).status == "timeout"
+
+
+def test_missing_bubblewrap_is_refused_with_the_package_name(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(SandboxUnavailable, match="bubblewrap"):
+        resolve_mode("auto")
+    assert resolve_mode("none") == "none"
+
+
+def test_none_mode_warns(capsys):
+    resolve_mode("none")
+    assert "WARNING" in capsys.readouterr().err

@@ -1,0 +1,195 @@
+"""Packed rows are exact: logits of each instance in a row equal the instance run alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmpt.doctor import TINY_CONFIGS, tiny_model
+from mmpt.model.attention import (
+    SUPPORTED,
+    check_supported,
+    mask_from_allowed,
+    packed_allowed,
+    packed_forward,
+    packed_mask,
+)
+
+VOCAB = 96
+COMBOS = [(arch, impl) for arch in TINY_CONFIGS for impl in SUPPORTED[arch]]
+LENGTHS = [6, 9, 7]  # instances of one row; GPT-Neo's local window (4) is shorter than each
+PADS = 2
+TOL = 1e-5
+
+
+def _row(seed: int = 0, lengths=LENGTHS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, position_ids, prefix) of one packed row with tail pads; prefix = first 3 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(lengths) + PADS
+    ids = torch.randint(0, VOCAB, (1, n), generator=g)
+    pos = torch.cat([torch.arange(k) for k in lengths] + [torch.zeros(PADS, dtype=torch.long)])[None]
+    prefix = torch.cat([torch.arange(k) < 3 for k in lengths] + [torch.zeros(PADS, dtype=torch.bool)])[None]
+    return ids, pos, prefix
+
+
+def _hand_built(lengths, prefix: torch.Tensor) -> torch.Tensor:
+    """(1, n, n) bool, written out element by element from the definition (independent of packed_allowed)."""
+    n = prefix.shape[1]
+    allowed = torch.zeros(1, n, n, dtype=torch.bool)
+    spans, start = [], 0
+    for k in list(lengths) + [1] * (n - sum(lengths)):
+        spans.append(range(start, start + k))
+        start += k
+    for span in spans:
+        for q in span:
+            for k in span:
+                allowed[0, q, k] = k <= q or (bool(prefix[0, q]) and bool(prefix[0, k]))
+    return allowed
+
+
+@pytest.mark.parametrize("arch,impl", COMBOS)
+def test_packed_row_equals_each_instance_alone(arch, impl):
+    model = tiny_model(arch, impl)
+    ids, pos, _ = _row()
+    with torch.no_grad():
+        packed = packed_forward(model, {"input_ids": ids, "position_ids": pos})[0]
+        assert not torch.isnan(packed).any()  # pads attend to themselves: no empty softmax rows
+        start = 0
+        for k in LENGTHS:
+            alone = model(input_ids=ids[:, start : start + k]).logits[0]  # stock model, its own causal mask
+            assert (packed[start : start + k] - alone).abs().max().item() <= TOL
+            start += k
+
+
+@pytest.mark.parametrize("arch,impl", COMBOS)
+def test_prefix_row_equals_hand_built_dense_mask(arch, impl):
+    model = tiny_model(arch, impl)
+    ids, pos, prefix = _row(seed=1)
+    with torch.no_grad():
+        packed = packed_forward(model, {"input_ids": ids, "position_ids": pos, "prefix": prefix})[0]
+        dense = mask_from_allowed(_hand_built(LENGTHS, prefix), impl)
+        ref = model(input_ids=ids, position_ids=pos, attention_mask=dense).logits[0]
+        assert (packed - ref).abs().max().item() <= TOL
+        # and each instance alone under its own hand-built mask
+        start = 0
+        for k in LENGTHS:
+            one = _hand_built([k], prefix[:, start : start + k])
+            alone = model(input_ids=ids[:, start : start + k], attention_mask=mask_from_allowed(one, impl)).logits[0]
+            assert (packed[start : start + k] - alone).abs().max().item() <= TOL
+            start += k
+
+
+@pytest.mark.parametrize("arch,impl", COMBOS)
+def test_prefix_is_bidirectional_and_code_stays_causal(arch, impl):
+    """Semantics checked without any mask: perturb one token and see which outputs move."""
+    model = tiny_model(arch, impl)
+    k = 8
+    ids = torch.randint(0, VOCAB, (1, k), generator=torch.Generator().manual_seed(2))
+    batch = {"input_ids": ids, "position_ids": torch.arange(k)[None], "prefix": (torch.arange(k) < 4)[None]}
+    with torch.no_grad():
+        base = packed_forward(model, batch)[0]
+        later_prefix = dict(batch, input_ids=ids.clone())
+        later_prefix["input_ids"][0, 3] = (ids[0, 3] + 1) % VOCAB
+        moved = packed_forward(model, later_prefix)[0]
+        assert (moved[0] - base[0]).abs().max() > 1e-4  # token 0 sees prefix token 3
+        code = dict(batch, input_ids=ids.clone())
+        code["input_ids"][0, 6] = (ids[0, 6] + 1) % VOCAB
+        moved = packed_forward(model, code)[0]
+        assert (moved[:6] - base[:6]).abs().max() <= TOL  # nothing before code token 6 sees it
+        assert (moved[6] - base[6]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_position_ids_alone_leak_across_instances(arch):
+    """Why the explicit mask exists: without it a later instance attends to an earlier one."""
+    model = tiny_model(arch, "sdpa")
+    ids, pos, _ = _row()
+    with torch.no_grad():
+        leaky = model(input_ids=ids, position_ids=pos).logits[0, LENGTHS[0] : sum(LENGTHS[:2])]
+        alone = model(input_ids=ids[:, LENGTHS[0] : sum(LENGTHS[:2])]).logits[0]
+    assert (leaky - alone).abs().max().item() > 1e-3
+
+
+def test_eager_needs_the_additive_form():
+    """A boolean mask is added as 1/0 by eager attention (masks nothing); the float form is exact."""
+    model = tiny_model("llama", "eager")
+    ids, pos, _ = _row()
+    with torch.no_grad():
+        as_bool = model(input_ids=ids, position_ids=pos, attention_mask=packed_mask(pos, None, "sdpa")).logits
+        as_float = model(input_ids=ids, position_ids=pos, attention_mask=packed_mask(pos, None, "eager")).logits
+        alone = model(input_ids=ids[:, LENGTHS[0] : sum(LENGTHS[:2])]).logits
+    second = slice(LENGTHS[0], sum(LENGTHS[:2]))
+    assert (as_bool[:, second] - alone).abs().max().item() > 1e-3
+    assert (as_float[:, second] - alone).abs().max().item() <= TOL
+
+
+def test_packed_allowed_matches_hand_built():
+    _, pos, prefix = _row()
+    assert torch.equal(packed_allowed(pos, prefix), _hand_built(LENGTHS, prefix))
+    assert torch.equal(packed_allowed(pos), _hand_built(LENGTHS, torch.zeros_like(prefix)))
+
+
+def test_mask_from_allowed_forms():
+    allowed = torch.tensor([[[True, False], [True, True]]])  # (1, 2, 2)
+    sdpa = mask_from_allowed(allowed, "sdpa")
+    assert sdpa.dtype == torch.bool and sdpa.shape == (1, 1, 2, 2) and torch.equal(sdpa[0, 0], allowed[0])
+    eager = mask_from_allowed(allowed[:, None], "eager", torch.float16)  # (B, 1, Q, K) input works too
+    assert eager.dtype == torch.float16 and eager.shape == (1, 1, 2, 2)
+    assert eager[0, 0, 0, 1] == torch.finfo(torch.float16).min and eager[0, 0, 1].eq(0).all()
+    with pytest.raises(ValueError, match="bool"):
+        mask_from_allowed(allowed.float(), "sdpa")
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        mask_from_allowed(allowed, "flash_attention_2")
+
+
+@pytest.mark.parametrize(
+    "model_type,impl,why",
+    [
+        ("gpt_neo", "sdpa", "no sdpa"),
+        ("llama", "flex_attention", "crashed"),
+        ("gpt2", "flash_attention_2", "4-D mask"),
+        ("mamba", "eager", "not been verified"),
+    ],
+)
+def test_unverified_combinations_are_refused(model_type, impl, why):
+    with pytest.raises(ValueError, match=why) as e:
+        check_supported(model_type, impl)
+    assert f"{impl!r} for model type {model_type!r}" in str(e.value) and "gpt_neo: eager" in str(e.value)
+
+
+def test_packed_forward_refuses_before_running():
+    model = tiny_model("gpt2", "eager")
+    model.config.model_type = "not_verified"  # the check reads the config, as for any stock model
+    ids, pos, _ = _row()
+    with pytest.raises(ValueError, match="not_verified"):
+        packed_forward(model, {"input_ids": ids, "position_ids": pos})
+
+
+def test_every_supported_model_type_is_verified_here():
+    assert set(SUPPORTED) == set(TINY_CONFIGS)  # COMBOS covers the whole table
+
+
+@pytest.mark.parametrize("arch,impl", [("gpt2", "eager"), ("llama", "sdpa"), ("llama", "eager")])
+def test_mask_from_allowed_serves_left_padded_kv_cached_decoding(arch, impl):
+    """The generation-side use: a (B, 1, Q, K) mask for a left-padded prefill, then one cached step."""
+    model = tiny_model(arch, impl)
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(5, VOCAB, (n,), generator=g) for n in (5, 8)]
+    nxt = torch.randint(5, VOCAB, (2, 1), generator=g)
+    pad = 8 - 5
+    ids = torch.stack([torch.cat([torch.zeros(pad, dtype=torch.long), prompts[0]]), prompts[1]])  # (2, 8)
+    real = torch.ones(2, 8, dtype=torch.bool)
+    real[0, :pad] = False
+    pos = (real.long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones(8, 8, dtype=torch.bool).tril()
+    allowed = causal & real[:, None, :] | torch.eye(8, dtype=torch.bool)  # (2, 8, 8); a pad sees itself only
+    with torch.no_grad():
+        out = model(input_ids=ids, position_ids=pos, attention_mask=mask_from_allowed(allowed, impl), use_cache=True)
+        step_allowed = torch.cat([real, torch.ones(2, 1, dtype=torch.bool)], dim=1)[:, None, None, :]  # (2, 1, 1, 9)
+        step = model(
+            input_ids=nxt, position_ids=pos[:, -1:] + 1, cache=out.past_key_values,
+            attention_mask=mask_from_allowed(step_allowed, impl), use_cache=True,
+        ).logits[:, -1]
+        for b, prompt in enumerate(prompts):
+            alone = model(input_ids=torch.cat([prompt, nxt[b]])[None]).logits[0, -1]
+            assert (step[b] - alone).abs().max().item() <= TOL

@@ -1,0 +1,113 @@
+"""Split embeddings: extended rows start as copies, generation stays in code, the map travels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmpt.data.instances import sentinel_ids
+from mmpt.data.separation import MAP_FILE, SeparationMap
+from mmpt.doctor import tiny_model, tiny_tokenizer
+from mmpt.model.split_embeddings import (
+    decode_code,
+    extend_model,
+    load_model,
+    restrict_to_code,
+    save_model,
+)
+
+BASE = 64  # tiny_tokenizer's length
+SEPARATED = [6, 7, 20, 63]
+
+
+def _weights(model):
+    return model.get_input_embeddings().weight.detach().clone(), model.get_output_embeddings().weight.detach().clone()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("tied", [True, False])
+def test_extend_copies_rows_and_keeps_ties(arch, tied):
+    model = tiny_model(arch, vocab=BASE, tied=tied)
+    w_in, w_out = _weights(model)
+    smap = SeparationMap("partial", BASE, SEPARATED)
+    rows = extend_model(model, smap)
+    e_in, e_out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert rows == 128 and e_in.shape[0] == e_out.shape[0] == model.config.vocab_size == 128  # 68 -> multiple of 64
+    assert (e_out is e_in) == tied
+    copies = slice(BASE, BASE + len(SEPARATED))
+    assert torch.equal(e_in[:BASE], w_in) and torch.equal(e_in[copies], w_in[SEPARATED])
+    assert torch.equal(e_out[:BASE], w_out) and torch.equal(e_out[copies], w_out[SEPARATED])
+    if tied:  # still one parameter: a step on the input row moves the output row
+        with torch.no_grad():
+            e_in[BASE] += 1
+        assert torch.equal(model.get_output_embeddings().weight[BASE], e_in[BASE])
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_fresh_copy_behaves_exactly_like_its_original(tied):
+    """Right after extension, remapping code ids changes nothing: same hidden states, and each copy's
+    logit equals its original's."""
+    model = tiny_model("llama", vocab=BASE, tied=tied)
+    smap = SeparationMap("full", BASE, list(range(BASE)))
+    extend_model(model, smap)
+    ids = torch.randint(0, BASE, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        remapped = model(input_ids=smap.to_code(ids)).logits
+    torch.testing.assert_close(remapped, plain, atol=0, rtol=0)
+    torch.testing.assert_close(plain[..., BASE : 2 * BASE], plain[..., :BASE], atol=0, rtol=0)
+
+
+def test_extend_leaves_a_large_enough_model_unresized():
+    model = tiny_model("gpt2", vocab=128)
+    smap = SeparationMap("partial", BASE, SEPARATED)
+    w_in, _ = _weights(model)
+    assert extend_model(model, smap) == 128
+    assert torch.equal(model.get_input_embeddings().weight[BASE : BASE + 4], w_in[SEPARATED])
+
+
+def test_restrict_to_code_masks_nl_only_and_padding_rows():
+    smap = SeparationMap("partial", BASE, SEPARATED)
+    _, code = smap.vocab_masks(128)
+    logits = torch.randn(2, 3, 128)
+    logits[..., SEPARATED] = 100.0  # the originals of separated tokens would win without the restriction
+    out = restrict_to_code(logits, code)
+    assert torch.isinf(out[..., ~code]).all() and torch.equal(out[..., code], logits[..., code])
+    assert code[out.argmax(-1)].all()
+    with pytest.raises(ValueError, match="code_mask"):
+        restrict_to_code(logits, code[:10])
+
+
+def test_decode_maps_copies_back_to_text():
+    tok = tiny_tokenizer()
+    smap = SeparationMap("partial", len(tok), SEPARATED)
+    ids = tok("w0 w1 w14 w57", add_special_tokens=False)["input_ids"]
+    assert decode_code(tok, smap, smap.to_code(ids)) == tok.decode(ids) == "w0 w1 w14 w57"
+    with pytest.raises(ValueError, match="restricted"):
+        decode_code(tok, smap, [smap.vocab_size])
+
+
+def test_checkpoint_round_trip_with_map(tmp_path):
+    tok = tiny_tokenizer()
+    smap = SeparationMap("partial", len(tok), SEPARATED)
+    model = tiny_model("gpt2", vocab=len(tok), tied=False)
+    extend_model(model, smap)
+    save_model(model, smap, tmp_path, tokenizer=tok)
+    assert (tmp_path / MAP_FILE).exists()
+    loaded, tok2, smap2 = load_model(tmp_path)
+    assert smap2.to_dict() == smap.to_dict() and len(tok2) == len(tok)
+    ids = smap.to_code(torch.tensor([[1, 6, 7, 8]]))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert sentinel_ids(tok2) == sentinel_ids(tok)
+
+
+def test_checkpoint_without_map_loads_as_none_and_a_short_model_is_refused(tmp_path):
+    tok = tiny_tokenizer()
+    save_model(tiny_model("gpt2", vocab=len(tok)), SeparationMap("none", len(tok)), tmp_path, tokenizer=tok)
+    (tmp_path / MAP_FILE).unlink()
+    _, _, smap = load_model(tmp_path)
+    assert smap.separation == "none" and smap.vocab_size == len(tok)
+    SeparationMap("partial", len(tok), SEPARATED).save(tmp_path)  # needs 68 rows, the model has 64
+    with pytest.raises(ValueError, match="64 embedding rows"):
+        load_model(tmp_path)

@@ -1,0 +1,70 @@
+"""`mmpt doctor`: one line per check, exit status 1 on any failure, appendable checks."""
+
+from __future__ import annotations
+
+import torch
+
+from mmpt import doctor
+from mmpt.cli import main as cli_main
+from mmpt.data.separation import SeparationMap
+from mmpt.doctor import (
+    CheckResult,
+    DoctorConfig,
+    run_checks,
+    tiny_model,
+    tiny_tokenizer,
+)
+from mmpt.modality import OBJECTIVES
+from mmpt.model.split_embeddings import extend_model, save_model
+
+
+def test_tiny_arch_passes_with_one_line_per_check(capsys):
+    assert cli_main(["doctor", "--arch", "gpt_neo", "--attn", "eager"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    packed = [line for line in lines if "packed gpt_neo/eager/" in line]
+    assert [line.split()[2].rsplit("/", 1)[1] for line in packed] == list(OBJECTIVES)
+    for line in packed:
+        assert line.startswith("ok") and float(line.split("max diff ")[1].split()[0]) <= 1e-5
+    assert any(line.startswith("ok") and "sentinels" in line for line in lines)
+
+
+def test_refused_combination_fails_the_run(capsys):
+    assert cli_main(["doctor", "--arch", "llama", "--attn", "flex_attention"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  packed llama/flex_attention" in out and "refused" in out
+
+
+def test_a_leaking_mask_is_caught(monkeypatch):
+    """The check can fail: a mask that lets instances see each other is reported with its diff."""
+    from mmpt.model import attention
+
+    monkeypatch.setattr(attention, "instance_ids", lambda pos: torch.zeros_like(pos))  # one big instance
+    results = doctor.check_packed(DoctorConfig(archs=("gpt2",), attn=("sdpa",)))
+    assert [r.ok for r in results] == [False] * len(OBJECTIVES)
+    assert all(float(r.detail.split()[2]) > 1e-3 for r in results)
+
+
+def test_appended_and_crashing_checks_are_reported_not_raised():
+    def check_custom(cfg):
+        return CheckResult("custom", False, "disk full")
+
+    def check_crash(cfg):
+        raise RuntimeError("boom")
+
+    results = run_checks(DoctorConfig(), [check_custom, check_crash])
+    assert results == [CheckResult("custom", False, "disk full"), CheckResult("crash", False, "RuntimeError: boom")]
+
+
+def test_checkpoint_with_separation_passes(tmp_path, capsys):
+    tok = tiny_tokenizer()
+    smap = SeparationMap("partial", len(tok), [6, 9, 30])
+    model = tiny_model("llama", "sdpa", vocab=len(tok))
+    extend_model(model, smap)
+    save_model(model, smap, tmp_path, tokenizer=tok)
+    assert doctor.main(["--model", str(tmp_path), "--attn", "sdpa"]) == 0
+    out = capsys.readouterr().out
+    assert "partial: 3 separated, 128 rows" in out and out.count("packed llama/sdpa/") == len(OBJECTIVES)
+    SeparationMap("full", len(tok), list(range(len(tok)))).save(tmp_path)  # needs 128 rows: fits
+    SeparationMap("partial", len(tok) + 1, [6]).save(tmp_path)  # disagrees with the tokenizer
+    assert doctor.main(["--model", str(tmp_path), "--attn", "sdpa"]) == 1
+    assert "base_vocab_size 65 != tokenizer length 64" in capsys.readouterr().out

@@ -1,0 +1,335 @@
+"""mmpt/train.py under real launches: ZeRO-3 setup, equivalence with plain PyTorch, resume, signals.
+
+Launches are expensive (~20-40 s each on 2 cores), so one 2-rank `deepspeed` launch (the `driver`
+below) checks the partitioned setup and trains all four objectives; the resume and dead-rank tests
+reuse its uninterrupted text-code-clm run as their reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmpt.modality import OBJECTIVES
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "tests" / "assets"
+STEPS = 20
+BATCH, ACCUM, WORLD = 3, 2, 2  # 12 rows per step: the epoch's last step is short (uneven tail)
+LR, MIN_LR, WARMUP = 3e-3, 3e-4, 0.1
+
+# the one model shape of these tests: a Llama small enough for CPU, no dropout
+ARCH = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
+def make_pairs(path: Path, n: int = 120) -> None:
+    """Deterministic NL→code pairs: enough rows for two epochs of 20 steps, short instances."""
+    rng = np.random.default_rng(0)
+    ops = [("add", "+"), ("subtract", "-"), ("multiply", "*"), ("compare", "<"), ("combine", "|")]
+    with path.open("w") as f:
+        for i in range(n):
+            name, op = ops[i % len(ops)]
+            k = int(rng.integers(1, 9))
+            doc = f"Return the result when you {name} a and b, then scale by {k}."
+            code = f"def f{i}(a, b):\n    if a is None:\n        return {k}\n    return (a {op} b) * {k}\n"
+            f.write(json.dumps({"docstring": doc, "code": code}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def setup_dir(tmp_path_factory) -> Path:
+    """Prepared data (partial separation) and two saved backbones (tied and untied head)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mmpt.data.prepare import PrepareConfig, prepare
+    from mmpt.data.tokenizer import load_tokenizer
+
+    root = tmp_path_factory.mktemp("train")
+    make_pairs(root / "pairs.jsonl")
+    prepare(PrepareConfig(str(root / "pairs.jsonl"), str(ASSETS / "tokenizer"), str(root / "data"), "partial", max_seq_length=96))
+    tokenizer = load_tokenizer(str(root / "data" / "tokenizer"))
+    for name, tied in (("tied", True), ("untied", False)):
+        torch.manual_seed(0)
+        config = AutoConfig.for_model("llama", **ARCH, vocab_size=len(tokenizer), tie_word_embeddings=tied)
+        AutoModelForCausalLM.from_config(config).save_pretrained(root / name)
+    return root
+
+
+def run_args(root: Path, objective: str, out: Path, **extra) -> list[str]:
+    args = dict(
+        model=str(root / "tied"), data_dir=str(root / "data"), output_dir=str(out), objective=objective,
+        max_steps=STEPS, learning_rate=LR, min_learning_rate=MIN_LR, warmup_ratio=WARMUP, weight_decay=0.1,
+        max_grad_norm=0.5, per_device_batch_size=BATCH, gradient_accumulation_steps=ACCUM, precision="fp32",
+        gradient_checkpointing=False, save_steps=5, keep_checkpoints=2, logging_steps=1, seed=7,
+        deepspeed=str(ROOT / "ds_configs" / "zero3.json"), attn_implementation="sdpa", hang_timeout_s=60,
+    )
+    args.update(extra)
+    return [x for k, v in args.items() for x in (f"--{k}", str(v))]
+
+
+DRIVER = textwrap.dedent(
+    """
+    import json, sys, torch, deepspeed
+    from safetensors.torch import load_file
+    from mmpt import distributed, train
+    from mmpt.config import load_config, deepspeed_config
+    from mmpt.data.separation import SeparationMap
+
+    spec = json.loads(open(sys.argv[1]).read())
+    env = distributed.detect()
+    distributed.init(env, 60)
+    smap = SeparationMap.load(spec["data"])
+    src = torch.tensor(smap.separated)
+    dst = smap.base_vocab_size + torch.arange(len(src))
+    report = {}
+    for name in ("tied", "untied"):
+        c = load_config(None, {"data_dir": spec["data"], "model": spec[name], "gradient_checkpointing": "false",
+                               "deepspeed": spec["ds"], "per_device_batch_size": "2"})
+        model = train.build_model(c, smap, deepspeed_config(c, env.world_size, "fp32", "cpu"), "fp32")
+        saved = load_file(spec[name] + "/model.safetensors")
+        heads = {"input": model.get_input_embeddings().weight, "output": model.get_output_embeddings().weight}
+        out = {"tied": heads["input"] is heads["output"]}
+        for head, w in heads.items():
+            key = "model.embed_tokens.weight" if head == "input" or out["tied"] else "lm_head.weight"
+            out[head + "_sharded"] = hasattr(w, "ds_id") and w.ds_tensor.numel() < w.ds_numel
+            with deepspeed.zero.GatheredParameters([w], modifier_rank=None):
+                full = w.detach().clone()
+            out[head + "_copies_equal"] = bool(torch.equal(full[dst], full[src]))
+            out[head + "_originals_kept"] = bool(torch.equal(full[src], saved[key][src]))
+        report[name] = out
+    json.dump(report, open(spec["report"] + f".rank{env.rank}", "w"))
+    for argv in spec["runs"]:
+        assert train.main(argv) == 0, argv
+    """
+)
+
+
+def launch(cmd: list[str], log: Path, env_extra: dict | None = None) -> subprocess.Popen:
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+
+
+def deepspeed_cmd(port: int, script: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port), script, *args]
+
+
+def read_losses(out: Path) -> dict[int, float]:
+    """step -> loss from metrics.jsonl (a step logged again after a resume: the later line wins)."""
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def driver_run(setup_dir) -> Path:
+    """One 2-rank ZeRO-3 launch: the partitioned-setup check, then 20 steps of every objective."""
+    spec = {
+        "data": str(setup_dir / "data"), "tied": str(setup_dir / "tied"), "untied": str(setup_dir / "untied"),
+        "ds": str(ROOT / "ds_configs" / "zero3.json"), "report": str(setup_dir / "setup.json"),
+        "runs": [run_args(setup_dir, o, setup_dir / f"run-{o}") for o in OBJECTIVES],
+    }
+    (setup_dir / "spec.json").write_text(json.dumps(spec))
+    (setup_dir / "driver.py").write_text(DRIVER)
+    log = setup_dir / "driver.log"
+    proc = launch(deepspeed_cmd(29631, str(setup_dir / "driver.py"), str(setup_dir / "spec.json")), log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-5000:]
+    return setup_dir
+
+
+def reference_losses(root: Path, objective: str, steps: int = STEPS) -> tuple[list[float], torch.nn.Module]:
+    """The same training in one process of plain PyTorch: one batch of the step's global rows, AdamW."""
+    from transformers import AutoModelForCausalLM
+
+    from mmpt.data.instances import sentinel_ids
+    from mmpt.data.prepare import load_prepared
+    from mmpt.data.separation import SeparationMap
+    from mmpt.data.tokenizer import load_tokenizer
+    from mmpt.model.attention import packed_forward
+    from mmpt.model.loss import modality_loss
+    from mmpt.model.split_embeddings import extend_model
+    from mmpt.objectives import Collator
+    from mmpt.train import epoch_order, lr_factor
+
+    rows, _ = load_prepared(root / "data")
+    smap = SeparationMap.load(root / "data")
+    model = AutoModelForCausalLM.from_pretrained(root / "tied", attn_implementation="sdpa", dtype=torch.float32)
+    extend_model(model, smap)
+    nl_mask, code_mask = smap.vocab_masks(model.get_input_embeddings().weight.shape[0])
+    params = [p for p in model.parameters()]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1}, {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.999), eps=1e-8)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, WARMUP, MIN_LR / LR))
+    collator = Collator(objective, sentinel_ids(load_tokenizer(str(root / "data" / "tokenizer"))), smap, seed=7)
+    global_batch = BATCH * ACCUM * WORLD
+    per_epoch = math.ceil(len(rows) / global_batch)
+    losses = []
+    for step in range(steps):
+        epoch, k = divmod(step, per_epoch)
+        collator.epoch = epoch
+        idx = epoch_order(len(rows), 7, epoch)[k * global_batch : (k + 1) * global_batch].tolist()
+        got = rows[idx]
+        batch = collator([{c: got[c][j] for c in ("input_ids", "position_ids", "modality")} | {"row": i} for j, i in enumerate(idx)])
+        s = modality_loss(packed_forward(model, batch), batch["labels"], batch["modality"], nl_mask, code_mask)
+        loss = s.total_sum / s.total_count
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses, model
+
+
+@pytest.mark.heavy
+def test_zero3_setup_copies_rows_on_every_rank(driver_run):
+    for rank in range(WORLD):
+        report = json.loads((driver_run / f"setup.json.rank{rank}").read_text())
+        assert report["tied"]["tied"] and not report["untied"]["tied"]
+        for name, heads in (("tied", ("input",)), ("untied", ("input", "output"))):
+            for head in heads:
+                assert report[name][f"{head}_sharded"], (rank, name, head)
+                assert report[name][f"{head}_copies_equal"], (rank, name, head)
+                assert report[name][f"{head}_originals_kept"], (rank, name, head)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_two_rank_zero3_matches_plain_pytorch(driver_run, objective):
+    got = read_losses(driver_run / f"run-{objective}")
+    want, _ = reference_losses(driver_run, objective)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    rel = [abs(got[s + 1] - w) / abs(w) for s, w in enumerate(want)]
+    assert max(rel) <= 1e-4, list(zip([got[s + 1] for s in range(STEPS)], want))
+    assert want[-1] < want[0] - 0.5  # it learns: the comparison is not between two flat lines
+
+
+@pytest.mark.heavy
+def test_export_loads_and_gives_the_reference_loss(driver_run):
+    from transformers import AutoModelForCausalLM
+
+    from mmpt.data.prepare import load_prepared
+    from mmpt.data.separation import SeparationMap
+    from mmpt.data.instances import sentinel_ids
+    from mmpt.data.tokenizer import load_tokenizer
+    from mmpt.model.attention import packed_forward
+    from mmpt.model.loss import modality_loss
+    from mmpt.objectives import Collator
+
+    final = driver_run / "run-text-code-clm" / "final"
+    meta = json.loads((final / "mmpt.json").read_text())
+    assert meta == {"layout": "docstring-first", "objective": "text-code-clm", "attn_implementation": "sdpa", "separation": "partial"}
+    assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
+    exported = AutoModelForCausalLM.from_pretrained(final, attn_implementation="sdpa")
+    assert exported.get_output_embeddings().weight is exported.get_input_embeddings().weight  # still tied
+    _, reference = reference_losses(driver_run, "text-code-clm")
+    rows, _ = load_prepared(driver_run / "data")
+    smap = SeparationMap.load(final)
+    collator = Collator("text-code-clm", sentinel_ids(load_tokenizer(str(final))), smap, seed=7)
+    batch = collator([dict(rows[i], row=i) for i in range(6)])
+    nl, code = smap.vocab_masks(exported.get_input_embeddings().weight.shape[0])
+    with torch.no_grad():
+        a = modality_loss(packed_forward(exported, batch), batch["labels"], batch["modality"], nl, code)
+        b = modality_loss(packed_forward(reference, batch), batch["labels"], batch["modality"], nl, code)
+    la, lb = (a.total_sum / a.total_count).item(), (b.total_sum / b.total_count).item()
+    assert abs(la - lb) / lb <= 1e-4, (la, lb)
+
+
+@pytest.mark.heavy
+def test_tensorboard_and_metrics_jsonl(driver_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = driver_run / "run-text-code-clm"
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for name in ("loss", "loss_code", "loss_nl", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "mfu", "peak_memory_gib"):
+        assert f"train/{name}" in tags, name
+        assert [e.step for e in events.Scalars(f"train/{name}")] == list(range(1, STEPS + 1))
+    assert "embeddings/nl_code_cosine_mean" in tags and "embeddings/nl_code_cosine" in events.Tags()["histograms"]
+    cos = [e.value for e in events.Scalars("embeddings/nl_code_cosine_mean")]
+    assert cos[0] < 1.0 and cos[-1] < cos[0]  # the copies drift apart from their originals
+    assert (out / "tensorboard" / "projector_config.pbtxt").is_file()
+    losses = read_losses(out)
+    tb = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert all(abs(tb[s] - losses[s]) <= 1e-5 * abs(losses[s]) for s in losses)
+    code_only = json.loads((driver_run / "run-code-clm" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "loss_nl" not in code_only and code_only["loss"] == code_only["loss_code"]
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 < record["mfu"] < 1 and record["tokens_per_s"] > 0 and record["peak_memory_gib"] > 0
+
+
+def _rank_pids(launcher: subprocess.Popen) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process(launcher.pid).children(recursive=True) if "mmpt/train.py" in " ".join(p.cmdline())]
+
+
+def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (out / "metrics.jsonl").exists() and max(read_losses(out) or {0: 0}) >= step:
+            return
+        assert proc.poll() is None, "the run ended before the step it was to be interrupted at"
+        time.sleep(0.2)
+    raise TimeoutError(f"step {step} not reached")
+
+
+@pytest.mark.heavy
+def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_losses(driver_run):
+    """Preempt with SIGTERM (graceful save), then SIGKILL every process, then finish: same losses."""
+    out = driver_run / "resumed"
+    args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=4)]
+    # 1: SIGTERM to the launcher, which forwards it to the ranks: they finish the step, save, exit 0
+    log1 = driver_run / "resume1.log"
+    proc = launch(deepspeed_cmd(29641, *args), log1)
+    _wait_for_step(out, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    text = log1.read_text()
+    stopped = int(text.split("received, stopped after step ")[1].split(";")[0])
+    from mmpt.checkpoint import list_complete
+
+    assert list_complete(out)[-1].name == f"step_{stopped:08d}", text[-3000:]
+    # 2: resume, then SIGKILL the whole process group mid-run (possibly mid-save)
+    log2 = driver_run / "resume2.log"
+    proc = launch(deepspeed_cmd(29642, *args), log2)
+    _wait_for_step(out, stopped + 7, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert f"resumed from step {stopped}" in log2.read_text()
+    # 3: resume from the newest complete checkpoint and finish
+    log3 = driver_run / "resume3.log"
+    proc = launch(deepspeed_cmd(29643, *args), log3)
+    assert proc.wait(timeout=300) == 0, log3.read_text()[-3000:]
+    resumed_at = int(log3.read_text().split("resumed from step ")[1].split()[0])
+    assert stopped < resumed_at <= stopped + 8
+    want = read_losses(driver_run / "run-text-code-clm")
+    got = read_losses(out)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert abs(got[step] - want[step]) <= 1e-6 * abs(want[step]), (step, got[step], want[step])
+
+
+@pytest.mark.heavy
+def test_dead_rank_makes_the_others_exit_nonzero(driver_run):
+    """Ranks started by hand (as srun would, without a launcher that kills siblings); kill rank 1."""
+    out = driver_run / "dead"
+    args = run_args(driver_run, "code-clm", out, max_steps=200, save_steps=0, hang_timeout_s=30)
+    procs = []
+    for rank in range(2):
+        env = {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29651"}
+        procs.append(launch([sys.executable, "mmpt/train.py", *args], driver_run / f"dead{rank}.log", env))
+    _wait_for_step(out, 3, procs[0])
+    procs[1].send_signal(signal.SIGKILL)
+    t = time.time()
+    rc = procs[0].wait(timeout=150)
+    assert rc != 0 and time.time() - t < 120, (rc, time.time() - t)
