@@ -33,8 +33,8 @@ LR, MIN_LR, WARMUP = 3e-3, 3e-4, 0.1
 ARCH = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 
 
-def make_pairs(path: Path, n: int = 120) -> None:
-    """Deterministic NL→code pairs: enough rows for two epochs of 20 steps, short instances."""
+def make_pairs(path: Path, n: int = 125) -> None:
+    """Deterministic NL→code pairs, one row each: 11 steps per epoch, the last one of 5 rows."""
     rng = np.random.default_rng(0)
     ops = [("add", "+"), ("subtract", "-"), ("multiply", "*"), ("compare", "<"), ("combine", "|")]
     with path.open("w") as f:
@@ -85,7 +85,7 @@ DRIVER = textwrap.dedent(
     from mmpt.config import load_config, deepspeed_config
     from mmpt.data.separation import SeparationMap
 
-    spec = json.loads(open(sys.argv[1]).read())
+    spec = json.loads(open(sys.argv[-1]).read())  # the launcher puts --local_rank first
     env = distributed.detect()
     distributed.init(env, 60)
     smap = SeparationMap.load(spec["data"])

@@ -91,8 +91,9 @@ def _isolate(limits: dict, isolated: bool) -> None:
     """Runner setup: fresh mounts, then rlimits, no new privileges, no capabilities (in this order:
     mounting needs the capabilities the last step drops)."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
-    if not isolated:
-        os.setpgid(0, 0)  # no pid namespace: the process group is what the relay kills at the end
+    # a session and process group of its own: kill(0, ...) would otherwise reach the zygote's
+    # group across the pid namespace boundary; without a namespace it is what the relay kills
+    os.setsid()
     if isolated:
         _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
         opts = f"size={limits['tmp_bytes']},mode=1777".encode()
@@ -170,8 +171,6 @@ def _relay(code: str, limits: dict, isolated: bool, token_r: int, result_w: int,
             _runner(code, limits, isolated, token_r, result_w, out_w)
         for fd in (token_r, result_w, out_w):
             os.close(fd)
-        if not isolated:
-            os.setpgid(pid, pid)  # without a pid namespace the group is what we can kill
         _, wstatus = os.waitpid(pid, 0)
         if not isolated:
             try:
