@@ -264,6 +264,8 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
             logits = packed_forward(engine, batch)  # (B, N, V)
             s = modality_loss(logits, batch["labels"], batch["modality"], nl_mask, code_mask)
             loss = s.total_sum / denom
+            if not s.total_count:  # a stand-in batch: backward must still reach every parameter (ZeRO-3 reduces are collective)
+                loss = loss + 0.0 * logits.sum()
             # DeepSpeed averages gradients over ranks: undo that so that the gradient is d(sum)/denom
             engine.backward(loss * world, scale_wrt_gas=False)
             engine.step()  # an optimizer step only at the accumulation boundary

@@ -102,8 +102,8 @@ SlurmUser={_user()}
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-# cred_expire also delays a requeued job before it may start again (default 120 s).
-AuthInfo=socket={config.munge_socket},cred_expire=10
+# cred_expire is also how long a requeued job waits before it may start again (default 120 s).
+AuthInfo=socket={config.munge_socket},cred_expire=5
 StateSaveLocation={s}/state
 SlurmdSpoolDir={s}/spool
 SlurmctldPidFile={config.pid_file("slurmctld")}
@@ -119,6 +119,8 @@ SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 MpiDefault=none
 SchedulerType=sched/backfill
+# Look at pending jobs every 2 s (defaults: 60 s, backfill 30 s) so that a requeued job restarts at once.
+SchedulerParameters=sched_interval=2,bf_interval=2
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none

@@ -25,7 +25,7 @@ class SentinelIds:
     eot: int
     mask: int
     pad: int
-    bos: int  # the tokenizer's own bos when it has one, else `<comments>` is the start
+    bos: int  # the tokenizer's own bos; without one `<eot>` opens an instance (GPT-2's bos = eos convention)
 
 
 def sentinel_ids(tokenizer) -> SentinelIds:
@@ -37,7 +37,7 @@ def sentinel_ids(tokenizer) -> SentinelIds:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else vocab.get(PAD)
     if pad is None:
         raise ValueError("tokenizer has no pad token")
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else vocab[COMMENTS]
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else vocab[EOT]
     return SentinelIds(vocab[COMMENTS], vocab[PYTHON], vocab[EOT], vocab[MASK], pad, bos)
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-from datasets.arrow_writer import ArrowWriter
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from datasets.arrow_writer import ArrowWriter
 
 import mmpt
 from mmpt.data.instances import SentinelIds, assemble_instance, sentinel_ids
@@ -136,19 +136,14 @@ def _write_rows(encoded: datasets.Dataset, rows: list[np.ndarray], max_seq_lengt
         writer = ArrowWriter(features=features, path=arrow_file)
         for start in range(0, len(rows), ROWS_PER_CHUNK):
             gather, positions, row_offsets = row_layout(offsets, rows[start : start + ROWS_PER_CHUNK])
-            row_offsets = pa.array(row_offsets, pa.int32())
-
-            def column(values: np.ndarray, kind: str) -> pa.ListArray:
-                return pa.ListArray.from_arrays(row_offsets, pa.array(values.astype(kind)))
-
+            bounds = pa.array(row_offsets, pa.int32())
+            columns = {
+                "input_ids": ids[gather].astype("int32"),
+                "position_ids": positions.astype(position_type),
+                "modality": modality[gather].astype("int8"),
+            }
             writer.write_table(
-                pa.table(
-                    {
-                        "input_ids": column(ids[gather], "int32"),
-                        "position_ids": column(positions, position_type),
-                        "modality": column(modality[gather], "int8"),
-                    }
-                )
+                pa.table({name: pa.ListArray.from_arrays(bounds, pa.array(v)) for name, v in columns.items()})
             )
         writer.finalize()
         writer.close()

@@ -259,6 +259,12 @@ def _mpi():
     return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
 
 
+def _any_source() -> int:
+    from mpi4py import MPI
+
+    return MPI.ANY_SOURCE
+
+
 def execute(config: ExecuteConfig) -> int:
     """Run the pending samples of `config`; returns how many results this call wrote (rank 0)."""
     comm = _mpi()
@@ -310,8 +316,9 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
     open_ranks, written, local_done = size - 1, 0, False
     try:
         while not local_done or open_ranks:
-            if comm and open_ranks and comm.Iprobe(source=-1):
-                record = comm.recv(source=-1)
+            # MPI.ANY_SOURCE, not -1: in MPICH -1 is MPI_PROC_NULL, whose recv returns None at once
+            if comm and open_ranks and comm.Iprobe(source=_any_source()):
+                record = comm.recv(source=_any_source())
                 if record is None:
                     open_ranks -= 1
                     continue

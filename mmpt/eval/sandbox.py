@@ -110,6 +110,35 @@ def _bwrap_command(config: SandboxConfig) -> list[str]:
     return args
 
 
+def _make_cgroups(name: str, pids_max: int, memory_bytes: int) -> list[Path]:
+    """Per-sandbox pids and memory cgroups where this host lets us make them, else [].
+
+    RLIMIT_NPROC does not bind a sandbox whose user maps to root outside (the kernel exempts
+    root's processes), so a pids cgroup is what stops a fork bomb there; the memory cgroup bounds
+    a program's processes together (RLIMIT_AS bounds each one).
+    """
+    made = []
+    v2 = Path("/sys/fs/cgroup")
+    settings = (
+        [(v2, {"pids.max": pids_max, "memory.max": memory_bytes})]
+        if (v2 / "cgroup.controllers").exists()
+        else [(v2 / "pids", {"pids.max": pids_max}), (v2 / "memory", {"memory.limit_in_bytes": memory_bytes})]
+    )
+    for root, files in settings:
+        group = root / name
+        try:
+            group.mkdir()
+        except OSError:
+            continue
+        try:
+            for key, value in files.items():
+                (group / key).write_text(str(value))
+            made.append(group)
+        except OSError:
+            group.rmdir()
+    return made
+
+
 class Sandbox:
     """One worker's sandbox: start once, `run` programs one at a time, `close` at the end."""
 
@@ -118,6 +147,7 @@ class Sandbox:
         # `mmpt execute` calls resolve_mode once per run (and warns there for "none")
         self.isolated = self.config.mode != "none" and resolve_mode(self.config.mode) == "bwrap"
         self._proc: subprocess.Popen | None = None
+        self._cgroups: list[Path] = []
         self._start()
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -146,8 +176,18 @@ class Sandbox:
             command = [*python, str(ZYGOTE), json.dumps(settings)]
             env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"}
 
+        # zygote + relay + runner, then the program's own processes
+        self._cgroups = _make_cgroups(f"mmpt-sandbox-{os.getpid()}-{id(self)}", c.nproc + 4, c.memory_bytes)
+        procs = [str(g / "cgroup.procs") for g in self._cgroups]
+
+        def enter_cgroups() -> None:  # in the child, before bwrap starts
+            for path in procs:
+                with open(path, "w") as f:
+                    f.write("0")
+
         self._proc = subprocess.Popen(
             command,
+            preexec_fn=enter_cgroups if procs else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             env=env,
@@ -179,6 +219,14 @@ class Sandbox:
         except (OSError, subprocess.TimeoutExpired):
             pass
         self._proc = None
+        for group in self._cgroups:
+            for _ in range(100):  # the kernel empties it as the killed processes go
+                try:
+                    group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.01)
+        self._cgroups = []
 
     def __enter__(self) -> Sandbox:
         return self

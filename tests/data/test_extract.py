@@ -9,8 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 from mmpt.data.extract import extract_file, extract_pairs, main
 
 
@@ -29,7 +27,7 @@ def _import(path: Path):
 def _dedent_like_first_line(source: str) -> str:
     # textwrap.dedent would stop at a multi-line string's unindented lines; strip the def's indent
     indent = source[: len(source) - len(source.lstrip())]
-    return "".join(line[len(indent) :] if line.startswith(indent) else line for line in source.splitlines(True))
+    return "".join(line.removeprefix(indent) for line in source.splitlines(True))
 
 
 def _resolve(module, qualname: str):

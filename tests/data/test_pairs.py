@@ -124,7 +124,8 @@ def test_hub_dataset_branch(monkeypatch, assets: Path):
     dataset = load_pairs("owner/text2code")
     assert calls == [("owner/text2code", "train")]
     assert dataset["signature"] == [r["signature"] for r in _fixture_records(assets)]
-    with pytest.raises(PairsError, match=r"hub dataset 'owner/no-docstring' \(train\): missing columns \['docstring'\]"):
+    missing = r"hub dataset 'owner/no-docstring' \(train\): missing columns \['docstring'\]"
+    with pytest.raises(PairsError, match=missing):
         load_pairs("owner/no-docstring")
     with pytest.raises(PairsError, match=r"^offline/pairs: not a local file or folder.*Couldn't reach"):
         load_pairs("offline/pairs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def _split_row(row: dict) -> list[tuple[list[int], list[int]]]:
     starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["position_ids"])]
     return [
         (row["input_ids"][a:b], row["modality"][a:b])
-        for a, b in zip(starts, starts[1:])
+        for a, b in itertools.pairwise(starts)
         if row["position_ids"][a:b] == list(range(b - a))
     ]
 
@@ -96,10 +97,10 @@ def test_batched_encoding_equals_encode_instance(assets: Path, tiny_tokenizer, l
 def test_parallel_tokenization_and_separate_tokens_file(assets: Path, tmp_path: Path, tiny_tokenizer):
     tokens_file = tmp_path / "tokens.txt"
     tokens_file.write_text("def\n return\n(\n\nnot-a-single-piece-token\n")
-    common = dict(
-        pairs=str(assets / "pairs.jsonl"), tokenizer=str(assets / "tokenizer"), separation="partial",
-        separate_tokens=str(tokens_file), max_seq_length=512,
-    )  # fmt: skip
+    common = {
+        "pairs": str(assets / "pairs.jsonl"), "tokenizer": str(assets / "tokenizer"), "separation": "partial",
+        "separate_tokens": str(tokens_file), "max_seq_length": 512,
+    }  # fmt: skip
     # separate caches: a shared one would hand the parallel run the serial run's encoding
     serial = prepare(PrepareConfig(out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c1"), **common))
     parallel = prepare(PrepareConfig(out=str(tmp_path / "b"), cache_dir=str(tmp_path / "c2"), num_proc=2, **common))

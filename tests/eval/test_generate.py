@@ -123,9 +123,9 @@ def test_decoder_stops_and_restricts() -> None:
     prompts = [[1, 20, PREFIX_ID, 30], [1, 21, 22, 23, PREFIX_ID, 31, 32]]
     sampling = SamplingConfig(greedy=False, max_new_tokens=8)
 
-    def decode(stop_id: int, code_mask: torch.Tensor | None = None) -> list[list[int]]:
+    def decode(stop_id: int, code_mask: torch.Tensor | None = None, ended=None) -> list[list[int]]:
         gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
-        return Decoder(model, sampling, stop_id=stop_id, pad_id=0, code_mask=code_mask)(prompts, gens)
+        return Decoder(model, sampling, stop_id=stop_id, pad_id=0, code_mask=code_mask, ended=ended)(prompts, gens)
 
     free = decode(-1)
     assert [len(row) for row in free] == [8, 8]
@@ -140,6 +140,27 @@ def test_decoder_stops_and_restricts() -> None:
     code_mask[90:] = False
     restricted = decode(-1, code_mask)
     assert all(code_mask[t] for row in restricted for t in row) and [len(row) for row in restricted] == [8, 8]
+    # `ended` (the end of the function) ends a row after the token that ended it, keeping the token
+    assert decode(-1, ended=lambda prompt, gen: len(gen) == 3 + len(prompt) % 2) == [free[0][:3], free[1][:4]]
+
+
+def test_code_text_maps_copies_back_and_finds_the_end() -> None:
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "tests" / "assets" / "tokenizer")
+    smap, _ = build_separation_map(tokenizer, "partial")
+    text = CodeText(tokenizer, smap)
+
+    def code_ids(s: str) -> list[int]:
+        return smap.to_code(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+    prompt, body = code_ids("def f(a):\n"), "    return a + 1\n\ndef g():\n    pass\n"
+    gen = code_ids(body)
+    assert any(t >= smap.base_vocab_size for t in gen)  # partial separation: some ids are code copies
+    assert text.text(prompt, gen) == body
+    assert text.completion(prompt, gen) == "    return a + 1\n\n"
+    # the cheap check says "ended" first exactly where the decoded text first has a column-0 line
+    first = next(k for k in range(1, len(gen) + 1) if text.ended(prompt, gen[:k]))
+    assert first == next(k for k in range(1, len(gen) + 1) if end_of_function(text.text(prompt, gen[:k])) is not None)
+    assert text.text(prompt, gen[:first]).endswith("\nd") or text.text(prompt, gen[:first]).endswith("\ndef")
 
 
 # --- sampling ---------------------------------------------------------------------------------
@@ -307,11 +328,10 @@ def test_cli_rejects_bad_flags(checkpoint: Path, tmp_path: Path, capsys) -> None
     assert "temperature must be > 0" in capsys.readouterr().err
 
 
-def _cli(checkpoint: Path, out: Path) -> list[str]:
+def _cli(checkpoint: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--model", str(checkpoint), "--benchmark", "humaneval", "--limit", "3", "--incremental", "--n", "2",
-        "--temperature", "0.8", "--top-p", "0.95", "--max-new-tokens", "12", "--batch-size", "3", "--seed", "7",
-        "--out", str(out), "--no-progress",
+        "--model", str(checkpoint), "--benchmark", "humaneval", "--n", "2", "--temperature", "0.8", "--top-p", "0.95",
+        "--max-new-tokens", "12", "--batch-size", "3", "--seed", "7", "--out", str(out), "--no-progress", *extra,
     ]
 
 
@@ -319,8 +339,9 @@ def test_cli_on_humaneval(checkpoint: Path, tmp_path: Path) -> None:
     from mmpt.eval.problems import load_problems
 
     out = tmp_path / "samples.jsonl"
-    assert main(_cli(checkpoint, out)) == 0
-    tasks = load_problems("humaneval", limit=3, incremental=True)
+    assert main(_cli(checkpoint, out, "--limit", "1", "--incremental")) == 0
+    tasks = load_problems("humaneval", limit=1, incremental=True)
+    assert len(tasks) > 1
     records = list(read_records(out))
     assert [(r["task_id"], r["completion_id"]) for r in records] == [(t.task_id, c) for t in tasks for c in range(2)]
     assert all(r["completion"].startswith(t.given) for r, t in zip(records, [t for t in tasks for _ in range(2)]))
@@ -329,12 +350,12 @@ def test_cli_on_humaneval(checkpoint: Path, tmp_path: Path) -> None:
 @pytest.mark.heavy
 def test_two_ranks_equal_one_process(checkpoint: Path, tmp_path: Path) -> None:
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
-    assert main(_cli(checkpoint, one)) == 0
+    assert main(_cli(checkpoint, one, "--limit", "3")) == 0
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "mmpt", "generate", *_cli(checkpoint, two)],
-            env={**env, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r)},
+            [sys.executable, "-m", "mmpt", "generate", *_cli(checkpoint, two, "--limit", "3")],
+            env={**env, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "OMP_NUM_THREADS": "1"},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         )
         for r in (1, 0)  # rank 1 starts first: rank 0 must wait for its records, not race it
