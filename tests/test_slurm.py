@@ -1,0 +1,257 @@
+"""slurm/pretrain.sh and slurm/eval.sh on a real one-node Slurm (tests/slurm_cluster.py), and the
+Slurm/MPI/sandbox checks of `mmpt doctor`.
+
+The pipeline runs once per module: `mmpt prepare` on tests/assets, then `sbatch --wait
+slurm/pretrain.sh` (2 tasks) which gets USR1 mid-run the way `--signal=B:USR1@T` delivers it, saves,
+requeues itself and resumes; then `sbatch --wait slurm/eval.sh` on its final/ model.
+Without Slurm installed these skip, which CI (CI=true) counts as a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from mmpt.doctor import DoctorConfig, check_mpi, check_sandbox, check_slurm
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "tests" / "assets"
+MAX_STEPS = 12  # long enough that the signal lands mid-run, short enough for CI
+
+_spec = importlib.util.spec_from_file_location("slurm_cluster", REPO / "tests" / "slurm_cluster.py")
+slurm_cluster = sys.modules.setdefault("slurm_cluster", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(slurm_cluster)
+
+pytestmark = pytest.mark.heavy
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    missing = slurm_cluster.missing_binaries()
+    if missing:
+        pytest.skip(f"Slurm not installed ({', '.join(missing)} missing)")
+    with slurm_cluster.cluster() as config:
+        yield config
+
+
+@pytest.fixture(scope="module")
+def job_env(cluster) -> dict[str, str]:
+    """Environment for sbatch: the cluster's config and this interpreter's venv on PATH."""
+    env = cluster.env()
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHON"] = sys.executable
+    for name in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
+        del env[name]  # when the suite itself runs inside a Slurm job
+    return env
+
+
+def _sbatch(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["sbatch", "--wait", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _log(cwd: Path, job_name: str) -> str:
+    logs = sorted(cwd.glob(f"slurm-{job_name}-*.out"))
+    assert len(logs) == 1, f"expected one log slurm-{job_name}-JOBID.out in {cwd}, found {logs}"
+    return logs[0].read_text()
+
+
+# ---------------------------------------------------------------------------- the cluster itself
+
+
+def test_cluster_is_idempotent_and_runs_mpi_ranks_under_srun(cluster, job_env):
+    slurm_cluster.up(cluster)  # a second `up` on a running cluster is a no-op
+    assert slurm_cluster.is_up(cluster)
+    probe = "from mpi4py import MPI; c = MPI.COMM_WORLD; print(c.Get_rank(), c.Get_size())"
+    proc = subprocess.run(
+        ["srun", "--ntasks=2", "--mpi=pmi2", sys.executable, "-c", probe],
+        env=job_env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split("\n")[:2]) == ["0 2", "1 2"], proc.stdout
+
+
+def test_slurm_conf_uses_only_the_state_dir(cluster):
+    paths = re.findall(r"=(/\S+)", cluster.conf.read_text())
+    assert paths and all(p.startswith(str(cluster.state)) for p in paths), paths
+
+
+# ---------------------------------------------------------------------------- pretrain.sh
+
+
+def test_pretrain_exits_nonzero_when_training_fails(job_env, tmp_path):
+    proc = _sbatch(
+        ["--ntasks-per-node=2", "--job-name=bad", str(REPO / "slurm" / "pretrain.sh"),
+         "--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--data_dir", str(tmp_path / "missing")],
+        tmp_path, job_env,
+    )
+    assert proc.returncode != 0
+    assert "data_dir" in _log(tmp_path, "bad")  # the trainer's own error reached the log
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("slurm")
+
+
+@pytest.fixture(scope="module")
+def data_dir(workdir, job_env) -> Path:
+    out = workdir / "data"
+    cmd = [sys.executable, "-m", "mmpt", "prepare", "--pairs", str(ASSETS / "pairs.jsonl"),
+           "--tokenizer", str(ASSETS / "tokenizer"), "--separation", "partial", "--max-seq-length", "256",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, env=job_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def preempted_run(workdir, data_dir, job_env) -> dict:
+    """`sbatch --wait slurm/pretrain.sh` that is sent USR1 once training runs (as `--signal=B:USR1@T`
+    would near the time limit); returns the run's output dir, log, exit status and job id."""
+    output_dir = workdir / "train"
+    args = [
+        "--wait", "--ntasks-per-node=2", "--job-name=pretrain", str(REPO / "slurm" / "pretrain.sh"),
+        "--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--data_dir", str(data_dir),
+        "--output_dir", str(output_dir), "--max_steps", str(MAX_STEPS), "--save_steps", "1000",
+        "--logging_steps", "1", "--per_device_batch_size", "1",
+    ]
+    submit = subprocess.Popen(["sbatch", *args], cwd=workdir, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job_id, deadline = None, time.monotonic() + 300
+    while time.monotonic() < deadline and submit.poll() is None:
+        logs = list(workdir.glob("slurm-pretrain-*.out"))
+        if logs and re.search(r"^step 2/", logs[0].read_text(), re.M):
+            job_id = logs[0].name.removeprefix("slurm-pretrain-").removesuffix(".out")
+            break
+        time.sleep(0.5)
+    assert job_id is not None, f"training never reached step 2 (sbatch exit {submit.poll()})"
+    # exactly what Slurm does for --signal=B:USR1@T: the signal goes to the batch shell only
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], env=job_env, check=True, timeout=60)
+    _, err = submit.communicate(timeout=600)
+    job = subprocess.run(["scontrol", "show", "job", job_id], env=job_env, capture_output=True, text=True).stdout
+    return {"dir": output_dir, "log": _log(workdir, "pretrain"), "status": submit.returncode, "stderr": err, "job": job}
+
+
+def test_pretrain_requeues_on_the_signal_and_resumes(preempted_run):
+    log = preempted_run["log"]
+    assert preempted_run["status"] == 0, preempted_run["stderr"] + log[-3000:]
+    assert "Restarts=1" in preempted_run["job"] and "JobState=COMPLETED" in preempted_run["job"]
+    assert "restart 0: 1 node(s) x 2 rank(s)" in log and "restart 1: 1 node(s) x 2 rank(s)" in log
+    assert "slurm launch, 2 rank(s), cpu" in log  # srun was the launcher, DS_ACCELERATOR=cpu
+    stopped = int(re.search(r"SIGUSR1 received, stopped after step (\d+)", log).group(1))
+    resumed = int(re.search(r"resumed from step (\d+)", log).group(1))
+    assert 2 <= stopped == resumed < MAX_STEPS
+
+
+def test_pretrain_logs_every_step_once_across_the_restart(preempted_run):
+    records = [json.loads(line) for line in (preempted_run["dir"] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, MAX_STEPS + 1))
+    seen = [r["tokens_seen"] for r in records]
+    assert all(b > a for a, b in itertools.pairwise(seen))  # the count was restored, not restarted
+
+
+def test_pretrain_leaves_checkpoints_tensorboard_and_final(preempted_run):
+    out = preempted_run["dir"]
+    steps = sorted(p.name for p in (out / "checkpoints").glob("step_*"))
+    assert steps and steps[-1] == f"step_{MAX_STEPS:08d}"
+    assert len(steps) >= 2  # the save at the signal and the last one
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    for name in ("config.json", "model.safetensors", "mmpt.json", "tokenizer.json"):
+        assert (out / "final" / name).is_file(), name
+
+
+# ---------------------------------------------------------------------------- eval.sh
+
+
+def _pass_at_k(passed: list[bool], k: int) -> float:
+    """Brute force: the share of k-subsets of the samples that hold a passing one."""
+    subsets = list(itertools.combinations(passed, k))
+    return sum(any(s) for s in subsets) / len(subsets)
+
+
+def test_eval_generates_executes_over_mpi_and_writes_passk(preempted_run, workdir, job_env):
+    out = workdir / "eval"
+    env = {**job_env, "K": "1,2"}
+    proc = _sbatch(
+        ["--ntasks-per-node=2", "--job-name=eval", str(REPO / "slurm" / "eval.sh"),
+         "--model", str(preempted_run["dir"] / "final"), "--benchmark", "humaneval", "--limit", "2",
+         "--n", "2", "--temperature", "1.0", "--max-new-tokens", "24", "--out", str(out)],
+        workdir, env,
+    )
+    log = _log(workdir, "eval")
+    assert proc.returncode == 0, proc.stderr + log[-3000:]
+    assert "generate on 1 node(s) x 2 rank(s)" in log and "execute on 2 task(s)" in log
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    keys = sorted((r["task_id"], r["completion_id"]) for r in results)
+    # both MPI ranks' results reached rank 0: one result per sample, none twice
+    assert keys == sorted((s["task_id"], s["completion_id"]) for s in samples)
+    assert keys == [(f"HumanEval/{t}", c) for t in range(2) for c in range(2)]
+    by_task = defaultdict(list)
+    for r in results:
+        by_task[r["task_id"]].append(r["passed"])
+    passk = json.loads((out / "passk.json").read_text())
+    assert passk["n_tasks"] == 2 and passk["n_samples"] == 4
+    for k in (1, 2):
+        expected = sum(_pass_at_k(p, k) for p in by_task.values()) / len(by_task)
+        assert passk[f"pass@{k}"] == pytest.approx(expected)
+
+
+def test_eval_rejects_a_missing_out(job_env, tmp_path):
+    proc = _sbatch(["--job-name=noout", str(REPO / "slurm" / "eval.sh"), "--model", "m", "--benchmark", "mbpp"], tmp_path, job_env)
+    assert proc.returncode == 2
+    assert "usage: sbatch slurm/eval.sh" in _log(tmp_path, "noout")
+
+
+# ---------------------------------------------------------------------------- mmpt doctor
+
+
+def test_doctor_reports_a_running_cluster(cluster, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    [result] = check_slurm(DoctorConfig())
+    assert result.ok and "is UP" in result.detail and "pmi2 available" in result.detail, result
+
+
+def test_doctor_fails_an_expected_but_unreachable_cluster(cluster, monkeypatch, tmp_path):
+    conf = tmp_path / "slurm.conf"  # the same cluster, but a port nobody listens on
+    conf.write_text(re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=1", cluster.conf.read_text()))
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    [result] = check_slurm(DoctorConfig())
+    assert not result.ok and "unreachable" in result.detail, result
+
+
+def test_doctor_reports_absent_slurm_without_failing(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    [result] = check_slurm(DoctorConfig())
+    assert result.ok and "not installed" in result.detail
+
+
+def test_doctor_mpi_finds_the_library():
+    [result] = check_mpi(DoctorConfig())
+    assert result.ok and "MPICH" in result.detail, result
+
+
+def test_doctor_mpi_fails_when_mpi4py_cannot_load(monkeypatch, tmp_path):
+    (tmp_path / "mpi4py").mkdir()
+    (tmp_path / "mpi4py" / "__init__.py").write_text("raise ImportError('no MPI library found')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the probe child imports this broken mpi4py
+    [result] = check_mpi(DoctorConfig())
+    assert not result.ok and "no MPI library found" in result.detail, result
+
+
+def test_doctor_sandbox_judges_programs():
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap not installed")
+    [result] = check_sandbox(DoctorConfig())
+    assert result.ok and "passing program passed, failing program failed" in result.detail, result
