@@ -6,7 +6,8 @@
 Both run in this invocation on the same random checkpoint, the same prompts and the same device;
 the line to read is the ratio. The checkpoint's head is biased toward indented code-like tokens
 and never toward `<eot>` or a column-0 line, so every sample runs to --max-new-tokens on both
-sides and the token counts agree. Not a test: numbers depend on the machine.
+sides and the token counts agree. Not a test: numbers depend on the machine. On a CPU shared with
+other jobs, `OMP_NUM_THREADS=1` keeps torch's thread pool from dominating both sides.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ def build_checkpoint(c: BenchConfig, directory: Path) -> Path:
     smap = SeparationMap("none", len(tokenizer))
     torch.manual_seed(c.seed)
     config = AutoConfig.for_model(
-        "gpt2", vocab_size=len(tokenizer), n_embd=c.hidden, n_layer=c.layers, n_head=4, n_positions=2048,
+        "gpt2",
+        vocab_size=len(tokenizer),
+        n_embd=c.hidden,
+        n_layer=c.layers,
+        n_head=4,
+        n_positions=2048,
         tie_word_embeddings=False,
     )
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -75,7 +81,9 @@ def bench_mmpt(c: BenchConfig, model_dir: Path, out: Path, sampling: SamplingCon
         counted[0] += sum(map(len, rows))  # ids kept; a row ended by <eot> drew one more, which never happens here
         return rows
 
-    config = GenerateConfig(model_dir, out, n=c.n, sampling=sampling, batch_size=c.batch_size, seed=c.seed, progress=False)
+    config = GenerateConfig(
+        model_dir, out, n=c.n, sampling=sampling, batch_size=c.batch_size, seed=c.seed, progress=False
+    )
     generate.Decoder.__call__ = counting
     try:
         start = time.perf_counter()
@@ -105,8 +113,14 @@ def bench_loop(c: BenchConfig, model_dir: Path, sampling: SamplingConfig) -> tup
         x = torch.tensor([prompt], device=device)
         for _ in range(c.n):
             y = model.generate(
-                input_ids=x, attention_mask=torch.ones_like(x), do_sample=True, temperature=sampling.temperature,
-                top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, eos_token_id=ids.eot, pad_token_id=ids.pad,
+                input_ids=x,
+                attention_mask=torch.ones_like(x),
+                do_sample=True,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=ids.eot,
+                pad_token_id=ids.pad,
             )
             tokens += y.shape[1] - x.shape[1]
     return tokens, time.perf_counter() - start

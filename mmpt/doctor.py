@@ -395,5 +395,25 @@ def check_sandbox(cfg: DoctorConfig) -> Iterable[CheckResult]:
 CHECKS += [check_slurm, check_mpi, check_sandbox]
 
 
+# ---------------------------------------------------------------------------- DeepSpeed (training)
+
+
+def check_deepspeed(cfg: DoctorConfig) -> Iterable[CheckResult]:
+    """DeepSpeed's version, the accelerator it picked, and which of its ops can be built here."""
+    try:
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
+        from deepspeed.ops.op_builder.all_ops import ALL_OPS
+    except ImportError as e:
+        yield CheckResult("deepspeed", False, f"cannot import deepspeed: {e} (pip install deepspeed)")
+        return
+    ops = sorted(n for n, b in ALL_OPS.items() if b is not None and n != "deepspeed_not_implemented" and b.is_compatible(False))
+    accelerator = get_accelerator().device_name()
+    yield CheckResult("deepspeed", True, f"{deepspeed.__version__} on {accelerator}; ops that can build: {', '.join(ops) or 'none'}")
+
+
+CHECKS += [check_deepspeed]
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -99,7 +99,9 @@ DRIVER = textwrap.dedent(
     for name in ("tied", "untied"):
         c = load_config(None, {"data_dir": spec["data"], "model": spec[name], "gradient_checkpointing": "false",
                                "deepspeed": spec["ds"], "per_device_batch_size": "2"})
-        model = train.build_model(c, smap, deepspeed_config(c, env.world_size, "fp32", "cpu"), "fp32")
+        ds = deepspeed_config(c, env.world_size, "fp32", "cpu")
+        model = train.build_model(c, smap, ds, "fp32")
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=train.param_groups(model, 0.0), config=ds)
         saved = load_file(spec[name] + "/model.safetensors")
         heads = {"input": model.get_input_embeddings().weight, "output": model.get_output_embeddings().weight}
         out = {"tied": heads["input"] is heads["output"]}
@@ -271,10 +273,15 @@ def test_tensorboard_and_metrics_jsonl(driver_run):
     assert 0 < record["mfu"] < 1 and record["tokens_per_s"] > 0 and record["peak_memory_gib"] > 0
 
 
-def _rank_pids(launcher: subprocess.Popen) -> list[int]:
+def signal_job(launcher: subprocess.Popen, sig: int, timeout: float = 120) -> None:
+    """Send `sig` to every process of the job (launchers and ranks) and wait until all have exited."""
     import psutil
 
-    return [p.pid for p in psutil.Process(launcher.pid).children(recursive=True) if "mmpt/train.py" in " ".join(p.cmdline())]
+    procs = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(recursive=True)]
+    os.killpg(launcher.pid, sig)
+    launcher.wait(timeout=timeout)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    assert not alive, f"still running after {signal.Signals(sig).name}: {alive}"
 
 
 def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -292,12 +299,12 @@ def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_losses(driver_
     """Preempt with SIGTERM (graceful save), then SIGKILL every process, then finish: same losses."""
     out = driver_run / "resumed"
     args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=4)]
-    # 1: SIGTERM to the launcher, which forwards it to the ranks: they finish the step, save, exit 0
+    # 1: SIGTERM to every process of the job, as Slurm's --signal does (the `deepspeed` runner does
+    # not forward signals itself): the ranks finish the step, save and exit 0
     log1 = driver_run / "resume1.log"
     proc = launch(deepspeed_cmd(29641, *args), log1)
     _wait_for_step(out, 2, proc)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
+    signal_job(proc, signal.SIGTERM)
     text = log1.read_text()
     stopped = int(text.split("received, stopped after step ")[1].split(";")[0])
     from mmpt.checkpoint import list_complete
@@ -307,8 +314,7 @@ def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_losses(driver_
     log2 = driver_run / "resume2.log"
     proc = launch(deepspeed_cmd(29642, *args), log2)
     _wait_for_step(out, stopped + 7, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    signal_job(proc, signal.SIGKILL)
     assert f"resumed from step {stopped}" in log2.read_text()
     # 3: resume from the newest complete checkpoint and finish
     log3 = driver_run / "resume3.log"
@@ -337,3 +343,24 @@ def test_dead_rank_makes_the_others_exit_nonzero(driver_run):
     t = time.time()
     rc = procs[0].wait(timeout=150)
     assert rc != 0 and time.time() - t < 120, (rc, time.time() - t)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["--data_dir", "/nonexistent/data"], "does not exist; run `mmpt prepare` first"),
+        (["--objective", "mlm"], "unknown objective"),
+        (["--learnig_rate", "1"], "unknown field 'learnig_rate'"),
+        (["--tokenizer", "OTHER"], "the data was prepared with tokenizer"),
+    ],
+)
+def test_bad_input_fails_fast_with_a_message(setup_dir, tmp_path, capsys, override, message):
+    from mmpt.data.tokenizer import train_tokenizer
+    from mmpt.train import main
+
+    if "OTHER" in override:
+        train_tokenizer(setup_dir / "pairs.jsonl", 300, tmp_path / "other")
+        override = ["--tokenizer", str(tmp_path / "other")]
+    argv = run_args(setup_dir, "code-clm", tmp_path / "out") + override
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -2,12 +2,14 @@
 
     mmpt generate --model runs/mmpt/final --benchmark humaneval --n 20 --temperature 0.8 --top-p 0.95 \\
         --max-new-tokens 300 --batch-size 20 --seed 0 --out samples.jsonl
-    torchrun --nproc_per_node 4 -m mmpt generate ...      (srun, mpiexec and deepspeed work the same way)
+    torchrun --nproc_per_node 4 -m mmpt generate -n 20 ...   (srun, mpiexec, deepspeed: the same; torchrun
+                                                             takes `--n` for its own flags, hence `-n`)
 
 The prompt is the training instance up to the code written so far (`encode_prompt`); the model
 writes the rest of the body. Decoding is our own loop over a `DynamicCache` with an explicit 4-D
 mask: left-padded prompts need pads masked and position ids counted from each first real token,
-and the prefix-LM objective needs the NL prefix bidirectional, which `model.generate` cannot say.
+and the prefix-LM objective needs the NL prefix bidirectional, which `model.generate`'s 2-D mask
+cannot say. The n samples of one problem share one prefill of its prompt.
 A completion stops at `<eot>`, at the end of the function (a line back at column 0) or at
 `--max-new-tokens`. With split embeddings the output is restricted to the code vocabulary and
 code copies are mapped back to their originals before decoding to text.
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoConfig, DynamicCache
 
 from mmpt.data.instances import encode_prompt, sentinel_ids
 from mmpt.data.separation import SeparationMap
@@ -48,7 +50,7 @@ from mmpt.model.attention import (
     packed_allowed,
     prepare_model,
 )
-from mmpt.model.split_embeddings import decode_code, restrict_to_code
+from mmpt.model.split_embeddings import decode_code, load_model, restrict_to_code
 
 META_FILE = "mmpt.json"
 _POLL_S = 2.0  # how often rank 0 looks at the other ranks' files while waiting
@@ -273,32 +275,41 @@ class Decoder:
         return ids, positions, packed_allowed(positions, prefix)[:, None]
 
     @torch.no_grad()
-    def __call__(
-        self, prompts: list[list[int]], generators: list[torch.Generator] | None = None
-    ) -> list[list[int]]:
+    def __call__(self, prompts: list[list[int]], generators: list[torch.Generator] | None = None) -> list[list[int]]:
         """The generated code ids of each prompt (without the stop id)."""
         if not prompts or any(not p for p in prompts):
             raise ValueError("every prompt needs at least one token")
         lengths = [len(p) for p in prompts]
         if self._max_len is not None and max(lengths) >= self._max_len:
-            raise ValueError(f"a prompt of {max(lengths)} tokens leaves no room in the model's context of {self._max_len}")
-        width = max(lengths)
-        ids, positions, allowed = self._prefill_mask(prompts, width)
+            raise ValueError(
+                f"a prompt of {max(lengths)} tokens leaves no room in the model's context of {self._max_len}"
+            )
+        # n samples of one problem share their prompt: prefill each distinct prompt once (U rows),
+        # then give every sample its own copy of that prompt's cache
+        unique: dict[tuple[int, ...], int] = {}
+        of_row = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
         dev = self._device
-        valid = allowed[:, 0, -1, :].to(dev)  # (B, T): what the last (real) token sees = the real tokens
+        ids, positions, allowed = self._prefill_mask([list(p) for p in unique], max(lengths))
         cache = DynamicCache()  # full-attention layers only: the mask, not the cache, decides what is seen
         out = self.model(
-            input_ids=ids.to(dev), position_ids=positions.to(dev), attention_mask=self._mask(allowed.to(dev)),
-            cache=cache, use_cache=True, logits_to_keep=1,
+            input_ids=ids.to(dev),
+            position_ids=positions.to(dev),
+            attention_mask=self._mask(allowed.to(dev)),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
-        logits = out.logits[:, -1].float()  # (B, V)
+        expand = torch.as_tensor(of_row, device=dev)  # (B,) row -> its prompt's prefill row
+        cache.batch_select_indices(expand)
+        logits = out.logits[:, -1].float()[expand]  # (B, V)
+        valid = allowed[:, 0, -1, :].to(dev)[expand]  # (B, T): the last (real) token sees every real token
         rows = list(range(len(prompts)))  # batch slot -> prompt index, shrinks as rows finish
         next_pos = torch.as_tensor(lengths, dtype=torch.long, device=dev)  # (b,) position of the next token
         generated: list[list[int]] = [[] for _ in prompts]
         code_mask = None if self.code_mask is None else self.code_mask.to(dev)
         while True:
             if code_mask is not None:
-                logits = restrict_to_code(logits, code_mask[: logits.shape[-1]])
+                logits = restrict_to_code(logits, code_mask)
             gens = None if generators is None else [generators[r] for r in rows]
             chosen = choose_next(logits, self.sampling, gens).tolist()
             keep = []
@@ -322,8 +333,11 @@ class Decoder:
             step_ids = torch.as_tensor([generated[r][-1] for r in rows], device=dev)[:, None]  # (b, 1)
             valid = torch.cat([valid, valid.new_ones((len(rows), 1))], dim=1)  # (b, K): the new token is real
             out = self.model(
-                input_ids=step_ids, position_ids=next_pos[:, None], attention_mask=self._mask(valid[:, None, None, :]),
-                cache=cache, use_cache=True,
+                input_ids=step_ids,
+                position_ids=next_pos[:, None],
+                attention_mask=self._mask(valid[:, None, None, :]),
+                cache=cache,
+                use_cache=True,
             )
             logits = out.logits[:, -1].float()
             next_pos = next_pos + 1
@@ -335,6 +349,7 @@ Key = tuple[str, int]  # (task_id, completion_id)
 
 
 def rank_file(out: Path, rank: int) -> Path:
+    """Where `rank` appends its records: OUT.rank{r}.jsonl beside OUT."""
     return out.with_name(f"{out.name}.rank{rank}.jsonl")
 
 
@@ -412,6 +427,8 @@ def merge(out: Path, problems: list[Problem]) -> int:
 
 @dataclass(frozen=True)
 class Place:
+    """This process's share of the job."""
+
     rank: int
     world_size: int
     local_rank: int
@@ -439,14 +456,12 @@ def shard(items: list, rank: int, world_size: int) -> list:
     return items[rank * n // world_size : (rank + 1) * n // world_size]
 
 
-def _wait_for_all(out: Path, expected: set[Key], world_size: int) -> None:
-    """Rank 0: block until every expected record is on disk (a barrier when a process group exists).
+def _wait_for_all(out: Path, expected: set[Key]) -> None:
+    """Rank 0: block until every expected record is on disk, polling the files.
 
-    Without a process group this polls the files; a rank that dies takes the job down through its
-    launcher (torchrun, srun, mpiexec), so rank 0 need not time out by itself.
+    A rank that dies takes the job down through its launcher (torchrun, srun, mpiexec), so rank 0
+    need not time out by itself.
     """
-    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
     said = False
     while missing := expected - records_on_disk(out).keys():
         if not said:
@@ -463,21 +478,19 @@ def load_checkpoint(model_dir: Path, device: torch.device):
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: no config.json; --model must be a checkpoint written by `mmpt export`")
     meta = read_checkpoint_meta(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    smap = SeparationMap.load_or_none(model_dir, len(tokenizer))
     impl = meta.attn_implementation
     if impl is None:
         model_type = AutoConfig.from_pretrained(model_dir).model_type
         impl = "sdpa" if "sdpa" in SUPPORTED.get(model_type, ()) else "eager"
     dtype = "auto" if device.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=impl, dtype=dtype)
+    model, tokenizer, smap = load_model(model_dir, attn_implementation=impl, dtype=dtype)
     return model.to(device).eval(), tokenizer, smap, meta
 
 
 def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
     """Generate this rank's shard of all (problem, sample) pairs; rank 0 merges. Returns OUT on rank 0."""
-    ids = [p.task_id for p in problems]
-    if len(set(ids)) != len(ids):
+    task_ids = [p.task_id for p in problems]
+    if len(set(task_ids)) != len(task_ids):
         raise ValueError("problems have duplicate task ids")
     where = place()
     device = torch.device(f"cuda:{where.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -487,7 +500,7 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
 
     prompts = [encode_prompt(tokenizer, smap, meta.layout, p.docstring, p.signature, p.given)[0] for p in problems]
     limit = context_length(model.config)
-    too_long = [f"{p.task_id} ({len(ids)} tokens)" for p, ids in zip(problems, prompts) if limit and len(ids) >= limit]
+    too_long = [f"{p.task_id} ({len(x)} tokens)" for p, x in zip(problems, prompts) if limit and len(x) >= limit]
     if too_long:
         raise ValueError(f"prompts that fill the model's context of {limit} tokens: {', '.join(too_long[:5])}")
     decoder = Decoder(
@@ -534,9 +547,11 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
             bar.update(len(batch))
     bar.close()
 
+    if where.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # a caller's process group: every rank meets here, then no polling
     if where.rank != 0:
         return None
-    _wait_for_all(config.out, {(problems[i].task_id, c) for i, c in items}, where.world_size)
+    _wait_for_all(config.out, {(problems[i].task_id, c) for i, c in items})
     merge(config.out, problems)
     return config.out
 
@@ -551,7 +566,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-file", type=Path, default=None, help="local copy of the benchmark (no download)")
     ap.add_argument("--incremental", action="store_true", help="incremental tasks t_0..t_{L-1} per problem")
     ap.add_argument("--limit", type=int, default=None, help="first N problems only")
-    ap.add_argument("--n", type=int, default=1, help="samples per task")
+    # `-n`/`--num-samples`: launchers' own parsers (torchrun) reject `--n` as an ambiguous prefix
+    ap.add_argument("--n", "-n", "--num-samples", dest="n", type=int, default=1, help="samples per task")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--greedy", action="store_true", help="argmax decoding (the default without --temperature)")
     mode.add_argument("--temperature", type=float, default=None, help="sample at this temperature")
@@ -576,7 +592,12 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         max_new_tokens=args.max_new_tokens,
     )
     return GenerateConfig(
-        model=args.model, out=args.out, n=args.n, sampling=sampling, batch_size=args.batch_size, seed=args.seed,
+        model=args.model,
+        out=args.out,
+        n=args.n,
+        sampling=sampling,
+        batch_size=args.batch_size,
+        seed=args.seed,
         progress=not args.no_progress,
     )
 
@@ -585,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = config_from_args(args)
-        problems = load_problems(args.benchmark, data_file=args.data_file, incremental=args.incremental, limit=args.limit)
+        problems = load_problems(
+            args.benchmark, data_file=args.data_file, incremental=args.incremental, limit=args.limit
+        )
         out = run(config, problems)
     except (ValueError, FileNotFoundError) as e:
         print(f"mmpt generate: {e}", file=sys.stderr)

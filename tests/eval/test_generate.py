@@ -105,9 +105,13 @@ def test_cached_batch_equals_naive_loop(arch: str, impl: str, prefix_lm: bool, s
         nl = torch.randint(10, 96, (n_nl,), generator=g).tolist()
         code = torch.randint(10, 96, (n_code,), generator=g).tolist()
         prompts.append([1, *nl, PREFIX_ID, *code])
+    prompts.append(prompts[1])  # a repeated prompt (n samples of one problem) is prefilled once
     steps = 8
     decoder = Decoder(
-        model, SamplingConfig(greedy=True, max_new_tokens=steps), stop_id=-1, pad_id=0,
+        model,
+        SamplingConfig(greedy=True, max_new_tokens=steps),
+        stop_id=-1,
+        pad_id=0,
         prefix_id=PREFIX_ID if prefix_lm else None,
     )
     got = decoder(prompts)
@@ -204,10 +208,12 @@ def test_sampling_does_not_depend_on_batching() -> None:
     def gens(seeds):
         return [torch.Generator().manual_seed(s) for s in seeds]
 
-    together = decoder(prompts, gens([5, 6, 7]))
-    alone = [decoder([p], gens([s]))[0] for p, s in zip(prompts, [5, 6, 7])]
+    prompts.append(prompts[1])  # shares its prompt's prefill, draws from its own generator
+    together = decoder(prompts, gens([5, 6, 7, 9]))
+    alone = [decoder([p], gens([s]))[0] for p, s in zip(prompts, [5, 6, 7, 9])]
     assert together == alone
-    assert decoder(prompts, gens([5, 6, 8]))[2] != together[2]  # the seed does matter
+    assert together[1] != together[3]
+    assert decoder(prompts, gens([5, 6, 8, 9]))[2] != together[2]  # the seed does matter
 
 
 # --- ranks and shards -------------------------------------------------------------------------
@@ -221,14 +227,16 @@ def test_place_and_shard() -> None:
     assert place({"PMI_RANK": "1", "PMI_SIZE": "2"}).rank == 1
     items = list(range(23))
     parts = [shard(items, r, 4) for r in range(4)]
-    assert sum(parts, []) == items and max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert [i for part in parts for i in part] == items and max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
 # --- whole runs on a tiny checkpoint ----------------------------------------------------------
 
 PROBLEMS = [
     Problem("T/0", "T/0", "Add two numbers.", "def add(a, b):", "", "add", "", ""),
-    Problem("T/1", "T/1", "Return the largest item.", "def largest(xs):", "    best = xs[0]\n", "largest", "", "", 1, 3),
+    Problem(
+        "T/1", "T/1", "Return the largest item.", "def largest(xs):", "    best = xs[0]\n", "largest", "", "", 1, 3
+    ),
     Problem("T/2", "T/2", "Count the vowels in s.", "def vowels(s):", "", "vowels", "", ""),
 ]
 
@@ -266,7 +274,9 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def _config(checkpoint: Path, out: Path, **kw) -> GenerateConfig:
     sampling = SamplingConfig(greedy=False, temperature=1.0, top_p=0.95, max_new_tokens=24)
-    return GenerateConfig(model=checkpoint, out=out, **{"n": 3, "sampling": sampling, "batch_size": 4, "progress": False, **kw})
+    return GenerateConfig(
+        model=checkpoint, out=out, **{"n": 3, "sampling": sampling, "batch_size": 4, "progress": False, **kw}
+    )
 
 
 def _lines(path: Path) -> list[str]:
@@ -314,14 +324,25 @@ def test_full_separation_decodes_code_copies(checkpoint: Path) -> None:
     code_mask = smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1]
     prompt = encode_prompt(tokenizer, smap, meta.layout, "Add two numbers.", "def add(a, b):", "")[0]
     sampling = SamplingConfig(greedy=False, max_new_tokens=30)
-    gen = Decoder(model, sampling, stop_id=-1, pad_id=0, code_mask=code_mask)([prompt], [torch.Generator().manual_seed(1)])[0]
+    gen = Decoder(model, sampling, stop_id=-1, pad_id=0, code_mask=code_mask)(
+        [prompt], [torch.Generator().manual_seed(1)]
+    )[0]
     assert gen and all(t >= smap.base_vocab_size for t in gen)  # full separation: only code copies
     text = CodeText(tokenizer, smap)
     assert text.text(prompt, gen) == tokenizer.decode(smap.to_original(gen))
 
 
 def test_cli_rejects_bad_flags(checkpoint: Path, tmp_path: Path, capsys) -> None:
-    argv = ["--model", str(checkpoint), "--benchmark", "humaneval", "--max-new-tokens", "8", "--out", str(tmp_path / "o")]
+    argv = [
+        "--model",
+        str(checkpoint),
+        "--benchmark",
+        "humaneval",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main([*argv, "--top-p", "0.9"]) == 2
     assert "--top-p needs --temperature" in capsys.readouterr().err
     assert main([*argv, "--temperature", "0", "--n", "2"]) == 2
@@ -329,10 +350,8 @@ def test_cli_rejects_bad_flags(checkpoint: Path, tmp_path: Path, capsys) -> None
 
 
 def _cli(checkpoint: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--model", str(checkpoint), "--benchmark", "humaneval", "--n", "2", "--temperature", "0.8", "--top-p", "0.95",
-        "--max-new-tokens", "12", "--batch-size", "3", "--seed", "7", "--out", str(out), "--no-progress", *extra,
-    ]
+    flags = "--benchmark humaneval -n 2 --temperature 0.8 --top-p 0.95 --max-new-tokens 12 --batch-size 3 --seed 7"
+    return ["--model", str(checkpoint), "--out", str(out), *flags.split(), "--no-progress", *extra]
 
 
 def test_cli_on_humaneval(checkpoint: Path, tmp_path: Path) -> None:
@@ -347,21 +366,36 @@ def test_cli_on_humaneval(checkpoint: Path, tmp_path: Path) -> None:
     assert all(r["completion"].startswith(t.given) for r, t in zip(records, [t for t in tasks for _ in range(2)]))
 
 
+@pytest.fixture(scope="module")
+def one_process(checkpoint: Path, tmp_path_factory) -> list[str]:
+    """The merged samples of a plain one-process run, for the launcher tests to match."""
+    out = tmp_path_factory.mktemp("one") / "samples.jsonl"
+    assert main(_cli(checkpoint, out, "--limit", "3")) == 0
+    return _lines(out)
+
+
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mmpt", "generate"],
+    "mpiexec": [str(Path(sys.executable).parent / "mpiexec"), "-n", "2", sys.executable, "-m", "mmpt", "generate"],
+}
+
+
 @pytest.mark.heavy
-def test_two_ranks_equal_one_process(checkpoint: Path, tmp_path: Path) -> None:
-    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
-    assert main(_cli(checkpoint, one, "--limit", "3")) == 0
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "mmpt", "generate", *_cli(checkpoint, two, "--limit", "3")],
-            env={**env, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "OMP_NUM_THREADS": "1"},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-        )
-        for r in (1, 0)  # rank 1 starts first: rank 0 must wait for its records, not race it
-    ]
-    for p in procs:
-        output, _ = p.communicate(timeout=240)
-        assert p.returncode == 0, output
-    assert _lines(two) == _lines(one)
-    assert not list(tmp_path.glob("two.jsonl.rank*"))
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_ranks_equal_one_process(launcher: str, checkpoint: Path, one_process: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "samples.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID")}
+    env["OMP_NUM_THREADS"] = "1"  # two ranks on a shared CPU
+    done = subprocess.run(
+        [*LAUNCHERS[launcher], *_cli(checkpoint, out, "--limit", "3")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("mmpt generate:") == 1  # one rank 0 reported: the ranks saw their places
+    assert _lines(out) == one_process
+    assert not list(tmp_path.glob("samples.jsonl.rank*"))

@@ -1,0 +1,407 @@
+"""`mmpt demo`: the whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.
+
+    mmpt demo                       # → runs/demo/report.md, about 15 minutes on 2 cores
+    mmpt demo --out DIR --quick     # a few minutes: tiny data, a handful of steps and problems
+
+Stages: stdlib pairs → BPE tokenizer → rows (no separation, and partial separation, same tokenizer)
+→ a short modality-agnostic pre-training from random init (the stand-in "already pre-trained"
+backbone, Text-Code CLM) → two further pre-trainings of that backbone with the same steps and data
+order: partial separation + Code CLM, and the baseline without separation → for each, greedy and
+sampled HumanEval generation and incremental tasks (`mmpt generate` on 2 ranks) → `mmpt execute`
+in the sandbox → OUT/report.md (`mmpt.report`).
+
+Training is a real `deepspeed --num_gpus 2` launch with ZeRO-3 on CPU (gloo); generation and
+execution are the real commands too. Each stage writes OUT/logs/STAGE.log and, when it finishes,
+OUT/stages/STAGE.json (its wall time); a rerun skips finished stages, and the commands themselves
+resume half-done work (training from its last checkpoint, generation and execution per sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_CONFIG = ROOT / "configs" / "tiny-cpu.yaml"  # the tiny Llama architecture and its optimiser
+MODELS = ("separated", "baseline")  # the two further pre-trainings compared in the report
+
+
+class DemoError(RuntimeError):
+    """A stage failed; the message names the stage and its log file."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of one demo run. The defaults fit ~15 minutes on 2 CPU cores (see README)."""
+
+    out: Path = Path("runs/demo")
+    sources: tuple[str, ...] = ("stdlib",)  # what `mmpt extract` mines pairs from
+    vocab_size: int = 4096  # BPE vocabulary (sentinels included)
+    max_seq_length: int = 512  # packed row length
+    ranks: int = 2  # deepspeed ranks for training, generate ranks
+    per_device_batch_size: int = 4  # rows per rank per step: 2 x 4 x 512 = 4096 tokens a step
+    backbone_steps: int = 150  # modality-agnostic pre-training from random init
+    backbone_learning_rate: float = 2e-3
+    further_steps: int = 80  # each further pre-training (separated and baseline alike)
+    further_learning_rate: float = 1e-3
+    logging_steps: int = 5
+    seed: int = 42
+    limit: int | None = None  # plain HumanEval problems (None: all 164)
+    incremental_limit: int | None = None  # problems expanded into incremental tasks (None: all 164)
+    n_samples: int = 5  # sampled completions per plain problem
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 128  # covers the reference solutions of ~90% of HumanEval in this tokenizer
+    generate_batch_size: int = 64
+    execute_workers: int = 2
+    execute_timeout: float = 2.0  # floor of the per-task time limit (seconds)
+    sandbox: str = "auto"  # auto|bwrap|none, passed to `mmpt execute`
+
+    def __post_init__(self) -> None:
+        for name in ("ranks", "per_device_batch_size", "backbone_steps", "further_steps", "n_samples",
+                     "max_new_tokens", "generate_batch_size", "execute_workers", "logging_steps"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"demo: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("limit", "incremental_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"demo: {name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        """The ks reported for sampled generation."""
+        return tuple(sorted({1, self.n_samples}))
+
+
+def quick_config(out: Path) -> DemoConfig:
+    """A reduced demo for tests and a first look: a few stdlib modules, a handful of steps and problems."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return DemoConfig(
+        out=out,
+        sources=tuple(str(stdlib / name) for name in ("json", "textwrap.py", "string.py", "shlex.py")),
+        vocab_size=512,
+        max_seq_length=256,
+        per_device_batch_size=2,
+        backbone_steps=6,
+        further_steps=4,
+        logging_steps=1,
+        limit=3,
+        incremental_limit=2,
+        n_samples=2,
+        max_new_tokens=24,
+        generate_batch_size=8,
+    )
+
+
+# ---- running stages -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline; `run(log)` does it (writing its output under OUT)."""
+
+    name: str  # names OUT/logs/NAME.log and OUT/stages/NAME.json
+    title: str  # what the console shows
+    run: Callable[[Path], None]
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = print) -> dict[str, float]:
+    """Run the stages in order, skipping those with a marker; {name: seconds} of every stage.
+
+    A failing stage raises DemoError naming the stage and its log; nothing after it runs.
+    """
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    start, times = time.monotonic(), {}
+    for i, stage in enumerate(stages, 1):
+        marker = out / "stages" / f"{stage.name}.json"
+        head = f"[{i}/{len(stages)}] {stage.title}"
+        if marker.exists():
+            times[stage.name] = json.loads(marker.read_text())["seconds"]
+            echo(f"{head}: done earlier, skipped ({marker})")
+            continue
+        log = out / "logs" / f"{stage.name}.log"
+        echo(f"\n{head}  (log: {log}, demo time {_clock(time.monotonic() - start)})")
+        t0 = time.monotonic()
+        try:
+            stage.run(log)
+        except DemoError:
+            raise
+        except Exception as e:  # an in-process stage: keep the traceback in its log, say where
+            with log.open("a") as f:
+                f.write(traceback.format_exc())
+            raise DemoError(f"stage {stage.name!r} failed: {type(e).__name__}: {e} (traceback in {log})") from e
+        seconds = time.monotonic() - t0
+        times[stage.name] = seconds
+        marker.write_text(json.dumps({"seconds": seconds, "finished": time.time()}) + "\n")
+        echo(f"{head}: done in {_clock(seconds)} (demo time {_clock(time.monotonic() - start)})")
+    return times
+
+
+def run_logged(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None, ranks: int = 1) -> None:
+    """Run `cmd` (as `ranks` processes with RANK/WORLD_SIZE/LOCAL_RANK set when > 1), streaming the
+    output to the console and to `log`; DemoError when a process exits non-zero (the others are stopped)."""
+    read_end, write_end = os.pipe()
+    procs = []
+    with log.open("ab") as f:
+        f.write(f"$ {' '.join(cmd)}\n".encode())
+        for rank in range(ranks):
+            place = {"RANK": str(rank), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(rank)} if ranks > 1 else {}
+            procs.append(subprocess.Popen(
+                cmd, stdout=write_end, stderr=write_end, env={**os.environ, **(env or {}), **place}, cwd=ROOT,
+            ))  # fmt: skip
+        os.close(write_end)  # the pipe ends (EOF) when every process has closed its copy
+        failed = False
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while True:
+                # raw reads return what is there (progress bars end in \r, not \n), so progress shows
+                # as it comes; the timeout lets a dead rank be noticed while the others are silent
+                if select.select([pipe], [], [], 1.0)[0]:
+                    chunk = pipe.read(65536)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    f.flush()
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                if not failed and any(p.poll() not in (None, 0) for p in procs):
+                    failed = True  # a dead rank leaves the others waiting for its share: stop them
+                    for p in procs:
+                        if p.poll() is None:
+                            p.terminate()
+        rcs = [p.wait() for p in procs]
+    bad = [rc for rc in rcs if rc != 0]
+    if bad:
+        raise DemoError(f"stage {name!r} failed: `{' '.join(cmd[:6])} ...` exited with {bad[0]}; see {log}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- the stages ---------------------------------------------------------------------------------
+
+
+def _one_thread() -> dict[str, str]:
+    # one thread per rank: on 2 shared cores, two ranks with two threads each stall on each other
+    return {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+class Paths:
+    """Where each stage writes, under OUT."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.pairs = out / "data" / "pairs.jsonl"
+        self.tokenizer = out / "data" / "tokenizer"
+        self.data = {"none": out / "data" / "none", "partial": out / "data" / "partial"}
+        self.backbone = out / "backbone"
+        self.run = {"separated": out / "separated", "baseline": out / "baseline"}
+        self.eval = out / "eval"
+
+    def samples(self, model: str, kind: str) -> Path:
+        return self.eval / model / f"{kind}.samples.jsonl"
+
+    def results(self, model: str, kind: str) -> Path:
+        return self.eval / model / f"{kind}.results.jsonl"
+
+
+def _train_stage(c: DemoConfig, name: str, title: str, overrides: dict, log_env: dict) -> Stage:
+    def run(log: Path) -> None:
+        args = [x for k, v in overrides.items() for x in (f"--{k}", str(v))]
+        cmd = [
+            sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(c.ranks),
+            "--master_port", str(_free_port()), str(ROOT / "mmpt" / "train.py"), "--config", str(TRAIN_CONFIG), *args,
+        ]  # fmt: skip
+        run_logged(name, cmd, log, {**log_env, "DS_ACCELERATOR": "cpu"})
+
+    return Stage(name, title, run)
+
+
+def build_stages(c: DemoConfig) -> list[Stage]:
+    """The demo's stages for config `c`, in order."""
+    p = Paths(c.out)
+    env = _one_thread()
+
+    def pairs(log: Path) -> None:
+        from mmpt.data.extract import extract_pairs
+
+        summary = extract_pairs(list(c.sources), p.pairs, workers=c.ranks)
+        print(f"{p.pairs}: {summary.render()}")
+        log.write_text(summary.render() + "\n")
+
+    def tokenizer(log: Path) -> None:
+        from mmpt.data.tokenizer import train_tokenizer
+
+        tok = train_tokenizer(p.pairs, c.vocab_size, p.tokenizer)
+        print(f"{p.tokenizer}: {len(tok)} tokens")
+
+    def prepare(separation: str) -> Callable[[Path], None]:
+        def run(log: Path) -> None:
+            from mmpt.data.prepare import PrepareConfig, prepare
+
+            meta = prepare(PrepareConfig(str(p.pairs), str(p.tokenizer), str(p.data[separation]), separation,
+                                         max_seq_length=c.max_seq_length))  # fmt: skip
+            shown = {k: meta[k] for k in ("instances", "dropped_too_long", "rows", "tokens", "separated_tokens")}
+            print(f"{p.data[separation]}: {shown}")
+            log.write_text(json.dumps(shown) + "\n")
+
+        return run
+
+    common = dict(
+        per_device_batch_size=c.per_device_batch_size, logging_steps=c.logging_steps, seed=c.seed,
+        keep_checkpoints=1, gradient_checkpointing="false", precision="fp32",
+    )  # fmt: skip
+    stages = [
+        Stage("pairs", f"extract NL→code pairs from {', '.join(c.sources)}", pairs),
+        Stage("tokenizer", f"train a {c.vocab_size}-token byte-level BPE", tokenizer),
+        Stage("prepare-none", "pack rows without separation", prepare("none")),
+        Stage("prepare-partial", "pack rows with partial separation (same tokenizer)", prepare("partial")),
+        _train_stage(c, "train-backbone", f"pre-train the backbone from random init ({c.backbone_steps} steps, "
+                     "Text-Code CLM, no separation)", {  # fmt: skip
+            "data_dir": p.data["none"], "output_dir": p.backbone, "objective": "text-code-clm",
+            "max_steps": c.backbone_steps, "save_steps": max(1, c.backbone_steps // 2),
+            "learning_rate": c.backbone_learning_rate, "min_learning_rate": c.backbone_learning_rate / 10, **common,
+        }, env),
+    ]
+    for model, separation in zip(MODELS, ("partial", "none")):
+        stages.append(_train_stage(c, f"train-{model}", f"further pre-train the backbone: {separation} separation, "
+                                   f"Code CLM ({c.further_steps} steps)", {  # fmt: skip
+            "model": p.backbone / "final", "data_dir": p.data[separation], "output_dir": p.run[model],
+            "objective": "code-clm", "max_steps": c.further_steps, "save_steps": max(1, c.further_steps // 2),
+            "learning_rate": c.further_learning_rate, "min_learning_rate": c.further_learning_rate / 10, **common,
+        }, env))
+    for model in MODELS:
+        for kind in ("greedy", "sampled", "incremental"):
+            stages.append(_generate_stage(c, p, model, kind, env))
+            stages.append(_execute_stage(c, p, model, kind, env))
+    stages.append(Stage("report", "write the report", lambda log: _report(c, p)))
+    return stages
+
+
+def _generate_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
+    sampling = ["--n", str(c.n_samples), "--temperature", str(c.temperature), "--top-p", str(c.top_p)]
+    what = {
+        "greedy": (["--greedy"], c.limit, "greedy, plain"),
+        "sampled": (sampling, c.limit, f"{c.n_samples} samples at T={c.temperature}, plain"),
+        "incremental": (["--greedy", "--incremental"], c.incremental_limit, "greedy, incremental tasks"),
+    }
+    flags, limit, words = what[kind]
+    name = f"generate-{model}-{kind}"
+
+    def run(log: Path) -> None:
+        p.samples(model, kind).parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable, "-m", "mmpt", "generate", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval", *flags,
+            "--max-new-tokens", str(c.max_new_tokens), "--batch-size", str(c.generate_batch_size),
+            "--seed", str(c.seed), "--out", str(p.samples(model, kind)),
+        ]  # fmt: skip
+        if limit is not None:
+            cmd += ["--limit", str(limit)]
+        run_logged(name, cmd, log, env, ranks=c.ranks)  # ranks write their shares, rank 0 merges
+
+    return Stage(name, f"generate for HumanEval with the {model} model ({words})", run)
+
+
+def _execute_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
+    name = f"execute-{model}-{kind}"
+
+    def run(log: Path) -> None:
+        cmd = [
+            sys.executable, "-m", "mmpt", "execute", "--benchmark", "humaneval", "--samples", str(p.samples(model, kind)),
+            "--out", str(p.results(model, kind)), "--workers", str(c.execute_workers),
+            "--timeout", str(c.execute_timeout), "--sandbox", c.sandbox,
+        ]  # fmt: skip
+        run_logged(name, cmd, log, env)
+
+    return Stage(name, f"execute the {model} model's {kind} samples in the sandbox", run)
+
+
+def _report(c: DemoConfig, p: Paths) -> None:
+    from mmpt.report import write_report
+
+    path = write_report(c.out, settings=_settings(c))
+    print(f"report: {path}")
+
+
+def _settings(c: DemoConfig) -> dict:
+    d = dataclasses.asdict(c)
+    d["out"] = str(c.out)
+    d["sources"] = list(c.sources)
+    d["ks"] = list(c.ks)
+    return d
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mmpt demo", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
+    ap.add_argument("--quick", action="store_true", help="a reduced run: tiny data, few steps and problems")
+    ap.add_argument("--limit", type=int, default=None, help="plain HumanEval problems (default: all 164)")
+    ap.add_argument("--incremental-limit", type=int, default=None, help="problems made incremental (default: all)")
+    ap.add_argument("--backbone-steps", type=int, default=None)
+    ap.add_argument("--further-steps", type=int, default=None)
+    ap.add_argument("--n-samples", type=int, default=None, help="sampled completions per problem")
+    ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
+    return ap
+
+
+def config_from_args(args: argparse.Namespace) -> DemoConfig:
+    """The demo's typed config: the defaults (or --quick's), with the options given."""
+    base = quick_config(args.out) if args.quick else DemoConfig(out=args.out)
+    given = {
+        "limit": args.limit,
+        "incremental_limit": args.incremental_limit,
+        "backbone_steps": args.backbone_steps,
+        "further_steps": args.further_steps,
+        "n_samples": args.n_samples,
+    }
+    return dataclasses.replace(base, sandbox=args.sandbox, **{k: v for k, v in given.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"mmpt demo: {e}", file=sys.stderr)
+        return 2
+    settings = config.out / "demo_config.json"
+    config.out.mkdir(parents=True, exist_ok=True)
+    if settings.exists() and json.loads(settings.read_text()) != _settings(config):
+        # finished stages would be skipped although they were made with other sizes
+        print(f"mmpt demo: {config.out} holds a run made with other settings ({settings}); "
+              "use another --out or delete it", file=sys.stderr)  # fmt: skip
+        return 2
+    settings.write_text(json.dumps(_settings(config), indent=1) + "\n")
+    start = time.monotonic()
+    try:
+        run_stages(build_stages(config), config.out)
+    except DemoError as e:
+        print(f"\nmmpt demo: {e}", file=sys.stderr)
+        return 1
+    print(f"\nmmpt demo: finished in {_clock(time.monotonic() - start)}; open {config.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""mmpt/distributed.py: launcher detection from environment variables, and the hang watchdog."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from mmpt.distributed import _first_host, detect
+
+
+def test_deepspeed_and_torchrun_env():
+    env = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "h0", "MASTER_PORT": "1234"}
+    d = detect(env)
+    assert (d.launcher, d.rank, d.world_size, d.local_rank, d.master_addr, d.master_port) == ("deepspeed", 3, 8, 1, "h0", 1234)
+    assert detect(env | {"TORCHELASTIC_RUN_ID": "x"}).launcher == "torchrun"
+
+
+def test_srun_env():
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1",
+           "SLURM_STEP_NODELIST": "gpu[007-009,012],cpu1", "SLURM_JOB_ID": "123456"}
+    d = detect(env)
+    assert (d.launcher, d.rank, d.world_size, d.local_rank) == ("slurm", 5, 8, 1)
+    assert d.master_addr == "gpu007" and d.master_port == 20000 + 123456 % 20000
+    assert detect(env | {"MASTER_ADDR": "x", "MASTER_PORT": "999"}).master_port == 999
+
+
+def test_single_process():
+    d = detect({})
+    assert (d.launcher, d.rank, d.world_size) == ("single", 0, 1) and d.master_port > 0
+
+
+def test_first_host_forms():
+    assert _first_host("node1") == "node1"
+    assert _first_host("a[01-04]") == "a01"
+    assert _first_host("a[3,5-6],b[1-2]") == "a3"
+
+
+def test_watchdog_exits_a_stuck_process():
+    code = "from mmpt.distributed import Watchdog; import time; w = Watchdog(1.0); w.beat(); time.sleep(0.5); w.beat(); time.sleep(30)"
+    t = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and time.time() - t < 20
+    assert "Timeout" in proc.stderr  # faulthandler dumped the stack before exiting

@@ -1,0 +1,52 @@
+"""mmpt/export.py: a one-process ZeRO-2 run with an untied head, exported by `mmpt export`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmpt.export import main as export_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bad_checkpoint_path_is_a_clear_error(tmp_path, capsys):
+    assert export_main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "neither a complete checkpoint nor a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.heavy
+def test_zero2_untied_export_round_trip(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mmpt.data.prepare import PrepareConfig, prepare
+    from mmpt.data.tokenizer import load_tokenizer
+    from test_train import ARCH, make_pairs  # the same tiny data and model shape as the training tests
+
+    make_pairs(tmp_path / "pairs.jsonl", n=20)
+    prepare(PrepareConfig(str(tmp_path / "pairs.jsonl"), str(ROOT / "tests/assets/tokenizer"), str(tmp_path / "data"), "partial", max_seq_length=96))
+    config = AutoConfig.for_model("llama", **ARCH, vocab_size=len(load_tokenizer(str(tmp_path / "data/tokenizer"))), tie_word_embeddings=False)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "untied")
+    out = tmp_path / "run"
+    args = ["--model", str(tmp_path / "untied"), "--data_dir", str(tmp_path / "data"), "--output_dir", str(out),
+            "--objective", "code-clm", "--max_steps", "3", "--per_device_batch_size", "2", "--learning_rate", "1e-2",
+            "--deepspeed", "ds_configs/zero2.json", "--precision", "fp32", "--gradient_checkpointing", "false"]
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "mmpt.train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert export_main([str(out), "--out", str(tmp_path / "again")]) == 0
+    a, b = load_file(out / "final" / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "again")
+    trained, start = model.get_output_embeddings().weight, load_file(tmp_path / "untied" / "model.safetensors")["lm_head.weight"]
+    assert trained is not model.get_input_embeddings().weight  # untied stays untied
+    assert not torch.equal(trained[: start.shape[0]], start)  # the trained weights, not the initial ones
+    assert json.loads((tmp_path / "again" / "mmpt.json").read_text())["objective"] == "code-clm"
+    assert (tmp_path / "again" / "separation.json").is_file() and (tmp_path / "again" / "tokenizer.json").is_file()

@@ -1,0 +1,175 @@
+"""mmpt/report.py on a hand-made run folder whose pass@k, similarities and losses are known."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmpt import report
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SETTINGS = {
+    "sources": ["stdlib"], "vocab_size": 4096, "max_seq_length": 512, "ranks": 2, "per_device_batch_size": 4,
+    "backbone_steps": 30, "further_steps": 20, "n_samples": 5, "temperature": 0.8, "top_p": 0.95,
+    "max_new_tokens": 128, "ks": [1, 5],
+}  # fmt: skip
+SIMS = {10: [1.0, 0.5, 0.0], 20: [0.9, 0.2, -0.5]}  # step -> cosine of each separated token, logged
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The textbook binomial form, independent of mmpt.eval.passk's product form."""
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def samples(task: str, n: int, c: int, **extra) -> list[dict]:
+    return [{"task_id": task, "completion_id": i, "passed": i < c, "generated": "    return x\n", **extra} for i in range(n)]
+
+
+def save_model(directory: Path, separated: list[int], flip: int | None) -> None:
+    """A tiny Llama with the test tokenizer; for a separated model, code copy i = NL row of
+    separated[i], negated for copy `flip` (cosine -1) and exact for the rest (cosine 1)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mmpt.data.separation import SeparationMap
+    from mmpt.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(str(ASSETS / "tokenizer"))
+    smap = SeparationMap("partial" if separated else "none", len(tokenizer), separated,
+                         tokenizer.convert_ids_to_tokens(separated))  # fmt: skip
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=2, vocab_size=smap.vocab_size)  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        w = model.get_input_embeddings().weight
+        for i, original in enumerate(separated):
+            w[smap.base_vocab_size + i] = -w[original] if i == flip else w[original]
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    smap.save(directory)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = tmp_path_factory.mktemp("demo")
+    (out / "demo_config.json").write_text(json.dumps(SETTINGS))
+    for separation, n_sep in (("none", 0), ("partial", 3)):
+        meta = {"pairs": 100, "instances": 90, "tokens": 5000, "rows": 12, "separated_tokens": n_sep}
+        (out / "data" / separation).mkdir(parents=True)
+        (out / "data" / separation / "meta.json").write_text(json.dumps(meta))
+    write_jsonl(out / "backbone" / "metrics.jsonl",
+                [{"step": s, "loss_nl": 8.0 - s / 10, "loss_code": 7.0 - s / 10, "tokens_seen": 100 * s} for s in (5, 10, 30)])  # fmt: skip
+    for model, last in (("separated", 4.0), ("baseline", 4.5)):
+        write_jsonl(out / model / "metrics.jsonl", [{"step": 10, "loss_code": 6.0}, {"step": 20, "loss_code": last, "tokens_seen": 999}])
+    writer = SummaryWriter(str(out / "separated" / "tensorboard"))
+    for step, values in SIMS.items():
+        writer.add_histogram(report.SIMILARITY_TAG, torch.tensor(values), step)
+    writer.close()
+    # three separated token ids of the test tokenizer; the second copy is flipped
+    save_model(out / "separated" / "final", [10, 20, 30], flip=1)
+    save_model(out / "baseline" / "final", [], flip=None)
+
+    # plain: separated passes 2/5 on A and 0/5 on B; baseline nothing. greedy: separated passes A
+    eval_ = out / "eval"
+    write_jsonl(eval_ / "separated" / "sampled.results.jsonl", samples("A", 5, 2) + samples("B", 5, 0))
+    write_jsonl(eval_ / "baseline" / "sampled.results.jsonl", samples("A", 5, 0) + samples("B", 5, 0))
+    write_jsonl(eval_ / "separated" / "greedy.results.jsonl", samples("A", 1, 1) + samples("B", 1, 0))
+    write_jsonl(eval_ / "baseline" / "greedy.results.jsonl", samples("A", 1, 0) + samples("B", 1, 0))
+    # incremental, 4 lines per problem: fractions 0, .25, .5, .75 -> one task per bin and problem
+    for model, passing in (("separated", {"A#3", "B#3", "A#2"}), ("baseline", {"A#3"})):
+        rows = [
+            {"task_id": f"{p}#{i}", "completion_id": 0, "passed": f"{p}#{i}" in passing, "given_lines": i,
+             "total_lines": 4, "generated": f"    return {p}{i}\n"}
+            for p in "AB" for i in range(4)
+        ]  # fmt: skip
+        write_jsonl(eval_ / model / "incremental.results.jsonl", rows)
+    (out / "stages").mkdir()
+    for i, name in enumerate(("train-backbone", "pairs")):  # finished in this order
+        (out / "stages" / f"{name}.json").write_text(json.dumps({"seconds": 60.0 * (i + 1), "finished": i}))
+    report.write_report(out)
+    return out
+
+
+def test_passk_tables_match_the_binomial_formula(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    sep_p1 = (pass_at_k(5, 2, 1) + pass_at_k(5, 0, 1)) / 2  # 20%
+    sep_p5 = (pass_at_k(5, 2, 5) + pass_at_k(5, 0, 5)) / 2  # 50%
+    row = f"| {report.LABELS['separated']} | 50.0% | {100 * sep_p1:.1f}% | {100 * sep_p5:.1f}% |"
+    assert row in md
+    assert f"| {report.LABELS['baseline']} | 0.0% | 0.0% | 0.0% |" in md
+    assert "2 of 164 problems plain" in md and "2 problems made into 8 incremental tasks" in md
+
+
+def test_incremental_breakdown_by_fraction(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    # separated: bin 0.75-1 holds A#3, B#3 (both pass), bin 0.5-0.75 holds A#2 (pass), B#2
+    assert "| 75–100% | 100.0% | 50.0% | 2 |" in md
+    assert "| 50–75% | 50.0% | 0.0% | 2 |" in md
+    assert "| 0–25% | 0.0% | 0.0% | 2 |" in md
+    assert f"| all | {100 * 3 / 8:.1f}% | {100 * 1 / 8:.1f}% | 8 |" in md
+    # 2 tasks pass only with the separated model, none only with the baseline: p = 2 * (1/2)^2
+    assert "2 tasks pass only with the separated model and 0 only with the baseline" in md
+    assert "p = 0.50" in md
+    assert "A#2, 2 of 4 lines" in md  # the example: the passing task given the least
+
+
+def test_loss_table_and_honest_prose(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    assert "| backbone | NL | 7.500 | 5.000 | 30 | 3,000 |" in md
+    assert "| separated | code | 6.000 | 4.000 | 20 | 999 |" in md
+    assert "| baseline | code | 6.000 | 4.500 | 20 | 999 |" in md
+    assert "near zero" not in md  # the best pass@5 is 50%: the near-zero sentence must not appear
+    stages = md[md.index("## Where the time went") :]
+    assert stages.index("train-backbone") < stages.index("pairs")  # run order, not alphabetical
+
+
+def test_similarity_from_tensorboard_and_checkpoint(run_dir: Path) -> None:
+    curve = report.read_similarity(run_dir / "separated" / "tensorboard")
+    assert curve.steps == sorted(SIMS)
+    for i, values in enumerate(SIMS.values()):
+        assert curve.mean[i] == pytest.approx(sum(values) / len(values), abs=1e-6)
+        assert (curve.low[i], curve.high[i]) == pytest.approx((min(values), max(values)), abs=1e-6)
+    final = report.final_similarity(run_dir / "separated" / "final")
+    assert [c for _, c in final] == pytest.approx([-1.0, 1.0, 1.0], abs=1e-5)
+    from mmpt.data.tokenizer import load_tokenizer
+
+    assert final[0][0] == load_tokenizer(str(ASSETS / "tokenizer")).decode([20])  # the flipped copy's token
+
+
+def test_plots_are_pngs(run_dir: Path) -> None:
+    import matplotlib.image
+
+    for name in ("passk", "incremental", "loss", "similarity"):
+        path = run_dir / "plots" / f"{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width, _ = matplotlib.image.imread(path).shape
+        assert width >= 600 and height >= 300
+        assert f"(plots/{name}.png)" in (run_dir / "report.md").read_text()
+
+
+def test_sign_test() -> None:
+    assert report.sign_test_p(0, 0) == 1.0
+    assert report.sign_test_p(3, 3) == 1.0
+    assert report.sign_test_p(5, 0) == pytest.approx(2 / 32)
+    assert report.sign_test_p(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+
+
+def test_bad_inputs_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="demo_config.json"):
+        report.write_report(tmp_path)
+    bad = tmp_path / "metrics.jsonl"
+    bad.write_text('{"step": 1, "loss": 2}\nnot json\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+        report.read_metrics(bad)
+    assert report.main([str(tmp_path)]) == 2
