@@ -166,7 +166,7 @@ def run_logged(name: str, cmd: list[str], log: Path, env: dict[str, str] | None 
                 cmd, stdout=write_end, stderr=write_end, env={**os.environ, **(env or {}), **place}, cwd=ROOT,
             ))  # fmt: skip
         os.close(write_end)  # the pipe ends (EOF) when every process has closed its copy
-        failed = False
+        failed: tuple[int, int] | None = None  # (rank, exit code) of the first rank that failed
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
             while True:
                 # raw reads return what is there (progress bars end in \r, not \n), so progress shows
@@ -179,15 +179,18 @@ def run_logged(name: str, cmd: list[str], log: Path, env: dict[str, str] | None 
                     f.flush()
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
-                if not failed and any(p.poll() not in (None, 0) for p in procs):
-                    failed = True  # a dead rank leaves the others waiting for its share: stop them
+                dead = [(r, p.returncode) for r, p in enumerate(procs) if p.poll() not in (None, 0)]
+                if dead and failed is None:
+                    failed = dead[0]  # a dead rank leaves the others waiting for its share: stop them
                     for p in procs:
                         if p.poll() is None:
                             p.terminate()
         rcs = [p.wait() for p in procs]
-    bad = [rc for rc in rcs if rc != 0]
-    if bad:
-        raise DemoError(f"stage {name!r} failed: `{' '.join(cmd[:6])} ...` exited with {bad[0]}; see {log}")
+    if failed is None and any(rcs):
+        failed = next((r, rc) for r, rc in enumerate(rcs) if rc)
+    if failed is not None:
+        who = f"rank {failed[0]} of " if ranks > 1 else ""
+        raise DemoError(f"stage {name!r} failed: {who}`{' '.join(cmd[:4])} ...` exited with {failed[1]}; see {log}")
 
 
 def _free_port() -> int:
@@ -223,14 +226,29 @@ class Paths:
         return self.eval / model / f"{kind}.results.jsonl"
 
 
-def _train_stage(c: DemoConfig, name: str, title: str, overrides: dict, log_env: dict) -> Stage:
+def _train_stage(c: DemoConfig, name: str, title: str, env: dict, steps: int, learning_rate: float, **fields) -> Stage:
+    """A `deepspeed --num_gpus RANKS mmpt/train.py` launch of the tiny config with `fields` overridden."""
+    overrides = {
+        **fields,
+        "max_steps": steps,
+        "save_steps": max(1, steps // 2),  # a mid-run checkpoint: an interrupted demo resumes from it
+        "learning_rate": learning_rate,
+        "min_learning_rate": learning_rate / 10,
+        "per_device_batch_size": c.per_device_batch_size,
+        "logging_steps": c.logging_steps,
+        "seed": c.seed,  # one seed: the same row order in both further pre-trainings
+        "keep_checkpoints": 1,
+        "gradient_checkpointing": "false",
+        "precision": "fp32",
+    }
+    args = [x for k, v in overrides.items() for x in (f"--{k}", str(v))]
+
     def run(log: Path) -> None:
-        args = [x for k, v in overrides.items() for x in (f"--{k}", str(v))]
         cmd = [
             sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(c.ranks),
             "--master_port", str(_free_port()), str(ROOT / "mmpt" / "train.py"), "--config", str(TRAIN_CONFIG), *args,
         ]  # fmt: skip
-        run_logged(name, cmd, log, {**log_env, "DS_ACCELERATOR": "cpu"})
+        run_logged(name, cmd, log, {**env, "DS_ACCELERATOR": "cpu"})
 
     return Stage(name, title, run)
 
@@ -260,34 +278,36 @@ def build_stages(c: DemoConfig) -> list[Stage]:
             meta = prepare(PrepareConfig(str(p.pairs), str(p.tokenizer), str(p.data[separation]), separation,
                                          max_seq_length=c.max_seq_length))  # fmt: skip
             shown = {k: meta[k] for k in ("instances", "dropped_too_long", "rows", "tokens", "separated_tokens")}
+            other = p.data["none"] / "meta.json"
+            if separation == "partial" and other.exists():
+                # the two further pre-trainings must see the same rows in the same order; separation
+                # changes ids, never lengths, so packing must have come out the same
+                base = json.loads(other.read_text())
+                if any(base[k] != meta[k] for k in ("instances", "rows", "tokens")):
+                    raise ValueError(f"{p.data['partial']} and {p.data['none']} packed different rows")
             print(f"{p.data[separation]}: {shown}")
             log.write_text(json.dumps(shown) + "\n")
 
         return run
 
-    common = dict(
-        per_device_batch_size=c.per_device_batch_size, logging_steps=c.logging_steps, seed=c.seed,
-        keep_checkpoints=1, gradient_checkpointing="false", precision="fp32",
-    )  # fmt: skip
     stages = [
         Stage("pairs", f"extract NL→code pairs from {', '.join(c.sources)}", pairs),
         Stage("tokenizer", f"train a {c.vocab_size}-token byte-level BPE", tokenizer),
         Stage("prepare-none", "pack rows without separation", prepare("none")),
         Stage("prepare-partial", "pack rows with partial separation (same tokenizer)", prepare("partial")),
-        _train_stage(c, "train-backbone", f"pre-train the backbone from random init ({c.backbone_steps} steps, "
-                     "Text-Code CLM, no separation)", {  # fmt: skip
-            "data_dir": p.data["none"], "output_dir": p.backbone, "objective": "text-code-clm",
-            "max_steps": c.backbone_steps, "save_steps": max(1, c.backbone_steps // 2),
-            "learning_rate": c.backbone_learning_rate, "min_learning_rate": c.backbone_learning_rate / 10, **common,
-        }, env),
-    ]
+        _train_stage(
+            c, "train-backbone",
+            f"pre-train the backbone from random init ({c.backbone_steps} steps, Text-Code CLM, no separation)",
+            env, c.backbone_steps, c.backbone_learning_rate,
+            data_dir=p.data["none"], output_dir=p.backbone, objective="text-code-clm",
+        ),
+    ]  # fmt: skip
     for model, separation in zip(MODELS, ("partial", "none")):
-        stages.append(_train_stage(c, f"train-{model}", f"further pre-train the backbone: {separation} separation, "
-                                   f"Code CLM ({c.further_steps} steps)", {  # fmt: skip
-            "model": p.backbone / "final", "data_dir": p.data[separation], "output_dir": p.run[model],
-            "objective": "code-clm", "max_steps": c.further_steps, "save_steps": max(1, c.further_steps // 2),
-            "learning_rate": c.further_learning_rate, "min_learning_rate": c.further_learning_rate / 10, **common,
-        }, env))
+        title = f"further pre-train the backbone: {separation} separation, Code CLM ({c.further_steps} steps)"
+        stages.append(_train_stage(
+            c, f"train-{model}", title, env, c.further_steps, c.further_learning_rate,
+            model=p.backbone / "final", data_dir=p.data[separation], output_dir=p.run[model], objective="code-clm",
+        ))  # fmt: skip
     for model in MODELS:
         for kind in ("greedy", "sampled", "incremental"):
             stages.append(_generate_stage(c, p, model, kind, env))
@@ -358,8 +378,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="a reduced run: tiny data, few steps and problems")
     ap.add_argument("--limit", type=int, default=None, help="plain HumanEval problems (default: all 164)")
     ap.add_argument("--incremental-limit", type=int, default=None, help="problems made incremental (default: all)")
-    ap.add_argument("--backbone-steps", type=int, default=None)
-    ap.add_argument("--further-steps", type=int, default=None)
+    ap.add_argument("--backbone-steps", type=int, default=None, help="steps of the backbone's pre-training")
+    ap.add_argument("--further-steps", type=int, default=None, help="steps of each further pre-training")
     ap.add_argument("--n-samples", type=int, default=None, help="sampled completions per problem")
     ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
     return ap

@@ -57,7 +57,10 @@ class SimilarityCurve:
 
 def read_similarity(tensorboard_dir: Path) -> SimilarityCurve:
     """The cosine histograms that training logged to TensorBoard, as a curve."""
-    from tensorboard.backend.event_processing.event_accumulator import HISTOGRAMS, EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import (
+        HISTOGRAMS,
+        EventAccumulator,
+    )
 
     if not tensorboard_dir.is_dir():
         raise FileNotFoundError(f"{tensorboard_dir}: no TensorBoard events")
@@ -74,11 +77,9 @@ def read_similarity(tensorboard_dir: Path) -> SimilarityCurve:
 def final_similarity(model_dir: Path) -> list[tuple[str, float]]:
     """(token, cosine of its NL row and code copy) for every separated token of a checkpoint, lowest first."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mmpt.data.separation import SeparationMap
-
-    from transformers import AutoTokenizer
 
     smap = SeparationMap.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -96,7 +97,7 @@ def count_parameters(model_dir: Path) -> int:
     total = 0
     for path in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(path), "pt") as f:
-            for key in f.keys():
+            for key in f:
                 total += math.prod(f.get_slice(key).get_shape())
     return total
 
@@ -291,24 +292,24 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     md += [
         "## What ran",
         "",
-        f"- Data: {data_meta['none']['pairs']} docstring/code pairs mined from {', '.join(settings['sources'])}; "
+        (f"- Data: {data_meta['none']['pairs']} docstring/code pairs mined from {', '.join(settings['sources'])}; "
         f"{data_meta['none']['instances']} instances ≤ {settings['max_seq_length']} tokens "
         f"({data_meta['none']['tokens']:,} tokens in {data_meta['none']['rows']} packed rows), "
-        f"a {settings['vocab_size']}-token byte-level BPE.",
-        f"- Partial separation gave {data_meta['partial']['separated_tokens']} Python tokens (keywords, operators, "
-        "builtins, common methods) a second, code-only embedding row; the baseline keeps one row per token.",
-        f"- Backbone: a {n_params['baseline'] / 1e6:.2f}M-parameter Llama-style model trained from random init "
+        f"a {settings['vocab_size']}-token byte-level BPE."),
+        (f"- Partial separation gave {data_meta['partial']['separated_tokens']} Python tokens (keywords, operators, "
+        "builtins, common methods) a second, code-only embedding row; the baseline keeps one row per token."),
+        (f"- Backbone: a {n_params['baseline'] / 1e6:.2f}M-parameter Llama-style model trained from random init "
         f"for {settings['backbone_steps']} steps (Text-Code CLM, no separation) — the stand-in for an already "
-        "pre-trained model.",
-        f"- Further pre-training of that backbone, {settings['further_steps']} steps each, same data order, "
+        "pre-trained model."),
+        (f"- Further pre-training of that backbone, {settings['further_steps']} steps each, same data order, "
         f"Code CLM: **separated** (partial separation, {n_params['separated'] / 1e6:.2f}M parameters) and "
         f"**baseline** (no separation). Every step is {settings['ranks']} DeepSpeed ZeRO-3 ranks × "
         f"{settings['per_device_batch_size']} rows of ≤ {settings['max_seq_length']} tokens "
-        f"(~{tokens_per_step:,} tokens) on CPU.",
-        f"- HumanEval: {n_plain} of 164 problems plain (greedy, and {settings['n_samples']} samples at "
+        f"(~{tokens_per_step:,} tokens) on CPU."),
+        (f"- HumanEval: {n_plain} of 164 problems plain (greedy, and {settings['n_samples']} samples at "
         f"T={settings['temperature']}, top-p {settings['top_p']}); {n_inc_problems} problems made into "
         f"{n_inc_tasks} incremental tasks (greedy); at most {settings['max_new_tokens']} new tokens; "
-        "executed in the sandbox.",
+        "executed in the sandbox."),
         "",
     ]
 
@@ -356,8 +357,8 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
         _table(["model"] + [label for label, _, _ in columns], rows),
         "",
-        f"pass@k is the unbiased estimator over {settings['n_samples']} samples per problem; greedy pass@1 is "
-        "the share of problems whose one greedy completion passes every test.",
+        (f"pass@k is the unbiased estimator over {settings['n_samples']} samples per problem; greedy pass@1 is "
+        "the share of problems whose one greedy completion passes every test."),
         "",
         "![pass@k](plots/passk.png)",
         "",
@@ -374,8 +375,8 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     md += [
         "## Incremental pass@1 by fraction of the solution given",
         "",
-        "Task t_i of a problem gives the first i non-empty lines of the reference body as already written "
-        "and asks for the rest (t_0 is the plain task). Tasks are grouped by i / L, L the body's non-empty lines.",
+        ("Task t_i of a problem gives the first i non-empty lines of the reference body as already written "
+        "and asks for the rest (t_0 is the plain task). Tasks are grouped by i / L, L the body's non-empty lines."),
         "",
         _table(["fraction given", LABELS["separated"], LABELS["baseline"], "tasks"], rows),
         "",
@@ -386,8 +387,8 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         ex = _example(results[m]["incremental"])
         if ex:
             md += [
-                f"A task the {m} model finished ({ex['task_id']}, {ex['given_lines']} of {ex['total_lines']} lines "
-                "given); the model wrote:",
+                (f"A task the {m} model finished ({ex['task_id']}, {ex['given_lines']} of {ex['total_lines']} lines "
+                "given); the model wrote:"),
                 "",
                 "```python",
                 ex["generated"].rstrip("\n"),
@@ -412,9 +413,9 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
         _table(["run", "tokens", "first logged loss", "last logged loss", "steps", "tokens seen"], rows),
         "",
-        "Code CLM trains only on code tokens, so the further pre-trainings have no NL loss. The separated "
+        ("Code CLM trains only on code tokens, so the further pre-trainings have no NL loss. The separated "
         "model's code loss normalises over the code vocabulary (the shared rows plus the code copies), the "
-        "baseline's over the whole vocabulary.",
+        "baseline's over the whole vocabulary."),
         "",
         "![loss](plots/loss.png)",
         "",
@@ -426,9 +427,9 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     md += [
         "## NL vs code embeddings of the separated tokens",
         "",
-        "Each code copy starts as an exact copy of its NL row (cosine 1). Logged during training "
+        ("Each code copy starts as an exact copy of its NL row (cosine 1). Logged during training "
         f"(TensorBoard `{SIMILARITY_TAG}`): mean cosine {curve.mean[0]:.3f} at step {curve.steps[0]}, "
-        f"{curve.mean[-1]:.3f} at step {curve.steps[-1]} (lowest token {curve.low[-1]:.3f}).",
+        f"{curve.mean[-1]:.3f} at step {curve.steps[-1]} (lowest token {curve.low[-1]:.3f})."),
         "",
         f"Moved most: {lowest}. Moved least: {highest}.",
         "",

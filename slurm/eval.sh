@@ -8,7 +8,8 @@
 # Writes OUT/samples.jsonl, OUT/results.jsonl and OUT/passk.json. `--out` belongs to this script;
 # every other argument goes to `mmpt generate` (--benchmark and --data-file to `mmpt execute` too).
 # A rerun with the same OUT resumes: generate and execute skip what is already on disk.
-# Settings: K (the ks of pass@k, default 1,10,100), EXECUTE_WORKERS (sandboxes per task, default 1).
+# Settings: K (the ks of pass@k, default 1,10,100), EXECUTE_WORKERS (sandboxes per task, default 1),
+# PYTHON (the interpreter with mmpt installed, default python).
 #
 #SBATCH --job-name=mmpt-eval
 #SBATCH --nodes=1
@@ -35,19 +36,20 @@ if [[ -z $out || -z $benchmark ]]; then
     exit 2
 fi
 mkdir -p "$out"
+PYTHON=${PYTHON:-python}
 
 # Generation: one rank per GPU, or per task on a CPU-only allocation.
 gpus=${SLURM_GPUS_ON_NODE:-${SLURM_GPUS_PER_NODE:-0}}
 gpus=${gpus##*:}
 ranks_per_node=$(( gpus > 0 ? gpus : ${SLURM_NTASKS_PER_NODE:-1} ))
 echo "mmpt eval: job $SLURM_JOB_ID: generate on $SLURM_JOB_NUM_NODES node(s) x $ranks_per_node rank(s)" \
-     "($(( gpus > 0 ? gpus : 0 )) GPU(s) per node), execute on $SLURM_NTASKS task(s)"
+     "($gpus GPU(s) per node), execute on $SLURM_NTASKS task(s)"
 
 srun --kill-on-bad-exit=1 --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node="$ranks_per_node" \
      --ntasks=$(( SLURM_JOB_NUM_NODES * ranks_per_node )) \
-     mmpt generate "${generate[@]}" --no-progress --out "$out/samples.jsonl"
+     "$PYTHON" -m mmpt generate "${generate[@]}" --no-progress --out "$out/samples.jsonl"
 # PMI-2 is what both Debian's Slurm and the MPICH that mpi4py loads speak.
 srun --kill-on-bad-exit=1 --mpi=pmi2 \
-     mmpt execute "${execute[@]}" --workers "${EXECUTE_WORKERS:-1}" --samples "$out/samples.jsonl" --out "$out/results.jsonl"
-mmpt passk --results "$out/results.jsonl" --k "${K:-1,10,100}" > "$out/passk.json"
+     "$PYTHON" -m mmpt execute "${execute[@]}" --workers "${EXECUTE_WORKERS:-1}" --samples "$out/samples.jsonl" --out "$out/results.jsonl"
+"$PYTHON" -m mmpt passk --results "$out/results.jsonl" --k "${K:-1,10,100}" > "$out/passk.json"
 echo "mmpt eval: $benchmark pass@k -> $out/passk.json"

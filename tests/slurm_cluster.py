@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -125,10 +125,13 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 ReturnToService=2
+# Refuse a job the node can never run at submission instead of leaving it pending forever.
+EnforcePartLimits=ALL
 JobRequeue=1
-# Short waits keep tests fast: SIGTERM -> SIGKILL after 5 s, finished jobs visible 5 min.
+# Short waits keep tests fast: SIGTERM -> SIGKILL after 5 s. `sbatch --wait` sleeps 2 s between
+# polls and quadruples that (to 32 s) only while it is under MinJobAge / 2: 5 keeps it at 2 s.
 KillWait=5
-MinJobAge=300
+MinJobAge=5
 InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=30
@@ -220,9 +223,9 @@ def _tail(path: Path, lines: int = 20) -> str:
     return f"last lines of {path}:\n" + "\n".join(path.read_text().splitlines()[-lines:])
 
 
-def _wait(ready: object, timeout: float, what: str) -> None:
+def _wait(ready: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not ready():  # type: ignore[operator]
+    while not ready():
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.5)

