@@ -7,6 +7,7 @@ reuse its uninterrupted text-code-clm run as their reference.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -151,6 +152,7 @@ def driver_run(setup_dir) -> Path:
     return setup_dir
 
 
+@functools.lru_cache(maxsize=None)  # the export test reuses the text-code-clm reference
 def reference_losses(root: Path, objective: str, steps: int = STEPS) -> tuple[list[float], torch.nn.Module]:
     """The same training in one process of plain PyTorch: one batch of the step's global rows, AdamW."""
     from transformers import AutoModelForCausalLM
