@@ -7,11 +7,12 @@ import difflib
 import signal
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from mmpt.jsonl import JsonlError, read_json
 from mmpt.modality import OBJECTIVES
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -220,13 +221,11 @@ def deepspeed_config(c: TrainConfig, world_size: int, precision: str, device_typ
     A value written out in the JSON must equal the one `c` implies (one owner per setting); the
     learning-rate schedule belongs to mmpt, so the JSON must not carry a `scheduler`.
     """
-    import json
-
     path = find_deepspeed_file(c.deepspeed)
     try:
-        ds = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        ds = read_json(path, dict)
+    except JsonlError as e:
+        raise ConfigError(str(e)) from None
     if "scheduler" in ds:
         raise ConfigError(f"{path}: remove 'scheduler'; the learning-rate schedule is set by the mmpt config")
     owned = {

@@ -1,7 +1,8 @@
 """Which launcher started us, this process's rank, and a process group that cannot hang forever.
 
 Launchers: `deepspeed` and `torchrun` set RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*; `srun` sets only
-SLURM_* (the rendezvous host is the first node of the step); a plain `python` is one process.
+SLURM_* (the rendezvous host is the first node of the step); `mpiexec` sets its process manager's
+variables (Open MPI, MPICH/Hydra and PMI-2, PMIx); a plain `python` is one process.
 A dead peer must not hang the survivors: the process group gets a timeout, and a watchdog
 (faulthandler's own thread, which runs even while the main thread is stuck in a collective) dumps
 every thread's stack and exits non-zero when a rank makes no progress for `hang_timeout_s`.
@@ -18,10 +19,17 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
+# (rank, size, local rank) variables of the process managers `mpiexec` (and `srun --mpi=...`) use
+MPI_VARS = (
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),  # Open MPI
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),  # MPICH/Hydra, PMI-2
+    ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK"),  # PMIx
+)
+
 
 @dataclass(frozen=True)
 class DistEnv:
-    launcher: str  # deepspeed | torchrun | slurm | single
+    launcher: str  # deepspeed | torchrun | slurm | mpiexec | single
     rank: int
     world_size: int
     local_rank: int
@@ -81,7 +89,24 @@ def detect(environ: dict[str, str] | None = None) -> DistEnv:
             env.get("MASTER_ADDR") or _first_host(nodes),
             port,
         )
+    for rank, size, local in MPI_VARS:
+        if rank in env and size in env:
+            # mpiexec names no rendezvous: MASTER_ADDR/MASTER_PORT must be set for more than one host
+            return DistEnv(
+                "mpiexec",
+                int(env[rank]),
+                int(env[size]),
+                int(env.get(local, "0")),
+                env.get("MASTER_ADDR", "127.0.0.1"),
+                int(env.get("MASTER_PORT", "29500")),
+            )
     return DistEnv("single", 0, 1, 0, "127.0.0.1", _free_port())
+
+
+def mpi_launched(environ: dict[str, str] | None = None) -> bool:
+    """Whether an MPI process manager started us (mpiexec, `srun --mpi=pmi2`): mpi4py can join its world."""
+    env = os.environ if environ is None else environ
+    return any(rank in env for rank, _, _ in MPI_VARS)  # PMIx under srun sets no PMIX_SIZE
 
 
 def init(dist: DistEnv, timeout_s: float, backend: str | None = None) -> None:

@@ -64,8 +64,9 @@ def build_model(c: TrainConfig, smap: SeparationMap, ds_config: dict, precision:
     `HfDeepSpeedConfig` must stay alive while transformers builds and resizes the model: it is what
     makes `from_pretrained`/`from_config` construct every layer inside `deepspeed.zero.Init`, so no
     rank ever holds the whole model. It dies on return, so that the export at the end builds a
-    plain model. The copy-initialisation of code rows then gathers each sharded
-    embedding (`extend_model`), since writing `.data` of a ZeRO-3 parameter would change nothing.
+    plain model. `extend_model` builds the larger embeddings partitioned too (inside
+    `deepspeed.zero.Init` with this config), and fills them and the code-copy rows in gathers,
+    since writing `.data` of a ZeRO-3 parameter would change nothing.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
@@ -73,7 +74,8 @@ def build_model(c: TrainConfig, smap: SeparationMap, ds_config: dict, precision:
     from mmpt.model.attention import check_supported
     from mmpt.model.split_embeddings import extend_model
 
-    keep_alive = HfDeepSpeedConfig(ds_config) if ds_config["zero_optimization"]["stage"] == 3 else None
+    zero3 = ds_config["zero_optimization"]["stage"] == 3
+    keep_alive = HfDeepSpeedConfig(ds_config) if zero3 else None
     kwargs = {"attn_implementation": c.attn_implementation, "dtype": DTYPES[precision]}
     if isinstance(c.model, dict):
         arch = dict(c.model)
@@ -86,7 +88,7 @@ def build_model(c: TrainConfig, smap: SeparationMap, ds_config: dict, precision:
     else:
         check_supported(AutoConfig.from_pretrained(c.model).model_type, c.attn_implementation)
         model = AutoModelForCausalLM.from_pretrained(c.model, **kwargs)
-    extend_model(model, smap)
+    extend_model(model, smap, ds_config=ds_config if zero3 else None)
     if c.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False

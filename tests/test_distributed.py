@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from mmpt.distributed import _first_host, detect
+from mmpt.distributed import _first_host, detect, mpi_launched
 
 
 def test_deepspeed_and_torchrun_env():
@@ -23,6 +23,21 @@ def test_srun_env():
     assert (d.launcher, d.rank, d.world_size, d.local_rank) == ("slurm", 5, 8, 1)
     assert d.master_addr == "gpu007" and d.master_port == 20000 + 123456 % 20000
     assert detect(env | {"MASTER_ADDR": "x", "MASTER_PORT": "999"}).master_port == 999
+
+
+def test_mpiexec_env():
+    ompi = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "5", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}
+    d = detect(ompi)
+    assert (d.launcher, d.rank, d.world_size, d.local_rank, d.master_addr, d.master_port) == ("mpiexec", 3, 5, 1, "127.0.0.1", 29500)
+    hydra = detect({"PMI_RANK": "1", "PMI_SIZE": "2", "MASTER_ADDR": "h1", "MASTER_PORT": "777"})
+    assert (hydra.launcher, hydra.rank, hydra.world_size, hydra.local_rank, hydra.master_addr, hydra.master_port) == (
+        "mpiexec", 1, 2, 0, "h1", 777)
+    pmix = detect({"PMIX_RANK": "2", "PMIX_SIZE": "4", "PMIX_LOCAL_RANK": "2"})
+    assert (pmix.launcher, pmix.rank, pmix.world_size, pmix.local_rank) == ("mpiexec", 2, 4, 2)
+    # srun --mpi=pmi2 sets both: the Slurm step is the one that says where the rendezvous is
+    srun = {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_JOB_ID": "7", "PMI_RANK": "1", "PMI_SIZE": "2"}
+    assert detect(srun).launcher == "slurm"
+    assert mpi_launched(srun) and mpi_launched({"PMIX_RANK": "0"}) and not mpi_launched({"RANK": "0", "WORLD_SIZE": "1"})
 
 
 def test_single_process():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmpt.export import META_FILE, CheckpointMeta
 from mmpt.export import main as export_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +20,26 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bad_checkpoint_path_is_a_clear_error(tmp_path, capsys):
     assert export_main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "neither a complete checkpoint nor a run directory" in capsys.readouterr().err
+
+
+def test_checkpoint_meta_round_trip_and_errors(tmp_path):
+    meta = CheckpointMeta("signature-first", "prefix-code-clm", "sdpa", "partial")
+    meta.save(tmp_path)
+    assert json.loads((tmp_path / META_FILE).read_text()) == {
+        "layout": "signature-first", "objective": "prefix-code-clm", "attn_implementation": "sdpa", "separation": "partial"
+    }
+    assert CheckpointMeta.load(tmp_path) == meta and meta.prefix_lm and not CheckpointMeta().prefix_lm
+    (tmp_path / META_FILE).write_text('{"objective": "code-clm", "future_key": 1}')  # older/newer writers
+    assert CheckpointMeta.load(tmp_path) == CheckpointMeta(objective="code-clm")
+    (tmp_path / META_FILE).write_text('{"separation": "most"}')
+    with pytest.raises(ValueError, match=r"mmpt.json: field 'separation' must be one of"):
+        CheckpointMeta.load(tmp_path)
+    (tmp_path / META_FILE).write_text('{"layout": ')
+    with pytest.raises(ValueError, match=r"mmpt.json:1: invalid JSON"):
+        CheckpointMeta.load(tmp_path)
+    (tmp_path / META_FILE).write_text("[]")
+    with pytest.raises(ValueError, match=r"mmpt.json: expected a JSON object, got array"):
+        CheckpointMeta.load(tmp_path)
 
 
 @pytest.mark.heavy

@@ -102,10 +102,21 @@ DRIVER = textwrap.dedent(
                                "deepspeed": spec["ds"], "per_device_batch_size": "2"})
         ds = deepspeed_config(c, env.world_size, "fp32", "cpu")
         model = train.build_model(c, smap, ds, "fp32")
+        # before deepspeed.initialize: every parameter, the resized embeddings included, is already a
+        # ZeRO-3 shard (empty .data, half of the rows' elements in ds_tensor), never a whole tensor
+        w = model.get_input_embeddings().weight
+        built = {
+            "rows": int(w.ds_shape[0]) if hasattr(w, "ds_id") else int(w.shape[0]),
+            "vocab_size": model.config.vocab_size,
+            "tied": w is model.get_output_embeddings().weight,
+            "whole": [n for n, p in model.named_parameters() if not hasattr(p, "ds_id") or p.numel() > 0],
+            "shard": [p.ds_tensor.numel() for p in (w, model.get_output_embeddings().weight)],
+            "full": [p.ds_numel for p in (w, model.get_output_embeddings().weight)],
+        }
         engine, *_ = deepspeed.initialize(model=model, model_parameters=train.param_groups(model, 0.0), config=ds)
         saved = load_file(spec[name] + "/model.safetensors")
         heads = {"input": model.get_input_embeddings().weight, "output": model.get_output_embeddings().weight}
-        out = {"tied": heads["input"] is heads["output"]}
+        out = {"tied": heads["input"] is heads["output"], "built": built}
         for head, w in heads.items():
             key = "model.embed_tokens.weight" if head == "input" or out["tied"] else "lm_head.weight"
             out[head + "_sharded"] = hasattr(w, "ds_id") and w.ds_tensor.numel() < w.ds_numel
@@ -199,9 +210,19 @@ def reference_losses(root: Path, objective: str, steps: int = STEPS) -> tuple[li
 
 @pytest.mark.heavy
 def test_zero3_setup_copies_rows_on_every_rank(driver_run):
+    from mmpt.data.separation import SeparationMap
+    from mmpt.model.split_embeddings import PAD_MULTIPLE
+
+    vocab = SeparationMap.load(driver_run / "data").vocab_size
+    rows = -(-vocab // PAD_MULTIPLE) * PAD_MULTIPLE  # the extended vocabulary, padded
     for rank in range(WORLD):
         report = json.loads((driver_run / f"setup.json.rank{rank}").read_text())
         assert report["tied"]["tied"] and not report["untied"]["tied"]
+        for name in ("tied", "untied"):
+            built = report[name]["built"]
+            assert built["tied"] == (name == "tied") and built["rows"] == built["vocab_size"] == rows, (rank, name, built)
+            assert built["whole"] == [], (rank, name, built["whole"])  # nothing materialised whole on a rank
+            assert all(0 < s < f for s, f in zip(built["shard"], built["full"])), (rank, name, built)
         for name, heads in (("tied", ("input",)), ("untied", ("input", "output"))):
             for head in heads:
                 assert report[name][f"{head}_sharded"], (rank, name, head)

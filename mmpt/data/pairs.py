@@ -9,12 +9,12 @@ load itself goes through `datasets`, which caches the Arrow conversion.
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import datasets
 
 from mmpt.data.extract import header_end
+from mmpt.jsonl import JsonlError, read_json, read_jsonl
 
 REQUIRED = ("docstring", "code")
 COLUMNS = ("docstring", "code", "signature", "body")
@@ -48,27 +48,18 @@ def check_pairs_file(path: str | Path) -> int:
         return _check_parquet(path)
     if suffix not in (".jsonl", ".json"):
         raise PairsError(f"{path}: unsupported pairs file (use .jsonl, .json or .parquet)")
-    if suffix == ".json" and _is_json_array(path):
-        try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise PairsError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(records, list):
-            raise PairsError(f"{path}: expected a JSON list of records")
-        for i, record in enumerate(records):
-            _check_record(record, f"{path}: record {i}")
-        return len(records)
-    count = 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PairsError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+    try:
+        if suffix == ".json" and _is_json_array(path):
+            records = read_json(path, list)
+            for i, record in enumerate(records):
+                _check_record(record, f"{path}: record {i}")
+            return len(records)
+        count = 0
+        for lineno, record in read_jsonl(path):
             _check_record(record, f"{path}:{lineno}")
             count += 1
+    except JsonlError as e:
+        raise PairsError(str(e)) from None
     return count
 
 

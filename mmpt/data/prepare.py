@@ -32,6 +32,7 @@ from mmpt.data.packing import fill_ratio, pack, row_layout
 from mmpt.data.pairs import PairsError, load_pairs
 from mmpt.data.separation import SeparationMap, build_separation_map
 from mmpt.data.tokenizer import load_tokenizer
+from mmpt.jsonl import read_json
 from mmpt.modality import LAYOUTS, SEPARATIONS
 
 META_FILE = "meta.json"
@@ -81,10 +82,7 @@ def read_separate_tokens(path: str | Path) -> list[str]:
     except OSError as e:
         raise ValueError(f"{path}: cannot read the separate-tokens file ({e.strerror})") from None
     if text.lstrip().startswith("["):
-        try:
-            tokens = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        tokens = read_json(path, list)
         if not all(isinstance(t, str) and t for t in tokens):
             raise ValueError(f"{path}: expected a JSON list of non-empty strings")
         return tokens
@@ -220,11 +218,9 @@ def load_prepared(directory: str | Path) -> tuple[datasets.Dataset, dict]:
         raise FileNotFoundError(f"{directory}: no prepared data folder (run `mmpt prepare`)")
     meta_path = directory / META_FILE
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path, dict)
     except FileNotFoundError:
         raise FileNotFoundError(f"{meta_path}: missing; {directory} was not written by `mmpt prepare`") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path}:{e.lineno}: invalid JSON ({e.msg})") from None
     rows_path = directory / ROWS_DIR
     try:
         rows = datasets.load_from_disk(str(rows_path))

@@ -25,8 +25,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmpt.eval.problems import BENCHMARKS, Problem, load_problems, read_jsonl, require
+from mmpt.distributed import mpi_launched
+from mmpt.eval.problems import BENCHMARKS, Problem, load_problems, require
 from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
+from mmpt.jsonl import cut_torn_tail, read_jsonl
 
 Key = tuple[str, int]  # (task_id, completion_id)
 
@@ -81,10 +83,7 @@ def read_done(out: Path) -> dict[Key, dict]:
     """Results already in OUT; a torn last line (a run killed mid-write) is cut off the file."""
     if not out.exists():
         return {}
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with out.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
+    cut_torn_tail(out)
     return {(r["task_id"], r["completion_id"]): r for _, r in read_jsonl(out)}
 
 
@@ -252,7 +251,7 @@ class Limits:
 
 def _mpi():
     """mpi4py's COMM_WORLD when launched by mpiexec/srun with more than one rank, else None."""
-    if not any(v in os.environ for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")):
+    if not mpi_launched():
         return None
     from mpi4py import MPI
 

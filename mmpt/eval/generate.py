@@ -41,7 +41,8 @@ from mmpt.data.instances import encode_prompt, sentinel_ids
 from mmpt.data.separation import SeparationMap
 from mmpt.distributed import detect
 from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
-from mmpt.modality import LAYOUTS, OBJECTIVES
+from mmpt.export import CheckpointMeta
+from mmpt.jsonl import cut_torn_tail, read_jsonl
 from mmpt.model.attention import (
     SUPPORTED,
     attn_implementation,
@@ -52,49 +53,10 @@ from mmpt.model.attention import (
 )
 from mmpt.model.split_embeddings import decode_code, load_model, restrict_to_code
 
-META_FILE = "mmpt.json"
 _POLL_S = 2.0  # how often rank 0 looks at the other ranks' files while waiting
 
 
-# --- checkpoint and settings ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CheckpointMeta:
-    """What generation must know about how a checkpoint was trained (its `mmpt.json`)."""
-
-    layout: str = "docstring-first"  # how prompts are laid out (mmpt.data.instances)
-    objective: str = "text-code-clm"  # prefix-code-clm makes the NL prefix bidirectional
-    attn_implementation: str | None = None  # None: sdpa where verified, else eager
-
-    @property
-    def prefix_lm(self) -> bool:
-        return self.objective == "prefix-code-clm"
-
-
-def read_checkpoint_meta(model_dir: str | Path) -> CheckpointMeta:
-    """`mmpt.json` of a checkpoint; absent → docstring-first and causal. Extra keys are ignored."""
-    path = Path(model_dir) / META_FILE
-    if not path.exists():
-        return CheckpointMeta()
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    meta = CheckpointMeta(
-        layout=raw.get("layout", CheckpointMeta.layout),
-        objective=raw.get("objective", CheckpointMeta.objective),
-        attn_implementation=raw.get("attn_implementation"),
-    )
-    if meta.layout not in LAYOUTS:
-        raise ValueError(f"{path}: field 'layout' must be one of {LAYOUTS}, got {meta.layout!r}")
-    if meta.objective not in OBJECTIVES:
-        raise ValueError(f"{path}: field 'objective' must be one of {OBJECTIVES}, got {meta.objective!r}")
-    if meta.attn_implementation is not None and not isinstance(meta.attn_implementation, str):
-        raise ValueError(f"{path}: field 'attn_implementation' must be a string")
-    return meta
+# --- settings ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -361,20 +323,13 @@ def _rank_files(out: Path) -> list[Path]:
 
 def read_records(path: Path) -> Iterator[dict]:
     """Sample records of a JSON-lines file; a torn last line (a crash mid-write) is skipped."""
-    try:
-        lines = path.read_text().split("\n")
-    except FileNotFoundError:
+    if not path.exists():
         return
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, record in read_jsonl(path, skip_torn_tail=True):  # torn: it will be regenerated
         try:
-            record = json.loads(line)
             (record["task_id"], int(record["completion_id"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            if number == len(lines):  # no newline after it: torn by a crash, it will be regenerated
-                continue
-            raise ValueError(f"{path}:{number}: not a sample record ({e})") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}:{number}: not a sample record ({e!r})") from None
         yield record
 
 
@@ -393,11 +348,7 @@ def records_on_disk(out: Path) -> dict[Key, dict]:
 
 def _open_for_append(path: Path):
     """Open our rank file for appending, first cutting a torn last line so records stay one per line."""
-    if path.exists():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with path.open("r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
+    cut_torn_tail(path)
     return path.open("a")
 
 
@@ -452,31 +403,6 @@ def merge(out: Path, problems: list[Problem]) -> int:
 # --- ranks ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Place:
-    """This process's share of the job."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-
-def place(environ: dict[str, str] | None = None) -> Place:
-    """This process's rank: torchrun/deepspeed/srun through `mmpt.distributed.detect`, else mpiexec's env."""
-    env = os.environ if environ is None else environ
-    d = detect(dict(env))
-    if d.launcher != "single":
-        return Place(d.rank, d.world_size, d.local_rank)
-    for rank, size, local in (
-        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
-        ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
-        ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK"),
-    ):
-        if rank in env and size in env:
-            return Place(int(env[rank]), int(env[size]), int(env.get(local, "0")))
-    return Place(0, 1, 0)
-
-
 def shard(items: list, rank: int, world_size: int) -> list:
     """Rank's contiguous share of `items` (sizes differ by at most one)."""
     n = len(items)
@@ -504,7 +430,7 @@ def load_checkpoint(model_dir: Path, device: torch.device):
     """(model, tokenizer, smap, meta) of an exported checkpoint, the model in eval mode on `device`."""
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: no config.json; --model must be a checkpoint written by `mmpt export`")
-    meta = read_checkpoint_meta(model_dir)
+    meta = CheckpointMeta.load(model_dir)
     impl = meta.attn_implementation
     if impl is None:
         model_type = AutoConfig.from_pretrained(model_dir).model_type
@@ -519,7 +445,7 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
     task_ids = [p.task_id for p in problems]
     if len(set(task_ids)) != len(task_ids):
         raise ValueError("problems have duplicate task ids")
-    where = place()
+    where = detect()  # torchrun, deepspeed, srun or mpiexec; a plain python is rank 0 of 1
     device = torch.device(f"cuda:{where.local_rank}" if torch.cuda.is_available() else "cpu")
     model, tokenizer, smap, meta = load_checkpoint(config.model, device)
     sentinels = sentinel_ids(tokenizer)

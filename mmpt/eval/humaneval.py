@@ -6,7 +6,8 @@ import ast
 import inspect
 from pathlib import Path
 
-from mmpt.eval.problems import Problem, read_jsonl, require
+from mmpt.eval.problems import Problem, require
+from mmpt.jsonl import read_jsonl
 
 FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 

@@ -12,7 +12,8 @@ import ast
 import warnings
 from pathlib import Path
 
-from mmpt.eval.problems import Problem, read_jsonl
+from mmpt.eval.problems import Problem
+from mmpt.jsonl import read_jsonl
 
 HUB_DATASET = "google-research-datasets/mbpp"
 # task-id ranges of the standard splits of the 974-problem release

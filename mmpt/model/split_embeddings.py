@@ -8,6 +8,7 @@ restricts generation to the code vocabulary (`restrict_to_code`), decodes copies
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -22,18 +23,27 @@ def _is_tied(model) -> bool:
     return out is not None and out.weight is model.get_input_embeddings().weight
 
 
+def _partitioned(param: torch.Tensor) -> bool:
+    """Whether `param` is a ZeRO-3 parameter (its `.data` is this rank's shard, often empty)."""
+    return hasattr(param, "ds_id")
+
+
+def _gathered(params: list[torch.Tensor], modify: bool):
+    """Full ZeRO-3 parameters inside the block (rank 0's writes kept when `modify`); plain ones pass."""
+    params = [p for p in params if _partitioned(p)]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None)
+
+
 def _copy_rows(param: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> None:
     """param[dst] = param[src] along dim 0, also for a ZeRO-3 partitioned parameter."""
-    if hasattr(param, "ds_id"):
-        # Under ZeRO-3 `.data` is an empty shard: gather the full tensor, write, and let rank 0's
-        # version be re-partitioned to every rank on exit.
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters([param], modifier_rank=0), torch.no_grad():
-            param.data[dst.to(param.device)] = param.data[src.to(param.device)]
-        return
-    with torch.no_grad():
-        param[dst.to(param.device)] = param[src.to(param.device)]
+    # Under ZeRO-3 `.data` is an empty shard: gather the full tensor, write, and let rank 0's
+    # version be re-partitioned to every rank on exit.
+    with _gathered([param], modify=True), torch.no_grad():
+        param.data[dst.to(param.device)] = param.data[src.to(param.device)]
 
 
 def _rows(param: torch.Tensor) -> int:
@@ -41,20 +51,96 @@ def _rows(param: torch.Tensor) -> int:
     return int(getattr(param, "ds_shape", param.shape)[0])
 
 
-def extend_model(model, smap: SeparationMap, *, mean_resizing: bool = True) -> int:
+def _zero3_build(ds_config: dict | None):
+    """The context new parameters are built in: `deepspeed.zero.Init` when the model is ZeRO-3."""
+    import deepspeed
+    from transformers.integrations.deepspeed import deepspeed_config
+
+    config = ds_config if ds_config is not None else deepspeed_config()
+    if config is None:
+        raise RuntimeError(
+            "the model's parameters are ZeRO-3 partitioned, but no DeepSpeed config is known: pass ds_config= "
+            "to extend_model, or keep transformers' HfDeepSpeedConfig alive while building the model"
+        )
+    # The dtype comes from the config's bf16/fp16 flags, as for the rest of the model (an explicit
+    # `dtype=` is not honoured on CPU by deepspeed 0.19: it becomes bf16 there).
+    return deepspeed.zero.Init(config_dict_or_path=config)
+
+
+class _NewRows(torch.nn.Module):
+    """Holds one new (rows, *shape) parameter, so that `deepspeed.zero.Init` partitions it at birth."""
+
+    def __init__(self, shape: tuple[int, ...], like: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(shape, dtype=like.dtype, device=like.device))
+
+
+def _resize(model, rows: int, mean_resizing: bool, ds_config: dict | None) -> None:
+    """Give the input embedding, an untied output head, and a head bias (tied or not) `rows` rows.
+
+    Old rows are kept; new rows (tokenizer sentinels, padding) are the mean of the old rows when
+    `mean_resizing` (transformers samples around that mean with a 1e-9-scaled covariance; we take
+    the mean itself, so every launch gets the same model), else normal(0, initializer_range) with a
+    zero bias. Under ZeRO-3 the new parameters are born partitioned inside `deepspeed.zero.Init`,
+    so no rank holds a whole embedding outside the gather that fills it. The modules stay, only
+    their parameters are swapped: subclasses (scaled embeddings) keep their forward.
+    """
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = _is_tied(model)
+    # (module, attribute) of every parameter with a row per token: weights (V, H), a bias (V,)
+    owners = [(emb, "weight")]
+    if head is not None and not tied:
+        owners.append((head, "weight"))
+    if head is not None and getattr(head, "bias", None) is not None:
+        owners.append((head, "bias"))
+    olds = [getattr(module, name) for module, name in owners]
+    zero3 = _partitioned(olds[0])
+    with _zero3_build(ds_config) if zero3 else contextlib.nullcontext():
+        news = [_NewRows((rows, *getattr(old, "ds_shape", old.shape)[1:]), old).weight for old in olds]
+    if news[0].dtype != olds[0].dtype:
+        raise RuntimeError(
+            f"the DeepSpeed config builds {news[0].dtype} parameters for a {olds[0].dtype} model; "
+            "its bf16/fp16 settings must match the model's dtype"
+        )
+    std = getattr(model.config.get_text_config(), "initializer_range", 0.02)
+    with _gathered(news, modify=True), _gathered(olds, modify=False), torch.no_grad():
+        for new, old in zip(news, olds):
+            n = old.shape[0]
+            new.data[:n] = old.data
+            if mean_resizing:
+                new.data[n:] = old.data.float().mean(0).to(new.dtype)
+            elif new.dim() == 2:
+                new.data[n:].normal_(0.0, std)
+            else:
+                new.data[n:].zero_()
+    for (module, name), new, old in zip(owners, news, olds):
+        new.requires_grad_(old.requires_grad)
+        setattr(module, name, new)
+    if tied:
+        head.weight = emb.weight  # still one Parameter
+    emb.num_embeddings = rows
+    if head is not None:
+        head.out_features = rows
+    model.config.get_text_config().vocab_size = rows
+    if hasattr(model, "vocab_size"):
+        model.vocab_size = rows
+
+
+def extend_model(model, smap: SeparationMap, *, mean_resizing: bool = True, ds_config: dict | None = None) -> int:
     """Give `model` a row per id of `smap` and initialise each code copy from its original.
 
     Resizes the input (and untied output) embeddings to at least `smap.vocab_size`, padded to a
-    multiple of 64, through transformers' own resize (ZeRO-3 aware); new rows (sentinels added to
-    the tokenizer, padding) are initialised by it. Then copies the input row of every separated
-    token into its code copy, and the output row (and bias) too when the head is untied. A tied
-    head stays tied. Returns the number of embedding rows.
+    multiple of 64 (`_resize`: new rows start at the mean of the old ones), and sets
+    `config.vocab_size`. Then copies the input row of every separated token into its code copy,
+    and the output row (and bias) too when the head is untied. A tied head stays tied (one
+    Parameter). A ZeRO-3 partitioned model stays partitioned; its DeepSpeed config is `ds_config`,
+    or else the one transformers' `HfDeepSpeedConfig` holds. Returns the number of embedding rows.
     """
     tied = _is_tied(model)
     rows = _rows(model.get_input_embeddings().weight)
     if rows < smap.vocab_size:
-        model.resize_token_embeddings(smap.vocab_size, pad_to_multiple_of=PAD_MULTIPLE, mean_resizing=mean_resizing)
-        rows = _rows(model.get_input_embeddings().weight)
+        rows = -(-smap.vocab_size // PAD_MULTIPLE) * PAD_MULTIPLE
+        _resize(model, rows, mean_resizing, ds_config)
     if tied and not _is_tied(model):
         raise RuntimeError("resizing the embeddings untied the output head; refusing to continue silently")
     if smap.separated:

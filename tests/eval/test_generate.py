@@ -16,22 +16,19 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from mmpt.data.separation import build_separation_map
 from mmpt.doctor import tiny_model
 from mmpt.eval.generate import (
-    CheckpointMeta,
     CodeText,
     Decoder,
     GenerateConfig,
-    Place,
     SamplingConfig,
     choose_next,
     end_of_function,
     main,
-    place,
-    read_checkpoint_meta,
     read_records,
     run,
     shard,
 )
 from mmpt.eval.problems import Problem
+from mmpt.export import CheckpointMeta
 from mmpt.model.split_embeddings import save_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -219,12 +216,7 @@ def test_sampling_does_not_depend_on_batching() -> None:
 # --- ranks and shards -------------------------------------------------------------------------
 
 
-def test_place_and_shard() -> None:
-    assert place({}) == Place(0, 1, 0)
-    assert place({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Place(1, 4, 1)
-    assert place({"SLURM_PROCID": "2", "SLURM_NTASKS": "3", "SLURM_LOCALID": "0"}).rank == 2
-    assert place({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "5"}).world_size == 5
-    assert place({"PMI_RANK": "1", "PMI_SIZE": "2"}).rank == 1
+def test_shard() -> None:  # (ranks come from mmpt.distributed.detect: tests/test_distributed.py)
     items = list(range(23))
     parts = [shard(items, r, 4) for r in range(4)]
     assert [i for part in parts for i in part] == items and max(map(len, parts)) - min(map(len, parts)) <= 1
@@ -284,11 +276,11 @@ def _lines(path: Path) -> list[str]:
 
 
 def test_read_checkpoint_meta(checkpoint: Path, tmp_path: Path) -> None:
-    assert read_checkpoint_meta(checkpoint) == CheckpointMeta("signature-first", "prefix-code-clm", "sdpa")
-    assert read_checkpoint_meta(tmp_path) == CheckpointMeta()  # absent: docstring-first, causal
+    assert CheckpointMeta.load(checkpoint) == CheckpointMeta("signature-first", "prefix-code-clm", "sdpa")
+    assert CheckpointMeta.load(tmp_path) == CheckpointMeta()  # absent: docstring-first, causal
     (tmp_path / "mmpt.json").write_text('{"layout": "code-first"}')
     with pytest.raises(ValueError, match="mmpt.json: field 'layout'"):
-        read_checkpoint_meta(tmp_path)
+        CheckpointMeta.load(tmp_path)
 
 
 def test_run_records_resume_and_batching(checkpoint: Path, tmp_path: Path) -> None:

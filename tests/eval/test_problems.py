@@ -85,7 +85,7 @@ def test_mbpp_hub_sanitized_format_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"m.jsonl:1: field 'code' of task 11"):
         load_problems("mbpp", path)
     path.write_text("{not json\n")
-    with pytest.raises(ValueError, match=r"m.jsonl:1: not valid JSON"):
+    with pytest.raises(ValueError, match=r"m.jsonl:1: invalid JSON"):
         load_problems("mbpp", path)
 
 

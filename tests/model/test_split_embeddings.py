@@ -58,6 +58,45 @@ def test_a_fresh_copy_behaves_exactly_like_its_original(tied):
     torch.testing.assert_close(plain[..., BASE : 2 * BASE], plain[..., :BASE], atol=0, rtol=0)
 
 
+def _biased_head_model(tied: bool):
+    """A tiny CodeGen: its head has a bias, which must be resized and copied too (tied or not)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("codegen", vocab_size=BASE, n_embd=32, n_layer=1, n_head=4, rotary_dim=4,
+                                  n_positions=64, tie_word_embeddings=tied)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_extend_resizes_and_copies_a_biased_head(tied):
+    model = _biased_head_model(tied)
+    head = model.get_output_embeddings()
+    b = head.bias.detach().clone()
+    smap = SeparationMap("partial", BASE, SEPARATED)
+    assert extend_model(model, smap) == 128
+    assert model.get_output_embeddings() is head and head.bias.shape == (128,) and head.out_features == 128
+    assert (head.weight is model.get_input_embeddings().weight) == tied
+    assert torch.equal(head.bias[:BASE], b) and torch.equal(head.bias[BASE : BASE + 4], b[SEPARATED])
+    torch.testing.assert_close(head.bias[BASE + 4 :], b.mean().expand(128 - BASE - 4), atol=0, rtol=0)
+    ids = smap.to_code(torch.tensor([[1, 6, 7, 63]]))
+    with torch.no_grad():
+        assert model(input_ids=ids).logits.shape == (1, 4, 128)
+
+
+@pytest.mark.parametrize("mean_resizing", [True, False])
+def test_new_rows_start_at_the_mean_or_small_normal(mean_resizing):
+    model = tiny_model("llama", vocab=BASE, tied=False)
+    w_in, w_out = _weights(model)
+    extend_model(model, SeparationMap("partial", BASE, SEPARATED), mean_resizing=mean_resizing)
+    new = slice(BASE + len(SEPARATED), 128)  # rows that are neither originals nor code copies
+    for got, old in zip(_weights(model), (w_in, w_out)):
+        if mean_resizing:  # (60, H): every new row is the mean of the old ones
+            torch.testing.assert_close(got[new], old.mean(0).expand(128 - BASE - 4, -1), atol=1e-7, rtol=0)
+        else:  # normal(0, initializer_range=0.02): sample std within 10% for 60*32 draws
+            assert abs(got[new].std().item() - 0.02) < 0.002 and abs(got[new].mean().item()) < 0.002
+
+
 def test_extend_leaves_a_large_enough_model_unresized():
     model = tiny_model("gpt2", vocab=128)
     smap = SeparationMap("partial", BASE, SEPARATED)

@@ -1,0 +1,69 @@
+"""JSON and JSON-lines files: reading with errors that name the file and line, and torn last lines.
+
+Every JSON(-lines) file mmpt reads goes through here, so that a bad one is always reported the same
+way: `path:line: invalid JSON (why)`. Files appended one record per line (samples, results) can end
+in a torn line when a process dies mid-write; readers may skip it and appenders cut it first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class JsonlError(ValueError):
+    """A JSON or JSON-lines file that cannot be used; the message names the file (and line)."""
+
+
+def read_json(path: str | Path, kind: type | None = None) -> object:
+    """The value of a JSON file; with `kind` (dict, list) it must be of that type."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise JsonlError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if kind is not None and not isinstance(value, kind):
+        raise JsonlError(f"{path}: expected a JSON {_name(kind)}, got {_name(type(value))}")
+    return value
+
+
+def read_jsonl(path: str | Path, *, skip_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSONL file (gzip when it ends in .gz).
+
+    A line that is not a JSON object is an error naming the file and line, except, with
+    `skip_torn_tail`, an unparsable last line with no newline after it (a writer died mid-line).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                if skip_torn_tail and not line.endswith("\n"):
+                    return
+                raise JsonlError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise JsonlError(f"{path}:{number}: expected a JSON object, got {_name(type(obj))}")
+            yield number, obj
+
+
+def cut_torn_tail(path: str | Path) -> None:
+    """Truncate `path` after its last newline, so that the next appended record starts a line."""
+    path = Path(path)
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _name(kind: type) -> str:
+    return {dict: "object", list: "array", str: "string"}.get(kind, kind.__name__)
