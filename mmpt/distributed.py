@@ -106,7 +106,7 @@ def detect(environ: dict[str, str] | None = None) -> DistEnv:
 def mpi_launched(environ: dict[str, str] | None = None) -> bool:
     """Whether an MPI process manager started us (mpiexec, `srun --mpi=pmi2`): mpi4py can join its world."""
     env = os.environ if environ is None else environ
-    return any(rank in env for rank, _, _ in MPI_VARS)  # PMIx under srun sets no PMIX_SIZE
+    return any(rank in env or size in env for rank, size, _ in MPI_VARS)  # srun's PMIx sets no PMIX_SIZE
 
 
 def init(dist: DistEnv, timeout_s: float, backend: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""JSON and JSON-lines files: reading with errors that name the file and line, and torn last lines.
+"""JSON and JSON-lines files: reading and field checks with errors naming file and line; torn last lines.
 
 Every JSON(-lines) file mmpt reads goes through here, so that a bad one is always reported the same
 way: `path:line: invalid JSON (why)`. Files appended one record per line (samples, results) can end
@@ -65,5 +65,24 @@ def cut_torn_tail(path: str | Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
+def require(obj: object, fields: dict[str, type], where: str) -> None:
+    """Raise naming `where` (file:line) unless `obj` is an object with each field of the given type."""
+    if not isinstance(obj, dict):
+        raise JsonlError(f"{where}: expected a JSON object, got {_name(type(obj))}")
+    for name, kind in fields.items():
+        if name not in obj:
+            raise JsonlError(f"{where}: missing field {name!r}")
+        if not isinstance(obj[name], kind):
+            raise JsonlError(f"{where}: field {name!r} must be {_a(kind)}, got {_name(type(obj[name]))}")
+
+
+_NAMES = {dict: "object", list: "array", str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
 def _name(kind: type) -> str:
-    return {dict: "object", list: "array", str: "string"}.get(kind, kind.__name__)
+    return _NAMES.get(kind, kind.__name__)
+
+
+def _a(kind: type) -> str:
+    name = _name(kind)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"

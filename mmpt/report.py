@@ -166,7 +166,9 @@ def _bars(ax, groups: list[str], values: dict[str, list[float | None]], annotate
                 ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                             fontsize=8, xytext=(0, 2), textcoords="offset points")  # fmt: skip
     ax.set_xticks(range(len(groups)), groups)
-    ax.yaxis.set_major_formatter(lambda y, _: f"{100 * y:.0f}%")
+    top = max([v for vals in values.values() for v in vals if v] + [0.01])
+    ax.set_ylim(0, top * 1.3)
+    ax.yaxis.set_major_formatter(lambda y, _: f"{100 * y:.1f}%" if top < 0.05 else f"{100 * y:.0f}%")
 
 
 def plot_passk(plain: dict[str, dict[str, dict]], columns: list[tuple[str, str, str]], path: Path) -> None:
@@ -174,8 +176,6 @@ def plot_passk(plain: dict[str, dict[str, dict]], columns: list[tuple[str, str, 
     fig, ax = plt.subplots(figsize=(7, 4))
     values = {m: [plain[m][kind].get(key) for _, kind, key in columns] for m in plain}
     _bars(ax, [label for label, _, _ in columns], values)
-    top = max([v for vals in values.values() for v in vals if v] + [0.01])
-    ax.set_ylim(0, top * 1.3)
     ax.set(title="HumanEval, plain tasks", ylabel="pass rate")
     ax.legend(loc="upper left")
     fig.tight_layout()
@@ -183,20 +183,41 @@ def plot_passk(plain: dict[str, dict[str, dict]], columns: list[tuple[str, str, 
     plt.close(fig)
 
 
-def plot_incremental(incremental: dict[str, dict], path: Path) -> None:
+def _fraction_bin(result: dict) -> str | None:
+    f = result["given_lines"] / result["total_lines"] if result.get("total_lines") else None
+    for lo, hi in FRACTION_BINS:
+        if f is not None and (lo <= f < hi or (hi == 1.0 and f == 1.0)):
+            return f"{lo:.2f}-{hi:.2f}"
+    return None
+
+
+def parse_rate_by_fraction(results: list[dict]) -> dict[str, float]:
+    """{fraction bin: share of completions that parse (they run, whatever the tests say)}, plus "all"."""
+    groups: dict[str, list[bool]] = {}
+    for r in results:
+        ok = outcome(r) != "does not parse"
+        groups.setdefault(_fraction_bin(r) or "none", []).append(ok)
+        groups.setdefault("all", []).append(ok)
+    return {b: sum(v) / len(v) for b, v in groups.items()}
+
+
+def plot_incremental(incremental: dict[str, dict], parse_rates: dict[str, dict[str, float]], path: Path) -> None:
+    """Left: incremental pass@1 by fraction given; right: the share of completions that parse."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     bins = [f"{lo:.2f}-{hi:.2f}" for lo, hi in FRACTION_BINS]
-    groups = [f"{100 * lo:.0f}–{100 * hi:.0f}% given" for lo, hi in FRACTION_BINS] + ["all tasks"]
+    groups = [f"{100 * lo:.0f}–{100 * hi:.0f}%" for lo, hi in FRACTION_BINS] + ["all"]
     values = {
         m: [metrics.get("by_fraction", {}).get(b, {}).get("pass@1") for b in bins] + [metrics.get("pass@1")]
         for m, metrics in incremental.items()
     }
-    _bars(ax, groups, values)
-    top = max([v for vals in values.values() for v in vals if v] + [0.01])
-    ax.set_ylim(0, top * 1.3)
-    ax.set(title="HumanEval incremental pass@1 (greedy) by fraction of the reference body given", ylabel="pass rate")
-    ax.legend(loc="upper left")
+    _bars(left, groups, values)
+    left.set(title="incremental pass@1 (greedy)", xlabel="fraction of the reference body given", ylabel="pass rate")
+    left.legend(loc="upper left")
+    rates = {m: [parse_rates[m].get(b) for b in [*bins, "all"]] for m in parse_rates}
+    _bars(right, groups, rates)
+    right.set(title="completions that parse (run to the tests)", xlabel="fraction of the reference body given",
+              ylabel="share of completions")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -235,6 +256,21 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _first_last(records: list[dict], key: str) -> tuple[float, float] | None:
     values = [r[key] for r in records if key in r]
     return (values[0], values[-1]) if values else None
+
+
+OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")
+
+
+def outcome(result: dict) -> str:
+    """What became of one executed sample, from `mmpt execute`'s status and detail."""
+    if result["passed"]:
+        return "passed"
+    if result.get("status") == "timeout":
+        return "timeout"
+    detail = result.get("detail", "")
+    if detail.startswith(("SyntaxError", "IndentationError", "TabError")):
+        return "does not parse"
+    return "wrong answer" if detail.startswith("AssertionError") else "runtime error"
 
 
 def _passed_tasks(results: list[dict]) -> set[str]:
@@ -277,7 +313,8 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
 
     columns = [("greedy pass@1", "greedy", "pass@1")] + [(f"sampled pass@{k}", "sampled", f"pass@{k}") for k in ks]
     plot_passk(plain, columns, plots / "passk.png")
-    plot_incremental(incremental, plots / "incremental.png")
+    parse_rates = {m: parse_rate_by_fraction(results[m]["incremental"]) for m in MODELS}
+    plot_incremental(incremental, parse_rates, plots / "incremental.png")
     plot_loss(backbone, further, plots / "loss.png")
     plot_similarity(curve, final, plots / "similarity.png")
 
@@ -380,6 +417,11 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
         _table(["fraction given", LABELS["separated"], LABELS["baseline"], "tasks"], rows),
         "",
+        (f"Completions that at least parse (and so run to the tests): {_pct(parse_rates['separated']['all'])} "
+         f"(separated) vs {_pct(parse_rates['baseline']['all'])} (baseline) over all tasks; "
+         f"{_pct(parse_rates['separated'].get(top_bin))} vs {_pct(parse_rates['baseline'].get(top_bin))} "
+         "with 75% or more of the body given."),
+        "",
         "![incremental pass@1](plots/incremental.png)",
         "",
     ]
@@ -395,6 +437,22 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
                 "```",
                 "",
             ]
+
+    # ---- outcomes: what a near-zero pass rate is made of
+    rows = []
+    for m in MODELS:
+        for kind in ("sampled", "incremental"):
+            found = [outcome(r) for r in results[m][kind]]
+            rows.append([m, kind] + [_pct(found.count(o) / len(found)) for o in OUTCOMES] + [str(len(found))])
+    md += [
+        "## How the completions fail",
+        "",
+        ("A low pass rate hides what the models did learn: whether their code even parses, runs, and "
+        "reaches the tests' assertions (\"wrong answer\")."),
+        "",
+        _table(["model", "samples"] + list(OUTCOMES) + ["completions"], rows),
+        "",
+    ]
 
     # ---- loss
     rows = []

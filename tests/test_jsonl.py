@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from mmpt.jsonl import JsonlError, cut_torn_tail, read_json, read_jsonl
+from mmpt.jsonl import JsonlError, cut_torn_tail, read_json, read_jsonl, require
 
 
 def test_read_jsonl_numbers_lines_and_skips_blank_ones(tmp_path):
@@ -58,3 +58,16 @@ def test_read_json_checks_syntax_and_kind(tmp_path):
     path.write_text('{\n  "a": [1, 2\n}\n')
     with pytest.raises(JsonlError, match=r"c.json:3: invalid JSON"):
         read_json(path)
+
+
+def test_require_names_where_and_field():
+    fields = {"task_id": str, "passed": bool, "n": int}
+    require({"task_id": "a", "passed": True, "n": 3, "extra": None}, fields, "f:1")  # extra keys are fine
+    for obj, message in [
+        ([1], r"^f:2: expected a JSON object, got array$"),
+        ({"passed": True, "n": 1}, r"^f:2: missing field 'task_id'$"),
+        ({"task_id": 5, "passed": True, "n": 1}, r"^f:2: field 'task_id' must be a string, got integer$"),
+        ({"task_id": "a", "passed": True, "n": "1"}, r"^f:2: field 'n' must be an integer, got string$"),
+    ]:
+        with pytest.raises(JsonlError, match=message):
+            require(obj, fields, "f:2")

@@ -173,3 +173,19 @@ def test_bad_inputs_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
         report.read_metrics(bad)
     assert report.main([str(tmp_path)]) == 2
+
+
+def test_outcomes_of_failed_samples() -> None:
+    base = {"passed": False, "status": "failed"}
+    assert report.outcome({"passed": True, "status": "passed", "detail": ""}) == "passed"
+    assert report.outcome({**base, "detail": "SyntaxError: '(' was never closed"}) == "does not parse"
+    assert report.outcome({**base, "detail": "IndentationError: unexpected indent"}) == "does not parse"
+    assert report.outcome({**base, "detail": "AssertionError"}) == "wrong answer"
+    assert report.outcome({**base, "detail": "NameError: name 'x' is not defined"}) == "runtime error"
+    assert report.outcome({"passed": False, "status": "timeout", "detail": "wall-clock limit"}) == "timeout"
+
+
+def test_outcome_table(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    # separated sampled: 2 of 10 pass; the fixture's failures have no detail -> runtime error
+    assert "| separated | sampled | 20.0% | 0.0% | 80.0% | 0.0% | 0.0% | 10 |" in md

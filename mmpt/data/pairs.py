@@ -14,24 +14,14 @@ from pathlib import Path
 import datasets
 
 from mmpt.data.extract import header_end
-from mmpt.jsonl import JsonlError, read_json, read_jsonl
+from mmpt.jsonl import JsonlError, read_json, read_jsonl, require
 
-REQUIRED = ("docstring", "code")
+REQUIRED = ("docstring", "code")  # string fields every record must have
 COLUMNS = ("docstring", "code", "signature", "body")
 
 
 class PairsError(ValueError):
     """A pairs source that cannot be used; the message names the file and line or column."""
-
-
-def _check_record(record, where: str) -> None:
-    if not isinstance(record, dict):
-        raise PairsError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    for name in REQUIRED:
-        if name not in record:
-            raise PairsError(f"{where}: missing field {name!r}")
-        if not isinstance(record[name], str):
-            raise PairsError(f"{where}: field {name!r} must be a string, got {type(record[name]).__name__}")
 
 
 def _is_json_array(path: Path) -> bool:
@@ -52,11 +42,11 @@ def check_pairs_file(path: str | Path) -> int:
         if suffix == ".json" and _is_json_array(path):
             records = read_json(path, list)
             for i, record in enumerate(records):
-                _check_record(record, f"{path}: record {i}")
+                require(record, dict.fromkeys(REQUIRED, str), f"{path}: record {i}")
             return len(records)
         count = 0
         for lineno, record in read_jsonl(path):
-            _check_record(record, f"{path}:{lineno}")
+            require(record, dict.fromkeys(REQUIRED, str), f"{path}:{lineno}")
             count += 1
     except JsonlError as e:
         raise PairsError(str(e)) from None

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmpt.distributed import mpi_launched
-from mmpt.eval.problems import BENCHMARKS, Problem, load_problems, require
+from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
 from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
-from mmpt.jsonl import cut_torn_tail, read_jsonl
+from mmpt.jsonl import cut_torn_tail, read_jsonl, require
 
 Key = tuple[str, int]  # (task_id, completion_id)
 

@@ -6,8 +6,8 @@ import ast
 import inspect
 from pathlib import Path
 
-from mmpt.eval.problems import Problem, require
-from mmpt.jsonl import read_jsonl
+from mmpt.eval.problems import Problem
+from mmpt.jsonl import read_jsonl, require
 
 FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 

@@ -15,8 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from mmpt.eval.problems import require
-from mmpt.jsonl import read_jsonl
+from mmpt.jsonl import read_jsonl, require
 
 # fraction of the reference body given, as [lo, hi) bins (the last one closed at 1)
 FRACTION_BINS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))

@@ -63,15 +63,6 @@ def incremental_tasks(problem: Problem) -> list[Problem]:
     ]
 
 
-def require(obj: dict, fields: dict[str, type], where: str) -> None:
-    """Raise naming `where` (file:line) and the field when a field is missing or has the wrong type."""
-    for name, kind in fields.items():
-        if name not in obj:
-            raise ValueError(f"{where}: missing field {name!r}")
-        if not isinstance(obj[name], kind):
-            raise ValueError(f"{where}: field {name!r} must be {kind.__name__}, got {type(obj[name]).__name__}")
-
-
 def load_problems(
     benchmark: str,
     data_file: str | Path | None = None,

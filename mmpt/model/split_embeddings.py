@@ -52,7 +52,7 @@ def _rows(param: torch.Tensor) -> int:
 
 
 def _zero3_build(ds_config: dict | None):
-    """The context new parameters are built in: `deepspeed.zero.Init` when the model is ZeRO-3."""
+    """`deepspeed.zero.Init` with the run's DeepSpeed config: parameters built inside are born partitioned."""
     import deepspeed
     from transformers.integrations.deepspeed import deepspeed_config
 
