@@ -135,6 +135,20 @@ def init(dist: DistEnv, timeout_s: float, backend: str | None = None) -> None:
     )
 
 
+def shutdown() -> None:
+    """Leave the process group once every rank got here.
+
+    Exiting with the group still up lets the interpreter tear down gloo's (and DeepSpeed's shared
+    memory) threads in any order, which now and then aborts a finished rank ("terminate called
+    without an active exception", exit status 250 from the launcher).
+    """
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 class Watchdog:
     """Exit the process (status 1, stacks on stderr) when `beat` is not called for `timeout_s`.
 

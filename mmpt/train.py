@@ -306,8 +306,9 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
             watchdog.beat()
         if stop_votes:
             say(f"mmpt train: {c.save_signal} received, stopped after step {step}; resume with --resume auto")
-            watchdog.stop()
             log.close()
+            distributed.shutdown()
+            watchdog.stop()
             return 0
 
     # ---- the end: projector view, Hugging Face export on rank 0 --------------------------------
@@ -319,9 +320,9 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
         if rank == 0:
             out = export_checkpoint(last, Path(c.output_dir) / "final")
             say(f"mmpt train: exported {out}")
-        dist.barrier()
-    watchdog.stop()
     log.close()
+    distributed.shutdown()
+    watchdog.stop()
     return 0
 
 
