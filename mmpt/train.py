@@ -153,7 +153,9 @@ class StopFlag:
         self.raised = True
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
+    """One training run from the command line; `leave_group=False` keeps the process group for
+    another run in the same process (tests), else every rank leaves it before the process exits."""
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = [a for i, a in enumerate(argv) if not a.startswith("--local_rank")]  # the deepspeed launcher's; we read env
     config_path = None
@@ -166,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"mmpt train: {e}", file=sys.stderr)
         return 2
-    return train(c, rows, meta, tokenizer, smap)
+    status = train(c, rows, meta, tokenizer, smap)
+    if leave_group:
+        distributed.shutdown()
+    return status
 
 
 def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> int:
@@ -306,9 +311,8 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
             watchdog.beat()
         if stop_votes:
             say(f"mmpt train: {c.save_signal} received, stopped after step {step}; resume with --resume auto")
-            log.close()
-            distributed.shutdown()
             watchdog.stop()
+            log.close()
             return 0
 
     # ---- the end: projector view, Hugging Face export on rank 0 --------------------------------
@@ -320,9 +324,8 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
         if rank == 0:
             out = export_checkpoint(last, Path(c.output_dir) / "final")
             say(f"mmpt train: exported {out}")
-    log.close()
-    distributed.shutdown()
     watchdog.stop()
+    log.close()
     return 0
 
 

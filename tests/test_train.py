@@ -127,7 +127,7 @@ DRIVER = textwrap.dedent(
         report[name] = out
     json.dump(report, open(spec["report"] + f".rank{env.rank}", "w"))
     for argv in spec["runs"]:
-        assert train.main(argv) == 0, argv
+        assert train.main(argv, leave_group=False) == 0, argv
     """
 )
 

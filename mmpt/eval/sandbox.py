@@ -84,6 +84,11 @@ def resolve_mode(mode: str) -> str:
     return "bwrap"
 
 
+def _interpreter() -> str:
+    """The real binary behind this Python (a venv's `python` is a link to its base installation's)."""
+    return os.path.realpath(sys.executable)
+
+
 def _bwrap_command(config: SandboxConfig) -> list[str]:
     """bubblewrap arguments for the long-lived zygote sandbox."""
     args = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000"]
@@ -96,8 +101,9 @@ def _bwrap_command(config: SandboxConfig) -> list[str]:
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
-    # the interpreter: the environment's prefix (a venv) and the base installation it points to
-    wanted = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), *config.ro_binds}
+    # the interpreter: the base installation only. A venv's packages are not the programs' business,
+    # and a venv may live under /tmp, which the sandbox replaces with its own tmpfs.
+    wanted = {sys.base_prefix, os.path.dirname(_interpreter()), *config.ro_binds}
     for path in sorted(wanted):
         real = os.path.realpath(path)
         if not real.startswith("/usr/"):
@@ -180,7 +186,7 @@ class Sandbox:
         req_r, self._req_w = os.pipe()
         self._ans_r, ans_w = os.pipe()
         settings["fds"] = [req_r, ans_w]  # inherited with the same numbers (bwrap passes them on)
-        python = [sys.executable, "-s", "-B"]
+        python = [_interpreter() if self.isolated else sys.executable, "-s", "-B"]
         if self.isolated:
             command = _bwrap_command(c) + ["--", *python, _INSIDE_ZYGOTE, json.dumps(settings)]
             env = {}
