@@ -254,6 +254,8 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
     # ---- the loop: set epoch -> fetch the step's rows -> count -> micro-steps -> step -> log/save --
     engine.train()
     watchdog.beat(allow_s=10 * c.hang_timeout_s)  # the first step also warms up kernels and buckets
+    # sums over the steps since the last log line: code_sum, code_count, nl_sum, nl_count, tokens, rows, seconds
+    window = np.zeros(7)
     while step < total_steps:
         t0 = time.perf_counter()
         epoch, k = divmod(step, steps_per_epoch)
@@ -284,8 +286,11 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
         dist.all_reduce(report)
         code_sum, code_count, nl_sum, nl_count, tokens, n_rows, stop_votes = report.tolist()
         tokens_seen += int(tokens)
-        dt = time.perf_counter() - t0
+        window += [code_sum, code_count, nl_sum, nl_count, tokens, n_rows, time.perf_counter() - t0]
         if step % c.logging_steps == 0 or step == total_steps:
+            # losses and rates are means over the window, not the last step's (less noise between log lines)
+            code_sum, code_count, nl_sum, nl_count, tokens, n_rows, dt = window
+            window[:] = 0
             scalars = {
                 "loss": (code_sum + nl_sum) / max(code_count + nl_count, 1),
                 "loss_code": code_sum / max(code_count, 1),
