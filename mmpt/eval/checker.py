@@ -28,6 +28,7 @@ from __future__ import annotations
 import builtins
 import os
 import struct
+from collections import deque
 
 try:  # inside the sandbox this file and wire.py sit side by side in /mmpt
     import wire
@@ -139,16 +140,54 @@ class Channel:
         self.call_w, self.reply_r, self.pid = call_w, reply_r, candidate_pid
         self.failure: BaseException | None = None
         self.exit_code: int | None = None  # the candidate's, once it exited (-N: killed by signal N)
+        self.sent: deque[bytes] = deque()  # requests sent, in order, whose answers were not read yet
+        self.answers: dict[bytes, deque[bytes]] = {}  # request -> answers read but not used yet
+        self.ahead: dict[bytes, int] = {}  # request -> how many were sent ahead and not used yet
+
+    def send_ahead(self, requests: list[str]) -> None:
+        """Send the calls whose arguments are literals in the tests' text (encoded requests, in
+        hex, made by the host) before the tests run, in the order they appear there: the candidate
+        computes them while the checker goes on, which saves a round trip per call. Their total
+        size is capped below a pipe's buffer (`mmpt.eval.judging`): this never blocks."""
+        for text in requests:
+            request = bytes.fromhex(text)
+            try:
+                send_frame(self.call_w, request)
+            except OSError:  # the candidate's process is gone; the first call will say so
+                return
+            self.sent.append(request)
+            self.ahead[request] = self.ahead.get(request, 0) + 1
+
+    def call(self, request: bytes) -> tuple[bytes, object]:
+        """The candidate's answer to `request`: sent ahead, or sent now."""
+        if self.ahead.get(request):
+            self.ahead[request] -= 1
+        else:
+            try:
+                send_frame(self.call_w, request)
+            except OSError:
+                raise self.fail(Violation(f"the candidate's process exited ({self._status()})")) from None
+            self.sent.append(request)
+        while not self.answers.get(request):
+            frame = self._frame()
+            self.answers.setdefault(self.sent.popleft(), deque()).append(frame)
+        return self._decoded(self.answers[request].popleft())
 
     def fail(self, error: BaseException) -> BaseException:
         if self.failure is None:
             self.failure = error
         return self.failure
 
-    def receive(self) -> tuple[bytes, object]:
-        frame = read_frame(self.reply_r)
+    def _frame(self) -> bytes:
+        try:
+            frame = read_frame(self.reply_r)
+        except Violation as e:
+            raise self.fail(e) from None
         if frame is None:
             raise self.fail(Violation(f"the candidate's process exited ({self._status()})"))
+        return frame
+
+    def _decoded(self, frame: bytes) -> tuple[bytes, object]:
         kind, body = frame[:1], frame[1:]
         try:
             return kind, (wire.decode(body) if body else None)
@@ -164,7 +203,7 @@ class Channel:
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
     def wait_ready(self) -> None:
-        kind, body = self.receive()
+        kind, body = self._decoded(self._frame())
         if kind == b"L":
             raise _exception(body, self)
         if kind != b"R":
@@ -207,9 +246,8 @@ class Proxy:
             request = wire.encode((name, args, kwargs))
         except wire.WireError as e:
             raise channel.fail(NeedsShared(f"the tests pass {name} {e}")) from None
-        send_frame(channel.call_w, request)
-        kind, body = channel.receive()
-        if kind == b"V" and isinstance(body, tuple) and len(body) == 3:
+        kind, body = channel.call(request)
+        if kind == b"V" and type(body) is tuple and len(body) == 3 and type(body[1]) is list and type(body[2]) is dict:
             value, args_after, kwargs_after = body
             for sent, got in zip(args, args_after):
                 _copy_back(sent, got)
@@ -247,13 +285,18 @@ for _op in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool_
 Proxy.__hash__ = object.__hash__  # a proxy may still be a dict key (identity, like a function)
 
 
-def check(setup: str, test: str, proxies: list[str], channel: Channel) -> None:
-    """Run the tests against the candidate; returns only if they ran through and nothing was violated."""
-    channel.wait_ready()
+def check(setup: str, test: str, proxies: list[str], ahead: list[str], channel: Channel) -> None:
+    """Run the tests against the candidate; returns only if they ran through and nothing was violated.
+
+    `ahead`: the requests to send before the tests run (see `Channel.send_ahead`).
+    """
+    channel.send_ahead(ahead)
     scope: dict = {}
-    exec(compile(setup, "<prompt>", "exec"), scope)  # noqa: S102 - trusted: the benchmark's prompt
+    setup_code, test_code = compile(setup, "<prompt>", "exec"), compile(test, "<test>", "exec")
+    channel.wait_ready()
+    exec(setup_code, scope)  # noqa: S102 - trusted: the benchmark's prompt
     for name in proxies:
         scope[name] = Proxy(name, channel)
-    exec(compile(test, "<test>", "exec"), scope)  # noqa: S102 - trusted: the benchmark's tests
+    exec(test_code, scope)  # noqa: S102 - trusted: the benchmark's tests
     if channel.failure is not None:
         raise channel.failure

