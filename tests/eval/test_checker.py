@@ -1,0 +1,125 @@
+"""The checker's side of a split run against a candidate process that breaks the protocol on purpose.
+
+The candidate here is a forked child writing frames chosen by the test (no sandbox needed: the
+checker's code is what is under test); `serve` is tested against it in `test_serve_*`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mmpt.eval import checker, wire
+from mmpt.eval.checker import Channel, NeedsShared, Violation
+
+
+def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_code: str | None = None):
+    """Run `checker.check` against a child that sends `frames` (after reading one request per frame
+    but the first), or that runs `checker.serve(serve_code)`; returns the exception or None."""
+    call_r, call_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the candidate
+        try:
+            os.close(call_w)
+            os.close(reply_r)
+            if serve_code is not None:
+                checker.serve(serve_code, call_r, reply_w)
+            else:
+                for i, frame in enumerate(frames):
+                    if i:
+                        checker.read_frame(call_r)
+                    os.write(reply_w, frame)
+        finally:
+            os._exit(0)
+    os.close(call_r)
+    os.close(reply_w)
+    channel = Channel(call_w, reply_r, pid)
+    try:
+        checker.check("", test, list(proxies), list(ahead), channel)
+        error = None
+    except BaseException as e:  # noqa: BLE001 - what the runner would report
+        error = e
+    os.close(call_w)
+    os.close(reply_r)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    return error
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+READY = frame(b"R")
+
+
+def value(v) -> bytes:
+    return frame(b"V" + wire.encode((v, [None], {})))
+
+
+def test_a_correct_answer_passes_and_a_wrong_one_fails():
+    assert run_checker([READY, value(3)], "assert f(1) == 3") is None
+    assert isinstance(run_checker([READY, value(4)], "assert f(1) == 3"), AssertionError)
+
+
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [
+        (frame(b"V" + b"\x00garbage"), "not plain data"),
+        (frame(b"Z"), "malformed answer"),
+        (frame(b"V" + wire.encode(3)), "malformed answer"),  # not (value, args, kwargs)
+        (frame(b"E" + wire.encode(("ValueError",))), "malformed exception"),
+        (b"\xff\xff\xff\xff", "sent a frame of"),
+        (b"\x00\x00\x00\x09V", "process exited"),  # torn frame, then EOF
+        (b"", "process exited"),
+    ],
+)
+def test_protocol_violations_fail_even_when_the_tests_swallow_them(answer, detail):
+    swallowing = "try:\n    f(1)\nexcept BaseException:\n    pass\n"
+    error = run_checker([READY, answer], swallowing)
+    assert isinstance(error, Violation) and detail in str(error)
+
+
+def test_a_candidate_that_did_not_load_reports_its_exception():
+    error = run_checker([frame(b"L" + wire.encode(("NameError", ("name 'x' is not defined",), "name 'x' is not defined")))], "f(1)")
+    assert type(error) is NameError and str(error) == "name 'x' is not defined"
+
+
+def test_exceptions_keep_builtin_classes_and_args_others_become_candidate_errors():
+    key = frame(b"E" + wire.encode(("KeyError", ("k",), "'k'")))
+    assert run_checker([READY, key], "try:\n    f(1)\nexcept KeyError as e:\n    assert e.args == ('k',)\n") is None
+    own = frame(b"E" + wire.encode(("MyError", ("x",), "x")))
+    error = run_checker([READY, own], "f(1)")
+    assert type(error) is checker.CandidateError and str(error) == "MyError: x"
+
+
+def test_arguments_a_proxy_cannot_carry_or_attributes_ask_for_one_process():
+    for test in ("f(lambda: 1)", "f.__name__", "f == 1", "len(f)"):
+        error = run_checker([READY], test)
+        assert isinstance(error, NeedsShared), (test, error)
+    # swallowing it does not help either
+    assert isinstance(run_checker([READY], "try:\n    f(object())\nexcept BaseException:\n    pass\n"), NeedsShared)
+
+
+def test_serve_copies_mutated_arguments_back_and_refuses_odd_values():
+    code = "def f(xs, d=None):\n    xs.append(len(xs))\n    if d is not None:\n        d['n'] = 1\n    return tuple(xs)\n"
+    test = "xs, d = [7], {}\nassert f(xs, d=d) == (7, 1)\nassert xs == [7, 1] and d == {'n': 1}\n"
+    assert run_checker([], test, serve_code=code) is None
+    odd = "class F(float):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return F(x)\n"
+    error = run_checker([], "assert f(1.0) == 2.0", serve_code=odd)
+    assert isinstance(error, Violation) and str(error) == "f returned an object of type F"
+    leaves = "def f(xs):\n    xs.append(lambda: 0)\n    return 1\n"
+    error = run_checker([], "assert f([]) == 1", serve_code=leaves)
+    assert isinstance(error, Violation) and "left an object of type function in an argument" in str(error)
+
+
+def test_calls_sent_ahead_are_answered_in_order_and_others_after_them():
+    code = "calls = []\ndef f(x):\n    calls.append(x)\n    return list(calls)\n"
+    ahead = [wire.encode(("f", (1,), {})).hex(), wire.encode(("f", (2,), {})).hex()]
+    # the candidate answered 1 and 2 first (in the order sent); the live call f(3) comes after
+    test = "assert f(3) == [1, 2, 3]\nassert f(2) == [1, 2]\nassert f(1) == [1]\nassert f(1) == [1, 2, 3, 1]\n"
+    assert run_checker([], test, ahead=ahead, serve_code=code) is None

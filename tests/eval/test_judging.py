@@ -1,0 +1,76 @@
+"""Which tasks are judged split, which in one process, and what a sample's verdict records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmpt.eval import wire
+from mmpt.eval.judging import Judge, plan
+from mmpt.eval.problems import Problem, load_problems
+from mmpt.eval.sandbox import Sandbox, SandboxConfig
+
+MBPP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp.jsonl"
+
+
+def problem(test: str, reference: str = "    return x\n", prompt: str = "def f(x):\n") -> Problem:
+    return Problem("T/1", "T/1", "", "", "", "f", prompt, test, reference=reference)
+
+
+def test_every_humaneval_task_has_a_split_plan_calling_only_its_entry_point():
+    for p in load_problems("humaneval"):
+        got = plan(p)
+        assert got.shared_reason == "" and got.proxies == (p.entry_point,), p.task_id
+        # the prompt's helpers (HumanEval/38's encode_cyclic) are set up from the trusted prompt
+        assert got.setup == p.prompt[: len(got.setup)] and f"def {p.entry_point}(" not in got.setup
+    p32 = load_problems("humaneval")[32]
+    assert "def poly(" in plan(p32).setup
+
+
+def test_literal_calls_go_ahead_in_the_order_of_the_tests():
+    p = problem("def check(candidate):\n    assert candidate(2) == 2\n    assert candidate([1, {2}], y=-1.5) == 1\n    n = 3\n    assert candidate(n) == 3\n\ncheck(f)\n")
+    ahead = [wire.decode(bytes.fromhex(h)) for h in plan(p).ahead]
+    assert ahead == [("f", (2,), {}), ("f", ([1, {2}],), {"y": -1.5})]
+
+
+def test_names_the_tests_use_are_proxies_unless_the_setup_or_tests_bind_them():
+    p = problem("import math\nh = 2\nassert f(h) == g(math.pi)\n", prompt="import os\n\ndef g(x):\n    return x\n\ndef f(x):\n")
+    assert plan(p).proxies == ("f",)  # g: the prompt's helper; math, h: the tests' own
+    # a builtin's name is the program's when the reference defines it (MBPP/126 defines `sum`)
+    p126 = next(p for p in load_problems("mbpp", MBPP) if p.task_id == "MBPP/126")
+    assert plan(p126).proxies == ("sum",)
+
+
+@pytest.mark.parametrize(
+    ("test", "reason"),
+    [("import inspect\nassert 'for' in inspect.getsource(f)\n", "inspect the function's code"), ("assert f(1 ==\n", "do not parse")],
+)
+def test_static_reasons_for_one_process(test, reason):
+    assert reason in plan(problem(test)).shared_reason
+
+
+@pytest.mark.heavy
+def test_judge_falls_back_only_where_the_reference_needs_it_and_records_forgeries():
+    counter_test = "from collections import Counter\nassert f('aab') == {'a': 2, 'b': 1}\n"
+    counter = Problem("T/counter", "T/counter", "", "", "", "f", "def f(s):\n", counter_test,
+                      reference="    from collections import Counter\n    return Counter(s)\n")
+    plain = Problem("T/plain", "T/plain", "", "", "", "f", "def f(s):\n", counter_test,
+                    reference="    return {c: s.count(c) for c in set(s)}\n")
+    judge = Judge({p.task_id: p for p in (counter, plain)}, 30.0)
+    forgery = "    class D(dict):\n        def __eq__(self, other):\n            return True\n    return D()\n"
+    with Sandbox(SandboxConfig()) as box:
+        # the reference returns a Counter: the task is judged in one process, and says why
+        v = judge.judge(box, "T/counter", counter.reference, 5.0)
+        assert (v.run.status, v.mode) == ("passed", "shared") and "returned an object of type Counter" in v.shared_reason
+        # where the reference passes split, a Counter (or a forged dict) fails and the difference is recorded
+        v = judge.judge(box, "T/plain", counter.reference, 5.0)
+        assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "passed")
+        v = judge.judge(box, "T/plain", forgery, 5.0)
+        assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "passed")
+        assert v.run.detail == "Violation: f returned an object of type f.<locals>.D"
+        # a plain wrong answer fails in both: nothing to record
+        v = judge.judge(box, "T/plain", "    return {}\n", 5.0)
+        assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "")
+        v = judge.judge(box, "T/plain", plain.reference, 5.0)
+        assert (v.run.status, v.mode) == ("passed", "split")
