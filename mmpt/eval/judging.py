@@ -137,10 +137,11 @@ class Judge:
         self._lock = threading.Lock()
 
     def plan(self, task_id: str) -> Plan:
+        base = self.problems[task_id].base_task_id  # incremental tasks share their base's prompt and tests
         with self._lock:
-            if task_id not in self._plans:
-                self._plans[task_id] = plan(self.problems[task_id])
-            return self._plans[task_id]
+            if base not in self._plans:
+                self._plans[base] = plan(self.problems[task_id])
+            return self._plans[base]
 
     def split_program(self, task_id: str, completion: str) -> SplitProgram | None:
         p = self.plan(task_id)

@@ -373,6 +373,7 @@ def run_one(request: dict, limits: dict, isolated: bool) -> dict:
             pass
         _, wstatus = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(wstatus)
+        code = 128 - code if code < 0 else code  # a checker killed by a signal, as a relay reports it
     for fd in (result_r, out_r):
         os.close(fd)
     return {
