@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import select
 import struct
 from collections import deque
 
@@ -62,9 +63,7 @@ class CandidateError(Exception):
 
 
 def send_frame(fd: int, payload: bytes) -> None:
-    data = memoryview(_LEN.pack(len(payload)) + payload)
-    while data:
-        data = data[os.write(fd, data) :]
+    _send_frames(fd, [payload])
 
 
 def read_frame(fd: int) -> bytes | None:
@@ -101,29 +100,48 @@ def _describe(e: BaseException) -> bytes:
 
 
 def serve(code: str, call_r: int, reply_w: int) -> None:
-    """Run the program, then answer calls until the checker closes the pipe."""
+    """Run the program, then answer calls until the checker closes the pipe.
+
+    Answers are written when no further request is waiting, all in one write: the checker, which
+    sent the literal calls ahead, then wakes once for all of them instead of once per answer.
+    """
     scope: dict = {}
     try:
         exec(compile(code, "<program>", "exec"), scope)  # noqa: S102 - untrusted, inside the sandbox
     except BaseException as e:
         send_frame(reply_w, b"L" + _describe(e))
         return
-    send_frame(reply_w, b"R")
-    while (frame := read_frame(call_r)) is not None:
-        name, args, kwargs = wire.decode(frame)
-        try:
-            if name not in scope:
-                raise NameError(f"name {name!r} is not defined")
-            value = scope[name](*args, **kwargs)
-        except BaseException as e:
-            send_frame(reply_w, b"E" + _describe(e))
-            continue
-        try:
-            after = ([a if isinstance(a, _MUTABLE) else None for a in args], {k: v for k, v in kwargs.items() if isinstance(v, _MUTABLE)})
-            answer = b"V" + wire.encode((value, *after))
-        except wire.WireError as e:
-            answer = b"X" + wire.encode(f"{name} returned {e}" if _plain_args(after) else f"{name} left {e} in an argument")
-        send_frame(reply_w, answer)
+    out = [b"R"]
+    while True:
+        if out and not select.select([call_r], [], [], 0)[0]:
+            _send_frames(reply_w, out)
+            out = []
+        frame = read_frame(call_r)
+        if frame is None:
+            break
+        out.append(_answer(scope, frame))
+    _send_frames(reply_w, out)
+
+
+def _send_frames(fd: int, payloads: list[bytes]) -> None:
+    data = memoryview(b"".join(_LEN.pack(len(p)) + p for p in payloads))
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _answer(scope: dict, frame: bytes) -> bytes:
+    name, args, kwargs = wire.decode(frame)
+    try:
+        if name not in scope:
+            raise NameError(f"name {name!r} is not defined")
+        value = scope[name](*args, **kwargs)
+    except BaseException as e:
+        return b"E" + _describe(e)
+    after = ([a if isinstance(a, _MUTABLE) else None for a in args], {k: v for k, v in kwargs.items() if isinstance(v, _MUTABLE)})
+    try:
+        return b"V" + wire.encode((value, *after))
+    except wire.WireError as e:
+        return b"X" + wire.encode(f"{name} returned {e}" if _plain_args(after) else f"{name} left {e} in an argument")
 
 
 def _plain_args(after) -> bool:
@@ -147,6 +165,7 @@ class Channel:
         self.sent: deque[bytes] = deque()  # requests sent, in order, whose answers were not read yet
         self.answers: dict[bytes, deque[bytes]] = {}  # request -> answers read but not used yet
         self.ahead: dict[bytes, int] = {}  # request -> how many were sent ahead and not used yet
+        self.ready = False  # the candidate's program ran (read lazily, with the first answer)
 
     def send_ahead(self, requests: list[str]) -> None:
         """Send the calls whose arguments are literals in the tests' text (encoded requests, in
@@ -164,6 +183,7 @@ class Channel:
 
     def call(self, request: bytes) -> tuple[bytes, object]:
         """The candidate's answer to `request`: sent ahead, or sent now."""
+        self.wait_ready()
         if self.ahead.get(request):
             self.ahead[request] -= 1
         else:
@@ -207,9 +227,13 @@ class Channel:
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
     def wait_ready(self) -> None:
+        """Read the candidate's first frame: its program ran (or the exception it raised)."""
+        if self.ready:
+            return
+        self.ready = True
         kind, body = self._decoded(self._frame())
-        if kind == b"L":
-            raise _exception(body, self)
+        if kind == b"L":  # fails the run even where the tests catch it
+            raise self.fail(_exception(body, self))
         if kind != b"R":
             raise self.fail(Violation("the candidate's process did not start as expected"))
 
@@ -304,11 +328,10 @@ def check(setup: str, test: str, proxies: list[str], ahead: list[str], channel: 
     """
     channel.send_ahead(ahead)
     scope: dict = {}
-    setup_code, test_code = compile(setup, "<prompt>", "exec"), compile(test, "<test>", "exec")
-    channel.wait_ready()
-    exec(setup_code, scope)  # noqa: S102 - trusted: the benchmark's prompt
+    exec(compile(setup, "<prompt>", "exec"), scope)  # noqa: S102 - trusted: the benchmark's prompt
     for name in proxies:
         scope[name] = Proxy(name, channel)
-    exec(test_code, scope)  # noqa: S102 - trusted: the benchmark's tests
+    exec(compile(test, "<test>", "exec"), scope)  # noqa: S102 - trusted: the benchmark's tests
+    channel.wait_ready()  # tests that call nothing still need the program to have run
     if channel.failure is not None:
         raise channel.failure
