@@ -213,13 +213,14 @@ def _split(spec: dict, limits: dict, isolated: bool, token_r: int, result_w: int
         if isolated:
             _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(mount, pid)")
             _mount_fresh(limits)
+        # rlimits, no_new_privs, no capabilities and the clean environment are inherited: set once
+        _restrict(limits, isolated)
         call_r, call_w = os.pipe()
         reply_r, reply_w = os.pipe()
         pid = _fork()
         if pid == 0:
-            _candidate(spec["candidate"], limits, isolated, call_r, reply_w, out_w)
+            _candidate(spec["candidate"], call_r, reply_w, out_w)
         _stdio(out_w, {token_r, result_w, call_w, reply_r})
-        _restrict(limits, isolated)
         channel = checker.Channel(call_w, reply_r, pid)
         try:
             checker.check(spec["setup"], spec["test"], spec["proxies"], spec["ahead"], channel)
@@ -243,14 +244,14 @@ def _split(spec: dict, limits: dict, isolated: bool, token_r: int, result_w: int
     os._exit(status)
 
 
-def _candidate(code: str, limits: dict, isolated: bool, call_r: int, reply_w: int, out_w: int) -> None:
-    """The candidate's process: runs prompt + completion and answers calls. Never returns."""
+def _candidate(code: str, call_r: int, reply_w: int, out_w: int) -> None:
+    """The candidate's process (restricted as its parent, the checker, is): runs prompt +
+    completion and answers calls. Never returns."""
     status = 1
     try:
         _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
         os.setsid()  # kill(0, ...) reaches its own processes only
         _stdio(out_w, {call_r, reply_w})
-        _restrict(limits, isolated)
         checker.serve(code, call_r, reply_w)
         _flush()
         status = 0
