@@ -40,12 +40,7 @@ _LEN = struct.Struct(">I")
 MAX_FRAME = 256 << 20  # a larger answer is refused (the memory limit would stop it anyway)
 # exception classes a candidate's exception is raised as in the checker: builtins only, looked up
 # by name in this table made before any test ran; any other is a CandidateError
-_EXCEPTIONS = {
-    name: cls
-    for name, cls in vars(builtins).items()
-    if isinstance(cls, type) and issubclass(cls, BaseException) and not issubclass(cls, OSError)
-}
-_EXCEPTIONS["OSError"] = OSError
+_EXCEPTIONS = {name: cls for name, cls in vars(builtins).items() if isinstance(cls, type) and issubclass(cls, BaseException)}
 _MUTABLE = (list, dict, set)
 
 
