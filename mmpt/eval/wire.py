@@ -72,51 +72,57 @@ def _encode(x: object, put, depth: int) -> None:
 def decode(data: bytes) -> object:
     """The value `data` encodes; WireError for anything else (truncated, trailing, unknown tags,
     unhashable set members or dict keys, nesting deeper than MAX_DEPTH)."""
-    view = memoryview(data)
+    data = bytes(data)
     try:
-        value, end = _decode(view, 0, 0)
+        value, end = _decode(data, 0, 0)
     except (IndexError, struct.error, UnicodeDecodeError, TypeError, OverflowError) as e:
         raise WireError(f"malformed data: {type(e).__name__}: {e}") from None
-    if end != len(view):
-        raise WireError(f"malformed data: {len(view) - end} bytes after the value")
+    if end != len(data):
+        raise WireError(f"malformed data: {len(data) - end} bytes after the value")
     return value
 
 
-def _take(view: memoryview, at: int, n: int) -> bytes:
-    if at + n > len(view):
-        raise WireError("malformed data: truncated")
-    return bytes(view[at : at + n])
+# tags as the ints that indexing bytes gives
+_N, _T, _F, _D, _C, _I, _S, _B, _M = b"NTFDCISBM"
+_BUILT = {tag[0]: kind for tag, kind in _BUILD.items()}
 
 
-def _decode(view: memoryview, at: int, depth: int) -> tuple[object, int]:
-    if depth > MAX_DEPTH:
-        raise WireError(f"malformed data: nested deeper than {MAX_DEPTH} levels")
-    tag = _take(view, at, 1)
+def _decode(data: bytes, at: int, depth: int) -> tuple[object, int]:
+    tag = data[at]  # IndexError when truncated
     at += 1
-    if tag == b"N":
+    if tag == _N:
         return None, at
-    if tag in (b"T", b"F"):
-        return tag == b"T", at
-    if tag == b"D":
-        return _FLOAT.unpack(_take(view, at, 8))[0], at + 8
-    if tag == b"C":
-        return complex(*_COMPLEX.unpack(_take(view, at, 16))), at + 16
-    (n,) = _LEN.unpack(_take(view, at, 4))
+    if tag == _T:
+        return True, at
+    if tag == _F:
+        return False, at
+    if tag == _D:
+        return _FLOAT.unpack_from(data, at)[0], at + 8  # struct.error when truncated
+    if tag == _C:
+        return complex(*_COMPLEX.unpack_from(data, at)), at + 16
+    (n,) = _LEN.unpack_from(data, at)
     at += 4
-    if tag == b"I":
-        return int.from_bytes(_take(view, at, n), "big", signed=True), at + n
-    if tag == b"S":
-        return _take(view, at, n).decode("utf-8", "surrogatepass"), at + n
-    if tag == b"B":
-        return _take(view, at, n), at + n
-    if tag in _BUILD or tag == b"M":
-        if n > len(view) - at:  # every item takes at least one byte: a lie about the count
-            raise WireError("malformed data: truncated")
-        items = []
-        for _ in range(2 * n if tag == b"M" else n):
-            item, at = _decode(view, at, depth + 1)
-            items.append(item)
-        if tag == b"M":
-            return dict(zip(items[::2], items[1::2])), at
-        return _BUILD[tag](items), at
-    raise WireError(f"malformed data: unknown tag {tag!r}")
+    if n > len(data) - at:  # a byte string that long, or that many items (each a byte at least)
+        raise WireError("malformed data: truncated")
+    if tag == _I:
+        return int.from_bytes(data[at : at + n], "big", signed=True), at + n
+    if tag == _S:
+        return data[at : at + n].decode("utf-8", "surrogatepass"), at + n
+    if tag == _B:
+        return data[at : at + n], at + n
+    if n and depth >= MAX_DEPTH:  # what `encode` refuses: items deeper than MAX_DEPTH
+        raise WireError(f"malformed data: nested deeper than {MAX_DEPTH} levels")
+    if tag == _M:
+        pairs = {}
+        for _ in range(n):
+            key, at = _decode(data, at, depth + 1)
+            pairs[key], at = _decode(data, at, depth + 1)
+        return pairs, at
+    kind = _BUILT.get(tag)
+    if kind is None:
+        raise WireError(f"malformed data: unknown tag {bytes([tag])!r}")
+    items = []
+    for _ in range(n):
+        item, at = _decode(data, at, depth + 1)
+        items.append(item)
+    return (items if kind is list else kind(items)), at
