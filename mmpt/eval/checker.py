@@ -316,17 +316,18 @@ for _op in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool_
 Proxy.__hash__ = object.__hash__  # a proxy may still be a dict key (identity, like a function)
 
 
-def check(setup: str, test: str, proxies: list[str], ahead: list[str], channel: Channel) -> None:
+def check(setup, test, proxies: list[str], ahead: list[str], channel: Channel) -> None:
     """Run the tests against the candidate; returns only if they ran through and nothing was violated.
 
+    `setup`, `test`: source text or its code object (the zygote compiles each once per task);
     `ahead`: the requests to send before the tests run (see `Channel.send_ahead`).
     """
     channel.send_ahead(ahead)
     scope: dict = {}
-    exec(compile(setup, "<prompt>", "exec"), scope)  # noqa: S102 - trusted: the benchmark's prompt
+    exec(setup if not isinstance(setup, str) else compile(setup, "<prompt>", "exec"), scope)  # noqa: S102 - trusted: the prompt
     for name in proxies:
         scope[name] = Proxy(name, channel)
-    exec(compile(test, "<test>", "exec"), scope)  # noqa: S102 - trusted: the benchmark's tests
+    exec(test if not isinstance(test, str) else compile(test, "<test>", "exec"), scope)  # noqa: S102 - trusted: the tests
     channel.wait_ready()  # tests that call nothing still need the program to have run
     if channel.failure is not None:
         raise channel.failure

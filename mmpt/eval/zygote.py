@@ -223,7 +223,7 @@ def _split(spec: dict, limits: dict, isolated: bool, token_r: int, result_w: int
         _stdio(out_w, {token_r, result_w, call_w, reply_r})
         channel = checker.Channel(call_w, reply_r, pid)
         try:
-            checker.check(spec["setup"], spec["test"], spec["proxies"], spec["ahead"], channel)
+            checker.check(spec["setup_code"], spec["test_code"], spec["proxies"], spec["ahead"], channel)
             _flush()
             os.write(result_w, PASS + os.read(token_r, 64))
             status = 0
@@ -290,6 +290,24 @@ def _relay(request: dict, limits: dict, isolated: bool, token_r: int, result_w: 
         os._exit(125)
 
 
+_code_cache: dict[tuple[str, str], object] = {}  # (trusted text, name) -> its code object
+
+
+def _compiled(text: str, name: str):
+    """The code object of a benchmark's setup or tests, compiled once per zygote (the samples of
+    a task share them: each checker, a fork, finds them compiled), or the text where it does not
+    compile (the checker's own compile then reports the error)."""
+    key = (text, name)
+    if key not in _code_cache:
+        if len(_code_cache) >= 512:
+            _code_cache.clear()
+        try:
+            _code_cache[key] = compile(text, name, "exec")
+        except (SyntaxError, ValueError):
+            _code_cache[key] = text
+    return _code_cache[key]
+
+
 _exited_relays: set[int] = set()  # killed relays not yet reaped (reaped lazily, off the fast path)
 
 
@@ -323,6 +341,9 @@ def run_one(request: dict, limits: dict, isolated: bool) -> dict:
     out_r, out_w = os.pipe()
     os.write(token_w, request["token"].encode())
     os.close(token_w)
+    if "split" in request:  # compiled here, before the fork, so that the zygote keeps them
+        split = request["split"]
+        split["setup_code"], split["test_code"] = _compiled(split["setup"], "<prompt>"), _compiled(split["test"], "<test>")
     start = time.monotonic()
     pid = _fork()
     if pid == 0:
