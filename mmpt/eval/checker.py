@@ -167,12 +167,12 @@ class Channel:
         hex, made by the host) before the tests run, in the order they appear there: the candidate
         computes them while the checker goes on, which saves a round trip per call. Their total
         size is capped below a pipe's buffer (`mmpt.eval.judging`): this never blocks."""
-        for text in requests:
-            request = bytes.fromhex(text)
-            try:
-                send_frame(self.call_w, request)
-            except OSError:  # the candidate's process is gone; the first call will say so
-                return
+        batch = [bytes.fromhex(text) for text in requests]
+        try:
+            _send_frames(self.call_w, batch)  # one write
+        except OSError:  # the candidate's process is gone; the first call will say so
+            return
+        for request in batch:
             self.sent.append(request)
             self.ahead[request] = self.ahead.get(request, 0) + 1
 
