@@ -350,3 +350,18 @@ def test_split_run_failures_name_their_cause(box):
     # a test that passes the function something a proxy cannot carry asks for one process
     split, _ = forgery_programs("    return number % 1.0\n", "def check(candidate):\n    assert candidate(lambda: 1)\n")
     assert re.search(r"NeedsShared: the tests pass truncate_number an object of type function", box.run(split, 5.0).detail)
+
+
+@pytest.mark.heavy
+def test_candidate_holds_only_stdio_and_its_two_protocol_pipes(box):
+    completion = (
+        "    import fcntl, os\n    found = []\n    for fd in range(4096):\n        try:\n"
+        "            found.append((fd, fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE))\n"
+        "        except OSError:\n            pass\n    return found\n"
+    )
+    # stdin /dev/null (read), stdout+stderr the output pipe (write), requests (read), answers (write)
+    test = "import os\ndef check(candidate):\n    fds = candidate(0.0)\n    assert len(fds) == 5, fds\n" \
+           "    assert [m for _, m in fds].count(os.O_WRONLY) == 3 and fds[:3] == [(0, 0), (1, 1), (2, 1)], fds\n"
+    split, _ = forgery_programs(completion, test)
+    run = box.run(split, timeout=5.0)
+    assert run.status == "passed", run
