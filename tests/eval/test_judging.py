@@ -74,3 +74,9 @@ def test_judge_falls_back_only_where_the_reference_needs_it_and_records_forgerie
         assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "")
         v = judge.judge(box, "T/plain", plain.reference, 5.0)
         assert (v.run.status, v.mode) == ("passed", "split")
+        # a program that does not compile ran nothing: it is not run again in one process
+        runs = []
+        real_run = box.run
+        box.run = lambda program, timeout: runs.append(program) or real_run(program, timeout)
+        v = judge.judge(box, "T/plain", "    return (\n", 5.0)
+        assert (v.run.status, v.mode, len(runs)) == ("failed", "split", 1) and v.run.detail.startswith("SyntaxError")
