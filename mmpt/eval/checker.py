@@ -189,6 +189,8 @@ class Channel:
             self.sent.append(request)
         while not self.answers.get(request):
             frame = self._frame()
+            if not self.sent:  # cannot happen while the candidate answers each request once
+                raise self.fail(Violation("the candidate's process sent an answer nobody asked for"))
             self.answers.setdefault(self.sent.popleft(), deque()).append(frame)
         return self._decoded(self.answers[request].popleft())
 
@@ -242,10 +244,12 @@ def _exception(body: object, channel: Channel) -> BaseException:
     name, args, message = body
     if name not in _EXCEPTIONS:
         return CandidateError(f"{name}: {message}")
-    try:
-        return _EXCEPTIONS[name](*args) if args is not None else _EXCEPTIONS[name](message)
-    except Exception:  # e.g. UnicodeDecodeError needs five arguments of given types
-        return _EXCEPTIONS[name].__new__(_EXCEPTIONS[name], message)
+    for make in (lambda: _EXCEPTIONS[name](*args), lambda: _EXCEPTIONS[name](message)):
+        try:
+            return make()
+        except Exception:  # e.g. UnicodeDecodeError needs five arguments of given types
+            continue
+    return CandidateError(f"{name}: {message}")
 
 
 def _copy_back(sent: object, got: object) -> None:

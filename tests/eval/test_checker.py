@@ -123,3 +123,9 @@ def test_calls_sent_ahead_are_answered_in_order_and_others_after_them():
     # the candidate answered 1 and 2 first (in the order sent); the live call f(3) comes after
     test = "assert f(3) == [1, 2, 3]\nassert f(2) == [1, 2]\nassert f(1) == [1]\nassert f(1) == [1, 2, 3, 1]\n"
     assert run_checker([], test, ahead=ahead, serve_code=code) is None
+
+
+def test_exceptions_that_cannot_be_rebuilt_become_candidate_errors():
+    group = frame(b"E" + wire.encode(("ExceptionGroup", None, "g (1 sub-exception)")))
+    error = run_checker([READY, group], "f(1)")
+    assert type(error) is checker.CandidateError and str(error) == "ExceptionGroup: g (1 sub-exception)"
