@@ -354,26 +354,20 @@ def load_prepared(directory: str | Path) -> tuple[datasets.Dataset, dict]:
         meta = read_json(meta_path, dict)
     except FileNotFoundError:
         raise FileNotFoundError(f"{meta_path}: missing; {directory} was not written by `mmpt prepare`") from None
-    rows_path = directory / ROWS_DIR
-    try:
-        rows = datasets.load_from_disk(str(rows_path))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{rows_path}: missing or not a saved dataset") from None
-    missing = {"input_ids", "position_ids", "modality"} - set(rows.column_names)
-    if missing:
-        raise ValueError(f"{rows_path}: missing columns {sorted(missing)}")
-    return rows, meta
+    return _load_rows(directory / ROWS_DIR), meta
 
 
 def load_validation(directory: str | Path) -> datasets.Dataset | None:
     """The held-out rows of a folder written by `prepare` (same columns as its rows); None without any."""
     path = Path(directory) / VALIDATION_DIR
-    if not path.exists():
-        return None
+    return _load_rows(path) if path.exists() else None
+
+
+def _load_rows(path: Path) -> datasets.Dataset:
     try:
         rows = datasets.load_from_disk(str(path))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not a saved dataset") from None
+        raise FileNotFoundError(f"{path}: missing or not a saved dataset") from None
     missing = {"input_ids", "position_ids", "modality"} - set(rows.column_names)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")
