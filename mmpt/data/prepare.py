@@ -37,7 +37,7 @@ from mmpt.data.instances import SentinelIds, assemble_instance, sentinel_ids
 from mmpt.data.packing import pack, row_layout
 from mmpt.data.pairs import PairsError, load_pairs
 from mmpt.data.separation import SeparationMap, build_separation_map
-from mmpt.data.tokenizer import load_tokenizer
+from mmpt.data.tokenizer import add_sentinels, load_tokenizer
 from mmpt.jsonl import read_json
 from mmpt.modality import LAYOUTS, SEPARATIONS
 
@@ -290,16 +290,23 @@ def _pack_and_write(encoded: datasets.Dataset, config: PrepareConfig, out: Path)
     }
 
 
-def _tokenizer_record(tokenizer, name_or_path: str, saved: Path) -> dict:
+def _tokenizer_record(tokenizer, name_or_path: str, saved: Path, backbone_vocab_size: int) -> dict:
     content = (saved / "tokenizer.json").read_bytes()
-    return {"name_or_path": name_or_path, "vocab_size": len(tokenizer), "sha256": hashlib.sha256(content).hexdigest()}
+    return {
+        "name_or_path": name_or_path,
+        "vocab_size": len(tokenizer),
+        "backbone_vocab_size": backbone_vocab_size,  # before the sentinels: extend_model's trained_rows
+        "sha256": hashlib.sha256(content).hexdigest(),
+    }
 
 
 def prepare(config: PrepareConfig) -> dict:
     """Tokenize, separate and pack the pairs of `config`; write DIR and return its meta."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(config.tokenizer)
+    tokenizer = load_tokenizer(config.tokenizer, sentinels=False)
+    backbone_vocab_size = len(tokenizer)  # ids from here on are sentinels the backbone never trained
+    add_sentinels(tokenizer)
     tokens = read_separate_tokens(config.separate_tokens) if config.separate_tokens else None
     smap, split = build_separation_map(tokenizer, config.separation, tokens)
     ids = sentinel_ids(tokenizer)
@@ -331,7 +338,7 @@ def prepare(config: PrepareConfig) -> dict:
         "separation": config.separation,
         "separated_tokens": len(smap.separated),
         "split_tokens": split,
-        "tokenizer": _tokenizer_record(tokenizer, config.tokenizer, out / TOKENIZER_DIR),
+        "tokenizer": _tokenizer_record(tokenizer, config.tokenizer, out / TOKENIZER_DIR, backbone_vocab_size),
         "id_map": smap.to_dict(),
         "layout": config.layout,
         "max_seq_length": config.max_seq_length,
