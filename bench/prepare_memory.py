@@ -30,7 +30,7 @@ from pathlib import Path
 from mmpt.data.extract import extract_pairs
 from mmpt.data.tokenizer import train_tokenizer
 
-WHOLE_CORPUS = (1 << 31) - 1  # --chunk-tokens for the baseline: one chunk, whatever the corpus
+WHOLE_CORPUS = (1 << 30) - 1  # --chunk-tokens for the baseline: one chunk, whatever the corpus
 
 
 def _status_kib(pid: int, fields: tuple[str, ...]) -> dict[str, int]:

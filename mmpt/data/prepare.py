@@ -85,8 +85,8 @@ class PrepareConfig:
             raise ValueError("separate_tokens only applies to separation 'partial'")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
-        if not self.max_seq_length <= self.chunk_tokens < 1 << 31:
-            raise ValueError(f"chunk_tokens must lie in [max_seq_length, 2^31), got {self.chunk_tokens}")
+        if not self.max_seq_length <= self.chunk_tokens < 1 << 30:  # a chunk of list<int32> stays < 2^31 tokens
+            raise ValueError(f"chunk_tokens must lie in [max_seq_length, 2^30), got {self.chunk_tokens}")
 
 
 def read_separate_tokens(path: str | Path) -> list[str]:

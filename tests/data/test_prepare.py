@@ -227,7 +227,7 @@ def test_bad_validation_fraction_and_chunk_are_clear_errors(assets: Path, tmp_pa
     assert main(args + ["--out", str(tmp_path / "o"), "--validation-fraction", "1.5"]) == 2
     assert "validation_fraction must lie in [0, 1), got 1.5" in capsys.readouterr().err
     assert main(args + ["--out", str(tmp_path / "o"), "--chunk-tokens", "100"]) == 2
-    assert "chunk_tokens must lie in [max_seq_length, 2^31), got 100" in capsys.readouterr().err
+    assert "chunk_tokens must lie in [max_seq_length, 2^30), got 100" in capsys.readouterr().err
     assert main(args + ["--out", str(tmp_path / "o"), "--validation-fraction", "0.2", "--seed", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["validation_rows"] == len(load_validation(tmp_path / "o")) > 0
