@@ -9,8 +9,8 @@ layers, hidden 768, 12 heads, attention layers alternating global/local with a 2
 synthetic byte-level BPE of Qwen2.5's size (151,665 ids, `mmpt.data.tokenizer.synthetic_tokenizer`),
 to which prepare appends the sentinels, and the separation splits its rows (partial: the
 tokenizer's code keywords and symbols; full: every id, ~303k embedding rows). Each separation is one
-`deepspeed --num_gpus 2 mmpt/train.py` launch (DS_ACCELERATOR=cpu, fp32, ZeRO-3, the last step
-saved and exported). Reported per launch: embedding rows, parameters, the peak RSS (VmHWM) of each
+`deepspeed --num_gpus 2 mmpt/train.py` launch (DS_ACCELERATOR=cpu, fp32 or `--precision bf16`,
+ZeRO-3, the last step saved and exported). Reported per launch: embedding rows, parameters, the peak RSS (VmHWM) of each
 rank, seconds, and the losses.
 """
 
@@ -99,7 +99,7 @@ def launch(config: Path, log: Path, timeout_s: float) -> tuple[int, dict[int, fl
 
 
 def run(separation: str, work: Path, pairs: Path, tokenizer: Path, steps: int, max_len: int, batch: int,
-        timeout_s: float = 1800) -> dict:  # fmt: skip
+        precision: str = "fp32", timeout_s: float = 1800) -> dict:  # fmt: skip
     """Prepare the pairs with `separation`, train `steps` steps on 2 ranks; the launch's figures."""
     from mmpt.data.prepare import PrepareConfig, prepare
 
@@ -109,7 +109,7 @@ def run(separation: str, work: Path, pairs: Path, tokenizer: Path, steps: int, m
     config = {
         "model": PYCODEGPT, "attn_implementation": "eager", "data_dir": str(data), "output_dir": str(out),
         "objective": "code-clm", "max_steps": steps, "learning_rate": 1.0e-4, "warmup_ratio": 0.0,
-        "per_device_batch_size": batch, "precision": "fp32", "gradient_checkpointing": True,
+        "per_device_batch_size": batch, "precision": precision, "gradient_checkpointing": True,
         "save_steps": 0, "logging_steps": 1, "deepspeed": str(ROOT / "ds_configs" / "zero3.json"),
         "resume": "never", "export": True, "hang_timeout_s": 600,
     }  # fmt: skip
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--batch", type=int, default=1, help="rows per rank per step")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--work", default="runs/bench/real_shapes")
     args = parser.parse_args(argv)
     from mmpt.data.tokenizer import synthetic_tokenizer
@@ -145,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (tokenizer / "tokenizer.json").exists():
         synthetic_tokenizer(args.vocab_size, tokenizer)
     print(f"GPT-Neo 125M shape (12 layers, hidden 768, global/local window 256), synthetic {args.vocab_size:,}-id "
-          f"tokenizer, 2 ranks ZeRO-3 on CPU, {args.steps} steps of {args.batch}×{args.max_seq_length} tokens per rank")  # fmt: skip
+          f"tokenizer, 2 ranks ZeRO-3 on CPU, {args.precision}, {args.steps} steps of {args.batch}×{args.max_seq_length} tokens per rank")  # fmt: skip
     print(f"{'separation':<12}{'emb rows':>10}{'separated':>11}{'rank0 MB':>10}{'rank1 MB':>10}{'s':>7}  losses")
     for separation in args.separation:
-        r = run(separation, work, Path(args.pairs), tokenizer, args.steps, args.max_seq_length, args.batch)
+        r = run(separation, work, Path(args.pairs), tokenizer, args.steps, args.max_seq_length, args.batch, args.precision)
         rss = [f"{r['peak_rss_mb'].get(k, float('nan')):>10.0f}" for k in (0, 1)]
         print(f"{separation:<12}{r['embedding_rows']:>10,}{r['separated']:>11,}{''.join(rss)}{r['seconds']:>7.0f}  "
               + " ".join(f"{x:.3f}" for x in r["losses"]), flush=True)  # fmt: skip
