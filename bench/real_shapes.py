@@ -117,7 +117,10 @@ def run(separation: str, work: Path, pairs: Path, tokenizer: Path, steps: int, m
     log = work / f"{separation}.log"
     rc, peaks, seconds = launch(work / f"{separation}.yaml", log, timeout_s)
     if rc != 0:
-        raise RuntimeError(f"the {separation} launch exited {rc}; its log {log} ends:\n{log.read_text()[-4000:]}")
+        raise RuntimeError(
+            f"the {separation} launch exited {rc} after {seconds:.0f} s, peak RSS per rank so far {peaks} MB; "
+            f"its log {log} ends:\n{log.read_text()[-4000:]}"
+        )
     losses = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     final = json.loads((out / "final" / "config.json").read_text())
     return {
