@@ -2,6 +2,7 @@
 
     python bench/packing.py                      # stdlib pairs, 2048 tokens, batch 8
     python bench/packing.py --max-seq-length 1024 2048 --batch 8
+    python bench/packing.py --repeat 16 --chunk-tokens 262144 16777216   # fill of per-chunk packing
 
 Baselines run in the same invocation: next-fit packing in corpus order (fill, rows, time), and the
 dense B×N×N attention masks that the paper's reference code builds. The pairs (`mmpt extract
@@ -48,6 +49,26 @@ def next_fit(lengths: np.ndarray, max_len: int) -> list[list[int]]:
     return rows
 
 
+def chunked_fill(lengths: np.ndarray, max_len: int, repeat: int, chunk_tokens: list[int]) -> None:
+    """Fill of best-fit decreasing per chunk of about `chunk_tokens` tokens (as `mmpt prepare` streams)
+    vs over the whole corpus, on the instances repeated `repeat` times."""
+    lengths = np.tile(lengths, repeat)
+    whole = pack(lengths, max_len)
+    print(f"\nper-chunk packing, corpus ×{repeat} ({int(lengths.sum()):,} tokens): whole corpus "
+          f"{fill_ratio(lengths, whole, max_len):.4%} ({len(whole)} rows)")  # fmt: skip
+    ends = np.cumsum(lengths)
+    for budget in chunk_tokens:
+        # a chunk ends at the instance that brings it to the budget, as mmpt.data.prepare.corpus_chunks cuts
+        cuts, start = [], 0
+        while start < len(lengths):
+            stop = int(np.searchsorted(ends, budget + (ends[start - 1] if start else 0), side="left")) + 1
+            cuts.append((start, min(stop, len(lengths))))
+            start = stop
+        rows = [r + a for a, b in cuts for r in pack(lengths[a:b], max_len)]
+        print(f"  chunks of {budget:>10,} tokens ({len(cuts):>4} chunks): {fill_ratio(lengths, rows, max_len):.4%} "
+              f"({len(rows) - len(whole):+d} rows)")  # fmt: skip
+
+
 def instance_lengths(pairs_path: Path, tokenizer_dir: Path) -> np.ndarray:
     tokenizer = load_tokenizer(str(tokenizer_dir))
     smap, _ = build_separation_map(tokenizer, "none")
@@ -67,6 +88,8 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=16384)
     parser.add_argument("--max-seq-length", type=int, nargs="+", default=[2048])
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=16, help="corpus copies for the per-chunk fill")
+    parser.add_argument("--chunk-tokens", type=int, nargs="+", default=[1 << 18, 1 << 20, 1 << 22, 1 << 24])
     args = parser.parse_args()
     pairs, tokenizer = Path(args.pairs), Path(args.tokenizer)
     if not pairs.exists():
@@ -91,6 +114,7 @@ def main() -> None:
         print(f"{'next-fit, corpus order':<28}{len(base_rows):>8}{base_fill:>9.2%}{t1 - t0:>9.3f}")
         print(f"{'best-fit decreasing':<28}{len(rows):>8}{fill:>9.2%}{t2 - t1:>9.3f}")
         print(f"fill ratio vs next-fit: {fill / base_fill:.3f}x; rows: {len(rows) / len(base_rows):.3f}x")
+        chunked_fill(lengths, max_len, args.repeat, args.chunk_tokens)
 
         shipped = args.batch * max_len * SHIPPED_BYTES_PER_TOKEN
         print(f"\n{'mask data per batch':<34}{'bytes':>14}{'MB':>10}{'vs ours':>10}")

@@ -58,7 +58,7 @@ def trained_counts(labels: torch.Tensor, modality: torch.Tensor) -> tuple[int, i
     return int((target & (modality[:, 1:] == CODE)).sum()), int((target & (modality[:, 1:] == NL)).sum())
 
 
-def build_model(c: TrainConfig, smap: SeparationMap, ds_config: dict, precision: str):
+def build_model(c: TrainConfig, smap: SeparationMap, ds_config: dict, precision: str, trained_rows: int | None = None):
     """The backbone with its code-copy rows; under ZeRO-3 it is built already partitioned.
 
     `HfDeepSpeedConfig` must stay alive while transformers builds and resizes the model: it is what
@@ -88,7 +88,7 @@ def build_model(c: TrainConfig, smap: SeparationMap, ds_config: dict, precision:
     else:
         check_supported(AutoConfig.from_pretrained(c.model).model_type, c.attn_implementation)
         model = AutoModelForCausalLM.from_pretrained(c.model, **kwargs)
-    extend_model(model, smap, ds_config=ds_config if zero3 else None)
+    extend_model(model, smap, ds_config=ds_config if zero3 else None, trained_rows=trained_rows)
     if c.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
@@ -201,7 +201,7 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
 
     # ---- model and engine: built partitioned, optimizer and schedule owned by DeepSpeed ---------
     torch.manual_seed(c.seed)
-    model = build_model(c, smap, ds_config, precision)
+    model = build_model(c, smap, ds_config, precision, meta["tokenizer"].get("backbone_vocab_size"))
     global_batch = c.per_device_batch_size * c.gradient_accumulation_steps * world
     steps_per_epoch = math.ceil(len(rows) / global_batch)
     total_steps = c.max_steps or math.ceil(c.epochs * steps_per_epoch)

@@ -71,3 +71,66 @@ def test_zero2_untied_export_round_trip(tmp_path):
     assert not torch.equal(trained[: start.shape[0]], start)  # the trained weights, not the initial ones
     assert json.loads((tmp_path / "again" / "mmpt.json").read_text())["objective"] == "code-clm"
     assert (tmp_path / "again" / "separation.json").is_file() and (tmp_path / "again" / "tokenizer.json").is_file()
+
+
+def _hf_dir_and_state(tmp_path: Path, arch: str, dtype: torch.dtype, tied: bool):
+    """A checkpoint's hf/ folder (config of a `dtype` run) and its fp32 master weights, as ZeRO hands them over."""
+    from mmpt.doctor import tiny_model
+
+    model = tiny_model(arch, vocab=96, tied=tied).to(dtype)
+    model.config.dtype = dtype
+    model.config.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / META_FILE).write_text("{}")
+    state = {k: v.float() for k, v in model.state_dict().items()}  # fp32 masters
+    if tied:
+        del state["lm_head.weight"]  # the consolidated dict may hold a shared tensor once
+    return tmp_path / "hf", state, model
+
+
+@pytest.mark.parametrize("arch,tied", [("llama", True), ("llama", False), ("gpt2", True), ("gpt_neo", True)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_export_writes_the_training_dtype_without_random_init(tmp_path, monkeypatch, arch, tied, dtype):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from mmpt.export import write_hf_model
+
+    hf, state, reference = _hf_dir_and_state(tmp_path, arch, dtype, tied)
+    masters = dict(state)
+    # every random or constant init on a real (non-meta) tensor is counted: building on meta costs none
+    inits = []
+    for name in ("normal_", "uniform_", "fill_", "zero_"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            if self.device.type != "meta":
+                inits.append(tuple(self.shape))
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    write_hf_model(hf, state, tmp_path / "out", where="ckpt")
+    monkeypatch.undo()
+    assert inits == []
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {dtype}  # not fp32 of twice the size for a bf16 run
+    for name, master in masters.items():
+        assert torch.equal(saved[name], master.to(dtype)), name
+    assert ("lm_head.weight" in saved) == (not tied)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", attn_implementation="eager").eval()
+    assert model.dtype == dtype and (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
+    ids = torch.randint(0, 96, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, reference.eval()(input_ids=ids).logits, atol=0, rtol=0)
+    assert (tmp_path / "out" / META_FILE).is_file()
+
+
+def test_export_names_a_mismatched_tensor(tmp_path):
+    from mmpt.export import write_hf_model
+
+    hf, state, _ = _hf_dir_and_state(tmp_path, "llama", torch.float32, True)
+    state["model.norm.weight"] = torch.ones(5)
+    with pytest.raises(ValueError, match=r"ckpt: model.norm.weight has shape \(5,\), the model config says \(32,\)"):
+        write_hf_model(hf, dict(state), tmp_path / "out", where="ckpt")
+    del state["model.norm.weight"]
+    with pytest.raises(ValueError, match=r"ckpt: weights do not match the model config \(missing \['model.norm.weight'\]"):
+        write_hf_model(hf, state, tmp_path / "out", where="ckpt")

@@ -4,8 +4,14 @@
         --max-seq-length 1024 --out runs/data
 
 Writes DIR/rows (datasets.save_to_disk; columns input_ids int32, position_ids int16/int32 restarting
-at 0 per instance, modality int8; rows unpadded, ≤ max_seq_length), DIR/tokenizer (with the
-sentinels), DIR/separation.json and DIR/meta.json. `load_prepared(DIR)` reads it back.
+at 0 per instance, modality int8, each a large_list: 64-bit offsets, so a column holds more than
+2^31 tokens; rows unpadded, ≤ max_seq_length), DIR/validation (the same columns, from the instances
+held out by `--validation-fraction`), DIR/tokenizer (with the sentinels), DIR/separation.json and
+DIR/meta.json. `load_prepared(DIR)` reads it back.
+
+Memory stays flat in the corpus size: the encoded instances stay on disk (the `datasets` cache) and
+are packed in chunks of about `chunk_tokens` tokens, each chunk's rows written before the next
+chunk is read. Best-fit decreasing per chunk loses fill only in each chunk's last few rows.
 """
 
 from __future__ import annotations
@@ -28,17 +34,19 @@ from datasets.arrow_writer import ArrowWriter
 
 import mmpt
 from mmpt.data.instances import SentinelIds, assemble_instance, sentinel_ids
-from mmpt.data.packing import fill_ratio, pack, row_layout
+from mmpt.data.packing import pack, row_layout
 from mmpt.data.pairs import PairsError, load_pairs
 from mmpt.data.separation import SeparationMap, build_separation_map
-from mmpt.data.tokenizer import load_tokenizer
+from mmpt.data.tokenizer import add_sentinels, load_tokenizer
 from mmpt.jsonl import read_json
 from mmpt.modality import LAYOUTS, SEPARATIONS
 
 META_FILE = "meta.json"
 ROWS_DIR = "rows"
 TOKENIZER_DIR = "tokenizer"
+VALIDATION_DIR = "validation"
 ROWS_PER_CHUNK = 4096  # rows laid out per Arrow write; bounds the gather arrays' memory
+LENGTHS_BLOCK = 1 << 16  # instances whose lengths are read at once while cutting chunks
 
 ENCODED = datasets.Features(
     {
@@ -62,6 +70,9 @@ class PrepareConfig:
     num_proc: int | None = None  # processes for tokenization (None: in-process)
     batch_size: int = 1000  # pairs per tokenizer call
     cache_dir: str | None = None  # `datasets` cache (default: its own)
+    validation_fraction: float = 0.0  # share of instances held out as DIR/validation
+    seed: int = 0  # which instances are held out
+    chunk_tokens: int = 1 << 24  # tokens packed at once: memory ∝ this, not the corpus; fill loss ∝ 1/this
 
     def __post_init__(self) -> None:
         if self.separation not in SEPARATIONS:
@@ -72,6 +83,10 @@ class PrepareConfig:
             raise ValueError(f"max_seq_length must be at least 8, got {self.max_seq_length}")
         if self.separate_tokens and self.separation != "partial":
             raise ValueError("separate_tokens only applies to separation 'partial'")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
+        if not self.max_seq_length <= self.chunk_tokens < 1 << 30:  # a chunk of list<int32> stays < 2^31 tokens
+            raise ValueError(f"chunk_tokens must lie in [max_seq_length, 2^30), got {self.chunk_tokens}")
 
 
 def read_separate_tokens(path: str | Path) -> list[str]:
@@ -116,50 +131,182 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return values, np.concatenate([[0], np.cumsum(lengths)])
 
 
-def _write_rows(encoded: datasets.Dataset, rows: list[np.ndarray], max_seq_length: int, out: Path) -> None:
-    """Lay the packed rows out as Arrow lists and save them with `save_to_disk` at `out`."""
-    table = encoded.with_format("arrow")[:]
-    ids, offsets = _flat(table.column("input_ids"))
-    modality, _ = _flat(table.column("modality"))
+def _lengths(column: pa.ChunkedArray) -> np.ndarray:
+    """Tokens per instance (instances,) of a list column, without combining its chunks."""
+    if column.num_chunks == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([pc.list_value_length(c).to_numpy(zero_copy_only=False) for c in column.chunks]).astype(np.int64)
+
+
+def held_out(index: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Whether each instance (by its corpus index) is held out for validation: (instances,) bool.
+
+    A hash of (seed, index) against `fraction`, so the choice does not depend on how the corpus is
+    chunked or on how many instances there are, and costs no memory per instance.
+    """
+    # splitmix64 of index + seed * golden ratio: uniform 64-bit values, then the top 53 bits as [0, 1)
+    with np.errstate(over="ignore"):
+        x = np.asarray(index, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
+
+
+def corpus_chunks(encoded: datasets.Dataset, chunk_tokens: int):
+    """(start, stop) instance ranges of about `chunk_tokens` tokens each, in corpus order.
+
+    Only lengths are read, a block at a time; a chunk ends at the first instance that reaches the
+    budget (so one longer than it is a chunk of its own).
+    """
+    table = encoded.with_format("arrow")
+    start, tokens = 0, 0  # the open chunk: its first instance, its tokens before this block
+    for block in range(0, len(encoded), LENGTHS_BLOCK):
+        ends = np.cumsum(_lengths(table[block : block + LENGTHS_BLOCK].column("input_ids")))  # (block,)
+        consumed = 0  # tokens of this block already in yielded chunks
+        while True:
+            # first instance whose end brings the open chunk to the budget
+            cut = int(np.searchsorted(ends, chunk_tokens - tokens + consumed, side="left"))
+            if cut >= len(ends):
+                tokens += int(ends[-1]) - consumed if len(ends) else 0
+                break
+            yield start, block + cut + 1
+            start, tokens, consumed = block + cut + 1, 0, int(ends[cut])
+    if start < len(encoded):
+        yield start, len(encoded)
+
+
+def row_features(max_seq_length: int) -> datasets.Features:
+    """Columns of DIR/rows and DIR/validation; large lists (64-bit offsets) hold > 2^31 tokens."""
     position_type = "int16" if max_seq_length <= np.iinfo(np.int16).max + 1 else "int32"
-    features = datasets.Features(
+    return datasets.Features(
         {
-            "input_ids": datasets.List(datasets.Value("int32")),
-            "position_ids": datasets.List(datasets.Value(position_type)),
-            "modality": datasets.List(datasets.Value("int8")),
+            "input_ids": datasets.LargeList(datasets.Value("int32")),
+            "position_ids": datasets.LargeList(datasets.Value(position_type)),
+            "modality": datasets.LargeList(datasets.Value("int8")),
         }
     )
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        arrow_file = str(Path(tmp) / "rows.arrow")
-        writer = ArrowWriter(features=features, path=arrow_file)
+
+
+class _RowWriter:
+    """Packed rows appended as Arrow large lists to one file, saved with `save_to_disk` at the end."""
+
+    def __init__(self, features: datasets.Features, tmp: Path):
+        self.features = features
+        self.path = str(tmp)
+        self.writer = ArrowWriter(features=features, path=self.path)
+        self.rows = 0
+        self.tokens = 0
+
+    def write(self, ids: np.ndarray, modality: np.ndarray, offsets: np.ndarray, rows: list[np.ndarray]) -> None:
+        """Rows of instances (indices into `offsets`, (instances + 1,), over the flat `ids`/`modality`)."""
+        position_type = self.features["position_ids"].feature.dtype
         for start in range(0, len(rows), ROWS_PER_CHUNK):
             gather, positions, row_offsets = row_layout(offsets, rows[start : start + ROWS_PER_CHUNK])
-            bounds = pa.array(row_offsets, pa.int32())
+            bounds = pa.array(row_offsets, pa.int64())
             columns = {
                 "input_ids": ids[gather].astype("int32"),
                 "position_ids": positions.astype(position_type),
                 "modality": modality[gather].astype("int8"),
             }
-            writer.write_table(
-                pa.table({name: pa.ListArray.from_arrays(bounds, pa.array(v)) for name, v in columns.items()})
+            self.writer.write_table(
+                pa.table({name: pa.LargeListArray.from_arrays(bounds, pa.array(v)) for name, v in columns.items()})
             )
-        writer.finalize()
-        writer.close()
+            self.rows += len(row_offsets) - 1
+            self.tokens += int(row_offsets[-1])
+
+    def save(self, out: Path) -> None:
+        self.writer.finalize()
+        self.writer.close()
         if out.exists():
             shutil.rmtree(out)
-        datasets.Dataset.from_file(arrow_file).save_to_disk(str(out))
+        datasets.Dataset.from_file(self.path).save_to_disk(str(out))
 
 
-def _tokenizer_record(tokenizer, name_or_path: str, saved: Path) -> dict:
+def _encoded_instances(arrow: datasets.Dataset, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, modality, offsets) of instances start..stop of the encoded dataset (Arrow-formatted)."""
+    table = arrow[start:stop]
+    ids, offsets = _flat(table.column("input_ids"))
+    modality, _ = _flat(table.column("modality"))
+    return ids, modality, offsets
+
+
+def _write_validation(
+    encoded: datasets.Dataset, index: np.ndarray, lengths: np.ndarray, max_seq_length: int, writer: _RowWriter
+) -> None:
+    """Pack the held-out instances (corpus `index`, `lengths`) as a whole and write their rows.
+
+    They are few, so their lengths are packed in one go; their tokens are read a group of rows at
+    a time.
+    """
+    rows = [index[r] for r in pack(lengths, max_seq_length)]  # corpus indices per row
+    for start in range(0, len(rows), ROWS_PER_CHUNK):
+        group = rows[start : start + ROWS_PER_CHUNK]
+        members = np.sort(np.concatenate(group))
+        ids, modality, offsets = _encoded_instances(encoded.select(members).with_format("arrow"), 0, len(members))
+        writer.write(ids, modality, offsets, [np.searchsorted(members, r) for r in group])
+
+
+def _pack_and_write(encoded: datasets.Dataset, config: PrepareConfig, out: Path) -> dict:
+    """Pack the encoded instances chunk by chunk into DIR/rows (and DIR/validation); their counts for meta."""
+    features = row_features(config.max_seq_length)
+    max_len = config.max_seq_length
+    arrow = encoded.with_format("arrow")
+    val_index, val_lengths = [], []  # held-out instances: corpus index and length (few)
+    counts = {"instances": 0, "dropped_too_long": 0}
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        train = _RowWriter(features, Path(tmp) / "rows.arrow")
+        for start, stop in corpus_chunks(encoded, config.chunk_tokens):
+            ids, modality, offsets = _encoded_instances(arrow, start, stop)
+            lengths = np.diff(offsets)  # (chunk instances,)
+            fits = lengths <= max_len
+            counts["dropped_too_long"] += int((~fits).sum())
+            held = held_out(np.arange(start, stop), config.validation_fraction, config.seed)
+            kept = np.flatnonzero(fits & ~held)
+            counts["instances"] += int(kept.size)
+            train.write(ids, modality, offsets, [kept[r] for r in pack(lengths[kept], max_len)])
+            val = np.flatnonzero(fits & held)
+            val_index.append(start + val)
+            val_lengths.append(lengths[val])
+        train.save(out / ROWS_DIR)
+        val_index = np.concatenate(val_index) if val_index else np.zeros(0, dtype=np.int64)
+        validation = None
+        if config.validation_fraction > 0:
+            validation = _RowWriter(features, Path(tmp) / "validation.arrow")
+            _write_validation(encoded, val_index, np.concatenate(val_lengths), max_len, validation)
+            validation.save(out / VALIDATION_DIR)
+        elif (out / VALIDATION_DIR).exists():
+            shutil.rmtree(out / VALIDATION_DIR)  # a stale split from an earlier run into this folder
+    return {
+        **counts,
+        "rows": train.rows,
+        "tokens": train.tokens,
+        "fill_ratio": train.tokens / (train.rows * max_len) if train.rows else 0.0,
+        "validation_fraction": config.validation_fraction,
+        "validation_seed": config.seed,
+        "validation_instances": int(val_index.size),
+        "validation_rows": validation.rows if validation else 0,
+        "validation_tokens": validation.tokens if validation else 0,
+    }
+
+
+def _tokenizer_record(tokenizer, name_or_path: str, saved: Path, backbone_vocab_size: int) -> dict:
     content = (saved / "tokenizer.json").read_bytes()
-    return {"name_or_path": name_or_path, "vocab_size": len(tokenizer), "sha256": hashlib.sha256(content).hexdigest()}
+    return {
+        "name_or_path": name_or_path,
+        "vocab_size": len(tokenizer),
+        "backbone_vocab_size": backbone_vocab_size,  # before the sentinels: extend_model's trained_rows
+        "sha256": hashlib.sha256(content).hexdigest(),
+    }
 
 
 def prepare(config: PrepareConfig) -> dict:
     """Tokenize, separate and pack the pairs of `config`; write DIR and return its meta."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(config.tokenizer)
+    tokenizer = load_tokenizer(config.tokenizer, sentinels=False)
+    backbone_vocab_size = len(tokenizer)  # ids from here on are sentinels the backbone never trained
+    add_sentinels(tokenizer)
     tokens = read_separate_tokens(config.separate_tokens) if config.separate_tokens else None
     smap, split = build_separation_map(tokenizer, config.separation, tokens)
     ids = sentinel_ids(tokenizer)
@@ -181,30 +328,23 @@ def prepare(config: PrepareConfig) -> dict:
         fn_kwargs={"tokenizer": tokenizer, "smap": smap, "layout": config.layout, "ids": ids},
         desc="encode",
     )
-    lengths_all = pc.list_value_length(encoded.with_format("arrow")[:].column("input_ids")).to_numpy()
-    keep = np.flatnonzero(lengths_all <= config.max_seq_length)
-    rows = [keep[r] for r in pack(lengths_all[keep], config.max_seq_length)]
-    _write_rows(encoded, rows, config.max_seq_length, out / ROWS_DIR)
+    split_counts = _pack_and_write(encoded, config, out)
 
     tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
     smap.save(out)
     meta = {
         "pairs": len(pairs) + dropped_no_signature,
-        "instances": int(keep.size),
-        "dropped_too_long": int(len(lengths_all) - keep.size),
-        "dropped_no_signature": dropped_no_signature,
-        "rows": len(rows),
-        "tokens": int(lengths_all[keep].sum()),
-        "fill_ratio": fill_ratio(lengths_all, rows, config.max_seq_length),
+        **split_counts,
         "separation": config.separation,
         "separated_tokens": len(smap.separated),
         "split_tokens": split,
-        "tokenizer": _tokenizer_record(tokenizer, config.tokenizer, out / TOKENIZER_DIR),
+        "tokenizer": _tokenizer_record(tokenizer, config.tokenizer, out / TOKENIZER_DIR, backbone_vocab_size),
         "id_map": smap.to_dict(),
         "layout": config.layout,
         "max_seq_length": config.max_seq_length,
         "sentinel_ids": dataclasses.asdict(ids),
         "packing": "best-fit-decreasing",
+        "chunk_tokens": config.chunk_tokens,
         "created_by": f"mmpt {mmpt.__version__}",
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
@@ -221,15 +361,24 @@ def load_prepared(directory: str | Path) -> tuple[datasets.Dataset, dict]:
         meta = read_json(meta_path, dict)
     except FileNotFoundError:
         raise FileNotFoundError(f"{meta_path}: missing; {directory} was not written by `mmpt prepare`") from None
-    rows_path = directory / ROWS_DIR
+    return _load_rows(directory / ROWS_DIR), meta
+
+
+def load_validation(directory: str | Path) -> datasets.Dataset | None:
+    """The held-out rows of a folder written by `prepare` (same columns as its rows); None without any."""
+    path = Path(directory) / VALIDATION_DIR
+    return _load_rows(path) if path.exists() else None
+
+
+def _load_rows(path: Path) -> datasets.Dataset:
     try:
-        rows = datasets.load_from_disk(str(rows_path))
+        rows = datasets.load_from_disk(str(path))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{rows_path}: missing or not a saved dataset") from None
+        raise FileNotFoundError(f"{path}: missing or not a saved dataset") from None
     missing = {"input_ids", "position_ids", "modality"} - set(rows.column_names)
     if missing:
-        raise ValueError(f"{rows_path}: missing columns {sorted(missing)}")
-    return rows, meta
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seq-length", type=int, required=True)
     parser.add_argument("--num-proc", type=int, default=None)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--validation-fraction", type=float, default=0.0, help="share of instances held out")
+    parser.add_argument("--seed", type=int, default=0, help="which instances are held out")
+    parser.add_argument("--chunk-tokens", type=int, default=PrepareConfig.chunk_tokens, help="tokens packed at once")
     args = parser.parse_args(argv)
     try:
         config = PrepareConfig(
@@ -253,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
             layout=args.layout,
             max_seq_length=args.max_seq_length,
             num_proc=args.num_proc,
+            validation_fraction=args.validation_fraction,
+            seed=args.seed,
+            chunk_tokens=args.chunk_tokens,
         )
         meta = prepare(config)
     except (PairsError, ValueError, FileNotFoundError) as e:
@@ -263,6 +418,6 @@ def main(argv: list[str] | None = None) -> int:
         shown = ", ".join(repr(t) for t in meta["split_tokens"][:10])
         print(f"mmpt prepare: {len(meta['split_tokens'])} tokens not separated (split into pieces): {shown} ...",
               file=sys.stderr)  # fmt: skip
-    summary = {k: meta[k] for k in ("pairs", "instances", "dropped_too_long", "rows", "tokens", "fill_ratio")}
+    summary = {k: meta[k] for k in ("pairs", "instances", "dropped_too_long", "rows", "tokens", "fill_ratio", "validation_rows")}
     print(json.dumps({"out": args.out, **summary, "separated_tokens": meta["separated_tokens"]}))
     return 0

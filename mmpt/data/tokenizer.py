@@ -9,6 +9,7 @@ The trained tokenizer is the laptop default; real runs use the backbone's own to
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -62,6 +63,41 @@ def train_tokenizer(pairs_path: str | Path, vocab_size: int, out_dir: str | Path
     return tokenizer
 
 
+def synthetic_tokenizer(vocab_size: int, out_dir: str | Path):
+    """A byte-level BPE of exactly `vocab_size` ids without training data or sentinels, saved in `out_dir`.
+
+    Stands in for a real backbone's tokenizer where only its size matters (real-shape runs on CPU):
+    the 256 bytes, then every two-byte token, then three-byte tokens (a two-byte token plus a byte)
+    until the size is reached; `<|endoftext|>` is the last id and the eos. Like a hub tokenizer it
+    lacks the sentinels, so `add_sentinels` appends them after it.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    if not len(alphabet) < vocab_size <= len(alphabet) * (1 + len(alphabet) * (1 + len(alphabet))):
+        raise ValueError(f"vocab_size must lie in 257..{len(alphabet) ** 3}, got {vocab_size}")
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    merges: list[tuple[str, str]] = []
+    pairs = ((a, b) for a in alphabet for b in alphabet)
+    triples = ((a + b, c) for a in alphabet for b in alphabet for c in alphabet)
+    for left, right in itertools.chain(pairs, triples):
+        if len(vocab) == vocab_size - 1:
+            break
+        vocab[left + right] = len(vocab)
+        merges.append((left, right))
+    vocab["<|endoftext|>"] = len(vocab)
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    tokenizer.model_max_length = 1 << 30
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out_dir))
+    return tokenizer
+
+
 def add_sentinels(tokenizer):
     """Add the sentinels `tokenizer` lacks as special tokens (never split); set a pad if it has none.
 
@@ -77,8 +113,8 @@ def add_sentinels(tokenizer):
     return tokenizer
 
 
-def load_tokenizer(name_or_dir: str):
-    """`AutoTokenizer.from_pretrained(name_or_dir)` (fast only) with the sentinels added."""
+def load_tokenizer(name_or_dir: str, sentinels: bool = True):
+    """`AutoTokenizer.from_pretrained(name_or_dir)` (fast only) with the sentinels added (unless not `sentinels`)."""
     from transformers import AutoTokenizer
 
     try:
@@ -87,7 +123,7 @@ def load_tokenizer(name_or_dir: str):
         raise ValueError(f"cannot load tokenizer {name_or_dir!r}: {e}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"tokenizer {name_or_dir!r} is not a fast (Rust) tokenizer; prepare needs one")
-    return add_sentinels(tokenizer)
+    return add_sentinels(tokenizer) if sentinels else tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:

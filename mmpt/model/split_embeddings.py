@@ -75,24 +75,42 @@ class _NewRows(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.empty(shape, dtype=like.dtype, device=like.device))
 
 
-def _resize(model, rows: int, mean_resizing: bool, ds_config: dict | None) -> None:
-    """Give the input embedding, an untied output head, and a head bias (tied or not) `rows` rows.
-
-    Old rows are kept; new rows (tokenizer sentinels, padding) are the mean of the old rows when
-    `mean_resizing` (transformers samples around that mean with a 1e-9-scaled covariance; we take
-    the mean itself, so every launch gets the same model), else normal(0, initializer_range) with a
-    zero bias. Under ZeRO-3 the new parameters are born partitioned inside `deepspeed.zero.Init`,
-    so no rank holds a whole embedding outside the gather that fills it. The modules stay, only
-    their parameters are swapped: subclasses (scaled embeddings) keep their forward.
-    """
+def _row_owners(model) -> list[tuple[torch.nn.Module, str]]:
+    """(module, attribute) of every parameter with a row per token: weights (V, H), a head bias (V,)."""
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-    tied = _is_tied(model)
-    # (module, attribute) of every parameter with a row per token: weights (V, H), a bias (V,)
     owners = [(emb, "weight")]
-    if head is not None and not tied:
+    if head is not None and not _is_tied(model):
         owners.append((head, "weight"))
     if head is not None and getattr(head, "bias", None) is not None:
         owners.append((head, "bias"))
+    return owners
+
+
+def _init_rows(param: torch.Tensor, rows: slice, trained: int, mean_resizing: bool, std: float) -> None:
+    """Initialise `param.data[rows]` as new rows: the mean of the trained rows [0, trained), or
+    normal(0, std) for a weight and zero for a bias. `param` is a full (gathered) tensor."""
+    if mean_resizing:
+        param.data[rows] = param.data[:trained].float().mean(0).to(param.dtype)
+    elif param.dim() == 2:
+        param.data[rows].normal_(0.0, std)
+    else:
+        param.data[rows].zero_()
+
+
+def _resize(model, rows: int, trained: int, mean_resizing: bool, ds_config: dict | None) -> None:
+    """Give the input embedding, an untied output head, and a head bias (tied or not) `rows` rows.
+
+    Old rows are kept; new rows (tokenizer sentinels, padding) are the mean of the trained rows
+    [0, trained) when `mean_resizing` (transformers samples around that mean with a 1e-9-scaled
+    covariance; we take the mean itself, so every launch gets the same model), else
+    normal(0, initializer_range) with a zero bias. Under ZeRO-3 the new parameters are born
+    partitioned inside `deepspeed.zero.Init`, so no rank holds a whole embedding outside the gather
+    that fills it. The modules stay, only their parameters are swapped: subclasses (scaled
+    embeddings) keep their forward.
+    """
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = _is_tied(model)
+    owners = _row_owners(model)
     olds = [getattr(module, name) for module, name in owners]
     zero3 = _partitioned(olds[0])
     with _zero3_build(ds_config) if zero3 else contextlib.nullcontext():
@@ -107,12 +125,7 @@ def _resize(model, rows: int, mean_resizing: bool, ds_config: dict | None) -> No
         for new, old in zip(news, olds):
             n = old.shape[0]
             new.data[:n] = old.data
-            if mean_resizing:
-                new.data[n:] = old.data.float().mean(0).to(new.dtype)
-            elif new.dim() == 2:
-                new.data[n:].normal_(0.0, std)
-            else:
-                new.data[n:].zero_()
+            _init_rows(new, slice(n, None), min(trained, n), mean_resizing, std)
     for (module, name), new, old in zip(owners, news, olds):
         new.requires_grad_(old.requires_grad)
         setattr(module, name, new)
@@ -126,21 +139,49 @@ def _resize(model, rows: int, mean_resizing: bool, ds_config: dict | None) -> No
         model.vocab_size = rows
 
 
-def extend_model(model, smap: SeparationMap, *, mean_resizing: bool = True, ds_config: dict | None = None) -> int:
+def _init_spare_rows(model, trained: int, stop: int, mean_resizing: bool) -> None:
+    """Rows [trained, stop) that the checkpoint already has (padded embeddings) start as new rows too."""
+    std = getattr(model.config.get_text_config(), "initializer_range", 0.02)
+    params = [getattr(module, name) for module, name in _row_owners(model)]
+    with _gathered(params, modify=True), torch.no_grad():
+        for param in params:
+            _init_rows(param, slice(trained, stop), trained, mean_resizing, std)
+
+
+def extend_model(
+    model,
+    smap: SeparationMap,
+    *,
+    mean_resizing: bool = True,
+    ds_config: dict | None = None,
+    trained_rows: int | None = None,
+) -> int:
     """Give `model` a row per id of `smap` and initialise each code copy from its original.
 
     Resizes the input (and untied output) embeddings to at least `smap.vocab_size`, padded to a
-    multiple of 64 (`_resize`: new rows start at the mean of the old ones), and sets
-    `config.vocab_size`. Then copies the input row of every separated token into its code copy,
-    and the output row (and bias) too when the head is untied. A tied head stays tied (one
-    Parameter). A ZeRO-3 partitioned model stays partitioned; its DeepSpeed config is `ds_config`,
-    or else the one transformers' `HfDeepSpeedConfig` holds. Returns the number of embedding rows.
+    multiple of 64 (`_resize`: new rows start at the mean of the trained rows), and sets
+    `config.vocab_size`. `trained_rows` is the backbone tokenizer's length before `mmpt prepare`
+    added its sentinels (meta.json: tokenizer.backbone_vocab_size): ids from there up to
+    `smap.base_vocab_size` are new tokens, initialised like new rows even where the checkpoint
+    already has rows for them (Qwen-style embeddings padded past the tokenizer hold untrained
+    values there). None: every id below `smap.base_vocab_size` is trained. Then copies the input
+    row of every separated token into its code copy, and the output row (and bias) too when the
+    head is untied. A tied head stays tied (one Parameter). A ZeRO-3 partitioned model stays
+    partitioned; its DeepSpeed config is `ds_config`, or else the one transformers'
+    `HfDeepSpeedConfig` holds. Returns the number of embedding rows.
     """
     tied = _is_tied(model)
     rows = _rows(model.get_input_embeddings().weight)
+    trained = smap.base_vocab_size if trained_rows is None else trained_rows
+    if not 0 < trained <= smap.base_vocab_size:
+        raise ValueError(f"trained_rows must lie in 1..{smap.base_vocab_size} (the tokenizer's length), got {trained}")
+    trained = min(trained, rows)
+    spare = min(rows, smap.base_vocab_size)  # new ids that already have a row in the checkpoint
+    if trained < spare:
+        _init_spare_rows(model, trained, spare, mean_resizing)
     if rows < smap.vocab_size:
         rows = -(-smap.vocab_size // PAD_MULTIPLE) * PAD_MULTIPLE
-        _resize(model, rows, mean_resizing, ds_config)
+        _resize(model, rows, trained, mean_resizing, ds_config)
     if tied and not _is_tied(model):
         raise RuntimeError("resizing the embeddings untied the output head; refusing to continue silently")
     if smap.separated:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 from pathlib import Path
 
+import datasets
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from mmpt.data.instances import encode_instance, sentinel_ids
-from mmpt.data.prepare import PrepareConfig, encode_batch, load_prepared, main, prepare
+from mmpt.data import prepare as prepare_module
+from mmpt.data.prepare import (
+    PrepareConfig,
+    corpus_chunks,
+    encode_batch,
+    held_out,
+    load_prepared,
+    load_validation,
+    main,
+    prepare,
+)
 from mmpt.data.separation import SeparationMap, build_separation_map
 from mmpt.data.tokenizer import load_tokenizer
 from mmpt.modality import CODE, NL
@@ -32,13 +45,16 @@ def _split_row(row: dict) -> list[tuple[list[int], list[int]]]:
 
 
 @pytest.mark.parametrize(
-    "layout,separation", [("docstring-first", "partial"), ("signature-first", "full"), ("docstring-first", "none")]
-)
-def test_rows_hold_every_kept_instance_once(assets: Path, tmp_path: Path, tiny_tokenizer, layout, separation):
+    "layout,separation,chunk_tokens",
+    [("docstring-first", "partial", 1 << 24), ("signature-first", "full", 1 << 24), ("docstring-first", "none", 1 << 24),
+     ("docstring-first", "partial", 300)],  # many chunks: every instance still lands in one row
+)  # fmt: skip
+def test_rows_hold_every_kept_instance_once(assets: Path, tmp_path: Path, tiny_tokenizer, layout, separation, chunk_tokens):
     max_len = 160
     config = PrepareConfig(
         pairs=str(assets / "pairs.jsonl"), tokenizer=str(assets / "tokenizer"), out=str(tmp_path / "out"),
         separation=separation, layout=layout, max_seq_length=max_len, cache_dir=str(tmp_path / "cache"),
+        chunk_tokens=chunk_tokens,
     )  # fmt: skip
     meta = prepare(config)
     rows, loaded_meta = load_prepared(tmp_path / "out")
@@ -75,6 +91,9 @@ def test_rows_hold_every_kept_instance_once(assets: Path, tmp_path: Path, tiny_t
     features = rows.features
     assert (features["input_ids"].feature.dtype, features["modality"].feature.dtype) == ("int32", "int8")
     assert features["position_ids"].feature.dtype in ("int16", "int32")
+    # 64-bit offsets: a column may hold more than 2^31 tokens
+    assert all(pa.types.is_large_list(field.type) for field in rows.data.schema)
+    assert meta["validation_rows"] == 0 and not (tmp_path / "out" / "validation").exists()
 
 
 @pytest.mark.parametrize("layout", ["docstring-first", "signature-first"])
@@ -132,3 +151,83 @@ def test_cli_reports_malformed_pairs_by_file_and_line(assets: Path, tmp_path: Pa
     assert json.loads(capsys.readouterr().out)["rows"] == load_prepared(tmp_path / "o")[1]["rows"]
     assert main(good + ["--max-seq-length", "256", "--separate-tokens", "f", "--out", str(tmp_path / "p")]) == 2
     assert "separate_tokens only applies" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("block", [3, 1 << 16])
+@pytest.mark.parametrize("budget", [1, 10, 25, 1000])
+def test_corpus_chunks_cut_at_the_token_budget(monkeypatch, block: int, budget: int):
+    monkeypatch.setattr(prepare_module, "LENGTHS_BLOCK", block)  # chunks that straddle blocks
+    lengths = np.random.default_rng(budget).integers(1, 12, size=40)
+    encoded = datasets.Dataset.from_dict({"input_ids": [[7] * n for n in lengths]})
+    chunks = list(corpus_chunks(encoded, budget))
+    assert [a for a, _ in chunks] == [0] + [b for _, b in chunks[:-1]] and chunks[-1][1] == len(lengths)
+    for k, (a, b) in enumerate(chunks):
+        assert b > a and lengths[a : b - 1].sum() < budget  # closed by the instance that reaches the budget
+        if k < len(chunks) - 1:
+            assert lengths[a:b].sum() >= budget
+
+
+def test_prepare_holds_one_chunk_in_memory(monkeypatch, assets: Path, tmp_path: Path):
+    """Flat memory: no array of tokens larger than one chunk is ever built."""
+    seen = []
+    flat = prepare_module._flat
+    monkeypatch.setattr(prepare_module, "_flat", lambda column: seen.append(len(flat(column)[0])) or flat(column))
+    meta = prepare(PrepareConfig(str(assets / "pairs.jsonl"), str(assets / "tokenizer"), str(tmp_path / "o"),
+                                 max_seq_length=512, chunk_tokens=512, cache_dir=str(tmp_path / "c")))  # fmt: skip
+    assert len(seen) > 4 and max(seen) < 2 * 512 <= meta["tokens"]  # a chunk ends at most one instance past 512
+
+
+def test_held_out_is_a_seeded_share_independent_of_chunking():
+    index = np.arange(200_000)
+    a = held_out(index, 0.01, seed=0)
+    assert a.mean() == pytest.approx(0.01, rel=0.05)
+    assert np.array_equal(held_out(index[1234:5678], 0.01, seed=0), a[1234:5678])  # same choice by position
+    assert not np.array_equal(held_out(index, 0.01, seed=1), a)
+    assert not held_out(index, 0.0, seed=0).any()
+    assert np.array_equal(held_out(index, 0.02, seed=0) | a, held_out(index, 0.02, seed=0))  # nested in F
+
+
+@pytest.mark.parametrize("chunk_tokens", [1 << 24, 400])
+def test_validation_split_holds_out_seeded_instances(assets: Path, tmp_path: Path, tiny_tokenizer, chunk_tokens: int):
+    max_len, fraction, seed = 256, 0.3, 5
+    config = PrepareConfig(
+        pairs=str(assets / "pairs.jsonl"), tokenizer=str(assets / "tokenizer"), out=str(tmp_path / "out"),
+        separation="partial", max_seq_length=max_len, cache_dir=str(tmp_path / "cache"),
+        validation_fraction=fraction, seed=seed, chunk_tokens=chunk_tokens,
+    )  # fmt: skip
+    meta = prepare(config)
+    rows, _ = load_prepared(tmp_path / "out")
+    validation = load_validation(tmp_path / "out")
+    assert validation.features == rows.features and validation.column_names == rows.column_names
+    # reference: encode each pair alone; instance i is held out iff held_out(i)
+    smap, _ = build_separation_map(tiny_tokenizer, "partial")
+    expected = [
+        encode_instance(tiny_tokenizer, smap, "docstring-first", p["docstring"], p["code"]) for p in _pairs(assets)
+    ]
+    chosen = held_out(np.arange(len(expected)), fraction, seed)
+    want_val = [e for e, h in zip(expected, chosen) if h and len(e[0]) <= max_len]
+    want_train = [e for e, h in zip(expected, chosen) if not h and len(e[0]) <= max_len]
+    assert 0 < len(want_val) < len(want_train)
+    got_val = [instance for row in validation for instance in _split_row(row)]
+    got_train = [instance for row in rows for instance in _split_row(row)]
+    assert sorted(map(repr, got_val)) == sorted(map(repr, want_val))
+    assert sorted(map(repr, got_train)) == sorted(map(repr, want_train))
+    assert all(len(r["input_ids"]) <= max_len for r in validation)
+    assert meta["validation_instances"] == len(want_val) and meta["instances"] == len(want_train)
+    assert meta["validation_rows"] == len(validation) and meta["rows"] == len(rows)
+    assert meta["validation_tokens"] == sum(len(ids) for ids, _ in want_val)
+    assert (meta["validation_fraction"], meta["validation_seed"]) == (fraction, seed)
+    # rerunning without a split removes the stale one
+    prepare(dataclasses.replace(config, validation_fraction=0.0))
+    assert load_validation(tmp_path / "out") is None
+
+
+def test_bad_validation_fraction_and_chunk_are_clear_errors(assets: Path, tmp_path: Path, capsys):
+    args = ["--pairs", str(assets / "pairs.jsonl"), "--tokenizer", str(assets / "tokenizer"), "--max-seq-length", "256"]
+    assert main(args + ["--out", str(tmp_path / "o"), "--validation-fraction", "1.5"]) == 2
+    assert "validation_fraction must lie in [0, 1), got 1.5" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "o"), "--chunk-tokens", "100"]) == 2
+    assert "chunk_tokens must lie in [max_seq_length, 2^30), got 100" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "o"), "--validation-fraction", "0.2", "--seed", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["validation_rows"] == len(load_validation(tmp_path / "o")) > 0

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from mmpt.data.instances import sentinel_ids
-from mmpt.data.tokenizer import add_sentinels, load_tokenizer, main, train_tokenizer
+from mmpt.data.tokenizer import add_sentinels, load_tokenizer, main, synthetic_tokenizer, train_tokenizer
 from mmpt.modality import COMMENTS, EOT, MASK, PAD, PYTHON, SENTINELS
 
 
@@ -79,3 +79,21 @@ def test_add_sentinels_keeps_an_existing_pad():
 def test_load_tokenizer_error_names_the_path(tmp_path: Path):
     with pytest.raises(ValueError, match="cannot load tokenizer"):
         load_tokenizer(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("size", [300, 70_000])  # two-byte tokens only; into the three-byte ones
+def test_synthetic_tokenizer_has_the_size_and_round_trips(tmp_path: Path, assets: Path, size: int):
+    from mmpt.data.prepare import PrepareConfig, prepare
+
+    tokenizer = synthetic_tokenizer(size, tmp_path / "tok")
+    assert len(tokenizer) == size and tokenizer.eos_token_id == size - 1
+    loaded = load_tokenizer(str(tmp_path / "tok"))  # sentinels and a pad appended after the backbone's ids
+    assert len(loaded) == size + 5 and min(loaded.convert_tokens_to_ids([COMMENTS, PYTHON, EOT, MASK, PAD])) == size
+    text = 'def f(a, b):\n    """héllo → wörld"""\n    return a + b\n'
+    ids = loaded(text, add_special_tokens=False)["input_ids"]
+    assert loaded.decode(ids) == text and max(ids) < size
+    assert size < 1000 or len(ids) < len(text.encode()) * 0.7  # merges that text meets: fewer ids than bytes
+    meta = prepare(PrepareConfig(str(assets / "pairs.jsonl"), str(tmp_path / "tok"), str(tmp_path / "data"), max_seq_length=4096))
+    assert (meta["tokenizer"]["backbone_vocab_size"], meta["tokenizer"]["vocab_size"]) == (size, size + 5)
+    with pytest.raises(ValueError, match="vocab_size must lie in 257"):
+        synthetic_tokenizer(256, tmp_path / "x")

@@ -150,3 +150,36 @@ def test_checkpoint_without_map_loads_as_none_and_a_short_model_is_refused(tmp_p
     SeparationMap("partial", len(tok), SEPARATED).save(tmp_path)  # needs 68 rows, the model has 64
     with pytest.raises(ValueError, match="64 embedding rows"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("mean_resizing", [True, False])
+def test_new_sentinels_in_spare_rows_start_as_new_rows(tied, mean_resizing):
+    """A Qwen-style checkpoint: 128 rows, but its tokenizer has 60 ids; prepare appended 4 sentinels (ids
+    60..63), whose rows the checkpoint already has, holding untrained values."""
+    trained = 60
+    model = tiny_model("llama", vocab=128, tied=tied)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[trained:] = 1e3  # garbage in the spare rows
+        model.get_output_embeddings().weight[trained:] = -1e3
+    w_in, w_out = _weights(model)
+    smap = SeparationMap("partial", BASE, [6, 61])  # a separated sentinel's copy follows its new row
+    assert extend_model(model, smap, trained_rows=trained, mean_resizing=mean_resizing) == 128
+    for got, old in zip(_weights(model), (w_in, w_out)):
+        assert torch.equal(got[:trained], old[:trained])
+        new = got[trained:BASE]  # (4, H)
+        if mean_resizing:  # like the rows a resize adds: the mean of the trained rows
+            torch.testing.assert_close(new, old[:trained].mean(0).expand(BASE - trained, -1), atol=1e-7, rtol=0)
+        else:  # normal(0, 0.02): nowhere near the garbage
+            assert new.abs().max() < 0.15 and new.std() > 0.005
+        assert torch.equal(got[BASE], got[6]) and torch.equal(got[BASE + 1], got[61])  # copies of the new rows
+        assert torch.equal(got[BASE + 2 :], old[BASE + 2 :])  # padding rows past the map are not touched
+    # the rows a resize adds use the same mean: of the trained rows only, not of the spare garbage
+    model = tiny_model("llama", vocab=BASE, tied=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[trained:] = 1e3
+    w_in, _ = _weights(model)
+    extend_model(model, SeparationMap("partial", BASE, SEPARATED), trained_rows=trained)
+    torch.testing.assert_close(model.get_input_embeddings().weight[100], w_in[:trained].mean(0), atol=1e-7, rtol=0)
+    with pytest.raises(ValueError, match=r"trained_rows must lie in 1..64"):
+        extend_model(model, SeparationMap("partial", BASE, SEPARATED), trained_rows=65)
