@@ -89,8 +89,10 @@ class FusedModalityLoss(torch.autograd.Function):
             logits = _logits(h, w, None if bias is None else bias[v0:v1])  # (M, c) fp32
             allowed = torch.where(is_code[:, None], code_mask[v0:v1], nl_mask[v0:v1])  # (M, c)
             d = logits.sub_(lse[:, None]).exp_().masked_fill_(~allowed, 0.0)  # softmax within the modality
-            hit = ((target >= v0) & (target < v1)).nonzero().squeeze(1)  # positions whose target is in this block
-            d[hit, target[hit] - v0] -= 1.0
+            # minus the one-hot of targets inside this block (a scatter, not nonzero(): no host sync)
+            local = target - v0  # (M,)
+            inside = ((local >= 0) & (local < v1 - v0)).float()
+            d.scatter_add_(1, local.clamp(0, v1 - v0 - 1)[:, None], -inside[:, None])
             d.mul_(g[:, None])  # (M, c): d loss / d logits
             d_low = d.to(weight.dtype)
             grad_h += (d_low @ w).float()
