@@ -26,6 +26,7 @@ WHEELS=${1:-bench/wheels}
 DRY_RUN=${DRY_RUN:-0}
 OUT=${OUT:-/tmp/mmpt-gpu-bench}
 MODELS=${MODELS:-"pycodegpt-125m qwen2-1.5b"}
+CKPT=${CKPT:-false}  # gradient checkpointing (true if a larger BATCH does not fit)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -34,9 +35,10 @@ echo "bench/gpu.sh: $(date -u +%FT%TZ) DRY_RUN=$DRY_RUN OUT=$OUT"
 
 if [ "$DRY_RUN" = 1 ]; then
   export DS_ACCELERATOR=cpu OMP_NUM_THREADS=1
-  RANKS=2; STEPS=${STEPS:-3}; BATCH=${BATCH:-2}; WARMUP=1; TINY=--tiny; PRECISION=fp32; TIMEOUT=300
+  RANKS=2; STEPS=${STEPS:-3}; BATCH=${BATCH:-2}; WARMUP=1; TINY=--tiny; PRECISION=fp32; TIMEOUT=600
 else
-  RANKS=1; STEPS=${STEPS:-25}; BATCH=${BATCH:-8}; WARMUP=5; TINY=; PRECISION=bf16; TIMEOUT=200
+  # 4 rows of 2048 per step: the 1.5B shape's activations without checkpointing (~35 GB) fit an 80 GB H100
+  RANKS=1; STEPS=${STEPS:-25}; BATCH=${BATCH:-4}; WARMUP=5; TINY=; PRECISION=bf16; TIMEOUT=200
   python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
 fi
 
@@ -76,7 +78,7 @@ import gpu_bench as g
 arch = g.arch(sys.argv[1], bool(sys.argv[3]))
 lines = {"model": json.dumps(arch), "attn_implementation": "$attn", "data_dir": "$dir/data", "output_dir": "$dir/run",
          "objective": "text-code-clm", "max_steps": $STEPS, "learning_rate": 1.0e-4, "min_learning_rate": 1.0e-5,
-         "per_device_batch_size": $BATCH, "precision": "$PRECISION", "gradient_checkpointing": "false",
+         "per_device_batch_size": $BATCH, "precision": "$PRECISION", "gradient_checkpointing": "$CKPT",
          "save_steps": 0, "export": "false", "logging_steps": 1, "deepspeed": "$OUT/zero3.json"}
 open(sys.argv[2], "w").write("".join(f"{k}: {v}\n" for k, v in lines.items()))
 EOF
