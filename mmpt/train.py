@@ -182,8 +182,7 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
     from mmpt import metrics
     from mmpt.data.instances import sentinel_ids
     from mmpt.export import export_checkpoint, write_export_meta
-    from mmpt.model.attention import packed_forward
-    from mmpt.model.loss import modality_loss
+    from mmpt.model.fused_loss import packed_loss
     from mmpt.objectives import Collator
 
     # ---- ranks, device, precision -------------------------------------------------------------
@@ -270,11 +269,9 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
         sums = torch.zeros(4, dtype=torch.float64)  # code_sum, code_count, nl_sum, nl_count
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            logits = packed_forward(engine, batch)  # (B, N, V)
-            s = modality_loss(logits, batch["labels"], batch["modality"], nl_mask, code_mask)
+            # the head fused into the loss: no (B, N, V) logits; a stand-in batch still reaches every parameter
+            s = packed_loss(engine, batch, nl_mask, code_mask)
             loss = s.total_sum / denom
-            if not s.total_count:  # a stand-in batch: backward must still reach every parameter (ZeRO-3 reduces are collective)
-                loss = loss + 0.0 * logits.sum()
             # DeepSpeed averages gradients over ranks: undo that so that the gradient is d(sum)/denom
             engine.backward(loss * world, scale_wrt_gas=False)
             engine.step()  # an optimizer step only at the accumulation boundary

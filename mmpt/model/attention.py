@@ -16,6 +16,15 @@ instance alone (tests/model/test_attention.py); anything else is refused, never 
 
 The mask is built on the fly from (B, N) per-token data: nothing quadratic is stored in the data
 path. Its memory is B·N² bools (sdpa) or floats (eager), e.g. 32 MiB for 32 rows of 1024 with sdpa.
+
+The GPU path: a dense mask keeps sdpa off its flash kernel and computes every (q, k) pair of the
+row. With `attn_implementation="flex_attention"` (model types in `FLEX`) `packed_forward` passes
+a `torch.nn.attention.flex_attention.BlockMask` instead, built from the same rule as a `mask_mod`
+over (B, N) instance ids and prefix flags; transformers hands a 4-D BlockMask to its flex attention
+unchanged, and the kernel skips every block of the row that no query may see (other instances).
+The dense-mask paths stay the reference: flex is verified against them numerically (forward on
+CPU, where torch has no flex backward; tests/model/test_attention.py). `attention_path` names the
+path a model gets, for `mmpt doctor` and the GPU bench.
 """
 
 from __future__ import annotations
@@ -33,10 +42,13 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "qwen2": ("eager", "sdpa"),
     "codegen": ("eager", "sdpa"),
 }
+# Model types whose flex_attention (BlockMask) forward equals the dense-mask path (max abs diff
+# <= 1e-5, CPU fp32, transformers 5.24 / torch 2.13). gpt2 and gpt_neo have no flex implementation.
+FLEX: tuple[str, ...] = ("llama", "qwen2", "codegen")
 
 # Why an implementation is refused for every model; shown in the error.
 _REFUSED_IMPLEMENTATIONS = {
-    "flex_attention": "its BlockMask path crashed the process for Llama on CPU and was not verified exact",
+    "flex_attention": f"transformers has no flex_attention for this model type (verified: {', '.join(FLEX)})",
     "flash_attention_2": "it takes no 4-D mask (it un-pads by a 2-D mask or cu_seqlens), so it cannot express "
     "the bidirectional NL prefix, and it cannot be verified on CPU",
     "flash_attention_3": "same as flash_attention_2",
@@ -45,12 +57,12 @@ _REFUSED_PAIRS = {("gpt_neo", "sdpa"): "transformers has no sdpa implementation 
 
 
 def _supported_text() -> str:
-    return "; ".join(f"{m}: {', '.join(impls)}" for m, impls in SUPPORTED.items())
+    return "; ".join(f"{m}: {', '.join(impls)}" for m, impls in SUPPORTED.items()) + f"; flex_attention: {', '.join(FLEX)}"
 
 
 def check_supported(model_type: str, impl: str) -> None:
     """Raise a ValueError naming the combination and the verified ones unless it is in `SUPPORTED`."""
-    if impl in SUPPORTED.get(model_type, ()):
+    if impl in SUPPORTED.get(model_type, ()) or (impl == "flex_attention" and model_type in FLEX):
         return
     if model_type not in SUPPORTED:
         why = f"model type {model_type!r} has not been verified for packed rows"
@@ -86,6 +98,34 @@ def packed_allowed(position_ids: torch.Tensor, prefix: torch.Tensor | None = Non
     prefix = prefix.bool()
     both_prefix = prefix[:, :, None] & prefix[:, None, :]  # (B, N, N)
     return same & (causal | both_prefix)
+
+
+def block_mask(position_ids: torch.Tensor, prefix: torch.Tensor | None = None):
+    """The `packed_allowed` rule as a flex_attention BlockMask (B, 1, N, N) of 128x128 blocks.
+
+    Nothing (B, N, N) is built: `create_block_mask` evaluates the rule blockwise and keeps, per
+    block, whether it is empty, full or partial (the kernel skips empty blocks: other instances).
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    b, n = position_ids.shape
+    seg = instance_ids(position_ids)  # (B, N)
+    pre = torch.zeros_like(position_ids, dtype=torch.bool) if prefix is None else prefix.bool()
+
+    def mask_mod(bi, h, q, k):  # scalar indices, vectorised by torch
+        return (seg[bi, q] == seg[bi, k]) & ((k <= q) | (pre[bi, q] & pre[bi, k]))
+
+    return create_block_mask(mask_mod, b, None, n, n, device=position_ids.device)
+
+
+def attention_path(model_type: str, impl: str) -> str:
+    """In words, which attention kernel and mask packed rows get (for `mmpt doctor` and the benches)."""
+    check_supported(model_type, impl)
+    if impl == "flex_attention":
+        return "flex_attention + BlockMask (instance blocks, bidirectional NL prefix; empty blocks skipped)"
+    if impl == "sdpa":
+        return "sdpa + dense (B, 1, N, N) bool mask (the reference; math/efficient kernel, not flash)"
+    return f"{impl} + dense (B, 1, N, N) additive mask (the reference)"
 
 
 def mask_from_allowed(allowed: torch.Tensor, impl: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -159,7 +199,8 @@ def attn_implementation(model: torch.nn.Module) -> tuple[str, str]:
 
 
 def packed_forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Logits (B, N, V) of packed rows: the stock model with position ids and the packed 4-D mask.
+    """Logits (B, N, V) of packed rows: the stock model with position ids and the packed 4-D mask
+    (a BlockMask under flex_attention).
 
     `batch` needs `input_ids` and `position_ids` (B, N); `prefix` (B, N) bool is optional.
     """
@@ -167,7 +208,12 @@ def packed_forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) ->
     check_supported(model_type, impl)
     prepare_model(model)
     hf = _hf_model(model)
-    mask = packed_mask(batch["position_ids"], batch.get("prefix"), impl, dtype=hf.dtype)
+    if impl == "flex_attention":
+        if batch["input_ids"].device.type == "cpu" and torch.is_grad_enabled():
+            raise ValueError("flex_attention has no backward on CPU in torch: train on CPU with sdpa or eager")
+        mask = block_mask(batch["position_ids"], batch.get("prefix"))
+    else:
+        mask = packed_mask(batch["position_ids"], batch.get("prefix"), impl, dtype=hf.dtype)
     out = model(
         input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False
     )

@@ -50,6 +50,18 @@ def _masked_nll_sum(
     return total
 
 
+def check_shapes(
+    v: int, rows: tuple[int, int], source: str, labels: torch.Tensor, modality: torch.Tensor, nl_mask, code_mask
+) -> None:
+    """ValueError unless the masks are (v,) and labels and modality are `source`'s (B, N) `rows`."""
+    if nl_mask.shape != (v,) or code_mask.shape != (v,):
+        raise ValueError(f"vocabulary masks must be ({v},), got {tuple(nl_mask.shape)} and {tuple(code_mask.shape)}")
+    if labels.shape != rows or modality.shape != labels.shape:
+        raise ValueError(
+            f"labels {tuple(labels.shape)} and modality {tuple(modality.shape)} must be {source} (B, N) {rows}"
+        )
+
+
 def modality_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -63,14 +75,7 @@ def modality_loss(
     vocabularies (`SeparationMap.vocab_masks(V)`). A target outside its modality's vocabulary gives
     an infinite loss (it means the data and the separation map disagree).
     """
-    v = logits.shape[-1]
-    if nl_mask.shape != (v,) or code_mask.shape != (v,):
-        raise ValueError(f"vocabulary masks must be ({v},), got {tuple(nl_mask.shape)} and {tuple(code_mask.shape)}")
-    if labels.shape != logits.shape[:2] or modality.shape != labels.shape:
-        raise ValueError(
-            f"labels {tuple(labels.shape)} and modality {tuple(modality.shape)} must be logits' (B, N) "
-            f"{tuple(logits.shape[:2])}"
-        )
+    check_shapes(logits.shape[-1], tuple(logits.shape[:2]), "logits'", labels, modality, nl_mask, code_mask)
     target = labels[:, 1:]  # (B, N-1): what position t predicts
     target_modality = modality[:, 1:]
     nl_mask, code_mask = nl_mask.to(logits.device), code_mask.to(logits.device)

@@ -7,7 +7,10 @@ import torch
 
 from mmpt.doctor import TINY_CONFIGS, tiny_model
 from mmpt.model.attention import (
+    FLEX,
     SUPPORTED,
+    attention_path,
+    block_mask,
     check_supported,
     mask_from_allowed,
     packed_allowed,
@@ -146,7 +149,7 @@ def test_mask_from_allowed_forms():
     "model_type,impl,why",
     [
         ("gpt_neo", "sdpa", "no sdpa"),
-        ("llama", "flex_attention", "crashed"),
+        ("gpt2", "flex_attention", "no flex_attention"),
         ("gpt2", "flash_attention_2", "4-D mask"),
         ("mamba", "eager", "not been verified"),
     ],
@@ -193,3 +196,35 @@ def test_mask_from_allowed_serves_left_padded_kv_cached_decoding(arch, impl):
         for b, prompt in enumerate(prompts):
             alone = model(input_ids=torch.cat([prompt, nxt[b]])[None]).logits[0, -1]
             assert (step[b] - alone).abs().max().item() <= TOL
+
+
+def test_block_mask_is_the_packed_rule_and_skips_other_instances():
+    _, pos, prefix = _row()
+    n = pos.shape[1]
+    bm = block_mask(pos, prefix)
+    b, q, k = torch.arange(1)[:, None, None], torch.arange(n)[None, :, None], torch.arange(n)[None, None, :]
+    assert torch.equal(bm.mask_mod(b, 0, q, k), _hand_built(LENGTHS, prefix))
+    # two instances of 256 tokens: the 128x128 blocks of the other instance are never visited
+    pos2 = torch.cat([torch.arange(256), torch.arange(256)])[None]
+    visited = block_mask(pos2).to_dense()[0, 0]  # (4, 4) blocks: 1 = computed
+    assert visited.tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]
+
+
+@pytest.mark.parametrize("arch", FLEX)
+def test_flex_forward_equals_the_dense_mask_path(arch):
+    """The GPU path (flex_attention + BlockMask) against the dense-mask reference, forward on CPU."""
+    flex = tiny_model(arch, "flex_attention")
+    dense = tiny_model(arch, "eager")
+    ids, pos, prefix = _row()
+    for p in (None, prefix):
+        batch = {"input_ids": ids, "position_ids": pos} | ({} if p is None else {"prefix": p})
+        with torch.no_grad():
+            diff = (packed_forward(flex, batch) - packed_forward(dense, batch)).abs().max().item()
+        assert diff <= TOL, (arch, p is not None, diff)
+    assert attention_path(arch, "flex_attention").startswith("flex_attention + BlockMask")
+
+
+def test_flex_training_on_cpu_is_refused_with_a_reason():
+    ids, pos, _ = _row()
+    with pytest.raises(ValueError, match="no backward on CPU"):
+        packed_forward(tiny_model("llama", "flex_attention"), {"input_ids": ids, "position_ids": pos})

@@ -1,0 +1,54 @@
+"""bench/gpu.sh in its CPU dry-run mode (so the GPU script cannot rot) and its summary's verdicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import gpu_bench  # noqa: E402
+
+
+@pytest.mark.heavy
+def test_dry_run_trains_both_shapes_and_checks_parity(tmp_path):
+    out = tmp_path / "gpu"
+    env = dict(os.environ, DRY_RUN="1", OUT=str(out), STEPS="2")
+    proc = subprocess.run(["bash", "bench/gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in summary] == list(gpu_bench.MODELS)
+    for line in summary:
+        assert "tok/s" in line and "MFU" in line and "peak" in line and line.endswith(": ok"), line
+    assert "trained with eager" in summary[0]  # GPT-Neo: transformers has no other kernel
+    assert "trained with sdpa" in summary[1] and "parity of flex_attention" in summary[1]  # CPU: flex forward only
+    check = json.loads((out / "qwen2-1.5b" / "check.json").read_text())
+    assert check["attention"].startswith("flex_attention") and check["logits_max_diff"] <= 1e-4  # flex forward ran
+    log = (out / "gpu.log").read_text()
+    assert "step 2/2" in log and log.count("SUMMARY") == 2  # the teed log holds the training output too
+
+
+def _metrics(path: Path, n: int = 3) -> Path:
+    path.write_text("".join(json.dumps({"tokens_per_s": 100.0, "mfu": 0.4, "peak_memory_gib": 1.0}) + "\n" for _ in range(n)))
+    return path
+
+
+def test_summary_fails_on_a_mismatch_or_a_missing_part(tmp_path, capsys):
+    good = {"attention": "x", "loss_rel_diff": 0.0, "grad_rel_diff": 0.0, "grad_path": "fast path", "ok": True}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "bad.json").write_text(json.dumps(good | {"grad_rel_diff": 0.1, "ok": False}))
+    metrics = _metrics(tmp_path / "metrics.jsonl")
+    args = ["summary", "--model", "qwen2-1.5b", "--attn", "flex_attention", "--warmup", "1", "--metrics"]
+    assert gpu_bench.main([*args, str(metrics), "--check", str(tmp_path / "good.json")]) == 0
+    assert "100 tok/s, MFU 40.0%" in capsys.readouterr().out
+    assert gpu_bench.main([*args, str(metrics), "--check", str(tmp_path / "bad.json")]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+    assert gpu_bench.main([*args, str(tmp_path / "none.jsonl"), "--check", str(tmp_path / "good.json")]) == 1
+    assert "TRAINING FAILED" in capsys.readouterr().out
+    assert gpu_bench.main([*args, str(metrics), "--check", str(tmp_path / "none.json")]) == 1
+    assert "PARITY CHECK FAILED" in capsys.readouterr().out
