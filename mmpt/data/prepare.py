@@ -29,7 +29,8 @@ from datasets.arrow_writer import ArrowWriter
 import mmpt
 from mmpt.data.instances import SentinelIds, assemble_instance, sentinel_ids
 from mmpt.data.packing import fill_ratio, pack, row_layout
-from mmpt.data.pairs import PairsError, load_pairs
+from mmpt.data.codeformat import CODE_FORMATS
+from mmpt.data.pairs import PairsError, drop_unparsable, load_pairs
 from mmpt.data.separation import SeparationMap, build_separation_map
 from mmpt.data.tokenizer import load_tokenizer
 from mmpt.jsonl import read_json
@@ -62,6 +63,7 @@ class PrepareConfig:
     num_proc: int | None = None  # processes for tokenization (None: in-process)
     batch_size: int = 1000  # pairs per tokenizer call
     cache_dir: str | None = None  # `datasets` cache (default: its own)
+    code_format: str = "auto"  # auto | plain | flat: the paper's flattened code is converted to Python
 
     def __post_init__(self) -> None:
         if self.separation not in SEPARATIONS:
@@ -155,6 +157,14 @@ def _tokenizer_record(tokenizer, name_or_path: str, saved: Path) -> dict:
     return {"name_or_path": name_or_path, "vocab_size": len(tokenizer), "sha256": hashlib.sha256(content).hexdigest()}
 
 
+def _nothing_left(config: PrepareConfig, total: int, formats: dict, no_signature: int, too_long: int) -> str:
+    return (
+        f"{config.pairs}: no pair left to train on: {total} read, {formats['dropped_unparsable']} converted from the "
+        f"flattened format but unparsable (--code-format {config.code_format}), {no_signature} without a parsable "
+        f"function for --layout {config.layout}, {too_long} longer than --max-seq-length {config.max_seq_length}"
+    )
+
+
 def prepare(config: PrepareConfig) -> dict:
     """Tokenize, separate and pack the pairs of `config`; write DIR and return its meta."""
     out = Path(config.out)
@@ -164,13 +174,17 @@ def prepare(config: PrepareConfig) -> dict:
     smap, split = build_separation_map(tokenizer, config.separation, tokens)
     ids = sentinel_ids(tokenizer)
 
-    pairs = load_pairs(config.pairs, cache_dir=config.cache_dir, num_proc=config.num_proc)
+    pairs = load_pairs(config.pairs, cache_dir=config.cache_dir, num_proc=config.num_proc, code_format=config.code_format)
+    total = len(pairs)
+    pairs, formats = drop_unparsable(pairs)
     dropped_no_signature = 0
     if config.layout == "signature-first":
         # pairs whose code has no parsable def have no signature to put first
         kept = pairs.filter(lambda b: [s != "" for s in b], input_columns="signature", batched=True)
         dropped_no_signature = len(pairs) - len(kept)
         pairs = kept
+    if len(pairs) == 0:
+        raise ValueError(_nothing_left(config, total, formats, dropped_no_signature, 0))
     encoded = pairs.map(
         encode_batch,
         batched=True,
@@ -183,13 +197,18 @@ def prepare(config: PrepareConfig) -> dict:
     )
     lengths_all = pc.list_value_length(encoded.with_format("arrow")[:].column("input_ids")).to_numpy()
     keep = np.flatnonzero(lengths_all <= config.max_seq_length)
+    if keep.size == 0:
+        raise ValueError(_nothing_left(config, total, formats, dropped_no_signature, len(lengths_all)))
     rows = [keep[r] for r in pack(lengths_all[keep], config.max_seq_length)]
     _write_rows(encoded, rows, config.max_seq_length, out / ROWS_DIR)
 
     tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
     smap.save(out)
     meta = {
-        "pairs": len(pairs) + dropped_no_signature,
+        "pairs": total,
+        "code_format": config.code_format,
+        "converted_from_flat": formats["converted"],
+        "dropped_unparsable": formats["dropped_unparsable"],
         "instances": int(keep.size),
         "dropped_too_long": int(len(lengths_all) - keep.size),
         "dropped_no_signature": dropped_no_signature,
@@ -239,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--separation", choices=SEPARATIONS, default="none")
     parser.add_argument("--separate-tokens", default=None, help="partial: file of strings to separate")
     parser.add_argument("--layout", choices=LAYOUTS, default="docstring-first")
+    parser.add_argument("--code-format", choices=CODE_FORMATS, default="auto", help="flat: the paper's <NEW_LINE> format")
     parser.add_argument("--max-seq-length", type=int, required=True)
     parser.add_argument("--num-proc", type=int, default=None)
     parser.add_argument("--out", required=True)
@@ -251,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             separation=args.separation,
             separate_tokens=args.separate_tokens,
             layout=args.layout,
+            code_format=args.code_format,
             max_seq_length=args.max_seq_length,
             num_proc=args.num_proc,
         )
