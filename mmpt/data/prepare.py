@@ -31,7 +31,7 @@ from mmpt.data.instances import SentinelIds, assemble_instance, sentinel_ids
 from mmpt.data.packing import fill_ratio, pack, row_layout
 from mmpt.data.codeformat import CODE_FORMATS
 from mmpt.data.pairs import PairsError, drop_unparsable, load_pairs
-from mmpt.data.separation import SeparationMap, build_separation_map
+from mmpt.data.separation import SeparationMap, build_separation_map, with_space_forms
 from mmpt.data.tokenizer import load_tokenizer
 from mmpt.jsonl import read_json
 from mmpt.modality import LAYOUTS, SEPARATIONS
@@ -58,6 +58,7 @@ class PrepareConfig:
     out: str  # output folder
     separation: str = "none"  # none | partial | full
     separate_tokens: str | None = None  # partial: file of strings (JSON list, or one per line)
+    space_forms: bool = False  # separate_tokens: also each entry's space-prefixed form (the paper's list is bare)
     layout: str = "docstring-first"  # docstring-first | signature-first
     max_seq_length: int = 1024  # row capacity; longer instances are dropped
     num_proc: int | None = None  # processes for tokenization (None: in-process)
@@ -171,6 +172,8 @@ def prepare(config: PrepareConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(config.tokenizer)
     tokens = read_separate_tokens(config.separate_tokens) if config.separate_tokens else None
+    if tokens is not None and config.space_forms:
+        tokens = with_space_forms(tokens)
     smap, split = build_separation_map(tokenizer, config.separation, tokens)
     ids = sentinel_ids(tokenizer)
 
@@ -257,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", required=True, help="tokenizer name or folder")
     parser.add_argument("--separation", choices=SEPARATIONS, default="none")
     parser.add_argument("--separate-tokens", default=None, help="partial: file of strings to separate")
+    parser.add_argument("--space-forms", action="store_true", help="--separate-tokens: each entry bare and space-prefixed, as the paper's code reads its list")
     parser.add_argument("--layout", choices=LAYOUTS, default="docstring-first")
     parser.add_argument("--code-format", choices=CODE_FORMATS, default="auto", help="flat: the paper's <NEW_LINE> format")
     parser.add_argument("--max-seq-length", type=int, required=True)
@@ -270,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out,
             separation=args.separation,
             separate_tokens=args.separate_tokens,
+            space_forms=args.space_forms,
             layout=args.layout,
             code_format=args.code_format,
             max_seq_length=args.max_seq_length,
@@ -281,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if meta["split_tokens"]:
         # reported, not used: these strings take several pieces in this tokenizer
-        shown = ", ".join(repr(t) for t in meta["split_tokens"][:10])
-        print(f"mmpt prepare: {len(meta['split_tokens'])} tokens not separated (split into pieces): {shown} ...",
+        # (all of them for a list the user gave, e.g. the paper's; meta.json always has all)
+        split = meta["split_tokens"] if args.separate_tokens else meta["split_tokens"][:10]
+        shown = ", ".join(repr(t) for t in split) + ("" if len(split) == len(meta["split_tokens"]) else " ...")
+        print(f"mmpt prepare: {len(meta['split_tokens'])} tokens not separated (not one token of this tokenizer): {shown}",
               file=sys.stderr)  # fmt: skip
     summary = {k: meta[k] for k in ("pairs", "instances", "dropped_too_long", "rows", "tokens", "fill_ratio")}
     print(json.dumps({"out": args.out, **summary, "separated_tokens": meta["separated_tokens"]}))
