@@ -184,3 +184,30 @@ def flat_completion(generated: str, level: int) -> str:
     a completion of plain code.
     """
     return unflatten(generated, level)
+
+
+def quoted_docstring(docstring: str) -> str:
+    """The docstring as the official signature-first (PyCodeGPT) data wrote it after the signature:
+    a triple-quoted block indented 4 spaces, on its own lines when it has several."""
+    if "\n" in docstring:
+        inner = "\n".join("    " + line for line in docstring.split("\n"))
+        return '\n    """\n' + inner + '\n    """'
+    return '\n    """ ' + docstring + ' """'
+
+
+def encode_flat_prompt(tokenizer, smap, layout: str, docstring: str, signature: str, given: str):
+    """(input_ids, modality, level) of a generation prompt for a checkpoint trained flattened.
+
+    As `instances.encode_prompt`, with the code flattened (`flat_prompt_code`) and, for the
+    signature-first layout, the docstring quoted as the official PyCodeGPT data has it. `level`
+    is the indentation the completion continues from (for `flat_completion`).
+    """
+    from mmpt.data.instances import encode_instance
+
+    code, body, level = flat_prompt_code(signature, given)
+    if layout == "signature-first":
+        head, _, _ = flat_prompt_code(signature, "")
+        ids, kinds = encode_instance(tokenizer, smap, layout, quoted_docstring(docstring), code, head, body, end=False)
+    else:
+        ids, kinds = encode_instance(tokenizer, smap, layout, docstring, code, end=False)
+    return ids, kinds, level
