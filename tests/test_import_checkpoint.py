@@ -77,13 +77,7 @@ def _official_ids(tok, pairs, layout: str, doc: str, code: str, flat_code: str |
     return [ids("<comments>")] + enc(doc) + [ids("<python>")] + remap(enc(text)) + tail
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: more threads only contend (seconds per step instead of ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build_source(directory: Path, kind: str) -> tuple:

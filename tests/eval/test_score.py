@@ -29,12 +29,7 @@ PROBLEMS = load_problems("humaneval", limit=6)
 GOLDEN_NLL = 6.23537
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _checkpoint(root: Path, separation: str, objective: str, layout: str = "docstring-first") -> Path:
