@@ -13,7 +13,9 @@ checkpoint must equal the source model driven by hand the official way.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,8 @@ import torch
 from mmpt.data.codeformat import flatten
 from mmpt.eval.generate import GenerateConfig, SamplingConfig, end_of_function, run
 from mmpt.eval.problems import Problem
+from mmpt.eval.score import ScoreConfig, read_scores
+from mmpt.eval.score import run as run_score
 from mmpt.export import CheckpointMeta
 from mmpt.import_checkpoint import CheckpointImportError, import_checkpoint, main, read_replicated_map
 
@@ -154,6 +158,21 @@ def test_imported_checkpoint_generates_as_the_source_driven_by_hand(tmp_path: Pa
         assert got[p.task_id] == expected.removeprefix("\n")
     # the tiny models learned their two functions: the decoded text is the original Python
     assert got["T/0"] == FUNCTIONS[0][1].split("\n", 1)[1]
+
+    # `mmpt score` on the imported checkpoint: the reference NLL of the source model driven by hand
+    problems = [replace(p, reference=code.split("\n", 1)[1]) for p, (_, code) in zip(problems, FUNCTIONS)]
+    run_score(ScoreConfig(out, tmp_path / "scores.jsonl", progress=False), problems)
+    scores = read_scores(tmp_path / "scores.jsonl")
+    banned = torch.tensor(sorted(pairs))
+    for p, (doc, code) in zip(problems, FUNCTIONS):
+        ids = _official_ids(tok, pairs, layout, doc, code, flatten(code))
+        start = len(os.path.commonprefix([ids, _official_ids(tok, pairs, layout, doc, code, None)]))
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+        logits[:, banned] = -float("inf")
+        logp = torch.log_softmax(logits, -1)
+        expected = -sum(float(logp[t - 1, ids[t]]) for t in range(start, len(ids))) / (len(ids) - start)
+        assert scores[p.task_id] == pytest.approx(expected, abs=1e-5) and expected < 0.5
 
 
 def test_the_map_is_read_without_running_code(tmp_path: Path):

@@ -195,6 +195,20 @@ def quoted_docstring(docstring: str) -> str:
     return '\n    """ ' + docstring + ' """'
 
 
+def encode_flat_instance(tokenizer, smap, layout: str, docstring: str, signature: str, body: str):
+    """(input_ids, modality) of a whole instance (with `<eot>`) for a checkpoint trained flattened:
+    what `encode_flat_prompt` starts, with the body written out (for `mmpt score`)."""
+    from mmpt.data.instances import encode_instance
+
+    code = flatten(signature.rstrip() + "\n" + body)
+    if layout == "signature-first":
+        head, _, _ = flat_prompt_code(signature, "")
+        if not code.startswith(head):
+            raise ValueError("the flattened code does not start with its flattened signature")
+        return encode_instance(tokenizer, smap, layout, quoted_docstring(docstring), code, head, code[len(head) :])
+    return encode_instance(tokenizer, smap, layout, docstring, code)
+
+
 def encode_flat_prompt(tokenizer, smap, layout: str, docstring: str, signature: str, given: str):
     """(input_ids, modality, level) of a generation prompt for a checkpoint trained flattened.
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mmpt.data.codeformat import encode_flat_instance, encode_flat_prompt
 from mmpt.data.instances import encode_instance, encode_prompt, sentinel_ids
 from mmpt.distributed import detect
 from mmpt.eval.generate import _wait_for_all, load_checkpoint, merge, rank_file, records_on_disk, shard
@@ -54,17 +55,21 @@ class ScoreConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-def scored_instance(tokenizer, smap, layout: str, problem: Problem) -> tuple[list[int], int]:
+def scored_instance(tokenizer, smap, layout: str, problem: Problem, code_format: str = "plain") -> tuple[list[int], int]:
     """(ids, start): the whole instance with the reference body, and where its scored part starts.
 
     `start` is the length of the longest common prefix with the generation prompt: tokens from
-    there on are what generation would have had to write.
+    there on are what generation would have had to write. `code_format` flat: both in the paper's
+    flattened format (checkpoints from `mmpt import-checkpoint`).
     """
-    code = problem.signature + "\n" + problem.given + problem.reference
-    ids, _ = encode_instance(
-        tokenizer, smap, layout, problem.docstring, code, problem.signature, problem.given + problem.reference
-    )
-    prompt, _ = encode_prompt(tokenizer, smap, layout, problem.docstring, problem.signature, problem.given)
+    body = problem.given + problem.reference
+    if code_format == "flat":
+        ids, _ = encode_flat_instance(tokenizer, smap, layout, problem.docstring, problem.signature, body)
+        prompt, _, _ = encode_flat_prompt(tokenizer, smap, layout, problem.docstring, problem.signature, problem.given)
+    else:
+        code = problem.signature + "\n" + body
+        ids, _ = encode_instance(tokenizer, smap, layout, problem.docstring, code, problem.signature, body)
+        prompt, _ = encode_prompt(tokenizer, smap, layout, problem.docstring, problem.signature, problem.given)
     start = 0
     while start < min(len(ids), len(prompt)) and ids[start] == prompt[start]:
         start += 1
@@ -110,8 +115,6 @@ def run(config: ScoreConfig, problems: list[Problem]) -> Path | None:
     where = detect()
     device = torch.device(f"cuda:{where.local_rank}" if torch.cuda.is_available() else "cpu")
     model, tokenizer, smap, meta = load_checkpoint(config.model, device)
-    if meta.code_format != "plain":
-        raise ValueError(f"{config.model}: scoring checkpoints trained on the {meta.code_format} code format is not supported")
     sentinels = sentinel_ids(tokenizer)
     code_mask = smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1]
     prefix_id = sentinels.python if meta.prefix_lm else None
@@ -122,7 +125,7 @@ def run(config: ScoreConfig, problems: list[Problem]) -> Path | None:
     bar = tqdm(total=len(todo), desc=f"score rank {where.rank}", unit="problem", disable=not config.progress)
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start : start + config.batch_size]
-        instances = [scored_instance(tokenizer, smap, meta.layout, p) for p in batch]
+        instances = [scored_instance(tokenizer, smap, meta.layout, p, meta.code_format) for p in batch]
         scores = instance_nll(model, instances, sentinels.pad, code_mask, prefix_id)
         with JsonlAppender(rank_file(config.out, where.rank)) as appender:
             for p, (nll_sum, tokens) in zip(batch, scores):
