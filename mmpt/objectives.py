@@ -63,7 +63,9 @@ class Collator:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.signature_loss and self.objective == "prefix-code-clm":
-            raise ValueError("signature_loss needs a causal objective: under prefix-code-clm the signature is in the bidirectional prefix")
+            raise ValueError(
+                "signature_loss needs a causal objective: under prefix-code-clm the signature is in the bidirectional prefix"
+            )
         if self.pad_to is not None and self.pad_to < 1:
             raise ValueError(f"pad_to must be positive or None, got {self.pad_to}")
         s = self.sentinels

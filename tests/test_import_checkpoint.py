@@ -204,3 +204,23 @@ def test_a_map_that_does_not_name_its_copies_is_refused(tmp_path: Path, capsys):
     AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2)).save_pretrained(src)
     assert main([str(src), "--out", str(tmp_path / "o")]) == 2
     assert "replicated_tokens_map.pkl" in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_separation_imports_unchanged(tmp_path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
+
+    from mmpt.model.split_embeddings import load_model
+
+    src = tmp_path / "src"
+    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
+    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
+    tok.save_pretrained(src)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2))
+    model.save_pretrained(src)
+    assert main([str(src), "--out", str(tmp_path / "o"), "--code-format", "plain"]) == 0
+    meta = CheckpointMeta.load(tmp_path / "o")
+    assert (meta.layout, meta.separation, meta.code_format) == ("docstring-first", "none", "plain")
+    imported, tokenizer, smap = load_model(tmp_path / "o")
+    assert smap.vocab_size == len(tokenizer) == len(tok)
+    assert torch.equal(imported.get_input_embeddings().weight, model.get_input_embeddings().weight)

@@ -260,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", required=True, help="tokenizer name or folder")
     parser.add_argument("--separation", choices=SEPARATIONS, default="none")
     parser.add_argument("--separate-tokens", default=None, help="partial: file of strings to separate")
-    parser.add_argument("--space-forms", action="store_true", help="--separate-tokens: each entry bare and space-prefixed, as the paper's code reads its list")
+    parser.add_argument(
+        "--space-forms", action="store_true",
+        help="--separate-tokens: each entry bare and space-prefixed, as the paper's code reads its list",
+    )  # fmt: skip
     parser.add_argument("--layout", choices=LAYOUTS, default="docstring-first")
     parser.add_argument("--code-format", choices=CODE_FORMATS, default="auto", help="flat: the paper's <NEW_LINE> format")
     parser.add_argument("--max-seq-length", type=int, required=True)

@@ -440,7 +440,8 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
     prompts = [encode_prompt(tokenizer, smap, meta.layout, p.docstring, p.signature, p.given)[0] for p in problems]
     flat = meta.code_format == "flat"  # trained on the paper's <NEW_LINE> format (`mmpt import-checkpoint`)
     if flat:
-        prompts, _, levels = map(list, zip(*[encode_flat_prompt(tokenizer, smap, meta.layout, p.docstring, p.signature, p.given) for p in problems]))
+        flat_prompts = [encode_flat_prompt(tokenizer, smap, meta.layout, p.docstring, p.signature, p.given) for p in problems]
+        prompts, levels = [ids for ids, _, _ in flat_prompts], [level for _, _, level in flat_prompts]
     limit = context_length(model.config)
     too_long = [f"{p.task_id} ({len(x)} tokens)" for p, x in zip(problems, prompts) if limit and len(x) >= limit]
     if too_long:

@@ -98,13 +98,11 @@ def format_table(metrics: dict) -> str:
     keys = [k for k in metrics if k.startswith("pass@")]
     lines = [f"{'':<12}" + "".join(f"{k:>10}" for k in keys) + f"{'tasks':>8}"]
     lines.append(f"{'all':<12}" + "".join(f"{metrics[k]:>10.4f}" for k in keys) + f"{metrics['n_tasks']:>8}")
-    for name in ("incremental_macro", "incremental_micro"):
-        if name in metrics:
-            row = metrics[name]
-            count = row.get("n_tasks", row.get("n_problems"))
-            lines.append(f"{name.removeprefix('incremental_'):<12}" + "".join(f"{row[k]:>10.4f}" if k in row else f"{'-':>10}" for k in keys) + f"{count:>8}")
-    for name, row in metrics.get("by_fraction", {}).items():
-        lines.append(f"{name:<12}" + "".join(f"{row[k]:>10.4f}" if k in row else f"{'-':>10}" for k in keys) + f"{row['n_tasks']:>8}")
+    rows = [(name.removeprefix("incremental_"), metrics[name]) for name in ("incremental_macro", "incremental_micro")
+            if name in metrics]  # fmt: skip
+    for name, row in rows + list(metrics.get("by_fraction", {}).items()):
+        count = row.get("n_tasks", row.get("n_problems"))  # micro counts original problems
+        lines.append(f"{name:<12}" + "".join(f"{row[k]:>10.4f}" if k in row else f"{'-':>10}" for k in keys) + f"{count:>8}")
     return "\n".join(lines)
 
 
