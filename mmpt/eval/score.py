@@ -187,11 +187,12 @@ def compare(a: dict[str, float], b: dict[str, float], seed: int = 0) -> dict:
 
 def compare_text(result: dict, a_name: str, b_name: str) -> str:
     """One honest sentence on a `compare` result (lower NLL = the reference is more likely)."""
-    ci = f"{result['confidence']:.0%} interval [{result['ci_low']:+.4f}, {result['ci_high']:+.4f}]"
+    # 3 significant digits: differences between tiny models can be far below 1e-3 nats
+    ci = f"{result['confidence']:.0%} interval [{result['ci_low']:+.3g}, {result['ci_high']:+.3g}]"
     head = (
         f"Mean NLL per code token of the reference solutions: {a_name} {result['a_nll']:.4f}, {b_name} "
         f"{result['b_nll']:.4f} nats over {result['n_problems']} problems; difference {a_name} − {b_name} "
-        f"{result['difference']:+.4f} ({ci}, paired bootstrap over problems)."
+        f"{result['difference']:+.3g} nats ({ci}, paired bootstrap over problems)."
     )
     if not result["excludes_zero"]:
         return head + " The interval includes 0: at this scale the two cannot be told apart by this metric."
