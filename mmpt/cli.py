@@ -16,6 +16,8 @@ COMMANDS = {
     "generate": ("mmpt.eval.generate", "sample completions for HumanEval/MBPP problems"),
     "execute": ("mmpt.eval.execute", "run samples against the tests in a sandbox"),
     "passk": ("mmpt.eval.passk", "pass@k and incremental pass@k from execution results"),
+    "import-checkpoint": ("mmpt.import_checkpoint", "an mmpt checkpoint from the paper's released ones"),
+    "score": ("mmpt.eval.score", "NLL per code token of the reference solutions"),
     "doctor": ("mmpt.doctor", "preflight checks before a long job"),
     "demo": ("mmpt.demo", "the whole pipeline on a laptop CPU"),
 }
@@ -23,7 +25,7 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: mmpt COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<18} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`mmpt COMMAND --help` shows a command's options."]
     return "\n".join(lines)
 

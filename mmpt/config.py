@@ -38,6 +38,9 @@ class TrainConfig:
     objective: str = "code-clm"  # text-code-clm | code-clm | corrupt-code-clm | prefix-code-clm
     attn_implementation: str = "sdpa"  # eager | sdpa | flash_attention_2 (checked against the backbone)
 
+    # faithful to the paper's official code (issue 9)
+    signature_loss: bool = False  # signature-first: train code-clm/corrupt-code-clm on the signature (official: no)
+
     # length of training: max_steps wins when > 0, else `epochs` passes over the rows
     max_steps: int = 0
     epochs: float = 1.0
@@ -165,6 +168,8 @@ def validate(c: TrainConfig) -> None:
 
     if c.objective not in OBJECTIVES:
         raise bad("objective", f"unknown objective, expected one of {OBJECTIVES}")
+    if c.signature_loss and c.objective == "prefix-code-clm":
+        raise bad("signature_loss", "prefix-code-clm keeps the signature in its bidirectional prefix; it cannot be a target")
     if c.precision not in PRECISIONS:
         raise bad("precision", f"expected one of {PRECISIONS}")
     if not c.data_dir:

@@ -8,7 +8,8 @@ Stages: stdlib pairs → BPE tokenizer → rows (no separation, and partial sepa
 backbone, Text-Code CLM) → two further pre-trainings of that backbone with the same steps and data
 order: partial separation + Code CLM, and the baseline without separation → for each, greedy and
 sampled HumanEval generation and incremental tasks (`mmpt generate` on 2 ranks) → `mmpt execute`
-in the sandbox → OUT/report.md (`mmpt.report`).
+in the sandbox → the NLL of every HumanEval reference under each (`mmpt score`) → OUT/report.md
+(`mmpt.report`).
 
 Training is a real `deepspeed --num_gpus 2` launch with ZeRO-3 on CPU (gloo); generation and
 execution are the real commands too. Each stage writes OUT/logs/STAGE.log and, when it finishes,
@@ -312,6 +313,7 @@ def build_stages(c: DemoConfig) -> list[Stage]:
         for kind in ("greedy", "sampled", "incremental"):
             stages.append(_generate_stage(c, p, model, kind, env))
             stages.append(_execute_stage(c, p, model, kind, env))
+    stages += [_score_stage(c, p, model, env) for model in MODELS]  # the reference NLL: a metric that is not 0
     stages.append(Stage("report", "write the report", lambda log: _report(c, p)))
     return stages
 
@@ -338,6 +340,19 @@ def _generate_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -
         run_logged(name, cmd, log, env, ranks=c.ranks)  # ranks write their shares, rank 0 merges
 
     return Stage(name, f"generate for HumanEval with the {model} model ({words})", run)
+
+
+def _score_stage(c: DemoConfig, p: Paths, model: str, env: dict) -> Stage:
+    name = f"score-{model}"
+
+    def run(log: Path) -> None:
+        cmd = [
+            sys.executable, "-m", "mmpt", "score", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval",
+            "--out", str(p.eval / model / "score.jsonl"), "--no-progress",
+        ]  # fmt: skip
+        run_logged(name, cmd, log, env, ranks=c.ranks)  # all 164 problems: one forward pass each, cheap
+
+    return Stage(name, f"score the reference solutions under the {model} model (NLL per code token)", run)
 
 
 def _execute_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:

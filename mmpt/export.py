@@ -36,6 +36,7 @@ class CheckpointMeta:
     objective: str = "text-code-clm"  # prefix-code-clm makes the NL prefix bidirectional
     attn_implementation: str | None = None  # None: sdpa where verified, else eager
     separation: str = "none"  # informational: the id map itself is separation.json
+    code_format: str = "plain"  # plain | flat: trained on the paper's <NEW_LINE> format (imported checkpoints)
 
     @property
     def prefix_lm(self) -> bool:
@@ -53,7 +54,8 @@ class CheckpointMeta:
         raw = read_json(path, dict)
         known = {f.name for f in dataclasses.fields(cls)}
         meta = cls(**{k: v for k, v in raw.items() if k in known})
-        for name, allowed in (("layout", LAYOUTS), ("objective", OBJECTIVES), ("separation", SEPARATIONS)):
+        checks = (("layout", LAYOUTS), ("objective", OBJECTIVES), ("separation", SEPARATIONS), ("code_format", ("plain", "flat")))
+        for name, allowed in checks:
             if getattr(meta, name) not in allowed:
                 raise ValueError(f"{path}: field {name!r} must be one of {allowed}, got {getattr(meta, name)!r}")
         if meta.attn_implementation is not None and not isinstance(meta.attn_implementation, str):

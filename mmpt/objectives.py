@@ -9,8 +9,13 @@
 Labels follow the Hugging Face convention (label[t] is token t's own id, -100 = no loss; the loss
 shifts). The first token of every instance gets -100 since nothing in its instance predicts it.
 Under prefix-code-clm the tokens inside the prefix get -100 as well: their predictor sees them
-through the bidirectional prefix. (In the signature-first layout the signature sits in the prefix,
-so it is context there, not a target.)
+through the bidirectional prefix.
+
+In the signature-first layout the signature is code (code modality, code embedding rows) that comes
+before the NL. `signature_loss` says whether the code-only objectives train on it; the official code
+does not (the signature is context, like the docstring), so the default is false. Under
+prefix-code-clm it sits in the bidirectional prefix and cannot be a target; text-code-clm trains on
+every token either way.
 
 Corruption is a pure function of (seed, epoch, row index): one row is corrupted the same way by one
 process or by any rank of many, and again after a resume.
@@ -47,6 +52,7 @@ class Collator:
     corrupt_rate: float = 0.15  # share of docstring tokens chosen for corruption
     mask_rate: float = 0.8  # share of the chosen ones replaced by `<mask>`; the rest by a random NL token
     epoch: int = 0  # set by the trainer at the start of each epoch
+    signature_loss: bool = False  # code-clm/corrupt-code-clm: train on the signature (signature-first layout)
     nl_vocab: np.ndarray = field(init=False, repr=False)  # ids a random replacement is drawn from
     _sentinel_ids: np.ndarray = field(init=False, repr=False)
 
@@ -56,6 +62,10 @@ class Collator:
         for name in ("corrupt_rate", "mask_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.signature_loss and self.objective == "prefix-code-clm":
+            raise ValueError(
+                "signature_loss needs a causal objective: under prefix-code-clm the signature is in the bidirectional prefix"
+            )
         if self.pad_to is not None and self.pad_to < 1:
             raise ValueError(f"pad_to must be positive or None, got {self.pad_to}")
         s = self.sentinels
@@ -118,8 +128,20 @@ class Collator:
         labels[pos == 0] = IGNORE  # nothing in its instance predicts an instance's first token
         if self.objective != "text-code-clm":
             labels[mod != CODE] = IGNORE
+            if not self.signature_loss:
+                labels[self._before_python(ids, pos)] = IGNORE  # the signature (code before the NL) is context
         labels[prefix] = IGNORE  # all False unless prefix-code-clm
         return labels
+
+    def _before_python(self, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """(m,) bool: tokens before the first `<python>` of their instance (none where it has no `<python>`)."""
+        is_python = ids == self.sentinels.python
+        seg = np.cumsum(pos == 0) - 1  # instance index of each token
+        seen = np.cumsum(is_python)  # `<python>` tokens up to and including t in the row
+        start = np.flatnonzero(pos == 0)
+        seen_before = seen - seen[start][seg] + is_python[start][seg]  # ... within t's instance
+        has_python = np.add.reduceat(is_python.astype(np.int64), start) > 0
+        return (seen_before == 0) & has_python[seg]
 
     def _prefix(self, ids: np.ndarray, pos: np.ndarray, i: int) -> np.ndarray:
         """(m,) bool: tokens up to and including the first `<python>` of their instance."""

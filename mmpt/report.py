@@ -495,6 +495,10 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
     ]
 
+    from mmpt.eval.score import report_section  # torch: only here
+
+    md += report_section(out / "eval")  # separated vs baseline by `mmpt score`, when the demo ran it
+
     # ---- time
     md += ["## Where the time went", "", _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in times.items()])]
     md += ["", f"Total: {sum(times.values()) / 60:.1f} minutes.", ""]

@@ -236,7 +236,7 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
     tied = engine.module.get_output_embeddings().weight is emb
     n_matmul = n_params - (0 if tied else getattr(emb, "ds_numel", emb.numel()))  # a lookup is no matmul
     peak = metrics.peak_flops(device, c.peak_tflops)
-    collator = Collator(c.objective, sentinel_ids(tokenizer), smap, seed=c.seed)
+    collator = Collator(c.objective, sentinel_ids(tokenizer), smap, seed=c.seed, signature_loss=c.signature_loss)
 
     def fetch(indices: list[int]) -> tuple[dict[str, torch.Tensor], int]:
         """(collated micro-batch, its non-pad tokens); an empty one (epoch tail) is a stand-in row

@@ -17,3 +17,14 @@ def pytest_runtest_makereport(item, call):
         # A skip hides a failure in CI: the heavy tests (DeepSpeed, Slurm, sandbox) must run there.
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (CI=true), which counts as a failure: {report.longrepr}"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared machine: more torch threads only contend (seconds a step instead of ms)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -53,6 +53,7 @@ def test_unknown_field_on_command_line():
         ({"precision": "fp8"}, "'precision'"),
         ({"save_signal": "SIGNOPE"}, "'save_signal'"),
         ({"min_learning_rate": "1"}, "'min_learning_rate'"),
+        ({"objective": "prefix-code-clm", "signature_loss": "true"}, "'signature_loss': prefix-code-clm keeps"),
     ],
 )
 def test_bad_values(overrides, message):

@@ -100,9 +100,12 @@ def test_quick_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (out / "eval" / "separated" / "sampled.results.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * 2 and {r["status"] for r in rows} <= {"passed", "failed", "timeout", "error"}
     inc = [json.loads(line) for line in (out / "eval" / "baseline" / "incremental.results.jsonl").read_text().splitlines()]
+    scores = (out / "eval" / "separated" / "score.jsonl").read_text().splitlines()
+    assert len(scores) == 164  # scoring takes every HumanEval problem: one forward pass each
     assert {r["task_id"].split("#")[0] for r in inc} == {"HumanEval/0", "HumanEval/1"}
     md = (out / "report.md").read_text()
-    for section in ("## pass@k on HumanEval", "## Incremental pass@1", "## Training loss per modality", "## NL vs code"):
+    for section in ("## pass@k on HumanEval", "## Incremental pass@1", "## Training loss per modality", "## NL vs code",
+                    "## Likelihood of the reference solutions"):  # fmt: skip
         assert section in md
     assert all((out / "plots" / f"{n}.png").stat().st_size > 10_000 for n in ("passk", "incremental", "loss", "similarity"))
 

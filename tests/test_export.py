@@ -26,11 +26,14 @@ def test_checkpoint_meta_round_trip_and_errors(tmp_path):
     meta = CheckpointMeta("signature-first", "prefix-code-clm", "sdpa", "partial")
     meta.save(tmp_path)
     assert json.loads((tmp_path / META_FILE).read_text()) == {
-        "layout": "signature-first", "objective": "prefix-code-clm", "attn_implementation": "sdpa", "separation": "partial"
+        "layout": "signature-first", "objective": "prefix-code-clm", "attn_implementation": "sdpa", "separation": "partial",
+        "code_format": "plain",
     }
     assert CheckpointMeta.load(tmp_path) == meta and meta.prefix_lm and not CheckpointMeta().prefix_lm
     (tmp_path / META_FILE).write_text('{"objective": "code-clm", "future_key": 1}')  # older/newer writers
     assert CheckpointMeta.load(tmp_path) == CheckpointMeta(objective="code-clm")
+    (tmp_path / META_FILE).write_text('{"code_format": "flat"}')
+    assert CheckpointMeta.load(tmp_path).code_format == "flat"
     (tmp_path / META_FILE).write_text('{"separation": "most"}')
     with pytest.raises(ValueError, match=r"mmpt.json: field 'separation' must be one of"):
         CheckpointMeta.load(tmp_path)

@@ -57,7 +57,37 @@ def test_signature_first_prefix_covers_the_signature_and_takes_no_loss():
     out = Collator("prefix-code-clm", S, SMAP)([row])
     assert out["prefix"][0].tolist() == [True] * 6 + [False] * 2
     assert out["labels"][0].tolist() == [X] * 6 + [41, E]  # the signature is seen bidirectionally: no target
-    assert Collator("code-clm", S, SMAP)([row])["labels"][0].tolist() == [X, 1000, 40, X, X, X, 41, E]
+    assert Collator("code-clm", S, SMAP)([row])["labels"][0].tolist() == [X, X, X, X, X, X, 41, E]
+
+
+# A signature-first instance then a docstring-first one in one row:
+# <bos> sig sig <comments> d <python> body <eot> | <comments> d <python> c <eot>
+SIG_ROW = {
+    "input_ids": [S.bos, 1000, 40, C, 20, P, 41, E, C, 22, P, 1001, E],
+    "position_ids": list(range(8)) + list(range(5)),
+    "modality": [NL, CODE, CODE, NL, NL, NL, CODE, CODE, NL, NL, NL, CODE, CODE],
+    "row": 3,
+}
+SIGNATURE_LABELS = {  # (objective, signature_loss) -> labels
+    ("text-code-clm", False): [X, 1000, 40, C, 20, P, 41, E, X, 22, P, 1001, E],
+    ("text-code-clm", True): [X, 1000, 40, C, 20, P, 41, E, X, 22, P, 1001, E],
+    ("code-clm", False): [X, X, X, X, X, X, 41, E, X, X, X, 1001, E],
+    ("code-clm", True): [X, 1000, 40, X, X, X, 41, E, X, X, X, 1001, E],
+    ("corrupt-code-clm", False): [X, X, X, X, X, X, 41, E, X, X, X, 1001, E],
+    ("corrupt-code-clm", True): [X, 1000, 40, X, X, X, 41, E, X, X, X, 1001, E],
+    ("prefix-code-clm", False): [X, X, X, X, X, X, 41, E, X, X, X, 1001, E],
+}
+
+
+@pytest.mark.parametrize("objective,signature_loss", list(SIGNATURE_LABELS))
+def test_signature_loss_for_each_objective(objective, signature_loss):
+    out = Collator(objective, S, SMAP, signature_loss=signature_loss)([SIG_ROW])
+    assert out["labels"][0].tolist() == SIGNATURE_LABELS[objective, signature_loss]
+
+
+def test_signature_loss_under_prefix_lm_is_refused():
+    with pytest.raises(ValueError, match="signature_loss needs a causal objective"):
+        Collator("prefix-code-clm", S, SMAP, signature_loss=True)
 
 
 def test_padding_makes_one_token_instances_without_loss():

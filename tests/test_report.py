@@ -189,3 +189,22 @@ def test_outcome_table(run_dir: Path) -> None:
     md = (run_dir / "report.md").read_text()
     # separated sampled: 2 of 10 pass; the fixture's failures have no detail -> runtime error
     assert "| separated | sampled | 20.0% | 0.0% | 80.0% | 0.0% | 0.0% | 10 |" in md
+
+
+def test_score_section_compares_separated_and_baseline(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from mmpt.eval.score import compare, read_scores
+
+    assert "mmpt score" not in (run_dir / "report.md").read_text()  # no score files: no section
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    for model, shift in (("separated", -0.5), ("baseline", 0.0)):  # separated lower on every problem
+        write_jsonl(out / "eval" / model / "score.jsonl",
+                    [{"task_id": f"T/{i}", "completion_id": 0, "nll": 3.0 + i / 10 + shift} for i in range(20)])  # fmt: skip
+    report.write_report(out)
+    md = (out / "report.md").read_text()
+    result = compare(read_scores(out / "eval" / "separated" / "score.jsonl"), read_scores(out / "eval" / "baseline" / "score.jsonl"))
+    assert "## Likelihood of the reference solutions (`mmpt score`)" in md
+    assert f"{result['difference']:+.3g}" in md and "difference separated − baseline -0.5 nats" in md
+    assert "The interval excludes 0: separated" in md

@@ -4,6 +4,10 @@ Every source must give `docstring` and `code` strings per record (the format of 
 `huawei-noah/python_text2code`, and of `mmpt extract`). Local files are checked line by line first,
 so that a malformed record is reported by file and line instead of by a pyarrow traceback; the
 load itself goes through `datasets`, which caches the Arrow conversion.
+
+Code in the paper's flattened format (`<NEW_LINE>`/`<INDENT>`/`<DEDENT>`, see `codeformat`) is
+turned back into Python as it is loaded; the `converted` column says which records were, and
+whether the result parses (`drop_unparsable` removes those that do not, and counts them).
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ from pathlib import Path
 
 import datasets
 
+from mmpt.data.codeformat import CODE_FORMATS, parses, to_python
 from mmpt.data.extract import header_end
 from mmpt.jsonl import JsonlError, read_json, read_jsonl, require
 
 REQUIRED = ("docstring", "code")  # string fields every record must have
-COLUMNS = ("docstring", "code", "signature", "body")
+COLUMNS = ("docstring", "code", "signature", "body", "converted")
+# values of the `converted` column
+PLAIN, CONVERTED, CONVERTED_UNPARSABLE = 0, 1, 2
 
 
 class PairsError(ValueError):
@@ -113,15 +120,51 @@ def _add_signature(batch: dict) -> dict:
     return {"signature": signatures, "body": bodies}
 
 
+def _convert_code(batch: dict, code_format: str) -> dict:
+    """Flattened code → Python; `converted` = PLAIN | CONVERTED | CONVERTED_UNPARSABLE per record."""
+    codes, converted = [], []
+    for code in batch["code"]:
+        code, changed = to_python(code, code_format)
+        codes.append(code)
+        converted.append(PLAIN if not changed else CONVERTED if parses(code) else CONVERTED_UNPARSABLE)
+    out = {"code": codes, "converted": converted}
+    if "signature" in batch and any(converted):  # a source's own signature/body follow its code
+        split = _add_signature({"code": codes})
+        out["signature"] = [s if c else old for s, c, old in zip(split["signature"], converted, batch["signature"])]
+        out["body"] = [b if c else old for b, c, old in zip(split["body"], converted, batch["body"])]
+    return out
+
+
+def drop_unparsable(pairs: datasets.Dataset) -> tuple[datasets.Dataset, dict[str, int]]:
+    """(pairs without converted code that does not parse, {"converted": n, "dropped_unparsable": n})."""
+    flags = pairs.with_format("arrow")[:].column("converted").to_numpy()
+    counts = {
+        "converted": int((flags != PLAIN).sum()),
+        "dropped_unparsable": int((flags == CONVERTED_UNPARSABLE).sum()),
+    }
+    if counts["dropped_unparsable"]:
+        pairs = pairs.filter(lambda b: [c != CONVERTED_UNPARSABLE for c in b], input_columns="converted", batched=True)
+    return pairs, counts
+
+
 def load_pairs(
-    source: str | Path, *, split: str = "train", cache_dir: str | None = None, num_proc: int | None = None
+    source: str | Path,
+    *,
+    split: str = "train",
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
+    code_format: str = "auto",
 ) -> datasets.Dataset:
-    """The pairs of `source` as a Dataset with the columns `docstring`, `code`, `signature`, `body`.
+    """The pairs of `source` as a Dataset with the columns `docstring`, `code`, `signature`, `body`,
+    `converted`.
 
     `source`: a .jsonl/.json/.parquet file, a folder written by `Dataset.save_to_disk`, or a hub
-    dataset name. Missing `signature`/`body` columns are derived from `code` (empty when the code
-    has no parsable function).
+    dataset name. `code_format`: `flat` converts every record from the paper's flattened format,
+    `auto` each record that looks flattened (`codeformat.is_flat`), `plain` none. Missing
+    `signature`/`body` columns are derived from `code` (empty when the code has no parsable function).
     """
+    if code_format not in CODE_FORMATS:
+        raise PairsError(f"code format must be one of {CODE_FORMATS}, got {code_format!r}")
     path = Path(source)
     if path.is_file():
         check_pairs_file(path)
@@ -145,6 +188,14 @@ def load_pairs(
     missing = [name for name in REQUIRED if name not in dataset.column_names]
     if missing:
         raise PairsError(f"{where}: missing columns {missing} (has {dataset.column_names})")
+    if "converted" in dataset.column_names:  # a saved dataset of ours: decide afresh
+        dataset = dataset.remove_columns("converted")
+    if code_format == "plain":
+        dataset = dataset.add_column("converted", [PLAIN] * len(dataset))
+    else:
+        dataset = dataset.map(
+            _convert_code, batched=True, num_proc=num_proc, fn_kwargs={"code_format": code_format}, desc="code format"
+        )
     if "signature" not in dataset.column_names or "body" not in dataset.column_names:
         dataset = dataset.remove_columns([c for c in ("signature", "body") if c in dataset.column_names])
         dataset = dataset.map(_add_signature, batched=True, num_proc=num_proc, desc="split signatures")

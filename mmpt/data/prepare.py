@@ -34,9 +34,10 @@ from datasets.arrow_writer import ArrowWriter
 
 import mmpt
 from mmpt.data.instances import SentinelIds, assemble_instance, sentinel_ids
+from mmpt.data.codeformat import CODE_FORMATS
 from mmpt.data.packing import pack, row_layout
-from mmpt.data.pairs import PairsError, load_pairs
-from mmpt.data.separation import SeparationMap, build_separation_map
+from mmpt.data.pairs import PairsError, drop_unparsable, load_pairs
+from mmpt.data.separation import SeparationMap, build_separation_map, with_space_forms
 from mmpt.data.tokenizer import add_sentinels, load_tokenizer
 from mmpt.jsonl import read_json
 from mmpt.modality import LAYOUTS, SEPARATIONS
@@ -65,11 +66,13 @@ class PrepareConfig:
     out: str  # output folder
     separation: str = "none"  # none | partial | full
     separate_tokens: str | None = None  # partial: file of strings (JSON list, or one per line)
+    space_forms: bool = False  # separate_tokens: also each entry's space-prefixed form (the paper's list is bare)
     layout: str = "docstring-first"  # docstring-first | signature-first
     max_seq_length: int = 1024  # row capacity; longer instances are dropped
     num_proc: int | None = None  # processes for tokenization (None: in-process)
     batch_size: int = 1000  # pairs per tokenizer call
     cache_dir: str | None = None  # `datasets` cache (default: its own)
+    code_format: str = "auto"  # auto | plain | flat: the paper's flattened code is converted to Python
     validation_fraction: float = 0.0  # share of instances held out as DIR/validation
     seed: int = 0  # which instances are held out
     chunk_tokens: int = 1 << 24  # tokens packed at once: memory ∝ this, not the corpus; fill loss ∝ 1/this
@@ -300,6 +303,14 @@ def _tokenizer_record(tokenizer, name_or_path: str, saved: Path, backbone_vocab_
     }
 
 
+def _nothing_left(config: PrepareConfig, total: int, formats: dict, no_signature: int, too_long: int) -> str:
+    return (
+        f"{config.pairs}: no pair left to train on: {total} read, {formats['dropped_unparsable']} converted from the "
+        f"flattened format but unparsable (--code-format {config.code_format}), {no_signature} without a parsable "
+        f"function for --layout {config.layout}, {too_long} longer than --max-seq-length {config.max_seq_length}"
+    )
+
+
 def prepare(config: PrepareConfig) -> dict:
     """Tokenize, separate and pack the pairs of `config`; write DIR and return its meta."""
     out = Path(config.out)
@@ -308,16 +319,22 @@ def prepare(config: PrepareConfig) -> dict:
     backbone_vocab_size = len(tokenizer)  # ids from here on are sentinels the backbone never trained
     add_sentinels(tokenizer)
     tokens = read_separate_tokens(config.separate_tokens) if config.separate_tokens else None
+    if tokens is not None and config.space_forms:
+        tokens = with_space_forms(tokens)
     smap, split = build_separation_map(tokenizer, config.separation, tokens)
     ids = sentinel_ids(tokenizer)
 
-    pairs = load_pairs(config.pairs, cache_dir=config.cache_dir, num_proc=config.num_proc)
+    pairs = load_pairs(config.pairs, cache_dir=config.cache_dir, num_proc=config.num_proc, code_format=config.code_format)
+    total = len(pairs)
+    pairs, formats = drop_unparsable(pairs)
     dropped_no_signature = 0
     if config.layout == "signature-first":
         # pairs whose code has no parsable def have no signature to put first
         kept = pairs.filter(lambda b: [s != "" for s in b], input_columns="signature", batched=True)
         dropped_no_signature = len(pairs) - len(kept)
         pairs = kept
+    if len(pairs) == 0:
+        raise ValueError(_nothing_left(config, total, formats, dropped_no_signature, 0))
     encoded = pairs.map(
         encode_batch,
         batched=True,
@@ -329,11 +346,17 @@ def prepare(config: PrepareConfig) -> dict:
         desc="encode",
     )
     split_counts = _pack_and_write(encoded, config, out)
+    if split_counts["instances"] + split_counts["validation_instances"] == 0:
+        raise ValueError(_nothing_left(config, total, formats, dropped_no_signature, split_counts["dropped_too_long"]))
 
     tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
     smap.save(out)
     meta = {
-        "pairs": len(pairs) + dropped_no_signature,
+        "pairs": total,
+        "code_format": config.code_format,
+        "converted_from_flat": formats["converted"],
+        "dropped_unparsable": formats["dropped_unparsable"],
+        "dropped_no_signature": dropped_no_signature,
         **split_counts,
         "separation": config.separation,
         "separated_tokens": len(smap.separated),
@@ -387,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", required=True, help="tokenizer name or folder")
     parser.add_argument("--separation", choices=SEPARATIONS, default="none")
     parser.add_argument("--separate-tokens", default=None, help="partial: file of strings to separate")
+    parser.add_argument(
+        "--space-forms", action="store_true",
+        help="--separate-tokens: each entry bare and space-prefixed, as the paper's code reads its list",
+    )  # fmt: skip
     parser.add_argument("--layout", choices=LAYOUTS, default="docstring-first")
+    parser.add_argument("--code-format", choices=CODE_FORMATS, default="auto", help="flat: the paper's <NEW_LINE> format")
     parser.add_argument("--max-seq-length", type=int, required=True)
     parser.add_argument("--num-proc", type=int, default=None)
     parser.add_argument("--out", required=True)
@@ -402,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out,
             separation=args.separation,
             separate_tokens=args.separate_tokens,
+            space_forms=args.space_forms,
             layout=args.layout,
+            code_format=args.code_format,
             max_seq_length=args.max_seq_length,
             num_proc=args.num_proc,
             validation_fraction=args.validation_fraction,
@@ -415,8 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if meta["split_tokens"]:
         # reported, not used: these strings take several pieces in this tokenizer
-        shown = ", ".join(repr(t) for t in meta["split_tokens"][:10])
-        print(f"mmpt prepare: {len(meta['split_tokens'])} tokens not separated (split into pieces): {shown} ...",
+        # (all of them for a list the user gave, e.g. the paper's; meta.json always has all)
+        split = meta["split_tokens"] if args.separate_tokens else meta["split_tokens"][:10]
+        shown = ", ".join(repr(t) for t in split) + ("" if len(split) == len(meta["split_tokens"]) else " ...")
+        print(f"mmpt prepare: {len(meta['split_tokens'])} tokens not separated (not one token of this tokenizer): {shown}",
               file=sys.stderr)  # fmt: skip
     summary = {k: meta[k] for k in ("pairs", "instances", "dropped_too_long", "rows", "tokens", "fill_ratio", "validation_rows")}
     print(json.dumps({"out": args.out, **summary, "separated_tokens": meta["separated_tokens"]}))

@@ -138,6 +138,22 @@ def default_separate_tokens() -> list[str]:
     return list(seen)
 
 
+def with_space_forms(tokens: list[str]) -> list[str]:
+    """Each string and its space-prefixed form (" if"), duplicates dropped, order kept.
+
+    The paper's code reads its list (one bare token per line, e.g. its `python_tokens.txt`) this
+    way: every entry is separated bare and with the tokenizer's word-start mark ('Ġ' in byte-level
+    BPE, '▁' in sentencepiece), which is how " if" encodes. Entries that are not one token either way
+    are reported by `build_separation_map`; the paper's code added them to the vocabulary instead.
+    """
+    seen: dict[str, None] = {}
+    for text in tokens:
+        seen.setdefault(text)
+        if not text.startswith(" "):
+            seen.setdefault(" " + text)
+    return list(seen)
+
+
 def build_separation_map(
     tokenizer, separation: str, tokens: list[str] | None = None
 ) -> tuple[SeparationMap, list[str]]:

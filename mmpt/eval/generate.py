@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoConfig, DynamicCache
 
+from mmpt.data.codeformat import encode_flat_prompt, flat_completion
 from mmpt.data.instances import encode_prompt, sentinel_ids
 from mmpt.data.separation import SeparationMap
 from mmpt.distributed import detect
@@ -437,6 +438,10 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
     text = CodeText(tokenizer, smap)
 
     prompts = [encode_prompt(tokenizer, smap, meta.layout, p.docstring, p.signature, p.given)[0] for p in problems]
+    flat = meta.code_format == "flat"  # trained on the paper's <NEW_LINE> format (`mmpt import-checkpoint`)
+    if flat:
+        flat_prompts = [encode_flat_prompt(tokenizer, smap, meta.layout, p.docstring, p.signature, p.given) for p in problems]
+        prompts, levels = [ids for ids, _, _ in flat_prompts], [level for _, _, level in flat_prompts]
     limit = context_length(model.config)
     too_long = [f"{p.task_id} ({len(x)} tokens)" for p, x in zip(problems, prompts) if limit and len(x) >= limit]
     if too_long:
@@ -449,7 +454,7 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
         prefix_id=sentinels.python if meta.prefix_lm else None,
         # with `none` this still keeps out the model's padding rows, which are no tokens at all
         code_mask=smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1],
-        ended=text.ended,
+        ended=None if flat else text.ended,  # flattened text has no line breaks: it ends at <eot>
     )
 
     config.out.parent.mkdir(parents=True, exist_ok=True)
@@ -466,7 +471,11 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
             generators = [
                 torch.Generator().manual_seed(sample_seed(config.seed, problems[i].task_id, c)) for i, c in batch
             ]
-        generated = [text.completion(p, g) for p, g in zip(batch_prompts, decoder(batch_prompts, generators))]
+        raw = decoder(batch_prompts, generators)
+        generated = [text.completion(p, g) for p, g in zip(batch_prompts, raw)]
+        if flat:  # decode the markers to indentation, then cut where the function ends
+            generated = [flat_completion(text.text(p, g), levels[i]) for (i, _), p, g in zip(batch, batch_prompts, raw)]
+            generated = [g[: end_of_function(g)] if end_of_function(g) is not None else g for g in generated]
         with JsonlAppender(rank_file(config.out, where.rank)) as appender:
             for (i, c), g in zip(batch, generated):
                 appender.write(sample_record(problems[i], c, g))

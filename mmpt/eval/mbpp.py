@@ -2,8 +2,11 @@
 
 The NL statement is the problem `text` followed by the first test assert on its own line: as is
 common for MBPP, the assert shows the model the function's name and how it is called. The
-signature is the reference code up to and including the entry point's def line; the rest of the
-reference code is the reference body.
+signature is the entry point's def line (its header, up to the colon) and nothing else of the
+reference: helper functions, classes, constants or imports of the reference solution would hand the
+model part of the answer. The reference body is the entry point's body; the reference's other
+top-level code runs with the tests, ahead of the asserts, so that `prompt + reference` passes (the
+model never sees it, and a completion cannot define top-level code anyway).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import ast
 import warnings
 from pathlib import Path
 
+from mmpt.data.extract import header_end
 from mmpt.eval.problems import Problem
 from mmpt.jsonl import read_jsonl
 
@@ -36,16 +40,24 @@ def entry_point(code: str, first_test: str) -> str:
     raise ValueError(f"the first test calls none of the functions the reference defines ({sorted(defined)})")
 
 
-def split_code(code: str, name: str) -> tuple[str, str]:
-    """(signature, body) of reference `code` at function `name`: signature + "\\n" + body == code."""
+def split_code(code: str, name: str) -> tuple[str, str, str]:
+    """(signature, body, rest) of reference `code` at top-level function `name`.
+
+    signature: the function's header lines (decorators, def, up to the colon); body: its body;
+    rest: every other top-level line of `code` (before and after the function), in order.
+    """
     fn = next(n for n in _parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name)
     lines = code.split("\n")
+    start = min([fn.lineno] + [d.lineno for d in fn.decorator_list])  # 1-based first header line
+    rest = "\n".join(lines[: start - 1] + lines[fn.end_lineno :]).strip("\n")
     first = fn.body[0]
     if first.lineno == fn.lineno:  # `def f(x): return x` — move the body onto its own line
         line = lines[fn.lineno - 1]
-        head, rest = line[: first.col_offset].rstrip(), line[first.col_offset :]
-        return "\n".join(lines[: fn.lineno - 1] + [head]), "\n".join(["    " + rest] + lines[fn.lineno :])
-    return "\n".join(lines[: first.lineno - 1]), "\n".join(lines[first.lineno - 1 :])
+        head, tail = line[: first.col_offset].rstrip(), line[first.col_offset :]
+        body = "\n".join(["    " + tail] + lines[fn.lineno : fn.end_lineno])
+        return "\n".join(lines[start - 1 : fn.lineno - 1] + [head]), body + "\n", rest
+    colon = header_end(lines, fn.lineno, first.lineno)  # comment lines after the header belong to the body
+    return "\n".join(lines[start - 1 : colon]), "\n".join(lines[colon : fn.end_lineno]) + "\n", rest
 
 
 def to_problem(row: dict, where: str) -> Problem:
@@ -62,7 +74,7 @@ def to_problem(row: dict, where: str) -> Problem:
     code = str(row["code"]).replace("\r\n", "\n").rstrip() + "\n"
     try:
         name = entry_point(code, tests[0])
-        signature, body = split_code(code, name)
+        signature, body, rest = split_code(code, name)
     except (SyntaxError, ValueError) as e:
         raise ValueError(f"{where}: field 'code' of task {row['task_id']}: {e}") from None
     task_id = f"MBPP/{row['task_id']}"
@@ -74,7 +86,7 @@ def to_problem(row: dict, where: str) -> Problem:
         given="",
         entry_point=name,
         prompt=signature + "\n",
-        test=(setup + "\n" if setup else "") + "\n".join(tests) + "\n",
+        test="".join(part + "\n" for part in (rest, setup) if part) + "\n".join(tests) + "\n",
         reference=body,
     )
 

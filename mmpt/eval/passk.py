@@ -3,7 +3,10 @@
     mmpt passk --results R.jsonl --k 1,10,100 [--per-task] [--tensorboard runs/x --step 1000]
 
 prints the metrics as JSON on stdout and a table on stderr. For incremental results (task ids
-`X#i`, records with given_lines/total_lines) it adds pass@k by fraction of the solution given.
+`X#i`, records with given_lines/total_lines) the top-level pass@k is the *macro* incremental pass@k
+(every incremental task weighs the same) and `incremental_micro` adds the *micro* one (the samples
+of all tasks of one original problem pooled, then averaged over problems), as the paper's official
+evaluation reports both; `by_fraction` breaks the macro one down by fraction of the solution given.
 """
 
 from __future__ import annotations
@@ -51,15 +54,21 @@ def pass_at_k_metrics(results: Iterable[dict], ks: Iterable[int], per_task: bool
     ks = sorted(set(ks))
     tasks: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # task -> [n, c]
     fractions: dict[str, float] = {}
+    problems: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # original problem -> pooled [n, c]
     for r in results:
         t = tasks[r["task_id"]]
         t[0] += 1
         t[1] += bool(r["passed"])
         if r.get("total_lines"):
             fractions[r["task_id"]] = r["given_lines"] / r["total_lines"]
+        pooled = problems[r.get("base_task_id") or r["task_id"].split("#")[0]]
+        pooled[0] += 1
+        pooled[1] += bool(r["passed"])
     counts = [tuple(v) for v in tasks.values()]
     metrics: dict = {**_mean_pass(counts, ks), "n_tasks": len(tasks), "n_samples": sum(n for n, _ in counts)}
     if fractions:
+        metrics["incremental_macro"] = {**_mean_pass(counts, ks), "n_tasks": len(tasks)}
+        metrics["incremental_micro"] = {**_mean_pass([tuple(v) for v in problems.values()], ks), "n_problems": len(problems)}
         by_fraction = {}
         for lo, hi in FRACTION_BINS:
             inside = [tuple(tasks[t]) for t, f in fractions.items() if lo <= f < hi or (hi == 1.0 and f == 1.0)]
@@ -89,8 +98,11 @@ def format_table(metrics: dict) -> str:
     keys = [k for k in metrics if k.startswith("pass@")]
     lines = [f"{'':<12}" + "".join(f"{k:>10}" for k in keys) + f"{'tasks':>8}"]
     lines.append(f"{'all':<12}" + "".join(f"{metrics[k]:>10.4f}" for k in keys) + f"{metrics['n_tasks']:>8}")
-    for name, row in metrics.get("by_fraction", {}).items():
-        lines.append(f"{name:<12}" + "".join(f"{row[k]:>10.4f}" if k in row else f"{'-':>10}" for k in keys) + f"{row['n_tasks']:>8}")
+    rows = [(name.removeprefix("incremental_"), metrics[name]) for name in ("incremental_macro", "incremental_micro")
+            if name in metrics]  # fmt: skip
+    for name, row in rows + list(metrics.get("by_fraction", {}).items()):
+        count = row.get("n_tasks", row.get("n_problems"))  # micro counts original problems
+        lines.append(f"{name:<12}" + "".join(f"{row[k]:>10.4f}" if k in row else f"{'-':>10}" for k in keys) + f"{count:>8}")
     return "\n".join(lines)
 
 
@@ -106,6 +118,10 @@ def log_tensorboard(metrics: dict, logdir: Path, step: int) -> None:
         for key, value in row.items():
             if key.startswith("pass@"):
                 writer.add_scalar(f"eval/incremental_{name}/{key}", value, step)
+    for name in ("incremental_macro", "incremental_micro"):
+        for key, value in metrics.get(name, {}).items():
+            if key.startswith("pass@"):
+                writer.add_scalar(f"eval/{name}/{key}", value, step)
     writer.close()
 
 

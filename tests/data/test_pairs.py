@@ -27,7 +27,7 @@ def test_local_formats_load_the_same_pairs(assets: Path, tmp_path: Path, kind: s
     else:
         pq.write_table(pa.Table.from_pylist(records), path)
     dataset = load_pairs(path, cache_dir=str(tmp_path / "cache"))
-    assert dataset.column_names == ["docstring", "code", "signature", "body"]
+    assert dataset.column_names == ["docstring", "code", "signature", "body", "converted"]
     assert dataset["docstring"] == [r["docstring"] for r in records]
     assert dataset["code"] == [r["code"] for r in records]
     assert dataset["signature"] == [r["signature"] for r in records]

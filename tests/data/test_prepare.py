@@ -231,3 +231,52 @@ def test_bad_validation_fraction_and_chunk_are_clear_errors(assets: Path, tmp_pa
     assert main(args + ["--out", str(tmp_path / "o"), "--validation-fraction", "0.2", "--seed", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["validation_rows"] == len(load_validation(tmp_path / "o")) > 0
+def _flat_pairs(assets: Path, path: Path, broken: int) -> list[dict]:
+    """The fixture's pairs in the paper's corpus format (`_id`, `docstring`, flattened `code`), plus
+    `broken` records whose code does not parse once converted."""
+    from mmpt.data.codeformat import flatten
+
+    records = [{"_id": str(i), "docstring": p["docstring"], "code": flatten(p["code"])} for i, p in enumerate(_pairs(assets))]
+    records += [{"_id": f"b{i}", "docstring": "bad", "code": "def f ( : <NEW_LINE> <INDENT> return <NEW_LINE> <DEDENT>"} for i in range(broken)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def test_flattened_corpus_is_converted_before_tokenisation(assets: Path, tmp_path: Path, tiny_tokenizer):
+    from mmpt.data.codeformat import unflatten
+    from mmpt.data.pairs import split_code
+
+    flat = tmp_path / "flat.jsonl"
+    records = _flat_pairs(assets, flat, broken=2)
+    config = PrepareConfig(
+        pairs=str(flat), tokenizer=str(assets / "tokenizer"), out=str(tmp_path / "out"), layout="signature-first",
+        max_seq_length=4096, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    meta = prepare(config)
+    assert meta["converted_from_flat"] == len(records) and meta["dropped_unparsable"] == 2
+    assert meta["pairs"] == len(records) and meta["instances"] == len(records) - 2 - meta["dropped_no_signature"]
+    smap = SeparationMap("none", len(tiny_tokenizer))
+    expected = []
+    for r in records[:-2]:
+        code = unflatten(r["code"]).strip("\n") + "\n"
+        signature, body = split_code(code)
+        if signature:
+            expected.append(encode_instance(tiny_tokenizer, smap, "signature-first", r["docstring"], code, signature, body))
+    rows, _ = load_prepared(tmp_path / "out")
+    got = [instance for row in rows for instance in _split_row(row)]
+    assert sorted(map(repr, got)) == sorted(map(repr, expected)) and len(got) > 0
+    # the markers never reach the tokenizer
+    marker_ids = set(tiny_tokenizer("<NEW_LINE>", add_special_tokens=False)["input_ids"])
+    assert not any(tuple(ids[i : i + len(marker_ids)]) == tuple(marker_ids) for ids, _ in got for i in range(len(ids)))
+
+
+def test_nothing_left_is_a_clear_error(assets: Path, tmp_path: Path, capsys):
+    flat = tmp_path / "flat.jsonl"
+    _flat_pairs(assets, flat, broken=0)
+    args = ["--pairs", str(flat), "--tokenizer", str(assets / "tokenizer"), "--layout", "signature-first"]
+    # read as plain code, nothing parses, so no pair has a signature to put first
+    assert main(args + ["--code-format", "plain", "--max-seq-length", "256", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no pair left to train on" in err and "without a parsable function for --layout signature-first" in err
+    assert main(args + ["--max-seq-length", "8", "--out", str(tmp_path / "p")]) == 2
+    assert "longer than --max-seq-length 8" in capsys.readouterr().err

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import builtins
+import json
 import keyword
 import token
 
 import pytest
 
-from mmpt.data.separation import build_separation_map, default_separate_tokens
+from mmpt.data.separation import build_separation_map, default_separate_tokens, with_space_forms
 
 
 def test_default_tokens_come_from_the_language():
@@ -49,3 +50,26 @@ def test_partial_default_list_and_full_and_none(tiny_tokenizer):
     assert none.separated == [] and none.vocab_size == n and split == []
     with pytest.raises(ValueError, match="separation must be one of"):
         build_separation_map(tiny_tokenizer, "half")
+
+
+def test_space_forms_of_a_bare_list():
+    assert with_space_forms(["if", "if", " in", "->"]) == ["if", " if", " in", "->", " ->"]
+
+
+def test_prepare_reads_a_paper_style_list_and_reports_what_is_not_one_token(assets, tmp_path, tiny_tokenizer, capsys):
+    from mmpt.data.prepare import main
+
+    # the shape of the paper's list: one bare token per line, duplicates and multi-piece entries included
+    entries = ["def", "return", "if", "if", "(", "assertEqual", "NoneType", "->"]
+    (tmp_path / "python_tokens.txt").write_text("\n".join(entries) + "\n")
+    args = ["--pairs", str(assets / "pairs.jsonl"), "--tokenizer", str(assets / "tokenizer"), "--max-seq-length", "512",
+            "--separation", "partial", "--separate-tokens", str(tmp_path / "python_tokens.txt"), "--space-forms"]  # fmt: skip
+    assert main(args + ["--out", str(tmp_path / "o")]) == 0
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    forms = with_space_forms(entries)
+    not_single = [t for t in forms if len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"]) != 1]
+    assert meta["split_tokens"] == not_single and " return" not in not_single
+    err = capsys.readouterr().err
+    assert all(repr(t) in err for t in not_single)  # every entry of a user's list is named, not only ten
+    single = {tiny_tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in forms if t not in not_single}
+    assert meta["id_map"]["separated"] == sorted(single)

@@ -8,7 +8,7 @@ from math import comb
 
 import pytest
 
-from mmpt.eval.passk import estimate_pass_at_k, main, pass_at_k_metrics
+from mmpt.eval.passk import estimate_pass_at_k, format_table, main, pass_at_k_metrics
 
 
 def exact(n: int, c: int, k: int) -> Fraction:
@@ -88,3 +88,23 @@ def test_tensorboard_scalars(tmp_path):
     acc.Reload()
     [event] = acc.Scalars("eval/pass@1")
     assert (event.step, event.value) == (7, 0.5)
+
+
+def test_incremental_macro_and_micro():
+    # problem X/0: three tasks of 2 samples; problem Y/1: one task of 2 samples, none correct
+    rows = (
+        results("X/0#0", [False, False], given_lines=0, total_lines=4)
+        + results("X/0#2", [True, False], given_lines=2, total_lines=4)
+        + results("X/0#3", [True, True], given_lines=3, total_lines=4)
+        + results("Y/1#0", [False, False], given_lines=0, total_lines=1)
+    )
+    m = pass_at_k_metrics(rows, [1, 2])
+    # macro: every task weighs the same
+    assert m["incremental_macro"]["pass@1"] == pytest.approx((0 + 0.5 + 1 + 0) / 4) == m["pass@1"]
+    assert m["incremental_macro"]["pass@2"] == pytest.approx((0 + float(exact(2, 1, 2)) + 1 + 0) / 4)
+    # micro: X/0's 6 samples pooled (3 correct), Y/1's 2 (none), then the mean over the 2 problems
+    assert m["incremental_micro"]["pass@1"] == pytest.approx((3 / 6 + 0) / 2)
+    assert m["incremental_micro"]["pass@2"] == pytest.approx((float(exact(6, 3, 2)) + 0) / 2)
+    assert (m["incremental_macro"]["n_tasks"], m["incremental_micro"]["n_problems"]) == (4, 2)
+    assert "incremental_micro" not in pass_at_k_metrics(results("a", [True]), [1])  # plain results: no split
+    assert "micro" in format_table(m) and "macro" in format_table(m)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mmpt.jsonl import read_jsonl
+
 from mmpt.eval.problems import load_problems
 
 MBPP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp.jsonl"
@@ -69,9 +71,29 @@ def test_mbpp_references_pass():
         assert runs(p.prompt + p.reference + "\n" + p.test), p.task_id
 
 
-def test_mbpp_helpers_before_the_entry_point_stay_in_the_signature():
-    p = next(p for p in load_problems("mbpp", MBPP, split="all") if p.task_id == "MBPP/1")
-    assert p.signature.startswith("R = 3\nC = 3\ndef min_cost(")
+def _code_lines(code: str) -> set[str]:
+    return {line.strip() for line in code.replace("\r\n", "\n").split("\n") if line.strip()}
+
+
+def test_mbpp_prompts_hold_no_reference_code_but_the_signature_line():
+    rows = {row["task_id"]: row for _, row in read_jsonl(MBPP)}
+    problems = load_problems("mbpp", MBPP, split="all")
+    helpers = 0
+    for p in problems:
+        reference = _code_lines(rows[int(p.task_id.split("/")[1])]["code"])
+        header = _code_lines(p.signature)
+        assert len(header) == 1 and next(iter(header)).startswith(("def ", "async def ")), p.task_id
+        leaked = (_code_lines(p.docstring) | _code_lines(p.prompt)) & reference - header
+        assert not leaked, (p.task_id, leaked)
+        helpers += len(reference) > len(_code_lines(p.reference)) + 1
+    assert helpers > 19  # MBPP/152 and others do define code beside the entry point
+    p = next(p for p in problems if p.task_id == "MBPP/1")
+    assert p.signature == "def min_cost(cost, m, n): " and p.test.startswith("R = 3\nC = 3\n")
+
+
+def test_mbpp_test_split_references_pass_with_their_helpers():
+    for p in load_problems("mbpp", MBPP)[130:160]:  # MBPP/152's merge sort calls a helper
+        assert runs(p.prompt + p.reference + "\n" + p.test), p.task_id
 
 
 def test_mbpp_hub_sanitized_format_and_errors(tmp_path):
