@@ -4,8 +4,9 @@
     mmpt doctor --arch gpt_neo --attn eager
     mmpt doctor --model path/to/checkpoint --attn sdpa
 
-Each check is a small function `(DoctorConfig) -> Iterable[CheckResult]`; later stages append theirs
-to `CHECKS` (DeepSpeed, MPI, sandbox, Slurm).
+Each check is a small function `(DoctorConfig) -> Iterable[CheckResult]`, listed once in `CHECKS`:
+model checks (sentinels, separation, packed attention), then the environment (Slurm, MPI, sandbox,
+DeepSpeed). The tiny random models live in `mmpt.model.tiny`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import NamedTuple
 
 import torch
 
-from mmpt.modality import CODE, COMMENTS, EOT, MASK, NL, OBJECTIVES, PAD, PYTHON
+from mmpt.modality import CODE, COMMENTS, EOT, MASK, NL, OBJECTIVES, PYTHON
+from mmpt.model.tiny import TINY_CONFIGS, tiny_model, tiny_tokenizer  # noqa: F401 (re-exported until every import moves to mmpt.model.tiny)
 
 DEFAULT_ARCHS = ("gpt2", "gpt_neo", "llama")
 
@@ -43,42 +45,7 @@ class CheckResult(NamedTuple):
 Check = Callable[[DoctorConfig], Iterable[CheckResult]]
 
 
-# ---------------------------------------------------------------------------- tokenizer and models
-
-
-def tiny_tokenizer():
-    """An in-memory word-level tokenizer with the sentinels, for the checks of random models."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-    from transformers import PreTrainedTokenizerFast
-
-    words = [PAD, COMMENTS, PYTHON, EOT, MASK, "<unk>"] + [f"w{i}" for i in range(58)]
-    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, unk_token="<unk>", additional_special_tokens=[COMMENTS, PYTHON, EOT, MASK]
-    )
-
-
-# Tiny configs, small enough to run in a second on a laptop CPU; GPT-Neo's window (4) is shorter
-# than the instances so that its local layers are exercised.
-TINY_CONFIGS: dict[str, dict] = {
-    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),
-    "gpt_neo": dict(
-        hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=4,
-        max_position_embeddings=128,
-    ),
-    "llama": dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=128,
-    ),
-    "qwen2": dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=128,
-    ),
-    "codegen": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128, n_ctx=128),
-}
+# ---------------------------------------------------------------------------- models to check
 
 
 def _tokenizer(cfg: DoctorConfig):
@@ -87,19 +54,6 @@ def _tokenizer(cfg: DoctorConfig):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(cfg.model)
-
-
-def tiny_model(arch: str, impl: str = "eager", *, vocab: int = 96, tied: bool = True, seed: int = 0):
-    """A random fp32 causal LM of model type `arch` (a key of TINY_CONFIGS), in eval mode."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    if arch not in TINY_CONFIGS:
-        raise ValueError(f"no tiny config for model type {arch!r}; known: {', '.join(TINY_CONFIGS)}")
-    torch.manual_seed(seed)
-    config = AutoConfig.for_model(
-        arch, vocab_size=vocab, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=0, **TINY_CONFIGS[arch]
-    )
-    return AutoModelForCausalLM.from_config(config, attn_implementation=impl, dtype=torch.float32).eval()
 
 
 def _load_model(cfg: DoctorConfig, arch: str, impl: str, vocab: int):
@@ -273,50 +227,6 @@ def check_packed(cfg: DoctorConfig) -> Iterable[CheckResult]:
             yield CheckResult(f"packed {arch}/{impl}/{objective}", ok, f"max diff {diff:.1e} (tol {cfg.tol:.0e})")
 
 
-CHECKS: list[Check] = [check_sentinels, check_separation, check_packed]
-
-
-# ---------------------------------------------------------------------------- running
-
-
-def run_checks(cfg: DoctorConfig, checks: list[Check] | None = None) -> list[CheckResult]:
-    """Run `checks` (default `CHECKS`); an exception inside a check becomes its failed result."""
-    results = []
-    for check in checks if checks is not None else CHECKS:
-        try:
-            got = check(cfg)
-            results += [got] if isinstance(got, CheckResult) else list(got)
-        except Exception as e:  # a check that crashes is a failed check, reported in one line
-            results.append(CheckResult(check.__name__.removeprefix("check_"), False, f"{type(e).__name__}: {e}"))
-    return results
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
-def parse_args(argv: list[str] | None) -> DoctorConfig:
-    p = argparse.ArgumentParser(prog="mmpt doctor", description="preflight checks before a long job")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", help="Hugging Face name or checkpoint path to check")
-    which.add_argument("--arch", type=_csv, default=DEFAULT_ARCHS, help="tiny random models of these model types")
-    p.add_argument("--attn", type=_csv, default=None, help="attention implementations (default: every verified one)")
-    p.add_argument("--tol", type=float, default=1e-5, help="max abs logit difference accepted")
-    a = p.parse_args(argv)
-    return DoctorConfig(model=a.model, archs=a.arch, attn=a.attn, tol=a.tol)
-
-
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    results = run_checks(cfg)
-    width = max(len(r.name) for r in results)
-    for r in results:
-        print(f"{'ok  ' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")
-    failed = sum(not r.ok for r in results)
-    print(f"{len(results) - failed}/{len(results)} checks passed", file=sys.stderr if failed else sys.stdout)
-    return 1 if failed else 0
-
-
 
 # ---------------------------------------------------------------------------- Slurm, MPI, sandbox
 # A component that is absent is reported, not failed (a laptop needs no Slurm); one that is present
@@ -392,8 +302,6 @@ def check_sandbox(cfg: DoctorConfig) -> Iterable[CheckResult]:
                       + ("" if ok else f" ({good.detail or bad.detail})"))
 
 
-CHECKS += [check_slurm, check_mpi, check_sandbox]
-
 
 # ---------------------------------------------------------------------------- DeepSpeed (training)
 
@@ -412,7 +320,56 @@ def check_deepspeed(cfg: DoctorConfig) -> Iterable[CheckResult]:
     yield CheckResult("deepspeed", True, f"{deepspeed.__version__} on {accelerator}; ops that can build: {', '.join(ops) or 'none'}")
 
 
-CHECKS += [check_deepspeed]
+CHECKS: list[Check] = [
+    check_sentinels,
+    check_separation,
+    check_packed,
+    check_slurm,
+    check_mpi,
+    check_sandbox,
+    check_deepspeed,
+]
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def run_checks(cfg: DoctorConfig, checks: list[Check] | None = None) -> list[CheckResult]:
+    """Run `checks` (default `CHECKS`); an exception inside a check becomes its failed result."""
+    results = []
+    for check in checks if checks is not None else CHECKS:
+        try:
+            got = check(cfg)
+            results += [got] if isinstance(got, CheckResult) else list(got)
+        except Exception as e:  # a check that crashes is a failed check, reported in one line
+            results.append(CheckResult(check.__name__.removeprefix("check_"), False, f"{type(e).__name__}: {e}"))
+    return results
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def parse_args(argv: list[str] | None) -> DoctorConfig:
+    p = argparse.ArgumentParser(prog="mmpt doctor", description="preflight checks before a long job")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", help="Hugging Face name or checkpoint path to check")
+    which.add_argument("--arch", type=_csv, default=DEFAULT_ARCHS, help="tiny random models of these model types")
+    p.add_argument("--attn", type=_csv, default=None, help="attention implementations (default: every verified one)")
+    p.add_argument("--tol", type=float, default=1e-5, help="max abs logit difference accepted")
+    a = p.parse_args(argv)
+    return DoctorConfig(model=a.model, archs=a.arch, attn=a.attn, tol=a.tol)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    results = run_checks(cfg)
+    width = max(len(r.name) for r in results)
+    for r in results:
+        print(f"{'ok  ' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed}/{len(results)} checks passed", file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from mmpt.data.separation import build_separation_map
-from mmpt.doctor import tiny_model
+from mmpt.model.tiny import tiny_model
 from mmpt.eval.generate import (
     CodeText,
     Decoder,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmpt.doctor import TINY_CONFIGS, tiny_model
+from mmpt.model.tiny import TINY_CONFIGS, tiny_model
 from mmpt.model.attention import (
     SUPPORTED,
     check_supported,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import mmpt.model.loss as loss_module
 from mmpt.data.separation import SeparationMap
-from mmpt.doctor import tiny_model
+from mmpt.model.tiny import tiny_model
 from mmpt.modality import CODE, NL
 from mmpt.model.loss import modality_loss
 

@@ -7,7 +7,7 @@ import torch
 
 from mmpt.data.instances import sentinel_ids
 from mmpt.data.separation import MAP_FILE, SeparationMap
-from mmpt.doctor import tiny_model, tiny_tokenizer
+from mmpt.model.tiny import tiny_model, tiny_tokenizer
 from mmpt.model.split_embeddings import (
     decode_code,
     extend_model,
