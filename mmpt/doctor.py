@@ -11,7 +11,6 @@ DeepSpeed). The tiny random models live in `mmpt.model.tiny`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 
+from mmpt.cli import command_parser
 from mmpt.modality import CODE, COMMENTS, EOT, MASK, NL, OBJECTIVES, PYTHON
 from mmpt.model.tiny import TINY_CONFIGS, tiny_model, tiny_tokenizer  # noqa: F401 (re-exported until every import moves to mmpt.model.tiny)
 
@@ -351,7 +351,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def parse_args(argv: list[str] | None) -> DoctorConfig:
-    p = argparse.ArgumentParser(prog="mmpt doctor", description="preflight checks before a long job")
+    p = command_parser("mmpt doctor", "preflight checks before a long job")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", help="Hugging Face name or checkpoint path to check")
     which.add_argument("--arch", type=_csv, default=DEFAULT_ARCHS, help="tiny random models of these model types")

@@ -8,13 +8,13 @@ prints the metrics as JSON on stdout and a table on stderr. For incremental resu
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from mmpt.cli import command_parser
 from mmpt.jsonl import read_jsonl, require
 
 # fraction of the reference body given, as [lo, hi) bins (the last one closed at 1)
@@ -110,8 +110,8 @@ def log_tensorboard(metrics: dict, logdir: Path, step: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="mmpt passk", description="pass@k from `mmpt execute` results.")
-    ap.add_argument("--results", type=Path, required=True)
+    ap = command_parser("mmpt passk", "pass@k from `mmpt execute` results.")
+    ap.add_argument("--results", type=Path, required=True, help="results JSONL written by `mmpt execute`")
     ap.add_argument("--k", default="1,10,100", help="comma-separated ks")
     ap.add_argument("--per-task", action="store_true", help="add each task's n, c and pass@k")
     ap.add_argument("--tensorboard", type=Path, default=None, help="log the scalars to this run directory")
