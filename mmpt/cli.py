@@ -19,7 +19,7 @@ COMMANDS = {
     "execute": ("mmpt.eval.execute", "run samples against the tests in a sandbox"),
     "passk": ("mmpt.eval.passk", "pass@k and incremental pass@k from execution results"),
     "doctor": ("mmpt.doctor", "preflight checks before a long job"),
-    "demo": ("mmpt.demo", "the whole pipeline on a laptop CPU"),
+    "demo": ("mmpt.demo.stages", "the whole pipeline on a laptop CPU"),
     "report": ("mmpt.demo.report", "(re)write a demo run's report.md and plots"),
 }
 

@@ -21,6 +21,22 @@ from mmpt.jsonl import read_jsonl, require
 FRACTION_BINS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
 
 
+def bin_name(lo: float, hi: float) -> str:
+    """The key of bin [lo, hi) in `by_fraction`: "0.75-1.00"."""
+    return f"{lo:.2f}-{hi:.2f}"
+
+
+def fraction_bin(result: dict) -> str | None:
+    """The FRACTION_BINS key of an incremental record (given_lines / total_lines); None for a plain task."""
+    if not result.get("total_lines"):
+        return None
+    f = result["given_lines"] / result["total_lines"]
+    for lo, hi in FRACTION_BINS:
+        if lo <= f < hi or (hi == 1.0 and f == 1.0):
+            return bin_name(lo, hi)
+    return None
+
+
 def estimate_pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one task with n samples, c correct: 1 − C(n−c, k) / C(n, k).
 
@@ -50,21 +66,21 @@ def pass_at_k_metrics(results: Iterable[dict], ks: Iterable[int], per_task: bool
     `n_samples`; `by_fraction` for incremental results; `per_task` ({task: {n, c, pass@k}}) on request."""
     ks = sorted(set(ks))
     tasks: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # task -> [n, c]
-    fractions: dict[str, float] = {}
+    bins: dict[str, str | None] = {}  # task -> its fraction bin (incremental tasks only)
     for r in results:
         t = tasks[r["task_id"]]
         t[0] += 1
         t[1] += bool(r["passed"])
         if r.get("total_lines"):
-            fractions[r["task_id"]] = r["given_lines"] / r["total_lines"]
+            bins[r["task_id"]] = fraction_bin(r)
     counts = [tuple(v) for v in tasks.values()]
     metrics: dict = {**_mean_pass(counts, ks), "n_tasks": len(tasks), "n_samples": sum(n for n, _ in counts)}
-    if fractions:
+    if bins:
         by_fraction = {}
         for lo, hi in FRACTION_BINS:
-            inside = [tuple(tasks[t]) for t, f in fractions.items() if lo <= f < hi or (hi == 1.0 and f == 1.0)]
+            inside = [tuple(tasks[t]) for t, b in bins.items() if b == bin_name(lo, hi)]
             if inside:
-                by_fraction[f"{lo:.2f}-{hi:.2f}"] = {**_mean_pass(inside, ks), "n_tasks": len(inside)}
+                by_fraction[bin_name(lo, hi)] = {**_mean_pass(inside, ks), "n_tasks": len(inside)}
         metrics["by_fraction"] = by_fraction
     if per_task:
         metrics["per_task"] = {

@@ -88,3 +88,13 @@ def test_tensorboard_scalars(tmp_path):
     acc.Reload()
     [event] = acc.Scalars("eval/pass@1")
     assert (event.step, event.value) == (7, 0.5)
+
+
+def test_fraction_bin_is_half_open_and_closed_at_one():
+    from mmpt.eval.passk import fraction_bin
+
+    assert fraction_bin({"given_lines": 3, "total_lines": 4}) == "0.75-1.00"
+    assert fraction_bin({"given_lines": 4, "total_lines": 4}) == "0.75-1.00"
+    assert fraction_bin({"given_lines": 1, "total_lines": 4}) == "0.25-0.50"
+    assert fraction_bin({"given_lines": 0, "total_lines": 4}) == "0.00-0.25"
+    assert fraction_bin({"task_id": "HumanEval/0", "passed": True}) is None  # a plain task

@@ -1,4 +1,4 @@
-"""`mmpt demo`: the whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.
+"""`mmpt demo`'s stages: the whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.
 
     mmpt demo                       # → runs/demo/report.md, about 15 minutes on 2 cores
     mmpt demo --out DIR --quick     # a few minutes: tiny data, a handful of steps and problems
@@ -8,10 +8,11 @@ Stages: stdlib pairs → BPE tokenizer → rows (no separation, and partial sepa
 backbone, Text-Code CLM) → two further pre-trainings of that backbone with the same steps and data
 order: partial separation + Code CLM, and the baseline without separation → for each, greedy and
 sampled HumanEval generation and incremental tasks (`mmpt generate` on 2 ranks) → `mmpt execute`
-in the sandbox → OUT/report.md (`mmpt.report`).
+in the sandbox → OUT/report.md (`mmpt report`, mmpt/demo/report.py).
 
-Training is a real `deepspeed --num_gpus 2` launch with ZeRO-3 on CPU (gloo); generation and
-execution are the real commands too. Each stage writes OUT/logs/STAGE.log and, when it finishes,
+Training is a real `deepspeed --num_gpus 2` launch of the shipped configs/tiny-cpu.yaml with ZeRO-3
+on CPU (gloo); generation is `torchrun --standalone` of `mmpt generate`, and execution `mmpt execute`.
+The launchers start, watch and stop the ranks (one dead rank stops the others). Each stage writes OUT/logs/STAGE.log and, when it finishes,
 OUT/stages/STAGE.json (its wall time); a rerun skips finished stages, and the commands themselves
 resume half-done work (training from its last checkpoint, generation and execution per sample).
 """
@@ -23,7 +24,6 @@ import dataclasses
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -33,8 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TRAIN_CONFIG = ROOT / "configs" / "tiny-cpu.yaml"  # the tiny Llama architecture and its optimiser
+from mmpt.cli import command_parser
+
+PACKAGE = Path(__file__).resolve().parents[1]  # mmpt/, in a checkout or an installed wheel
+TRAIN_CONFIG = "configs/tiny-cpu.yaml"  # shipped (mmpt.shipped): the tiny architecture and its optimiser
 MODELS = ("separated", "baseline")  # the two further pre-trainings compared in the report
 
 
@@ -153,24 +155,17 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
     return times
 
 
-def run_logged(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None, ranks: int = 1) -> None:
-    """Run `cmd` (as `ranks` processes with RANK/WORLD_SIZE/LOCAL_RANK set when > 1), streaming the
-    output to the console and to `log`; DemoError when a process exits non-zero (the others are stopped)."""
+def run_logged(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    """Run `cmd` (one process: a launcher starts the ranks itself), streaming its output to the console
+    and to `log`; DemoError naming the stage and the log when it exits non-zero."""
     read_end, write_end = os.pipe()
-    procs = []
     with log.open("ab") as f:
         f.write(f"$ {' '.join(cmd)}\n".encode())
-        for rank in range(ranks):
-            place = {"RANK": str(rank), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(rank)} if ranks > 1 else {}
-            procs.append(subprocess.Popen(
-                cmd, stdout=write_end, stderr=write_end, env={**os.environ, **(env or {}), **place}, cwd=ROOT,
-            ))  # fmt: skip
-        os.close(write_end)  # the pipe ends (EOF) when every process has closed its copy
-        failed: tuple[int, int] | None = None  # (rank, exit code) of the first rank that failed
+        proc = subprocess.Popen(cmd, stdout=write_end, stderr=write_end, env={**os.environ, **(env or {})})
+        os.close(write_end)  # the pipe ends (EOF) when the process and its children have closed their copies
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
             while True:
-                # raw reads return what is there (progress bars end in \r, not \n), so progress shows
-                # as it comes; the timeout lets a dead rank be noticed while the others are silent
+                # raw reads return what is there (progress bars end in \r, not \n), so progress shows as it comes
                 if select.select([pipe], [], [], 1.0)[0]:
                     chunk = pipe.read(65536)
                     if not chunk:
@@ -179,24 +174,23 @@ def run_logged(name: str, cmd: list[str], log: Path, env: dict[str, str] | None 
                     f.flush()
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
-                dead = [(r, p.returncode) for r, p in enumerate(procs) if p.poll() not in (None, 0)]
-                if dead and failed is None:
-                    failed = dead[0]  # a dead rank leaves the others waiting for its share: stop them
-                    for p in procs:
-                        if p.poll() is None:
-                            p.terminate()
-        rcs = [p.wait() for p in procs]
-    if failed is None and any(rcs):
-        failed = next((r, rc) for r, rc in enumerate(rcs) if rc)
-    if failed is not None:
-        who = f"rank {failed[0]} of " if ranks > 1 else ""
-        raise DemoError(f"stage {name!r} failed: {who}`{' '.join(cmd[:4])} ...` exited with {failed[1]}; see {log}")
+        rc = proc.wait()
+    if rc:
+        raise DemoError(f"stage {name!r} failed: `{' '.join(cmd[:6])} ...` exited with {rc}; see {log}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def torchrun(ranks: int, module_args: list[str]) -> list[str]:
+    """`torchrun --standalone` of `python -m MODULE ARGS` on `ranks` local processes (it picks a free port)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
+            "-m", *module_args]  # fmt: skip
+
+
+def deepspeed(ranks: int, script: Path, args: list[str]) -> list[str]:
+    """`deepspeed --num_gpus RANKS SCRIPT ARGS` on a free port (the launcher's default 29500 may be taken)."""
+    from mmpt.distributed import _free_port  # the project's one copy
+
+    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),
+            "--master_port", str(_free_port()), str(script), *args]  # fmt: skip
 
 
 # ---- the stages ---------------------------------------------------------------------------------
@@ -227,7 +221,7 @@ class Paths:
 
 
 def _train_stage(c: DemoConfig, name: str, title: str, env: dict, steps: int, learning_rate: float, **fields) -> Stage:
-    """A `deepspeed --num_gpus RANKS mmpt/train.py` launch of the tiny config with `fields` overridden."""
+    """A `deepspeed --num_gpus RANKS mmpt/train.py` launch of the shipped tiny config with `fields` overridden."""
     overrides = {
         **fields,
         "max_steps": steps,
@@ -244,10 +238,7 @@ def _train_stage(c: DemoConfig, name: str, title: str, env: dict, steps: int, le
     args = [x for k, v in overrides.items() for x in (f"--{k}", str(v))]
 
     def run(log: Path) -> None:
-        cmd = [
-            sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(c.ranks),
-            "--master_port", str(_free_port()), str(ROOT / "mmpt" / "train.py"), "--config", str(TRAIN_CONFIG), *args,
-        ]  # fmt: skip
+        cmd = deepspeed(c.ranks, PACKAGE / "train.py", ["--config", TRAIN_CONFIG, *args])
         run_logged(name, cmd, log, {**env, "DS_ACCELERATOR": "cpu"})
 
     return Stage(name, title, run)
@@ -329,13 +320,13 @@ def _generate_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -
     def run(log: Path) -> None:
         p.samples(model, kind).parent.mkdir(parents=True, exist_ok=True)
         cmd = [
-            sys.executable, "-m", "mmpt", "generate", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval", *flags,
+            "mmpt", "generate", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval", *flags,
             "--max-new-tokens", str(c.max_new_tokens), "--batch-size", str(c.generate_batch_size),
             "--seed", str(c.seed), "--out", str(p.samples(model, kind)),
         ]  # fmt: skip
         if limit is not None:
             cmd += ["--limit", str(limit)]
-        run_logged(name, cmd, log, env, ranks=c.ranks)  # ranks write their shares, rank 0 merges
+        run_logged(name, torchrun(c.ranks, cmd), log, env)  # ranks write their shares, rank 0 merges
 
     return Stage(name, f"generate for HumanEval with the {model} model ({words})", run)
 
@@ -355,7 +346,7 @@ def _execute_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) ->
 
 
 def _report(c: DemoConfig, p: Paths) -> None:
-    from mmpt.report import write_report
+    from mmpt.demo.report import write_report
 
     path = write_report(c.out, settings=_settings(c))
     print(f"report: {path}")
@@ -373,7 +364,7 @@ def _settings(c: DemoConfig) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mmpt demo", description=__doc__.split("\n")[0])
+    ap = command_parser("mmpt demo", "The whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.")
     ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     ap.add_argument("--quick", action="store_true", help="a reduced run: tiny data, few steps and problems")
     ap.add_argument("--limit", type=int, default=None, help="plain HumanEval problems (default: all 164)")
@@ -381,7 +372,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--backbone-steps", type=int, default=None, help="steps of the backbone's pre-training")
     ap.add_argument("--further-steps", type=int, default=None, help="steps of each further pre-training")
     ap.add_argument("--n-samples", type=int, default=None, help="sampled completions per problem")
-    ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
+    ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"), help="passed to `mmpt execute`")
     return ap
 
 
@@ -404,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as e:
         print(f"mmpt demo: {e}", file=sys.stderr)
+        return 2
+    try:
+        import matplotlib  # noqa: F401 (the report's plots; checked now, not after the training stages)
+    except ImportError:
+        print("mmpt demo: the report's plots need matplotlib: pip install 'mmpt[demo]'", file=sys.stderr)
         return 2
     settings = config.out / "demo_config.json"
     config.out.mkdir(parents=True, exist_ok=True)
