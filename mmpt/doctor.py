@@ -48,45 +48,45 @@ Check = Callable[[DoctorConfig], Iterable[CheckResult]]
 # ---------------------------------------------------------------------------- models to check
 
 
-def _tokenizer(cfg: DoctorConfig):
-    if cfg.model is None:
+def _tokenizer(config: DoctorConfig):
+    if config.model is None:
         return tiny_tokenizer()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(cfg.model)
+    return AutoTokenizer.from_pretrained(config.model)
 
 
-def _load_model(cfg: DoctorConfig, arch: str, impl: str, vocab: int):
-    if cfg.model is not None:
+def _load_model(config: DoctorConfig, arch: str, impl: str, vocab: int):
+    if config.model is not None:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, attn_implementation=impl, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(config.model, attn_implementation=impl, dtype=torch.float32)
     else:
-        model = tiny_model(arch, impl, vocab=vocab, seed=cfg.seed)
+        model = tiny_model(arch, impl, vocab=vocab, seed=config.seed)
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
 
 
-def _targets(cfg: DoctorConfig) -> list[tuple[str, str]]:
+def _targets(config: DoctorConfig) -> list[tuple[str, str]]:
     """(model_type, attention implementation) pairs to check."""
     from mmpt.model.attention import SUPPORTED
 
-    if cfg.model is not None:
+    if config.model is not None:
         from transformers import AutoConfig
 
-        archs = (AutoConfig.from_pretrained(cfg.model).model_type,)
+        archs = (AutoConfig.from_pretrained(config.model).model_type,)
     else:
-        archs = cfg.archs
-    return [(arch, impl) for arch in archs for impl in (cfg.attn or SUPPORTED.get(arch, ("sdpa",)))]
+        archs = config.archs
+    return [(arch, impl) for arch in archs for impl in (config.attn or SUPPORTED.get(arch, ("sdpa",)))]
 
 
 # ---------------------------------------------------------------------------- checks
 
 
-def check_sentinels(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_sentinels(config: DoctorConfig) -> Iterable[CheckResult]:
     """The tokenizer has every sentinel, each a single token that survives encoding."""
     from mmpt.data.instances import sentinel_ids
 
-    tok = _tokenizer(cfg)
+    tok = _tokenizer(config)
     ids = sentinel_ids(tok)
     split = [s for s in (COMMENTS, PYTHON, EOT, MASK) if len(tok(s, add_special_tokens=False)["input_ids"]) != 1]
     if split:
@@ -95,16 +95,16 @@ def check_sentinels(cfg: DoctorConfig) -> Iterable[CheckResult]:
     yield CheckResult("sentinels", True, f"comments={ids.comments} python={ids.python} eot={ids.eot} mask={ids.mask} pad={ids.pad}")
 
 
-def check_separation(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_separation(config: DoctorConfig) -> Iterable[CheckResult]:
     """The separation map fits the tokenizer and model and round-trips; code copies start as originals."""
     from mmpt.data.separation import SeparationMap
 
-    tok = _tokenizer(cfg)
-    if cfg.model is not None:
+    tok = _tokenizer(config)
+    if config.model is not None:
         from transformers import AutoConfig
 
-        smap = SeparationMap.load_or_none(cfg.model, base_vocab_size=len(tok))
-        rows = AutoConfig.from_pretrained(cfg.model).get_text_config().vocab_size
+        smap = SeparationMap.load_or_none(config.model, base_vocab_size=len(tok))
+        rows = AutoConfig.from_pretrained(config.model).get_text_config().vocab_size
         problems = []
         if smap.base_vocab_size != len(tok):
             problems.append(f"map base_vocab_size {smap.base_vocab_size} != tokenizer length {len(tok)}")
@@ -120,7 +120,7 @@ def check_separation(cfg: DoctorConfig) -> Iterable[CheckResult]:
     base = len(tok)
     for separation, separated in (("partial", list(range(6, base, 3))), ("full", list(range(base)))):
         smap = SeparationMap(separation, base, separated)
-        model = _load_model(cfg, "gpt2", "eager", base)
+        model = _load_model(config, "gpt2", "eager", base)
         extend_model(model, smap, mean_resizing=False)
         w = model.get_input_embeddings().weight
         diff = (w[base : smap.vocab_size] - w[torch.as_tensor(separated)]).abs().max().item()
@@ -201,7 +201,7 @@ def _max_diff(model, impl: str, batch: dict[str, torch.Tensor], lengths: list[in
     return max(diffs)
 
 
-def check_packed(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_packed(config: DoctorConfig) -> Iterable[CheckResult]:
     """For each objective: logits of a packed row equal each instance run alone and the row under a
     hand-built dense mask."""
     from mmpt.data.instances import sentinel_ids
@@ -209,22 +209,22 @@ def check_packed(cfg: DoctorConfig) -> Iterable[CheckResult]:
     from mmpt.model.attention import check_supported
     from mmpt.objectives import Collator
 
-    tok = _tokenizer(cfg)
+    tok = _tokenizer(config)
     sentinels = sentinel_ids(tok)
     smap = SeparationMap("none", len(tok))
-    for arch, impl in _targets(cfg):
+    for arch, impl in _targets(config):
         try:
             check_supported(arch, impl)
         except ValueError as e:
             yield CheckResult(f"packed {arch}/{impl}", False, str(e))
             continue
-        model = _load_model(cfg, arch, impl, len(tok))
+        model = _load_model(config, arch, impl, len(tok))
         device = next(model.parameters()).device
         for objective in OBJECTIVES:
-            batch, lengths = _packed_row(Collator(objective, sentinels, smap, seed=cfg.seed), sentinels, cfg.seed)
+            batch, lengths = _packed_row(Collator(objective, sentinels, smap, seed=config.seed), sentinels, config.seed)
             diff = _max_diff(model, impl, {k: v.to(device) for k, v in batch.items()}, lengths)
-            ok = diff <= cfg.tol  # False for NaN too
-            yield CheckResult(f"packed {arch}/{impl}/{objective}", ok, f"max diff {diff:.1e} (tol {cfg.tol:.0e})")
+            ok = diff <= config.tol  # False for NaN too
+            yield CheckResult(f"packed {arch}/{impl}/{objective}", ok, f"max diff {diff:.1e} (tol {config.tol:.0e})")
 
 
 
@@ -244,7 +244,7 @@ def _command(cmd: list[str], timeout: float = 60) -> tuple[int, str]:
     return proc.returncode, (proc.stdout + proc.stderr).strip()
 
 
-def check_slurm(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_slurm(config: DoctorConfig) -> Iterable[CheckResult]:
     """Slurm clients, the controller and the pmi2 MPI plugin that slurm/eval.sh uses.
 
     An unreachable controller fails only where a cluster is expected: inside a job or with
@@ -271,7 +271,7 @@ def check_slurm(cfg: DoctorConfig) -> Iterable[CheckResult]:
     yield CheckResult("slurm", has_pmi2, detail)
 
 
-def check_mpi(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_mpi(config: DoctorConfig) -> Iterable[CheckResult]:
     """mpi4py loads an MPI library (in a child: MPI_Init stays out of this process) and mpiexec exists."""
     import shutil
 
@@ -285,7 +285,7 @@ def check_mpi(cfg: DoctorConfig) -> Iterable[CheckResult]:
     yield CheckResult("mpi", True, f"mpi4py with {out.splitlines()[-1]}; {mpiexec}")
 
 
-def check_sandbox(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_sandbox(config: DoctorConfig) -> Iterable[CheckResult]:
     """The execution sandbox runs a passing program as passed and a failing one as failed."""
     import shutil
 
@@ -306,7 +306,7 @@ def check_sandbox(cfg: DoctorConfig) -> Iterable[CheckResult]:
 # ---------------------------------------------------------------------------- DeepSpeed (training)
 
 
-def check_deepspeed(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_deepspeed(config: DoctorConfig) -> Iterable[CheckResult]:
     """DeepSpeed's version, the accelerator it picked, and which of its ops can be built here."""
     try:
         import deepspeed
@@ -334,12 +334,12 @@ CHECKS: list[Check] = [
 # ---------------------------------------------------------------------------- running
 
 
-def run_checks(cfg: DoctorConfig, checks: list[Check] | None = None) -> list[CheckResult]:
+def run_checks(config: DoctorConfig, checks: list[Check] | None = None) -> list[CheckResult]:
     """Run `checks` (default `CHECKS`); an exception inside a check becomes its failed result."""
     results = []
     for check in checks if checks is not None else CHECKS:
         try:
-            got = check(cfg)
+            got = check(config)
             results += [got] if isinstance(got, CheckResult) else list(got)
         except Exception as e:  # a check that crashes is a failed check, reported in one line
             results.append(CheckResult(check.__name__.removeprefix("check_"), False, f"{type(e).__name__}: {e}"))
@@ -362,8 +362,8 @@ def parse_args(argv: list[str] | None) -> DoctorConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    results = run_checks(cfg)
+    config = parse_args(argv)
+    results = run_checks(config)
     width = max(len(r.name) for r in results)
     for r in results:
         print(f"{'ok  ' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")

@@ -220,7 +220,7 @@ class Paths:
         return self.eval / model / f"{kind}.results.jsonl"
 
 
-def _train_stage(c: DemoConfig, name: str, title: str, env: dict, steps: int, learning_rate: float, **fields) -> Stage:
+def _train_stage(config: DemoConfig, name: str, title: str, env: dict, steps: int, learning_rate: float, **fields) -> Stage:
     """A `deepspeed --num_gpus RANKS mmpt/train.py` launch of the shipped tiny config with `fields` overridden."""
     overrides = {
         **fields,
@@ -228,9 +228,9 @@ def _train_stage(c: DemoConfig, name: str, title: str, env: dict, steps: int, le
         "save_steps": max(1, steps // 2),  # a mid-run checkpoint: an interrupted demo resumes from it
         "learning_rate": learning_rate,
         "min_learning_rate": learning_rate / 10,
-        "per_device_batch_size": c.per_device_batch_size,
-        "logging_steps": c.logging_steps,
-        "seed": c.seed,  # one seed: the same row order in both further pre-trainings
+        "per_device_batch_size": config.per_device_batch_size,
+        "logging_steps": config.logging_steps,
+        "seed": config.seed,  # one seed: the same row order in both further pre-trainings
         "keep_checkpoints": 1,
         "gradient_checkpointing": "false",
         "precision": "fp32",
@@ -238,28 +238,28 @@ def _train_stage(c: DemoConfig, name: str, title: str, env: dict, steps: int, le
     args = [x for k, v in overrides.items() for x in (f"--{k}", str(v))]
 
     def run(log: Path) -> None:
-        cmd = deepspeed(c.ranks, PACKAGE / "train.py", ["--config", TRAIN_CONFIG, *args])
+        cmd = deepspeed(config.ranks, PACKAGE / "train.py", ["--config", TRAIN_CONFIG, *args])
         run_logged(name, cmd, log, {**env, "DS_ACCELERATOR": "cpu"})
 
     return Stage(name, title, run)
 
 
-def build_stages(c: DemoConfig) -> list[Stage]:
-    """The demo's stages for config `c`, in order."""
-    p = Paths(c.out)
+def build_stages(config: DemoConfig) -> list[Stage]:
+    """The demo's stages for `config`, in order."""
+    p = Paths(config.out)
     env = _one_thread()
 
     def pairs(log: Path) -> None:
         from mmpt.data.extract import extract_pairs
 
-        summary = extract_pairs(list(c.sources), p.pairs, workers=c.ranks)
+        summary = extract_pairs(list(config.sources), p.pairs, workers=config.ranks)
         print(f"{p.pairs}: {summary.render()}")
         log.write_text(summary.render() + "\n")
 
     def tokenizer(log: Path) -> None:
         from mmpt.data.tokenizer import train_tokenizer
 
-        tok = train_tokenizer(p.pairs, c.vocab_size, p.tokenizer)
+        tok = train_tokenizer(p.pairs, config.vocab_size, p.tokenizer)
         print(f"{p.tokenizer}: {len(tok)} tokens")
 
     def prepare(separation: str) -> Callable[[Path], None]:
@@ -267,7 +267,7 @@ def build_stages(c: DemoConfig) -> list[Stage]:
             from mmpt.data.prepare import PrepareConfig, prepare
 
             meta = prepare(PrepareConfig(str(p.pairs), str(p.tokenizer), str(p.data[separation]), separation,
-                                         max_seq_length=c.max_seq_length))  # fmt: skip
+                                         max_seq_length=config.max_seq_length))  # fmt: skip
             shown = {k: meta[k] for k in ("instances", "dropped_too_long", "rows", "tokens", "separated_tokens")}
             other = p.data["none"] / "meta.json"
             if separation == "partial" and other.exists():
@@ -282,37 +282,38 @@ def build_stages(c: DemoConfig) -> list[Stage]:
         return run
 
     stages = [
-        Stage("pairs", f"extract NL→code pairs from {', '.join(c.sources)}", pairs),
-        Stage("tokenizer", f"train a {c.vocab_size}-token byte-level BPE", tokenizer),
+        Stage("pairs", f"extract NL→code pairs from {', '.join(config.sources)}", pairs),
+        Stage("tokenizer", f"train a {config.vocab_size}-token byte-level BPE", tokenizer),
         Stage("prepare-none", "pack rows without separation", prepare("none")),
         Stage("prepare-partial", "pack rows with partial separation (same tokenizer)", prepare("partial")),
         _train_stage(
-            c, "train-backbone",
-            f"pre-train the backbone from random init ({c.backbone_steps} steps, Text-Code CLM, no separation)",
-            env, c.backbone_steps, c.backbone_learning_rate,
+            config, "train-backbone",
+            f"pre-train the backbone from random init ({config.backbone_steps} steps, Text-Code CLM, no separation)",
+            env, config.backbone_steps, config.backbone_learning_rate,
             data_dir=p.data["none"], output_dir=p.backbone, objective="text-code-clm",
         ),
     ]  # fmt: skip
     for model, separation in zip(MODELS, ("partial", "none")):
-        title = f"further pre-train the backbone: {separation} separation, Code CLM ({c.further_steps} steps)"
+        title = f"further pre-train the backbone: {separation} separation, Code CLM ({config.further_steps} steps)"
         stages.append(_train_stage(
-            c, f"train-{model}", title, env, c.further_steps, c.further_learning_rate,
+            config, f"train-{model}", title, env, config.further_steps, config.further_learning_rate,
             model=p.backbone / "final", data_dir=p.data[separation], output_dir=p.run[model], objective="code-clm",
         ))  # fmt: skip
     for model in MODELS:
         for kind in ("greedy", "sampled", "incremental"):
-            stages.append(_generate_stage(c, p, model, kind, env))
-            stages.append(_execute_stage(c, p, model, kind, env))
-    stages.append(Stage("report", "write the report", lambda log: _report(c, p)))
+            stages.append(_generate_stage(config, p, model, kind, env))
+            stages.append(_execute_stage(config, p, model, kind, env))
+    stages.append(Stage("report", "write the report", lambda log: _report(config, p)))
     return stages
 
 
-def _generate_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
-    sampling = ["--n", str(c.n_samples), "--temperature", str(c.temperature), "--top-p", str(c.top_p)]
+def _generate_stage(config: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
+    # `--num-samples`, not `--n`: torchrun's own parser would take `--n` as an abbreviation of its `--nnodes`
+    sampling = ["--num-samples", str(config.n_samples), "--temperature", str(config.temperature), "--top-p", str(config.top_p)]
     what = {
-        "greedy": (["--greedy"], c.limit, "greedy, plain"),
-        "sampled": (sampling, c.limit, f"{c.n_samples} samples at T={c.temperature}, plain"),
-        "incremental": (["--greedy", "--incremental"], c.incremental_limit, "greedy, incremental tasks"),
+        "greedy": (["--greedy"], config.limit, "greedy, plain"),
+        "sampled": (sampling, config.limit, f"{config.n_samples} samples at T={config.temperature}, plain"),
+        "incremental": (["--greedy", "--incremental"], config.incremental_limit, "greedy, incremental tasks"),
     }
     flags, limit, words = what[kind]
     name = f"generate-{model}-{kind}"
@@ -321,42 +322,42 @@ def _generate_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -
         p.samples(model, kind).parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             "mmpt", "generate", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval", *flags,
-            "--max-new-tokens", str(c.max_new_tokens), "--batch-size", str(c.generate_batch_size),
-            "--seed", str(c.seed), "--out", str(p.samples(model, kind)),
+            "--max-new-tokens", str(config.max_new_tokens), "--batch-size", str(config.generate_batch_size),
+            "--seed", str(config.seed), "--out", str(p.samples(model, kind)),
         ]  # fmt: skip
         if limit is not None:
             cmd += ["--limit", str(limit)]
-        run_logged(name, torchrun(c.ranks, cmd), log, env)  # ranks write their shares, rank 0 merges
+        run_logged(name, torchrun(config.ranks, cmd), log, env)  # ranks write their shares, rank 0 merges
 
     return Stage(name, f"generate for HumanEval with the {model} model ({words})", run)
 
 
-def _execute_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
+def _execute_stage(config: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
     name = f"execute-{model}-{kind}"
 
     def run(log: Path) -> None:
         cmd = [
             sys.executable, "-m", "mmpt", "execute", "--benchmark", "humaneval", "--samples", str(p.samples(model, kind)),
-            "--out", str(p.results(model, kind)), "--workers", str(c.execute_workers),
-            "--timeout", str(c.execute_timeout), "--sandbox", c.sandbox,
+            "--out", str(p.results(model, kind)), "--workers", str(config.execute_workers),
+            "--timeout", str(config.execute_timeout), "--sandbox", config.sandbox,
         ]  # fmt: skip
         run_logged(name, cmd, log, env)
 
     return Stage(name, f"execute the {model} model's {kind} samples in the sandbox", run)
 
 
-def _report(c: DemoConfig, p: Paths) -> None:
+def _report(config: DemoConfig, p: Paths) -> None:
     from mmpt.demo.report import write_report
 
-    path = write_report(c.out, settings=_settings(c))
+    path = write_report(config.out, settings=_settings(config))
     print(f"report: {path}")
 
 
-def _settings(c: DemoConfig) -> dict:
-    d = dataclasses.asdict(c)
-    d["out"] = str(c.out)
-    d["sources"] = list(c.sources)
-    d["ks"] = list(c.ks)
+def _settings(config: DemoConfig) -> dict:
+    d = dataclasses.asdict(config)
+    d["out"] = str(config.out)
+    d["sources"] = list(config.sources)
+    d["ks"] = list(config.ks)
     return d
 
 
@@ -367,11 +368,11 @@ def _parser() -> argparse.ArgumentParser:
     ap = command_parser("mmpt demo", "The whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.")
     ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     ap.add_argument("--quick", action="store_true", help="a reduced run: tiny data, few steps and problems")
-    ap.add_argument("--limit", type=int, default=None, help="plain HumanEval problems (default: all 164)")
-    ap.add_argument("--incremental-limit", type=int, default=None, help="problems made incremental (default: all)")
-    ap.add_argument("--backbone-steps", type=int, default=None, help="steps of the backbone's pre-training")
-    ap.add_argument("--further-steps", type=int, default=None, help="steps of each further pre-training")
-    ap.add_argument("--n-samples", type=int, default=None, help="sampled completions per problem")
+    ap.add_argument("--limit", type=int, default=None, metavar="N", help="plain HumanEval problems (default: all 164)")
+    ap.add_argument("--incremental-limit", type=int, default=None, metavar="N", help="problems made incremental (default: all)")
+    ap.add_argument("--backbone-steps", type=int, default=None, metavar="N", help="steps of the backbone's pre-training")
+    ap.add_argument("--further-steps", type=int, default=None, metavar="N", help="steps of each further pre-training")
+    ap.add_argument("--n-samples", type=int, default=None, metavar="N", help="sampled completions per problem")
     ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"), help="passed to `mmpt execute`")
     return ap
 

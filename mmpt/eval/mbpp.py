@@ -36,7 +36,7 @@ def entry_point(code: str, first_test: str) -> str:
     raise ValueError(f"the first test calls none of the functions the reference defines ({sorted(defined)})")
 
 
-def split_code(code: str, name: str) -> tuple[str, str]:
+def split_reference(code: str, name: str) -> tuple[str, str]:
     """(signature, body) of reference `code` at function `name`: signature + "\\n" + body == code."""
     fn = next(n for n in _parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name)
     lines = code.split("\n")
@@ -62,7 +62,7 @@ def to_problem(row: dict, where: str) -> Problem:
     code = str(row["code"]).replace("\r\n", "\n").rstrip() + "\n"
     try:
         name = entry_point(code, tests[0])
-        signature, body = split_code(code, name)
+        signature, body = split_reference(code, name)
     except (SyntaxError, ValueError) as e:
         raise ValueError(f"{where}: field 'code' of task {row['task_id']}: {e}") from None
     task_id = f"MBPP/{row['task_id']}"
