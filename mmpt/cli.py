@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import shutil
 import sys
 
 # subcommand -> (module with `main(argv) -> int`, one-line help). Modules are imported lazily so
@@ -19,8 +21,21 @@ COMMANDS = {
     "import-checkpoint": ("mmpt.import_checkpoint", "an mmpt checkpoint from the paper's released ones"),
     "score": ("mmpt.eval.score", "NLL per code token of the reference solutions"),
     "doctor": ("mmpt.doctor", "preflight checks before a long job"),
-    "demo": ("mmpt.demo", "the whole pipeline on a laptop CPU"),
+    "demo": ("mmpt.demo.stages", "the whole pipeline on a laptop CPU"),
+    "report": ("mmpt.demo.report", "(re)write a demo run's report.md and plots"),
 }
+
+
+class OneLineHelp(argparse.HelpFormatter):
+    """`--help` with each option on one line: its help text beside the flag, not under it."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=40, width=max(120, shutil.get_terminal_size().columns))
+
+
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The ArgumentParser of a subcommand: `prog` is "mmpt NAME"; options are listed one line each."""
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=OneLineHelp)
 
 
 def _usage() -> str:

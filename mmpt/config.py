@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
+import io
+import json
 import signal
+import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass
@@ -12,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from mmpt import shipped
 from mmpt.jsonl import JsonlError, read_json
 from mmpt.modality import OBJECTIVES
 
@@ -24,10 +31,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults are the paper's hyper-parameters (METHOD.md) where it has one.
+    """One training run. Defaults are the paper's hyper-parameters where it has one (README, "The method in brief").
 
     The DeepSpeed JSON (`deepspeed`) owns ZeRO stage and offload; this config owns model, data,
-    objective and optimisation, and fills the JSON's "auto" values from them.
+    objective and optimisation, and fills the JSON's "auto" values from them. The comment on a
+    field's line is its documentation: `mmpt train --help` prints it (`field_docs`).
     """
 
     # model and data
@@ -42,29 +50,29 @@ class TrainConfig:
     signature_loss: bool = False  # signature-first: train code-clm/corrupt-code-clm on the signature (official: no)
 
     # length of training: max_steps wins when > 0, else `epochs` passes over the rows
-    max_steps: int = 0
-    epochs: float = 1.0
+    max_steps: int = 0  # optimizer steps; 0 = run `epochs` passes instead
+    epochs: float = 1.0  # passes over the packed rows when max_steps is 0 (fractions allowed)
 
     # optimisation (AdamW, linear warm-up then cosine decay from learning_rate to min_learning_rate)
-    learning_rate: float = 1e-5
-    min_learning_rate: float = 1e-6
-    warmup_ratio: float = 0.01
+    learning_rate: float = 1e-5  # peak learning rate, reached at the end of warm-up
+    min_learning_rate: float = 1e-6  # where the cosine decay ends, at the last step
+    warmup_ratio: float = 0.01  # share of the steps spent in linear warm-up from 0
     weight_decay: float = 0.01  # on matrices only: not on biases and norms (1-d tensors)
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
+    adam_beta1: float = 0.9  # AdamW first-moment decay
+    adam_beta2: float = 0.999  # AdamW second-moment decay
+    adam_epsilon: float = 1e-8  # AdamW denominator term
+    max_grad_norm: float = 1.0  # clip the global gradient norm to this (DeepSpeed gradient_clipping)
     per_device_batch_size: int = 32  # packed rows per micro-batch on one rank
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on a GPU that has it, else fp16; fp32 on CPU)
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True  # recompute activations in the backward pass: less memory, ~30% more compute
 
     # checkpoints, logging, reproducibility
     save_steps: int = 1000  # a DeepSpeed checkpoint every N optimizer steps (0 = only at the end)
     keep_checkpoints: int = 2  # newest complete checkpoints kept; older ones are deleted
-    logging_steps: int = 10
-    seed: int = 42
-    deepspeed: str = "ds_configs/zero3.json"  # relative paths are tried from cwd, then the repo root
+    logging_steps: int = 10  # a metrics.jsonl/TensorBoard record every N optimizer steps
+    seed: int = 42  # model init, row order and corruption noise
+    deepspeed: str = "ds_configs/zero3.json"  # DeepSpeed JSON: a path, else a shipped one (zero2, zero3, zero3_offload)
     resume: str = "auto"  # auto (newest complete checkpoint in output_dir) | never | PATH of a checkpoint
     export: bool = True  # write OUTPUT_DIR/final (Hugging Face format) at the end
 
@@ -117,8 +125,67 @@ def _check_name(name: str, where: str) -> None:
         raise ConfigError(f"{where}: unknown field {name!r}{hint}")
 
 
+def field_docs() -> dict[str, tuple[str, str]]:
+    """{field: (section, meaning)}, read from TrainConfig's source: the comment on each field's line
+    (or a docstring right after it), and the last comment line above it that stands alone."""
+    try:
+        source = textwrap.dedent(inspect.getsource(TrainConfig))
+    except (OSError, TypeError):  # no source (a frozen build): names, types and defaults still show
+        return {}
+    comments = {
+        tok.start[0]: (tok.string.lstrip("#").strip(), tok.line.strip().startswith("#"))
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
+    body = ast.parse(source).body[0].body
+    docs, section, last_line = {}, "", 0
+    for node, after in zip(body, [*body[1:], None]):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        alone = [text for line, (text, standalone) in comments.items() if standalone and last_line < line < node.lineno]
+        section = alone[-1] if alone else section
+        meaning = comments.get(node.end_lineno, ("", False))[0]
+        if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            meaning = " ".join(after.value.value.split())
+        docs[node.target.id] = (section, meaning)
+        last_line = node.end_lineno
+    return docs
+
+
+def _type_name(hint) -> str:
+    return " | ".join(getattr(t, "__name__", str(t)) for t in typing.get_args(hint)) or getattr(hint, "__name__", str(hint))
+
+
+def help_text() -> str:
+    """`mmpt train --help`: usage, then every config field on one line: --name, type, default, meaning."""
+    hints, docs = typing.get_type_hints(TrainConfig), field_docs()
+    lines = [
+        "usage: mmpt train [--config FILE.yaml] [--FIELD VALUE | --FIELD=VALUE]...",
+        "       (also `deepspeed mmpt/train.py ...`, `torchrun ... mmpt/train.py ...`, `python -m mmpt.train ...`)",
+        "",
+        __doc__.split("\n")[0],
+        "--config is a YAML file or a shipped config's name (" + ", ".join(shipped.names("configs")) + ");",
+        "command-line values win over the file's. Fields (name, type, default, meaning):",
+    ]
+    section = None
+    for f in dataclasses.fields(TrainConfig):
+        where, meaning = docs.get(f.name, ("", ""))
+        if where != section and where:
+            lines += ["", f"{where}:"]
+        section = where
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"  --{f.name:<28} {_type_name(hints[f.name]):<12} {json.dumps(default):<24} {meaning}".rstrip())
+    return "\n".join(lines)
+
+
 def parse_overrides(argv: list[str]) -> dict[str, str]:
-    """`--field value` / `--field=value` pairs from the command line, names checked."""
+    """`--field value` / `--field=value` pairs from the command line, names checked.
+
+    `-h`/`--help` prints `help_text()` and exits 0, as argparse does.
+    """
+    if "-h" in argv or "--help" in argv:
+        print(help_text())
+        raise SystemExit(0)
     out: dict[str, str] = {}
     i = 0
     while i < len(argv):
@@ -138,13 +205,16 @@ def parse_overrides(argv: list[str]) -> dict[str, str]:
 
 
 def load_config(path: str | Path | None, overrides: dict[str, str] | None = None) -> TrainConfig:
-    """TrainConfig from a YAML file (None = defaults) with command-line overrides applied, validated."""
+    """TrainConfig from a YAML file or shipped config name (None = defaults) with command-line overrides
+    applied, validated."""
     values: dict = {}
     if path is not None:
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
+            path = shipped.find_file(path, "configs")
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {e}") from None
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(raw, dict):
@@ -208,16 +278,12 @@ def resolve_precision(precision: str, device_type: str, bf16_supported: bool) ->
     return "bf16" if bf16_supported else "fp16"
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
 def find_deepspeed_file(name: str) -> Path:
-    """The DeepSpeed JSON `name`: as given (cwd-relative), else relative to the repository root."""
-    for candidate in (Path(name), _repo_root() / name):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"config field 'deepspeed': {name!r} not found (looked in . and {_repo_root()})")
+    """The DeepSpeed JSON `name`: a path, or the name of a shipped one (`ds_configs/zero3.json`)."""
+    try:
+        return shipped.find_file(name, "ds_configs")
+    except FileNotFoundError as e:
+        raise ConfigError(f"config field 'deepspeed': {e}") from None
 
 
 def deepspeed_config(c: TrainConfig, world_size: int, precision: str, device_type: str) -> dict:

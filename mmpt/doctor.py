@@ -4,13 +4,13 @@
     mmpt doctor --arch gpt_neo --attn eager
     mmpt doctor --model path/to/checkpoint --attn sdpa
 
-Each check is a small function `(DoctorConfig) -> Iterable[CheckResult]`; later stages append theirs
-to `CHECKS` (DeepSpeed, MPI, sandbox, Slurm).
+Each check is a small function `(DoctorConfig) -> Iterable[CheckResult]`, listed once in `CHECKS`:
+model checks (sentinels, separation, packed attention), then the environment (Slurm, MPI, sandbox,
+DeepSpeed). The tiny random models live in `mmpt.model.tiny`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,7 +18,9 @@ from typing import NamedTuple
 
 import torch
 
-from mmpt.modality import CODE, COMMENTS, EOT, MASK, NL, OBJECTIVES, PAD, PYTHON
+from mmpt.cli import command_parser
+from mmpt.modality import CODE, COMMENTS, EOT, MASK, NL, OBJECTIVES, PYTHON
+from mmpt.model.tiny import TINY_CONFIGS, tiny_model, tiny_tokenizer  # noqa: F401 (re-exported until every import moves to mmpt.model.tiny)
 
 DEFAULT_ARCHS = ("gpt2", "gpt_neo", "llama")
 
@@ -43,96 +45,48 @@ class CheckResult(NamedTuple):
 Check = Callable[[DoctorConfig], Iterable[CheckResult]]
 
 
-# ---------------------------------------------------------------------------- tokenizer and models
+# ---------------------------------------------------------------------------- models to check
 
 
-def tiny_tokenizer():
-    """An in-memory word-level tokenizer with the sentinels, for the checks of random models."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-    from transformers import PreTrainedTokenizerFast
-
-    words = [PAD, COMMENTS, PYTHON, EOT, MASK, "<unk>"] + [f"w{i}" for i in range(58)]
-    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, unk_token="<unk>", additional_special_tokens=[COMMENTS, PYTHON, EOT, MASK]
-    )
-
-
-# Tiny configs, small enough to run in a second on a laptop CPU; GPT-Neo's window (4) is shorter
-# than the instances so that its local layers are exercised.
-TINY_CONFIGS: dict[str, dict] = {
-    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),
-    "gpt_neo": dict(
-        hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=4,
-        max_position_embeddings=128,
-    ),
-    "llama": dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=128,
-    ),
-    "qwen2": dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=128,
-    ),
-    "codegen": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128, n_ctx=128),
-}
-
-
-def _tokenizer(cfg: DoctorConfig):
-    if cfg.model is None:
+def _tokenizer(config: DoctorConfig):
+    if config.model is None:
         return tiny_tokenizer()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(cfg.model)
+    return AutoTokenizer.from_pretrained(config.model)
 
 
-def tiny_model(arch: str, impl: str = "eager", *, vocab: int = 96, tied: bool = True, seed: int = 0):
-    """A random fp32 causal LM of model type `arch` (a key of TINY_CONFIGS), in eval mode."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    if arch not in TINY_CONFIGS:
-        raise ValueError(f"no tiny config for model type {arch!r}; known: {', '.join(TINY_CONFIGS)}")
-    torch.manual_seed(seed)
-    config = AutoConfig.for_model(
-        arch, vocab_size=vocab, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=0, **TINY_CONFIGS[arch]
-    )
-    return AutoModelForCausalLM.from_config(config, attn_implementation=impl, dtype=torch.float32).eval()
-
-
-def _load_model(cfg: DoctorConfig, arch: str, impl: str, vocab: int):
-    if cfg.model is not None:
+def _load_model(config: DoctorConfig, arch: str, impl: str, vocab: int):
+    if config.model is not None:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, attn_implementation=impl, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(config.model, attn_implementation=impl, dtype=torch.float32)
     else:
-        model = tiny_model(arch, impl, vocab=vocab, seed=cfg.seed)
+        model = tiny_model(arch, impl, vocab=vocab, seed=config.seed)
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
 
 
-def _targets(cfg: DoctorConfig) -> list[tuple[str, str]]:
+def _targets(config: DoctorConfig) -> list[tuple[str, str]]:
     """(model_type, attention implementation) pairs to check."""
     from mmpt.model.attention import SUPPORTED
 
-    if cfg.model is not None:
+    if config.model is not None:
         from transformers import AutoConfig
 
-        archs = (AutoConfig.from_pretrained(cfg.model).model_type,)
+        archs = (AutoConfig.from_pretrained(config.model).model_type,)
     else:
-        archs = cfg.archs
-    return [(arch, impl) for arch in archs for impl in (cfg.attn or SUPPORTED.get(arch, ("sdpa",)))]
+        archs = config.archs
+    return [(arch, impl) for arch in archs for impl in (config.attn or SUPPORTED.get(arch, ("sdpa",)))]
 
 
 # ---------------------------------------------------------------------------- checks
 
 
-def check_sentinels(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_sentinels(config: DoctorConfig) -> Iterable[CheckResult]:
     """The tokenizer has every sentinel, each a single token that survives encoding."""
     from mmpt.data.instances import sentinel_ids
 
-    tok = _tokenizer(cfg)
+    tok = _tokenizer(config)
     ids = sentinel_ids(tok)
     split = [s for s in (COMMENTS, PYTHON, EOT, MASK) if len(tok(s, add_special_tokens=False)["input_ids"]) != 1]
     if split:
@@ -141,16 +95,16 @@ def check_sentinels(cfg: DoctorConfig) -> Iterable[CheckResult]:
     yield CheckResult("sentinels", True, f"comments={ids.comments} python={ids.python} eot={ids.eot} mask={ids.mask} pad={ids.pad}")
 
 
-def check_separation(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_separation(config: DoctorConfig) -> Iterable[CheckResult]:
     """The separation map fits the tokenizer and model and round-trips; code copies start as originals."""
     from mmpt.data.separation import SeparationMap
 
-    tok = _tokenizer(cfg)
-    if cfg.model is not None:
+    tok = _tokenizer(config)
+    if config.model is not None:
         from transformers import AutoConfig
 
-        smap = SeparationMap.load_or_none(cfg.model, base_vocab_size=len(tok))
-        rows = AutoConfig.from_pretrained(cfg.model).get_text_config().vocab_size
+        smap = SeparationMap.load_or_none(config.model, base_vocab_size=len(tok))
+        rows = AutoConfig.from_pretrained(config.model).get_text_config().vocab_size
         problems = []
         if smap.base_vocab_size != len(tok):
             problems.append(f"map base_vocab_size {smap.base_vocab_size} != tokenizer length {len(tok)}")
@@ -166,7 +120,7 @@ def check_separation(cfg: DoctorConfig) -> Iterable[CheckResult]:
     base = len(tok)
     for separation, separated in (("partial", list(range(6, base, 3))), ("full", list(range(base)))):
         smap = SeparationMap(separation, base, separated)
-        model = _load_model(cfg, "gpt2", "eager", base)
+        model = _load_model(config, "gpt2", "eager", base)
         extend_model(model, smap, mean_resizing=False)
         w = model.get_input_embeddings().weight
         diff = (w[base : smap.vocab_size] - w[torch.as_tensor(separated)]).abs().max().item()
@@ -262,7 +216,8 @@ def _flex_diff(model, batch: dict[str, torch.Tensor]) -> float:
     return (fast - dense).abs().max().item()
 
 
-def check_packed(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_packed(config: DoctorConfig) -> Iterable[CheckResult]:
+
     """For each objective: logits of a packed row equal each instance run alone and the row under a
     hand-built dense mask."""
     from mmpt.data.instances import sentinel_ids
@@ -270,67 +225,24 @@ def check_packed(cfg: DoctorConfig) -> Iterable[CheckResult]:
     from mmpt.model.attention import attention_path, check_supported
     from mmpt.objectives import Collator
 
-    tok = _tokenizer(cfg)
+    tok = _tokenizer(config)
     sentinels = sentinel_ids(tok)
     smap = SeparationMap("none", len(tok))
-    for arch, impl in _targets(cfg):
+    for arch, impl in _targets(config):
         try:
             check_supported(arch, impl)
         except ValueError as e:
             yield CheckResult(f"packed {arch}/{impl}", False, str(e))
             continue
-        model = _load_model(cfg, arch, impl, len(tok))
+        model = _load_model(config, arch, impl, len(tok))
         device = next(model.parameters()).device
         for objective in OBJECTIVES:
-            batch, lengths = _packed_row(Collator(objective, sentinels, smap, seed=cfg.seed), sentinels, cfg.seed)
+            batch, lengths = _packed_row(Collator(objective, sentinels, smap, seed=config.seed), sentinels, config.seed)
             batch = {k: v.to(device) for k, v in batch.items()}
             diff = _flex_diff(model, batch) if impl == "flex_attention" else _max_diff(model, impl, batch, lengths)
-            ok = diff <= cfg.tol  # False for NaN too
-            yield CheckResult(f"packed {arch}/{impl}/{objective}", ok, f"max diff {diff:.1e} (tol {cfg.tol:.0e}); {attention_path(arch, impl)}")
+            ok = diff <= config.tol  # False for NaN too
+            yield CheckResult(f"packed {arch}/{impl}/{objective}", ok, f"max diff {diff:.1e} (tol {config.tol:.0e}); {attention_path(arch, impl)}")
 
-
-CHECKS: list[Check] = [check_sentinels, check_separation, check_packed]
-
-
-# ---------------------------------------------------------------------------- running
-
-
-def run_checks(cfg: DoctorConfig, checks: list[Check] | None = None) -> list[CheckResult]:
-    """Run `checks` (default `CHECKS`); an exception inside a check becomes its failed result."""
-    results = []
-    for check in checks if checks is not None else CHECKS:
-        try:
-            got = check(cfg)
-            results += [got] if isinstance(got, CheckResult) else list(got)
-        except Exception as e:  # a check that crashes is a failed check, reported in one line
-            results.append(CheckResult(check.__name__.removeprefix("check_"), False, f"{type(e).__name__}: {e}"))
-    return results
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
-def parse_args(argv: list[str] | None) -> DoctorConfig:
-    p = argparse.ArgumentParser(prog="mmpt doctor", description="preflight checks before a long job")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", help="Hugging Face name or checkpoint path to check")
-    which.add_argument("--arch", type=_csv, default=DEFAULT_ARCHS, help="tiny random models of these model types")
-    p.add_argument("--attn", type=_csv, default=None, help="attention implementations (default: every verified one)")
-    p.add_argument("--tol", type=float, default=1e-5, help="max abs logit difference accepted")
-    a = p.parse_args(argv)
-    return DoctorConfig(model=a.model, archs=a.arch, attn=a.attn, tol=a.tol)
-
-
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    results = run_checks(cfg)
-    width = max(len(r.name) for r in results)
-    for r in results:
-        print(f"{'ok  ' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")
-    failed = sum(not r.ok for r in results)
-    print(f"{len(results) - failed}/{len(results)} checks passed", file=sys.stderr if failed else sys.stdout)
-    return 1 if failed else 0
 
 
 
@@ -350,7 +262,7 @@ def _command(cmd: list[str], timeout: float = 60) -> tuple[int, str]:
     return proc.returncode, (proc.stdout + proc.stderr).strip()
 
 
-def check_slurm(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_slurm(config: DoctorConfig) -> Iterable[CheckResult]:
     """Slurm clients, the controller and the pmi2 MPI plugin that slurm/eval.sh uses.
 
     An unreachable controller fails only where a cluster is expected: inside a job or with
@@ -377,7 +289,7 @@ def check_slurm(cfg: DoctorConfig) -> Iterable[CheckResult]:
     yield CheckResult("slurm", has_pmi2, detail)
 
 
-def check_mpi(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_mpi(config: DoctorConfig) -> Iterable[CheckResult]:
     """mpi4py loads an MPI library (in a child: MPI_Init stays out of this process) and mpiexec exists."""
     import shutil
 
@@ -391,7 +303,7 @@ def check_mpi(cfg: DoctorConfig) -> Iterable[CheckResult]:
     yield CheckResult("mpi", True, f"mpi4py with {out.splitlines()[-1]}; {mpiexec}")
 
 
-def check_sandbox(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_sandbox(config: DoctorConfig) -> Iterable[CheckResult]:
     """The execution sandbox runs a passing program as passed and a failing one as failed."""
     import shutil
 
@@ -408,13 +320,11 @@ def check_sandbox(cfg: DoctorConfig) -> Iterable[CheckResult]:
                       + ("" if ok else f" ({good.detail or bad.detail})"))
 
 
-CHECKS += [check_slurm, check_mpi, check_sandbox]
-
 
 # ---------------------------------------------------------------------------- DeepSpeed (training)
 
 
-def check_deepspeed(cfg: DoctorConfig) -> Iterable[CheckResult]:
+def check_deepspeed(config: DoctorConfig) -> Iterable[CheckResult]:
     """DeepSpeed's version, the accelerator it picked, and which of its ops can be built here."""
     try:
         import deepspeed
@@ -428,7 +338,56 @@ def check_deepspeed(cfg: DoctorConfig) -> Iterable[CheckResult]:
     yield CheckResult("deepspeed", True, f"{deepspeed.__version__} on {accelerator}; ops that can build: {', '.join(ops) or 'none'}")
 
 
-CHECKS += [check_deepspeed]
+CHECKS: list[Check] = [
+    check_sentinels,
+    check_separation,
+    check_packed,
+    check_slurm,
+    check_mpi,
+    check_sandbox,
+    check_deepspeed,
+]
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def run_checks(config: DoctorConfig, checks: list[Check] | None = None) -> list[CheckResult]:
+    """Run `checks` (default `CHECKS`); an exception inside a check becomes its failed result."""
+    results = []
+    for check in checks if checks is not None else CHECKS:
+        try:
+            got = check(config)
+            results += [got] if isinstance(got, CheckResult) else list(got)
+        except Exception as e:  # a check that crashes is a failed check, reported in one line
+            results.append(CheckResult(check.__name__.removeprefix("check_"), False, f"{type(e).__name__}: {e}"))
+    return results
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def parse_args(argv: list[str] | None) -> DoctorConfig:
+    p = command_parser("mmpt doctor", "preflight checks before a long job")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", help="Hugging Face name or checkpoint path to check")
+    which.add_argument("--arch", type=_csv, default=DEFAULT_ARCHS, help="tiny random models of these model types")
+    p.add_argument("--attn", type=_csv, default=None, help="attention implementations (default: every verified one)")
+    p.add_argument("--tol", type=float, default=1e-5, help="max abs logit difference accepted")
+    a = p.parse_args(argv)
+    return DoctorConfig(model=a.model, archs=a.arch, attn=a.attn, tol=a.tol)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    results = run_checks(config)
+    width = max(len(r.name) for r in results)
+    for r in results:
+        print(f"{'ok  ' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed}/{len(results)} checks passed", file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mmpt import shipped
 from mmpt.config import ConfigError, deepspeed_config, load_config, parse_overrides, resolve_precision
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -82,7 +81,7 @@ def test_deepspeed_auto_values_come_from_the_config(name):
 
 
 def test_deepspeed_disagreement_is_an_error(tmp_path):
-    ds = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
+    ds = json.loads((shipped.PACKAGE / "ds_configs" / "zero3.json").read_text())
     ds["gradient_clipping"] = 2.0
     (tmp_path / "ds.json").write_text(json.dumps(ds))
     c = load_config(None, {"data_dir": "d", "deepspeed": str(tmp_path / "ds.json")})
@@ -102,7 +101,7 @@ def test_precision_auto():
     assert resolve_precision("fp16", "cpu", False) == "fp16"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((shipped.PACKAGE / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     c = load_config(path, {"data_dir": "d"})
     deepspeed_config(c, 2, resolve_precision(c.precision, "cuda", True), "cuda")

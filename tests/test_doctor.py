@@ -7,15 +7,10 @@ import torch
 from mmpt import doctor
 from mmpt.cli import main as cli_main
 from mmpt.data.separation import SeparationMap
-from mmpt.doctor import (
-    CheckResult,
-    DoctorConfig,
-    run_checks,
-    tiny_model,
-    tiny_tokenizer,
-)
+from mmpt.doctor import CheckResult, DoctorConfig, run_checks
 from mmpt.modality import OBJECTIVES
 from mmpt.model.split_embeddings import extend_model, save_model
+from mmpt.model.tiny import tiny_model, tiny_tokenizer
 
 
 def test_tiny_arch_passes_with_one_line_per_check(capsys):

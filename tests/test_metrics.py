@@ -45,7 +45,7 @@ def test_log_writes_jsonl_tensorboard_and_projector(tmp_path):
     log.similarity(2, torch.tensor([0.5, 1.0]), ["if", " for"])
     log.projector(2, torch.randn(4, 3), ["if", " for"])
     log.close()
-    assert [json.loads(l)["loss"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2.5, 2.0]
+    assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2.5, 2.0]
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.value for e in events.Scalars("train/loss")] == [2.5, 2.0]

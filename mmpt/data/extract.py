@@ -17,7 +17,6 @@ exact duplicate (docstring, code) pairs are dropped, keeping the first in file o
 
 from __future__ import annotations
 
-import argparse
 import ast
 import hashlib
 import io
@@ -30,6 +29,8 @@ import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mmpt.cli import command_parser
 
 STDLIB = "stdlib"  # the word that names the running interpreter's standard library
 MAX_FILE_BYTES = 1_000_000
@@ -242,11 +243,11 @@ def extract_pairs(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mmpt extract", description=__doc__.split("\n")[0])
+    parser = command_parser("mmpt extract", __doc__.split("\n")[0])
     parser.add_argument("sources", nargs="+", help=f"folders, .py files, or {STDLIB!r} for this interpreter's library")
     parser.add_argument("--out", required=True, help="output JSONL file of pairs")
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
-    parser.add_argument("--max-file-bytes", type=int, default=MAX_FILE_BYTES, help="skip larger files")
+    parser.add_argument("--max-file-bytes", type=int, default=MAX_FILE_BYTES, help="skip larger source files (bytes)")
     args = parser.parse_args(argv)
     try:
         summary = extract_pairs(args.sources, args.out, args.workers, args.max_file_bytes)

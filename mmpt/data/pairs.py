@@ -80,7 +80,7 @@ def _check_parquet(path: Path) -> int:
     return table.num_rows
 
 
-def split_code(code: str) -> tuple[str, str]:
+def split_pair_code(code: str) -> tuple[str, str]:
     """(signature, body) of a function's source, as `mmpt extract` would cut it.
 
     For pairs that only carry `code` (hub datasets). The signature is everything up to the colon of
@@ -112,7 +112,7 @@ def _add_signature(batch: dict) -> dict:
     signatures, bodies = [], []
     for code in batch["code"]:
         try:
-            signature, body = split_code(code)
+            signature, body = split_pair_code(code)
         except ValueError:
             signature, body = "", ""  # prepare drops these for the signature-first layout
         signatures.append(signature)

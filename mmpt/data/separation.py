@@ -79,7 +79,7 @@ class SeparationMap:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SeparationMap":
+    def from_dict(cls, d: dict) -> SeparationMap:
         return cls(d["separation"], int(d["base_vocab_size"]), [int(i) for i in d["separated"]], list(d.get("tokens", [])))
 
     def save(self, directory: str | Path) -> Path:
@@ -88,7 +88,7 @@ class SeparationMap:
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> "SeparationMap":
+    def load(cls, directory: str | Path) -> SeparationMap:
         path = Path(directory) / MAP_FILE
         try:
             return cls.from_dict(json.loads(path.read_text()))
@@ -98,7 +98,7 @@ class SeparationMap:
             raise ValueError(f"{path}: malformed separation map ({e})") from None
 
     @classmethod
-    def load_or_none(cls, directory: str | Path, base_vocab_size: int) -> "SeparationMap":
+    def load_or_none(cls, directory: str | Path, base_vocab_size: int) -> SeparationMap:
         """The map saved in `directory`, or the identity map when there is none."""
         if (Path(directory) / MAP_FILE).exists():
             return cls.load(directory)

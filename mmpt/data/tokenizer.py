@@ -8,13 +8,13 @@ The trained tokenizer is the laptop default; real runs use the backbone's own to
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from mmpt.cli import command_parser
 from mmpt.modality import COMMENTS, EOT, MASK, PAD, PYTHON, SENTINELS
 
 
@@ -127,9 +127,9 @@ def load_tokenizer(name_or_dir: str, sentinels: bool = True):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mmpt tokenizer", description=__doc__.split("\n")[0])
+    parser = command_parser("mmpt tokenizer", __doc__.split("\n")[0])
     parser.add_argument("--pairs", required=True, help="pairs file (.jsonl/.json/.parquet)")
-    parser.add_argument("--vocab-size", type=int, required=True)
+    parser.add_argument("--vocab-size", type=int, required=True, help="tokens in the vocabulary, sentinels included")
     parser.add_argument("--out", required=True, help="folder for the tokenizer files")
     args = parser.parse_args(argv)
     try:

@@ -40,7 +40,7 @@ def entry_point(code: str, first_test: str) -> str:
     raise ValueError(f"the first test calls none of the functions the reference defines ({sorted(defined)})")
 
 
-def split_code(code: str, name: str) -> tuple[str, str, str]:
+def split_reference(code: str, name: str) -> tuple[str, str, str]:
     """(signature, body, rest) of reference `code` at top-level function `name`.
 
     signature: the function's header lines (decorators, def, up to the colon); body: its body;
@@ -74,7 +74,7 @@ def to_problem(row: dict, where: str) -> Problem:
     code = str(row["code"]).replace("\r\n", "\n").rstrip() + "\n"
     try:
         name = entry_point(code, tests[0])
-        signature, body, rest = split_code(code, name)
+        signature, body, rest = split_reference(code, name)
     except (SyntaxError, ValueError) as e:
         raise ValueError(f"{where}: field 'code' of task {row['task_id']}: {e}") from None
     task_id = f"MBPP/{row['task_id']}"

@@ -11,17 +11,33 @@ evaluation reports both; `by_fraction` breaks the macro one down by fraction of 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from mmpt.cli import command_parser
 from mmpt.jsonl import read_jsonl, require
 
 # fraction of the reference body given, as [lo, hi) bins (the last one closed at 1)
 FRACTION_BINS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
+
+
+def bin_name(lo: float, hi: float) -> str:
+    """The key of bin [lo, hi) in `by_fraction`: "0.75-1.00"."""
+    return f"{lo:.2f}-{hi:.2f}"
+
+
+def fraction_bin(result: dict) -> str | None:
+    """The FRACTION_BINS key of an incremental record (given_lines / total_lines); None for a plain task."""
+    if not result.get("total_lines"):
+        return None
+    f = result["given_lines"] / result["total_lines"]
+    for lo, hi in FRACTION_BINS:
+        if lo <= f < hi or (hi == 1.0 and f == 1.0):
+            return bin_name(lo, hi)
+    return None
 
 
 def estimate_pass_at_k(n: int, c: int, k: int) -> float:
@@ -53,27 +69,27 @@ def pass_at_k_metrics(results: Iterable[dict], ks: Iterable[int], per_task: bool
     `n_samples`; `by_fraction` for incremental results; `per_task` ({task: {n, c, pass@k}}) on request."""
     ks = sorted(set(ks))
     tasks: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # task -> [n, c]
-    fractions: dict[str, float] = {}
+    bins: dict[str, str | None] = {}  # task -> its fraction bin (incremental tasks only)
     problems: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # original problem -> pooled [n, c]
     for r in results:
         t = tasks[r["task_id"]]
         t[0] += 1
         t[1] += bool(r["passed"])
         if r.get("total_lines"):
-            fractions[r["task_id"]] = r["given_lines"] / r["total_lines"]
+            bins[r["task_id"]] = fraction_bin(r)
         pooled = problems[r.get("base_task_id") or r["task_id"].split("#")[0]]
         pooled[0] += 1
         pooled[1] += bool(r["passed"])
     counts = [tuple(v) for v in tasks.values()]
     metrics: dict = {**_mean_pass(counts, ks), "n_tasks": len(tasks), "n_samples": sum(n for n, _ in counts)}
-    if fractions:
+    if bins:
         metrics["incremental_macro"] = {**_mean_pass(counts, ks), "n_tasks": len(tasks)}
         metrics["incremental_micro"] = {**_mean_pass([tuple(v) for v in problems.values()], ks), "n_problems": len(problems)}
         by_fraction = {}
         for lo, hi in FRACTION_BINS:
-            inside = [tuple(tasks[t]) for t, f in fractions.items() if lo <= f < hi or (hi == 1.0 and f == 1.0)]
+            inside = [tuple(tasks[t]) for t, b in bins.items() if b == bin_name(lo, hi)]
             if inside:
-                by_fraction[f"{lo:.2f}-{hi:.2f}"] = {**_mean_pass(inside, ks), "n_tasks": len(inside)}
+                by_fraction[bin_name(lo, hi)] = {**_mean_pass(inside, ks), "n_tasks": len(inside)}
         metrics["by_fraction"] = by_fraction
     if per_task:
         metrics["per_task"] = {
@@ -126,8 +142,8 @@ def log_tensorboard(metrics: dict, logdir: Path, step: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="mmpt passk", description="pass@k from `mmpt execute` results.")
-    ap.add_argument("--results", type=Path, required=True)
+    ap = command_parser("mmpt passk", "pass@k from `mmpt execute` results.")
+    ap.add_argument("--results", type=Path, required=True, help="results JSONL written by `mmpt execute`")
     ap.add_argument("--k", default="1,10,100", help="comma-separated ks")
     ap.add_argument("--per-task", action="store_true", help="add each task's n, c and pass@k")
     ap.add_argument("--tensorboard", type=Path, default=None, help="log the scalars to this run directory")

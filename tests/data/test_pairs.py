@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmpt.data.pairs import PairsError, check_pairs_file, load_pairs, split_code
+from mmpt.data.pairs import PairsError, check_pairs_file, load_pairs, split_pair_code
 
 
 def _fixture_records(assets: Path) -> list[dict]:
@@ -51,10 +51,10 @@ def test_split_code_removes_a_leading_docstring():
     signature = "import os\n\n@cache\ndef f(\n    a: dict[str, int],\n) -> int:"
     body = "    x = len(a)\n    return x\n"
     code = signature + '\n    """Doc: with a colon.\n\n    More.\n    """\n\n' + body
-    assert split_code(code) == (signature, body)
-    assert split_code(signature + "\n" + body) == (signature, body)
+    assert split_pair_code(code) == (signature, body)
+    assert split_pair_code(signature + "\n" + body) == (signature, body)
     with pytest.raises(ValueError, match="no top-level function"):
-        split_code("x = 1\n")
+        split_pair_code("x = 1\n")
 
 
 def test_bad_json_names_file_and_line(tmp_path: Path):

@@ -244,7 +244,7 @@ def _flat_pairs(assets: Path, path: Path, broken: int) -> list[dict]:
 
 def test_flattened_corpus_is_converted_before_tokenisation(assets: Path, tmp_path: Path, tiny_tokenizer):
     from mmpt.data.codeformat import unflatten
-    from mmpt.data.pairs import split_code
+    from mmpt.data.pairs import split_pair_code
 
     flat = tmp_path / "flat.jsonl"
     records = _flat_pairs(assets, flat, broken=2)
@@ -259,7 +259,7 @@ def test_flattened_corpus_is_converted_before_tokenisation(assets: Path, tmp_pat
     expected = []
     for r in records[:-2]:
         code = unflatten(r["code"]).strip("\n") + "\n"
-        signature, body = split_code(code)
+        signature, body = split_pair_code(code)
         if signature:
             expected.append(encode_instance(tiny_tokenizer, smap, "signature-first", r["docstring"], code, signature, body))
     rows, _ = load_prepared(tmp_path / "out")

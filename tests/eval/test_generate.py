@@ -14,7 +14,6 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from mmpt.data.separation import build_separation_map
-from mmpt.doctor import tiny_model
 from mmpt.eval.generate import (
     CodeText,
     Decoder,
@@ -30,6 +29,7 @@ from mmpt.eval.generate import (
 from mmpt.eval.problems import Problem
 from mmpt.export import CheckpointMeta
 from mmpt.model.split_embeddings import save_model
+from mmpt.model.tiny import tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 

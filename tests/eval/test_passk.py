@@ -108,3 +108,13 @@ def test_incremental_macro_and_micro():
     assert (m["incremental_macro"]["n_tasks"], m["incremental_micro"]["n_problems"]) == (4, 2)
     assert "incremental_micro" not in pass_at_k_metrics(results("a", [True]), [1])  # plain results: no split
     assert "micro" in format_table(m) and "macro" in format_table(m)
+
+
+def test_fraction_bin_is_half_open_and_closed_at_one():
+    from mmpt.eval.passk import fraction_bin
+
+    assert fraction_bin({"given_lines": 3, "total_lines": 4}) == "0.75-1.00"
+    assert fraction_bin({"given_lines": 4, "total_lines": 4}) == "0.75-1.00"
+    assert fraction_bin({"given_lines": 1, "total_lines": 4}) == "0.25-0.50"
+    assert fraction_bin({"given_lines": 0, "total_lines": 4}) == "0.00-0.25"
+    assert fraction_bin({"task_id": "HumanEval/0", "passed": True}) is None  # a plain task

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmpt.doctor import TINY_CONFIGS, tiny_model
 from mmpt.model.attention import (
     FLEX,
     SUPPORTED,
@@ -17,6 +16,7 @@ from mmpt.model.attention import (
     packed_forward,
     packed_mask,
 )
+from mmpt.model.tiny import TINY_CONFIGS, tiny_model
 
 VOCAB = 96
 COMBOS = [(arch, impl) for arch in TINY_CONFIGS for impl in SUPPORTED[arch]]

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 import mmpt.model.loss as loss_module
 from mmpt.data.separation import SeparationMap
-from mmpt.doctor import tiny_model
 from mmpt.modality import CODE, NL
 from mmpt.model.loss import modality_loss
+from mmpt.model.tiny import tiny_model
 
 B, N, BASE = 2, 12, 40
 SMAP = SeparationMap("partial", BASE, [3, 7, 11, 20])

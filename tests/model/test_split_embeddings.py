@@ -7,7 +7,6 @@ import torch
 
 from mmpt.data.instances import sentinel_ids
 from mmpt.data.separation import MAP_FILE, SeparationMap
-from mmpt.doctor import tiny_model, tiny_tokenizer
 from mmpt.model.split_embeddings import (
     decode_code,
     extend_model,
@@ -15,6 +14,7 @@ from mmpt.model.split_embeddings import (
     restrict_to_code,
     save_model,
 )
+from mmpt.model.tiny import tiny_model, tiny_tokenizer
 
 BASE = 64  # tiny_tokenizer's length
 SEPARATED = [6, 7, 20, 63]

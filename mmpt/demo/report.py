@@ -1,11 +1,13 @@
 """The demo's report: pass@k, incremental pass@k, loss per modality and NL/code embedding similarity.
 
-    python -m mmpt.report runs/demo          # (re)writes runs/demo/report.md and its PNGs
+    mmpt report runs/demo          # (re)writes runs/demo/report.md and its PNGs
 
-Reads what the demo's stages wrote under OUT — `metrics.jsonl` and TensorBoard events of each
-training run, `mmpt execute` results, the prepared data's meta.json, the stage timings — and writes
-OUT/report.md with markdown tables and PNG plots (OUT/plots/*.png) comparing the separated model
-with the baseline. pass@k comes from `mmpt.eval.passk`, the project's one estimator.
+Reads what the demo's stages wrote under OUT — each training run's `train_config.yaml`,
+`metrics.jsonl`, TensorBoard events and exported model, `mmpt execute` results, the prepared data's
+meta.json, the stage timings — and writes OUT/report.md with markdown tables and PNG plots
+(OUT/plots/*.png, `mmpt.demo.plots`) comparing the separated model with the baseline. Every word
+about what ran (architecture, objectives, separation, ZeRO stage, problem counts, fraction bins)
+comes from those files; pass@k comes from `mmpt.eval.passk`, the project's one estimator.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmpt.eval.passk import FRACTION_BINS, pass_at_k_metrics, read_results
+from mmpt.cli import command_parser
+from mmpt.demo.plots import fraction_label, plot_incremental, plot_loss, plot_passk, plot_similarity
+from mmpt.demo.stages import MODELS, Paths
+from mmpt.eval.failures import OUTCOMES, outcome
+from mmpt.eval.passk import FRACTION_BINS, bin_name, fraction_bin, pass_at_k_metrics, read_results
 
-MODELS = ("separated", "baseline")
-LABELS = {"separated": "separated (partial, Code CLM)", "baseline": "baseline (none, Code CLM)"}
-COLORS = {"separated": "tab:orange", "baseline": "tab:blue", "nl": "tab:green", "code": "tab:purple"}
 KINDS = ("greedy", "sampled", "incremental")
 SIMILARITY_TAG = "embeddings/nl_code_cosine"  # written by mmpt.metrics.MetricsLog.similarity
 NEAR_ZERO = 0.02  # a pass rate this low is "near zero" in the prose
@@ -102,93 +105,51 @@ def count_parameters(model_dir: Path) -> int:
     return total
 
 
-def sign_test_p(b: int, c: int) -> float:
-    """Two-sided exact p-value that b vs c discordant tasks (one model passes, the other not) are a coin flip."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+@dataclass(frozen=True)
+class RunInfo:
+    """What one training run of the demo was, from its own files."""
+
+    objective: str  # from OUT/RUN/train_config.yaml
+    zero_stage: int | None  # of its DeepSpeed JSON (None when the JSON cannot be found any more)
+    separation: str  # of its exported model's separation.json
+    model_type: str  # of its exported model's config.json
+    parameters: int
 
 
-# ---- plots --------------------------------------------------------------------------------------
+def read_run(run_dir: Path) -> RunInfo:
+    """The objective, ZeRO stage, separation, architecture and size of the training run in `run_dir`."""
+    import yaml
+
+    from mmpt.config import ConfigError, find_deepspeed_file
+    from mmpt.data.separation import SeparationMap
+
+    config_path, final = run_dir / "train_config.yaml", run_dir / "final"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path}: missing (did the training stage finish?)")
+    config = yaml.safe_load(config_path.read_text()) or {}
+    try:
+        stage = json.loads(find_deepspeed_file(config["deepspeed"]).read_text())["zero_optimization"]["stage"]
+    except (ConfigError, KeyError, ValueError):
+        stage = None
+    model_type = json.loads((final / "config.json").read_text())["model_type"]
+    smap = SeparationMap.load_or_none(final, base_vocab_size=0)
+    return RunInfo(config["objective"], stage, smap.separation, model_type, count_parameters(final))
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False, "font.size": 10})
-    return plt
+def objective_name(objective: str) -> str:
+    """How the paper writes an objective id: "text-code-clm" -> "Text-Code CLM"."""
+    *words, last = objective.split("-")
+    return "-".join(w.capitalize() for w in words) + " " + last.upper()
 
 
-def _integer_steps(*axes) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+def separation_words(separation: str) -> str:
+    """"partial separation", or "no separation" for none."""
+    return "no separation" if separation == "none" else f"{separation} separation"
 
 
-def plot_loss(backbone: list[dict], further: dict[str, list[dict]], path: Path) -> None:
-    """Left: the backbone's NL and code loss; right: code loss of the two further pre-trainings."""
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label, color in (("loss_nl", "NL tokens", COLORS["nl"]), ("loss_code", "code tokens", COLORS["code"])):
-        points = [(r["step"], r[key]) for r in backbone if key in r]
-        if points:
-            left.plot(*zip(*points), label=label, color=color, lw=2)
-    left.set(title="backbone pre-training (Text-Code CLM)", xlabel="optimizer step", ylabel="cross-entropy (nats/token)")
-    left.legend()
-    for model, records in further.items():
-        points = [(r["step"], r["loss_code"]) for r in records if "loss_code" in r]
-        if points:
-            right.plot(*zip(*points), label=LABELS[model], color=COLORS[model], lw=2)
-    right.set(title="further pre-training (Code CLM: code loss only)", xlabel="optimizer step", ylabel="code cross-entropy")
-    right.legend()
-    _integer_steps(left, right)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _bars(ax, groups: list[str], values: dict[str, list[float | None]], annotate: bool = True) -> None:
-    """Grouped bars, one colour per model; None is drawn as a missing bar."""
-    width = 0.8 / len(values)
-    for j, (model, vals) in enumerate(values.items()):
-        xs = [i + (j - (len(values) - 1) / 2) * width for i in range(len(groups))]
-        heights = [v or 0.0 for v in vals]
-        bars = ax.bar(xs, heights, width, label=LABELS[model], color=COLORS[model])
-        if annotate:
-            for bar, v in zip(bars, vals):
-                text = "n/a" if v is None else f"{100 * v:.1f}%"
-                ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                            fontsize=8, xytext=(0, 2), textcoords="offset points")  # fmt: skip
-    ax.set_xticks(range(len(groups)), groups)
-    top = max([v for vals in values.values() for v in vals if v] + [0.01])
-    ax.set_ylim(0, top * 1.3)
-    ax.yaxis.set_major_formatter(lambda y, _: f"{100 * y:.1f}%" if top < 0.05 else f"{100 * y:.0f}%")
-
-
-def plot_passk(plain: dict[str, dict[str, dict]], columns: list[tuple[str, str, str]], path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    values = {m: [plain[m][kind].get(key) for _, kind, key in columns] for m in plain}
-    _bars(ax, [label for label, _, _ in columns], values)
-    ax.set(title="HumanEval, plain tasks", ylabel="pass rate")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _fraction_bin(result: dict) -> str | None:
-    f = result["given_lines"] / result["total_lines"] if result.get("total_lines") else None
-    for lo, hi in FRACTION_BINS:
-        if f is not None and (lo <= f < hi or (hi == 1.0 and f == 1.0)):
-            return f"{lo:.2f}-{hi:.2f}"
-    return None
+def model_labels(runs: dict[str, RunInfo]) -> dict[str, str]:
+    """{model: "separated (partial, Code CLM)"}, the legend and table label of each compared model."""
+    return {m: f"{m} ({runs[m].separation}, {objective_name(runs[m].objective)})" for m in MODELS}
 
 
 def parse_rate_by_fraction(results: list[dict]) -> dict[str, float]:
@@ -196,49 +157,25 @@ def parse_rate_by_fraction(results: list[dict]) -> dict[str, float]:
     groups: dict[str, list[bool]] = {}
     for r in results:
         ok = outcome(r) != "does not parse"
-        groups.setdefault(_fraction_bin(r) or "none", []).append(ok)
+        groups.setdefault(fraction_bin(r) or "none", []).append(ok)
         groups.setdefault("all", []).append(ok)
     return {b: sum(v) / len(v) for b, v in groups.items()}
 
 
-def plot_incremental(incremental: dict[str, dict], parse_rates: dict[str, dict[str, float]], path: Path) -> None:
-    """Left: incremental pass@1 by fraction given; right: the share of completions that parse."""
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    bins = [f"{lo:.2f}-{hi:.2f}" for lo, hi in FRACTION_BINS]
-    groups = [f"{100 * lo:.0f}–{100 * hi:.0f}%" for lo, hi in FRACTION_BINS] + ["all"]
-    values = {
-        m: [metrics.get("by_fraction", {}).get(b, {}).get("pass@1") for b in bins] + [metrics.get("pass@1")]
-        for m, metrics in incremental.items()
-    }
-    _bars(left, groups, values)
-    left.set(title="incremental pass@1 (greedy)", xlabel="fraction of the reference body given", ylabel="pass rate")
-    left.legend(loc="upper left")
-    rates = {m: [parse_rates[m].get(b) for b in [*bins, "all"]] for m in parse_rates}
-    _bars(right, groups, rates)
-    right.set(title="completions that parse (run to the tests)", xlabel="fraction of the reference body given",
-              ylabel="share of completions")  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def benchmark_size() -> int:
+    """Problems in HumanEval (the demo's benchmark), from the data that `mmpt generate` reads."""
+    from mmpt.eval.humaneval import load
+
+    return len(load())
 
 
-def plot_similarity(curve: SimilarityCurve, final: list[tuple[str, float]], path: Path) -> None:
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
-    # step 0: every code copy is its NL row's exact copy (cosine 1), by construction
-    steps, mean, low, high = [0, *curve.steps], [1.0, *curve.mean], [1.0, *curve.low], [1.0, *curve.high]
-    left.fill_between(steps, low, high, color=COLORS["separated"], alpha=0.2, label="min–max over tokens")
-    left.plot(steps, mean, color=COLORS["separated"], lw=2, marker="o", ms=3, label="mean")
-    left.axhline(1.0, color="gray", lw=1, ls="--")
-    left.set(title=f"NL row vs code copy of the {len(final)} separated tokens", xlabel="optimizer step", ylabel="cosine similarity")
-    left.legend(loc="lower left")
-    _integer_steps(left)
-    right.hist([c for _, c in final], bins=30, color=COLORS["separated"])
-    right.set(title="after further pre-training", xlabel="cosine similarity", ylabel="tokens")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def sign_test_p(b: int, c: int) -> float:
+    """Two-sided exact p-value that b vs c discordant tasks (one model passes, the other not) are a coin flip."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -256,21 +193,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _first_last(records: list[dict], key: str) -> tuple[float, float] | None:
     values = [r[key] for r in records if key in r]
     return (values[0], values[-1]) if values else None
-
-
-OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")
-
-
-def outcome(result: dict) -> str:
-    """What became of one executed sample, from `mmpt execute`'s status and detail."""
-    if result["passed"]:
-        return "passed"
-    if result.get("status") == "timeout":
-        return "timeout"
-    detail = result.get("detail", "")
-    if detail.startswith(("SyntaxError", "IndentationError", "TabError")):
-        return "does not parse"
-    return "wrong answer" if detail.startswith("AssertionError") else "runtime error"
 
 
 def _passed_tasks(results: list[dict]) -> set[str]:
@@ -295,27 +217,39 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
 
-    # inputs: training metrics, results, data meta, stage times
-    backbone = read_metrics(out / "backbone" / "metrics.jsonl")
-    further = {m: read_metrics(out / m / "metrics.jsonl") for m in MODELS}
-    results = {m: {k: read_results(out / "eval" / m / f"{k}.results.jsonl") for k in KINDS} for m in MODELS}
+    # inputs: what each training run was, its metrics, results, data meta, stage times
+    p = Paths(out)
+    runs = {"backbone": read_run(p.backbone), **{m: read_run(p.run[m]) for m in MODELS}}
+    labels = model_labels(runs)
+    backbone = read_metrics(p.backbone / "metrics.jsonl")
+    further = {m: read_metrics(p.run[m] / "metrics.jsonl") for m in MODELS}
+    results = {m: {k: read_results(p.results(m, k)) for k in KINDS} for m in MODELS}
     plain = {
         m: {"greedy": pass_at_k_metrics(results[m]["greedy"], [1]), "sampled": pass_at_k_metrics(results[m]["sampled"], ks)}
         for m in MODELS
     }
     incremental = {m: pass_at_k_metrics(results[m]["incremental"], [1]) for m in MODELS}
-    data_meta = {s: json.loads((out / "data" / s / "meta.json").read_text()) for s in ("none", "partial")}
+    data_meta = {s: json.loads((p.data[s] / "meta.json").read_text()) for s in p.data}
     markers = [(json.loads(p.read_text()), p.stem) for p in (out / "stages").glob("*.json")]
     times = {name: m["seconds"] for m, name in sorted(markers, key=lambda mn: mn[0].get("finished", 0))}  # run order
-    curve = read_similarity(out / "separated" / "tensorboard")
-    final = final_similarity(out / "separated" / "final")
-    n_params = {m: count_parameters(out / m / "final") for m in MODELS}
+    curve = read_similarity(p.run["separated"] / "tensorboard")
+    final = final_similarity(p.run["separated"] / "final")
+    n_params = {m: runs[m].parameters for m in MODELS}
+    separation = runs["separated"].separation
+    further_objective = objective_name(runs["separated"].objective)
+    if runs["baseline"].objective != runs["separated"].objective:
+        further_objective = " vs ".join(objective_name(runs[m].objective) for m in MODELS)
+    zero = sorted({f"ZeRO-{r.zero_stage}" for r in runs.values() if r.zero_stage is not None}) or ["(ZeRO stage unknown)"]
+    top_lo = FRACTION_BINS[-1][0]
+    top_words = f"{100 * top_lo:.0f}% or more" if top_lo > 0 else "any part"  # the last fraction bin, in words
 
     columns = [("greedy pass@1", "greedy", "pass@1")] + [(f"sampled pass@{k}", "sampled", f"pass@{k}") for k in ks]
-    plot_passk(plain, columns, plots / "passk.png")
+    plot_passk(plain, columns, labels, "HumanEval, plain tasks", plots / "passk.png")
     parse_rates = {m: parse_rate_by_fraction(results[m]["incremental"]) for m in MODELS}
-    plot_incremental(incremental, parse_rates, plots / "incremental.png")
-    plot_loss(backbone, further, plots / "loss.png")
+    plot_incremental(incremental, parse_rates, labels, plots / "incremental.png")
+    loss_titles = (f"backbone pre-training ({objective_name(runs['backbone'].objective)})",
+                   f"further pre-training ({further_objective}: code loss)")  # fmt: skip
+    plot_loss(backbone, further, labels, loss_titles, plots / "loss.png")
     plot_similarity(curve, final, plots / "similarity.png")
 
     n_plain = plain["separated"]["greedy"]["n_tasks"]
@@ -323,27 +257,30 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     n_inc_tasks = incremental["separated"]["n_tasks"]
     tokens_per_step = settings["per_device_batch_size"] * settings["max_seq_length"] * settings["ranks"]
     seen = backbone[-1].get("tokens_seen", 0) + further["separated"][-1].get("tokens_seen", 0)
+    train_minutes = sum(v for k, v in times.items() if k in ("train-backbone", "train-separated")) / 60
+    sources = ", ".join(Path(s).name for s in settings["sources"])
     md: list[str] = ["# mmpt demo report", ""]
 
     # ---- what was run
     md += [
         "## What ran",
         "",
-        (f"- Data: {data_meta['none']['pairs']} docstring/code pairs mined from {', '.join(settings['sources'])}; "
+        (f"- Data: {data_meta['none']['pairs']} docstring/code pairs mined from {sources}; "
         f"{data_meta['none']['instances']} instances ≤ {settings['max_seq_length']} tokens "
         f"({data_meta['none']['tokens']:,} tokens in {data_meta['none']['rows']} packed rows), "
         f"a {settings['vocab_size']}-token byte-level BPE."),
-        (f"- Partial separation gave {data_meta['partial']['separated_tokens']} Python tokens (keywords, operators, "
-        "builtins, common methods) a second, code-only embedding row; the baseline keeps one row per token."),
-        (f"- Backbone: a {n_params['baseline'] / 1e6:.2f}M-parameter Llama-style model trained from random init "
-        f"for {settings['backbone_steps']} steps (Text-Code CLM, no separation) — the stand-in for an already "
-        "pre-trained model."),
+        (f"- {separation.capitalize()} separation gave {data_meta[separation]['separated_tokens']} Python tokens "
+        f"a second, code-only embedding row; the baseline ({separation_words(runs['baseline'].separation)}) keeps one "
+        "row per token."),
+        (f"- Backbone: a {runs['backbone'].parameters / 1e6:.2f}M-parameter `{runs['backbone'].model_type}` model "
+        f"trained from random init for {settings['backbone_steps']} steps ({objective_name(runs['backbone'].objective)}, "
+        f"{separation_words(runs['backbone'].separation)}) — the stand-in for an already pre-trained model."),
         (f"- Further pre-training of that backbone, {settings['further_steps']} steps each, same data order, "
-        f"Code CLM: **separated** (partial separation, {n_params['separated'] / 1e6:.2f}M parameters) and "
-        f"**baseline** (no separation). Every step is {settings['ranks']} DeepSpeed ZeRO-3 ranks × "
-        f"{settings['per_device_batch_size']} rows of ≤ {settings['max_seq_length']} tokens "
-        f"(~{tokens_per_step:,} tokens) on CPU."),
-        (f"- HumanEval: {n_plain} of 164 problems plain (greedy, and {settings['n_samples']} samples at "
+        f"{further_objective}: **separated** ({separation_words(separation)}, {n_params['separated'] / 1e6:.2f}M parameters) "
+        f"and **baseline** ({separation_words(runs['baseline'].separation)}). Every step is {settings['ranks']} DeepSpeed "
+        f"{'/'.join(zero)} ranks × {settings['per_device_batch_size']} rows of ≤ {settings['max_seq_length']} tokens "
+        f"(~{tokens_per_step:,} tokens)."),
+        (f"- HumanEval: {n_plain} of {benchmark_size()} problems plain (greedy, and {settings['n_samples']} samples at "
         f"T={settings['temperature']}, top-p {settings['top_p']}); {n_inc_problems} problems made into "
         f"{n_inc_tasks} incremental tasks (greedy); at most {settings['max_new_tokens']} new tokens; "
         "executed in the sandbox."),
@@ -357,7 +294,7 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         md.append(
             f"Plain HumanEval does not tell these models apart: both score near zero (best pass@{ks[-1]} "
             f"{_pct(best_plain)}). That is the honest result for a ~{n_params['baseline'] / 1e6:.0f}M-parameter model "
-            f"that saw {seen:,} tokens of standard-library code for a few minutes on a CPU — it has "
+            f"that saw {seen:,} tokens of code mined from {sources} in {train_minutes:.0f} minutes of training — it has "
             "learnt Python's surface, not how to solve programming problems."
         )
     else:
@@ -366,7 +303,7 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     passed = {m: _passed_tasks(results[m]["incremental"]) for m in MODELS}
     only_sep, only_base = len(passed["separated"] - passed["baseline"]), len(passed["baseline"] - passed["separated"])
     p_value = sign_test_p(only_sep, only_base)
-    top_bin = f"{FRACTION_BINS[-1][0]:.2f}-{FRACTION_BINS[-1][1]:.2f}"
+    top_bin = bin_name(*FRACTION_BINS[-1])
     top = {m: incremental[m].get("by_fraction", {}).get(top_bin, {}).get("pass@1") for m in MODELS}
     md.append("")
     counts = (
@@ -383,12 +320,12 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         md.append(
             f"Incremental pass@1 — finishing a partly written reference solution — is where the models do score: "
             f"{_pct(inc['separated'])} (separated) vs {_pct(inc['baseline'])} (baseline) over {n_inc_tasks} tasks, "
-            f"and {_pct(top['separated'])} vs {_pct(top['baseline'])} when 75% or more of the body is given. " + counts
+            f"and {_pct(top['separated'])} vs {_pct(top['baseline'])} when {top_words} of the body is given. " + counts
         )
     md.append("")
 
     # ---- pass@k
-    rows = [[LABELS[m]] + [_pct(plain[m][kind].get(key)) for _, kind, key in columns] for m in MODELS]
+    rows = [[labels[m]] + [_pct(plain[m][kind].get(key)) for _, kind, key in columns] for m in MODELS]
     md += [
         "## pass@k on HumanEval (plain tasks)",
         "",
@@ -404,10 +341,9 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     # ---- incremental
     rows = []
     for lo, hi in FRACTION_BINS:
-        b = f"{lo:.2f}-{hi:.2f}"
-        cells = [incremental[m].get("by_fraction", {}).get(b, {}) for m in MODELS]
+        cells = [incremental[m].get("by_fraction", {}).get(bin_name(lo, hi), {}) for m in MODELS]
         n = max((c.get("n_tasks", 0) for c in cells), default=0)
-        rows.append([f"{100 * lo:.0f}–{100 * hi:.0f}%"] + [_pct(c.get("pass@1")) for c in cells] + [str(n)])
+        rows.append([fraction_label(lo, hi)] + [_pct(c.get("pass@1")) for c in cells] + [str(n)])
     rows.append(["all"] + [_pct(incremental[m].get("pass@1")) for m in MODELS] + [str(n_inc_tasks)])
     md += [
         "## Incremental pass@1 by fraction of the solution given",
@@ -415,12 +351,12 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         ("Task t_i of a problem gives the first i non-empty lines of the reference body as already written "
         "and asks for the rest (t_0 is the plain task). Tasks are grouped by i / L, L the body's non-empty lines."),
         "",
-        _table(["fraction given", LABELS["separated"], LABELS["baseline"], "tasks"], rows),
+        _table(["fraction given", *(labels[m] for m in MODELS), "tasks"], rows),
         "",
         (f"Completions that at least parse (and so run to the tests): {_pct(parse_rates['separated']['all'])} "
          f"(separated) vs {_pct(parse_rates['baseline']['all'])} (baseline) over all tasks; "
          f"{_pct(parse_rates['separated'].get(top_bin))} vs {_pct(parse_rates['baseline'].get(top_bin))} "
-         "with 75% or more of the body given."),
+         f"with {top_words} of the body given."),
         "",
         "![incremental pass@1](plots/incremental.png)",
         "",
@@ -459,8 +395,7 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     for name, records, key in (
         ("backbone", backbone, "loss_nl"),
         ("backbone", backbone, "loss_code"),
-        ("separated", further["separated"], "loss_code"),
-        ("baseline", further["baseline"], "loss_code"),
+        *((m, further[m], key) for m in MODELS for key in ("loss_nl", "loss_code")),
     ):
         fl = _first_last(records, key)
         if fl:
@@ -471,9 +406,10 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
         _table(["run", "tokens", "first logged loss", "last logged loss", "steps", "tokens seen"], rows),
         "",
-        ("Code CLM trains only on code tokens, so the further pre-trainings have no NL loss. The separated "
-        "model's code loss normalises over the code vocabulary (the shared rows plus the code copies), the "
-        "baseline's over the whole vocabulary."),
+        ("" if any("loss_nl" in r for m in MODELS for r in further[m]) else
+         f"{further_objective} trains only on code tokens, so the further pre-trainings have no NL loss. ")
+        + ("The separated model's code loss normalises over the code vocabulary (the shared rows plus the code "
+           "copies), the baseline's over the whole vocabulary."),
         "",
         "![loss](plots/loss.png)",
         "",
@@ -509,13 +445,12 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m mmpt.report RUN_DIR   (a folder written by `mmpt demo`)", file=sys.stderr)
-        return 2
+    ap = command_parser("mmpt report", "(Re)write a demo run's report.md and plots from what its stages wrote.")
+    ap.add_argument("run_dir", type=Path, help="a folder written by `mmpt demo` (its --out)")
+    args = ap.parse_args(argv)
     try:
-        print(write_report(Path(argv[0])))
-    except (FileNotFoundError, ValueError) as e:
+        print(write_report(args.run_dir))
+    except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"mmpt report: {e}", file=sys.stderr)
         return 2
     return 0

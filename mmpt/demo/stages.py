@@ -1,4 +1,4 @@
-"""`mmpt demo`: the whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.
+"""`mmpt demo`'s stages: the whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.
 
     mmpt demo                       # → runs/demo/report.md, about 15 minutes on 2 cores
     mmpt demo --out DIR --quick     # a few minutes: tiny data, a handful of steps and problems
@@ -9,10 +9,11 @@ backbone, Text-Code CLM) → two further pre-trainings of that backbone with the
 order: partial separation + Code CLM, and the baseline without separation → for each, greedy and
 sampled HumanEval generation and incremental tasks (`mmpt generate` on 2 ranks) → `mmpt execute`
 in the sandbox → the NLL of every HumanEval reference under each (`mmpt score`) → OUT/report.md
-(`mmpt.report`).
+(`mmpt report`, mmpt/demo/report.py).
 
-Training is a real `deepspeed --num_gpus 2` launch with ZeRO-3 on CPU (gloo); generation and
-execution are the real commands too. Each stage writes OUT/logs/STAGE.log and, when it finishes,
+Training is a real `deepspeed --num_gpus 2` launch of the shipped configs/tiny-cpu.yaml with ZeRO-3
+on CPU (gloo); generation is `torchrun --standalone` of `mmpt generate`, and execution `mmpt execute`.
+The launchers start, watch and stop the ranks (one dead rank stops the others). Each stage writes OUT/logs/STAGE.log and, when it finishes,
 OUT/stages/STAGE.json (its wall time); a rerun skips finished stages, and the commands themselves
 resume half-done work (training from its last checkpoint, generation and execution per sample).
 """
@@ -24,7 +25,6 @@ import dataclasses
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -34,8 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TRAIN_CONFIG = ROOT / "configs" / "tiny-cpu.yaml"  # the tiny Llama architecture and its optimiser
+from mmpt.cli import command_parser
+
+PACKAGE = Path(__file__).resolve().parents[1]  # mmpt/, in a checkout or an installed wheel
+TRAIN_CONFIG = "configs/tiny-cpu.yaml"  # shipped (mmpt.shipped): the tiny architecture and its optimiser
 MODELS = ("separated", "baseline")  # the two further pre-trainings compared in the report
 
 
@@ -154,24 +156,17 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
     return times
 
 
-def run_logged(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None, ranks: int = 1) -> None:
-    """Run `cmd` (as `ranks` processes with RANK/WORLD_SIZE/LOCAL_RANK set when > 1), streaming the
-    output to the console and to `log`; DemoError when a process exits non-zero (the others are stopped)."""
+def run_logged(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    """Run `cmd` (one process: a launcher starts the ranks itself), streaming its output to the console
+    and to `log`; DemoError naming the stage and the log when it exits non-zero."""
     read_end, write_end = os.pipe()
-    procs = []
     with log.open("ab") as f:
         f.write(f"$ {' '.join(cmd)}\n".encode())
-        for rank in range(ranks):
-            place = {"RANK": str(rank), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(rank)} if ranks > 1 else {}
-            procs.append(subprocess.Popen(
-                cmd, stdout=write_end, stderr=write_end, env={**os.environ, **(env or {}), **place}, cwd=ROOT,
-            ))  # fmt: skip
-        os.close(write_end)  # the pipe ends (EOF) when every process has closed its copy
-        failed: tuple[int, int] | None = None  # (rank, exit code) of the first rank that failed
+        proc = subprocess.Popen(cmd, stdout=write_end, stderr=write_end, env={**os.environ, **(env or {})})
+        os.close(write_end)  # the pipe ends (EOF) when the process and its children have closed their copies
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
             while True:
-                # raw reads return what is there (progress bars end in \r, not \n), so progress shows
-                # as it comes; the timeout lets a dead rank be noticed while the others are silent
+                # raw reads return what is there (progress bars end in \r, not \n), so progress shows as it comes
                 if select.select([pipe], [], [], 1.0)[0]:
                     chunk = pipe.read(65536)
                     if not chunk:
@@ -180,24 +175,23 @@ def run_logged(name: str, cmd: list[str], log: Path, env: dict[str, str] | None 
                     f.flush()
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
-                dead = [(r, p.returncode) for r, p in enumerate(procs) if p.poll() not in (None, 0)]
-                if dead and failed is None:
-                    failed = dead[0]  # a dead rank leaves the others waiting for its share: stop them
-                    for p in procs:
-                        if p.poll() is None:
-                            p.terminate()
-        rcs = [p.wait() for p in procs]
-    if failed is None and any(rcs):
-        failed = next((r, rc) for r, rc in enumerate(rcs) if rc)
-    if failed is not None:
-        who = f"rank {failed[0]} of " if ranks > 1 else ""
-        raise DemoError(f"stage {name!r} failed: {who}`{' '.join(cmd[:4])} ...` exited with {failed[1]}; see {log}")
+        rc = proc.wait()
+    if rc:
+        raise DemoError(f"stage {name!r} failed: `{' '.join(cmd[:6])} ...` exited with {rc}; see {log}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def torchrun(ranks: int, module_args: list[str]) -> list[str]:
+    """`torchrun --standalone` of `python -m MODULE ARGS` on `ranks` local processes (it picks a free port)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
+            "-m", *module_args]  # fmt: skip
+
+
+def deepspeed(ranks: int, script: Path, args: list[str]) -> list[str]:
+    """`deepspeed --num_gpus RANKS SCRIPT ARGS` on a free port (the launcher's default 29500 may be taken)."""
+    from mmpt.distributed import _free_port  # the project's one copy
+
+    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),
+            "--master_port", str(_free_port()), str(script), *args]  # fmt: skip
 
 
 # ---- the stages ---------------------------------------------------------------------------------
@@ -227,17 +221,17 @@ class Paths:
         return self.eval / model / f"{kind}.results.jsonl"
 
 
-def _train_stage(c: DemoConfig, name: str, title: str, env: dict, steps: int, learning_rate: float, **fields) -> Stage:
-    """A `deepspeed --num_gpus RANKS mmpt/train.py` launch of the tiny config with `fields` overridden."""
+def _train_stage(config: DemoConfig, name: str, title: str, env: dict, steps: int, learning_rate: float, **fields) -> Stage:
+    """A `deepspeed --num_gpus RANKS mmpt/train.py` launch of the shipped tiny config with `fields` overridden."""
     overrides = {
         **fields,
         "max_steps": steps,
         "save_steps": max(1, steps // 2),  # a mid-run checkpoint: an interrupted demo resumes from it
         "learning_rate": learning_rate,
         "min_learning_rate": learning_rate / 10,
-        "per_device_batch_size": c.per_device_batch_size,
-        "logging_steps": c.logging_steps,
-        "seed": c.seed,  # one seed: the same row order in both further pre-trainings
+        "per_device_batch_size": config.per_device_batch_size,
+        "logging_steps": config.logging_steps,
+        "seed": config.seed,  # one seed: the same row order in both further pre-trainings
         "keep_checkpoints": 1,
         "gradient_checkpointing": "false",
         "precision": "fp32",
@@ -245,31 +239,28 @@ def _train_stage(c: DemoConfig, name: str, title: str, env: dict, steps: int, le
     args = [x for k, v in overrides.items() for x in (f"--{k}", str(v))]
 
     def run(log: Path) -> None:
-        cmd = [
-            sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(c.ranks),
-            "--master_port", str(_free_port()), str(ROOT / "mmpt" / "train.py"), "--config", str(TRAIN_CONFIG), *args,
-        ]  # fmt: skip
+        cmd = deepspeed(config.ranks, PACKAGE / "train.py", ["--config", TRAIN_CONFIG, *args])
         run_logged(name, cmd, log, {**env, "DS_ACCELERATOR": "cpu"})
 
     return Stage(name, title, run)
 
 
-def build_stages(c: DemoConfig) -> list[Stage]:
-    """The demo's stages for config `c`, in order."""
-    p = Paths(c.out)
+def build_stages(config: DemoConfig) -> list[Stage]:
+    """The demo's stages for `config`, in order."""
+    p = Paths(config.out)
     env = _one_thread()
 
     def pairs(log: Path) -> None:
         from mmpt.data.extract import extract_pairs
 
-        summary = extract_pairs(list(c.sources), p.pairs, workers=c.ranks)
+        summary = extract_pairs(list(config.sources), p.pairs, workers=config.ranks)
         print(f"{p.pairs}: {summary.render()}")
         log.write_text(summary.render() + "\n")
 
     def tokenizer(log: Path) -> None:
         from mmpt.data.tokenizer import train_tokenizer
 
-        tok = train_tokenizer(p.pairs, c.vocab_size, p.tokenizer)
+        tok = train_tokenizer(p.pairs, config.vocab_size, p.tokenizer)
         print(f"{p.tokenizer}: {len(tok)} tokens")
 
     def prepare(separation: str) -> Callable[[Path], None]:
@@ -277,7 +268,7 @@ def build_stages(c: DemoConfig) -> list[Stage]:
             from mmpt.data.prepare import PrepareConfig, prepare
 
             meta = prepare(PrepareConfig(str(p.pairs), str(p.tokenizer), str(p.data[separation]), separation,
-                                         max_seq_length=c.max_seq_length))  # fmt: skip
+                                         max_seq_length=config.max_seq_length))  # fmt: skip
             shown = {k: meta[k] for k in ("instances", "dropped_too_long", "rows", "tokens", "separated_tokens")}
             other = p.data["none"] / "meta.json"
             if separation == "partial" and other.exists():
@@ -292,38 +283,39 @@ def build_stages(c: DemoConfig) -> list[Stage]:
         return run
 
     stages = [
-        Stage("pairs", f"extract NL→code pairs from {', '.join(c.sources)}", pairs),
-        Stage("tokenizer", f"train a {c.vocab_size}-token byte-level BPE", tokenizer),
+        Stage("pairs", f"extract NL→code pairs from {', '.join(config.sources)}", pairs),
+        Stage("tokenizer", f"train a {config.vocab_size}-token byte-level BPE", tokenizer),
         Stage("prepare-none", "pack rows without separation", prepare("none")),
         Stage("prepare-partial", "pack rows with partial separation (same tokenizer)", prepare("partial")),
         _train_stage(
-            c, "train-backbone",
-            f"pre-train the backbone from random init ({c.backbone_steps} steps, Text-Code CLM, no separation)",
-            env, c.backbone_steps, c.backbone_learning_rate,
+            config, "train-backbone",
+            f"pre-train the backbone from random init ({config.backbone_steps} steps, Text-Code CLM, no separation)",
+            env, config.backbone_steps, config.backbone_learning_rate,
             data_dir=p.data["none"], output_dir=p.backbone, objective="text-code-clm",
         ),
     ]  # fmt: skip
     for model, separation in zip(MODELS, ("partial", "none")):
-        title = f"further pre-train the backbone: {separation} separation, Code CLM ({c.further_steps} steps)"
+        title = f"further pre-train the backbone: {separation} separation, Code CLM ({config.further_steps} steps)"
         stages.append(_train_stage(
-            c, f"train-{model}", title, env, c.further_steps, c.further_learning_rate,
+            config, f"train-{model}", title, env, config.further_steps, config.further_learning_rate,
             model=p.backbone / "final", data_dir=p.data[separation], output_dir=p.run[model], objective="code-clm",
         ))  # fmt: skip
     for model in MODELS:
         for kind in ("greedy", "sampled", "incremental"):
-            stages.append(_generate_stage(c, p, model, kind, env))
-            stages.append(_execute_stage(c, p, model, kind, env))
-    stages += [_score_stage(c, p, model, env) for model in MODELS]  # the reference NLL: a metric that is not 0
-    stages.append(Stage("report", "write the report", lambda log: _report(c, p)))
+            stages.append(_generate_stage(config, p, model, kind, env))
+            stages.append(_execute_stage(config, p, model, kind, env))
+    stages += [_score_stage(config, p, model, env) for model in MODELS]  # the reference NLL: a metric that is not 0
+    stages.append(Stage("report", "write the report", lambda log: _report(config, p)))
     return stages
 
 
-def _generate_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
-    sampling = ["--n", str(c.n_samples), "--temperature", str(c.temperature), "--top-p", str(c.top_p)]
+def _generate_stage(config: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
+    # `--num-samples`, not `--n`: torchrun's own parser would take `--n` as an abbreviation of its `--nnodes`
+    sampling = ["--num-samples", str(config.n_samples), "--temperature", str(config.temperature), "--top-p", str(config.top_p)]
     what = {
-        "greedy": (["--greedy"], c.limit, "greedy, plain"),
-        "sampled": (sampling, c.limit, f"{c.n_samples} samples at T={c.temperature}, plain"),
-        "incremental": (["--greedy", "--incremental"], c.incremental_limit, "greedy, incremental tasks"),
+        "greedy": (["--greedy"], config.limit, "greedy, plain"),
+        "sampled": (sampling, config.limit, f"{config.n_samples} samples at T={config.temperature}, plain"),
+        "incremental": (["--greedy", "--incremental"], config.incremental_limit, "greedy, incremental tasks"),
     }
     flags, limit, words = what[kind]
     name = f"generate-{model}-{kind}"
@@ -331,56 +323,56 @@ def _generate_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -
     def run(log: Path) -> None:
         p.samples(model, kind).parent.mkdir(parents=True, exist_ok=True)
         cmd = [
-            sys.executable, "-m", "mmpt", "generate", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval", *flags,
-            "--max-new-tokens", str(c.max_new_tokens), "--batch-size", str(c.generate_batch_size),
-            "--seed", str(c.seed), "--out", str(p.samples(model, kind)),
+            "mmpt", "generate", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval", *flags,
+            "--max-new-tokens", str(config.max_new_tokens), "--batch-size", str(config.generate_batch_size),
+            "--seed", str(config.seed), "--out", str(p.samples(model, kind)),
         ]  # fmt: skip
         if limit is not None:
             cmd += ["--limit", str(limit)]
-        run_logged(name, cmd, log, env, ranks=c.ranks)  # ranks write their shares, rank 0 merges
+        run_logged(name, torchrun(config.ranks, cmd), log, env)  # ranks write their shares, rank 0 merges
 
     return Stage(name, f"generate for HumanEval with the {model} model ({words})", run)
 
 
-def _score_stage(c: DemoConfig, p: Paths, model: str, env: dict) -> Stage:
+def _score_stage(config: DemoConfig, p: Paths, model: str, env: dict) -> Stage:
     name = f"score-{model}"
 
     def run(log: Path) -> None:
         cmd = [
-            sys.executable, "-m", "mmpt", "score", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval",
+            "mmpt", "score", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval",
             "--out", str(p.eval / model / "score.jsonl"), "--no-progress",
         ]  # fmt: skip
-        run_logged(name, cmd, log, env, ranks=c.ranks)  # all 164 problems: one forward pass each, cheap
+        run_logged(name, torchrun(config.ranks, cmd), log, env)  # every problem: one forward pass each, cheap
 
     return Stage(name, f"score the reference solutions under the {model} model (NLL per code token)", run)
 
 
-def _execute_stage(c: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
+def _execute_stage(config: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
     name = f"execute-{model}-{kind}"
 
     def run(log: Path) -> None:
         cmd = [
             sys.executable, "-m", "mmpt", "execute", "--benchmark", "humaneval", "--samples", str(p.samples(model, kind)),
-            "--out", str(p.results(model, kind)), "--workers", str(c.execute_workers),
-            "--timeout", str(c.execute_timeout), "--sandbox", c.sandbox,
+            "--out", str(p.results(model, kind)), "--workers", str(config.execute_workers),
+            "--timeout", str(config.execute_timeout), "--sandbox", config.sandbox,
         ]  # fmt: skip
         run_logged(name, cmd, log, env)
 
     return Stage(name, f"execute the {model} model's {kind} samples in the sandbox", run)
 
 
-def _report(c: DemoConfig, p: Paths) -> None:
-    from mmpt.report import write_report
+def _report(config: DemoConfig, p: Paths) -> None:
+    from mmpt.demo.report import write_report
 
-    path = write_report(c.out, settings=_settings(c))
+    path = write_report(config.out, settings=_settings(config))
     print(f"report: {path}")
 
 
-def _settings(c: DemoConfig) -> dict:
-    d = dataclasses.asdict(c)
-    d["out"] = str(c.out)
-    d["sources"] = list(c.sources)
-    d["ks"] = list(c.ks)
+def _settings(config: DemoConfig) -> dict:
+    d = dataclasses.asdict(config)
+    d["out"] = str(config.out)
+    d["sources"] = list(config.sources)
+    d["ks"] = list(config.ks)
     return d
 
 
@@ -388,15 +380,15 @@ def _settings(c: DemoConfig) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mmpt demo", description=__doc__.split("\n")[0])
+    ap = command_parser("mmpt demo", "The whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.")
     ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     ap.add_argument("--quick", action="store_true", help="a reduced run: tiny data, few steps and problems")
-    ap.add_argument("--limit", type=int, default=None, help="plain HumanEval problems (default: all 164)")
-    ap.add_argument("--incremental-limit", type=int, default=None, help="problems made incremental (default: all)")
-    ap.add_argument("--backbone-steps", type=int, default=None, help="steps of the backbone's pre-training")
-    ap.add_argument("--further-steps", type=int, default=None, help="steps of each further pre-training")
-    ap.add_argument("--n-samples", type=int, default=None, help="sampled completions per problem")
-    ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
+    ap.add_argument("--limit", type=int, default=None, metavar="N", help="plain HumanEval problems (default: all 164)")
+    ap.add_argument("--incremental-limit", type=int, default=None, metavar="N", help="problems made incremental (default: all)")
+    ap.add_argument("--backbone-steps", type=int, default=None, metavar="N", help="steps of the backbone's pre-training")
+    ap.add_argument("--further-steps", type=int, default=None, metavar="N", help="steps of each further pre-training")
+    ap.add_argument("--n-samples", type=int, default=None, metavar="N", help="sampled completions per problem")
+    ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"), help="passed to `mmpt execute`")
     return ap
 
 
@@ -419,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as e:
         print(f"mmpt demo: {e}", file=sys.stderr)
+        return 2
+    try:
+        import matplotlib  # noqa: F401 (the report's plots; checked now, not after the training stages)
+    except ImportError:
+        print("mmpt demo: the report's plots need matplotlib: pip install 'mmpt[demo]'", file=sys.stderr)
         return 2
     settings = config.out / "demo_config.json"
     config.out.mkdir(parents=True, exist_ok=True)

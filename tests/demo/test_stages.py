@@ -1,4 +1,4 @@
-"""mmpt/demo.py: stage running, resumption, loud failures, and `mmpt demo --quick` end to end."""
+"""mmpt/demo/stages.py: stage running, resumption, loud failures, launches, and `mmpt demo --quick` end to end."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mmpt import demo
+from mmpt.demo import stages as demo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_stages_run_once_and_a_rerun_skips_them(tmp_path: Path) -> None:
@@ -44,20 +44,33 @@ def test_a_failing_stage_names_itself_and_its_log(tmp_path: Path) -> None:
     assert not after and not (tmp_path / "stages" / "prepare-none.json").exists()  # a rerun retries it
 
 
-def test_run_logged_streams_ranks_and_stops_the_survivors(tmp_path: Path, capfd) -> None:
-    log = tmp_path / "two.log"
-    script = "import os, sys; sys.stdout.write(f\"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}\\n\")"
-    demo.run_logged("two", [sys.executable, "-c", script], log, ranks=2)
-    text = log.read_text()
-    assert "rank 0 of 2" in text and "rank 1 of 2" in text
-    assert "rank 1 of 2" in capfd.readouterr().out  # streamed to the console too
+def test_run_logged_streams_and_names_the_log(tmp_path: Path, capfd) -> None:
+    log = tmp_path / "one.log"
+    demo.run_logged("one", [sys.executable, "-c", "print('hello from the stage')"], log)
+    assert "hello from the stage" in log.read_text()
+    assert "hello from the stage" in capfd.readouterr().out  # streamed to the console too
+    with pytest.raises(demo.DemoError, match=r"'bad' failed: .* exited with 3; see .*bad\.log"):
+        demo.run_logged("bad", [sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path / "bad.log")
 
-    # rank 1 dies; rank 0 would wait for its share forever: it must be stopped, and the stage fail
-    script = "import os, sys, time\nif os.environ['RANK'] == '1': sys.exit(3)\ntime.sleep(300)"
+
+def test_torchrun_starts_the_ranks_and_stops_the_survivors(tmp_path: Path) -> None:
+    probe = tmp_path / "rank_probe.py"
+    probe.write_text(
+        "import os, sys, time\n"
+        "print(f\"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}\", flush=True)\n"
+        "if len(sys.argv) > 1 and os.environ['RANK'] == '1':\n    sys.exit(3)\n"
+        "if len(sys.argv) > 1:\n    time.sleep(300)\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    demo.run_logged("two", demo.torchrun(2, ["rank_probe"]), tmp_path / "two.log", env)
+    text = (tmp_path / "two.log").read_text()
+    assert "rank 0 of 2" in text and "rank 1 of 2" in text
+
+    # rank 1 dies; rank 0 would wait for its share forever: the launcher must stop it, and the stage fail
     t0 = time.monotonic()
-    with pytest.raises(demo.DemoError, match=r"(?s)'gen' failed: rank 1 of .* exited with 3; see .*gen\.log"):
-        demo.run_logged("gen", [sys.executable, "-c", script], tmp_path / "gen.log", ranks=2)
-    assert time.monotonic() - t0 < 30
+    with pytest.raises(demo.DemoError, match=r"'gen' failed: .*exited with 1; see .*gen\.log"):
+        demo.run_logged("gen", demo.torchrun(2, ["rank_probe", "die"]), tmp_path / "gen.log", env)
+    assert time.monotonic() - t0 < 60
 
 
 def test_config_from_args() -> None:

@@ -1,4 +1,4 @@
-"""mmpt/report.py on a hand-made run folder whose pass@k, similarities and losses are known."""
+"""mmpt/demo/report.py on a hand-made run folder whose pass@k, similarities and losses are known."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmpt import report
+from mmpt.demo import report
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SETTINGS = {
     "sources": ["stdlib"], "vocab_size": 4096, "max_seq_length": 512, "ranks": 2, "per_device_batch_size": 4,
     "backbone_steps": 30, "further_steps": 20, "n_samples": 5, "temperature": 0.8, "top_p": 0.95,
@@ -58,6 +58,14 @@ def save_model(directory: Path, separated: list[int], flip: int | None) -> None:
     smap.save(directory)
 
 
+def write_train_config(run: Path, objective: str, deepspeed: str = "ds_configs/zero3.json") -> None:
+    """What `mmpt train` saves beside its checkpoints (the fields the report reads)."""
+    (run / "train_config.yaml").write_text(f"objective: {objective}\ndeepspeed: {deepspeed}\nseed: 42\n")
+
+
+LABELS = {"separated": "separated (partial, Code CLM)", "baseline": "baseline (none, Code CLM)"}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     from torch.utils.tensorboard import SummaryWriter
@@ -79,6 +87,9 @@ def run_dir(tmp_path_factory) -> Path:
     # three separated token ids of the test tokenizer; the second copy is flipped
     save_model(out / "separated" / "final", [10, 20, 30], flip=1)
     save_model(out / "baseline" / "final", [], flip=None)
+    save_model(out / "backbone" / "final", [], flip=None)
+    for run, objective in (("backbone", "text-code-clm"), ("separated", "code-clm"), ("baseline", "code-clm")):
+        write_train_config(out / run, objective)
 
     # plain: separated passes 2/5 on A and 0/5 on B; baseline nothing. greedy: separated passes A
     eval_ = out / "eval"
@@ -105,9 +116,9 @@ def test_passk_tables_match_the_binomial_formula(run_dir: Path) -> None:
     md = (run_dir / "report.md").read_text()
     sep_p1 = (pass_at_k(5, 2, 1) + pass_at_k(5, 0, 1)) / 2  # 20%
     sep_p5 = (pass_at_k(5, 2, 5) + pass_at_k(5, 0, 5)) / 2  # 50%
-    row = f"| {report.LABELS['separated']} | 50.0% | {100 * sep_p1:.1f}% | {100 * sep_p5:.1f}% |"
+    row = f"| {LABELS['separated']} | 50.0% | {100 * sep_p1:.1f}% | {100 * sep_p5:.1f}% |"
     assert row in md
-    assert f"| {report.LABELS['baseline']} | 0.0% | 0.0% | 0.0% |" in md
+    assert f"| {LABELS['baseline']} | 0.0% | 0.0% | 0.0% |" in md
     assert "2 of 164 problems plain" in md and "2 problems made into 8 incremental tasks" in md
 
 
@@ -175,16 +186,6 @@ def test_bad_inputs_name_the_file(tmp_path: Path) -> None:
     assert report.main([str(tmp_path)]) == 2
 
 
-def test_outcomes_of_failed_samples() -> None:
-    base = {"passed": False, "status": "failed"}
-    assert report.outcome({"passed": True, "status": "passed", "detail": ""}) == "passed"
-    assert report.outcome({**base, "detail": "SyntaxError: '(' was never closed"}) == "does not parse"
-    assert report.outcome({**base, "detail": "IndentationError: unexpected indent"}) == "does not parse"
-    assert report.outcome({**base, "detail": "AssertionError"}) == "wrong answer"
-    assert report.outcome({**base, "detail": "NameError: name 'x' is not defined"}) == "runtime error"
-    assert report.outcome({"passed": False, "status": "timeout", "detail": "wall-clock limit"}) == "timeout"
-
-
 def test_outcome_table(run_dir: Path) -> None:
     md = (run_dir / "report.md").read_text()
     # separated sampled: 2 of 10 pass; the fixture's failures have no detail -> runtime error
@@ -208,3 +209,34 @@ def test_score_section_compares_separated_and_baseline(run_dir: Path, tmp_path: 
     assert "## Likelihood of the reference solutions (`mmpt score`)" in md
     assert f"{result['difference']:+.3g}" in md and "difference separated − baseline -0.5 nats" in md
     assert "The interval excludes 0: separated" in md
+
+
+def test_prose_comes_from_the_runs_config(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    assert "`llama` model" in md and "Llama-style" not in md  # the exported config's model_type
+    assert "(Text-Code CLM, no separation)" in md and "DeepSpeed ZeRO-3 ranks" in md
+    assert "75% or more of the body" in md  # the last of passk.FRACTION_BINS
+
+
+def test_other_objective_and_zero_stage_change_the_words(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    for model in ("separated", "baseline"):
+        write_train_config(other / model, "prefix-code-clm", deepspeed="ds_configs/zero2.json")
+    md = report.write_report(other).read_text()
+    assert "| separated (partial, Prefix-Code CLM) |" in md and "Code CLM)" not in md.replace("Prefix-Code CLM", "")
+    assert "DeepSpeed ZeRO-2/ZeRO-3 ranks" in md  # backbone ZeRO-3, further runs ZeRO-2
+    assert "Prefix-Code CLM trains only on code tokens" in md
+
+
+def test_objective_names() -> None:
+    assert report.objective_name("text-code-clm") == "Text-Code CLM"
+    assert report.objective_name("corrupt-code-clm") == "Corrupt-Code CLM"
+
+
+def test_parse_rate_uses_the_passk_bins() -> None:
+    rows = [{"task_id": "A#3", "passed": False, "status": "failed", "detail": "SyntaxError", "given_lines": 3, "total_lines": 4},
+            {"task_id": "A#0", "passed": False, "status": "failed", "detail": "AssertionError", "given_lines": 0, "total_lines": 4}]  # fmt: skip
+    assert report.parse_rate_by_fraction(rows) == {"0.75-1.00": 0.0, "0.00-0.25": 1.0, "all": 0.5}
