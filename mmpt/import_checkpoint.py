@@ -20,7 +20,7 @@ of ints: a file from the internet must not run code.
 
 from __future__ import annotations
 
-import argparse
+
 import io
 import json
 import pickle
@@ -28,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mmpt.cli import command_parser
 from mmpt.data.separation import SeparationMap
 from mmpt.export import CheckpointMeta
 from mmpt.modality import LAYOUTS, OBJECTIVES
@@ -180,7 +181,7 @@ def _resolve(source: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mmpt import-checkpoint", description=__doc__.splitlines()[0])
+    parser = command_parser("mmpt import-checkpoint", __doc__.splitlines()[0])
     parser.add_argument("source", help="checkpoint folder, or a hub name such as huawei-noah/pycodegpt-CodeCLM-100m")
     parser.add_argument("--out", required=True, help="folder for the mmpt checkpoint")
     parser.add_argument("--layout", choices=LAYOUTS, default=None, help="default: signature-first for GPT-Neo, else docstring-first")

@@ -40,7 +40,7 @@ def _help(name: str, monkeypatch, capsys) -> tuple[str, list[argparse.ArgumentPa
 def test_every_option_has_one_line_of_help(name, monkeypatch, capsys):
     out, parsers = _help(name, monkeypatch, capsys)
     assert out.startswith(f"usage: mmpt {name}") and len(parsers) == 1
-    lines = out.splitlines()
+    lines = out.split("\n\n", 1)[1].splitlines()  # after the usage block, which may wrap onto a positional's name
     for action in parsers[0]._actions:
         if isinstance(action, argparse._HelpAction):
             continue

@@ -18,7 +18,7 @@ skips problems already scored (the same files and merge as `mmpt generate`).
 
 from __future__ import annotations
 
-import argparse
+
 import json
 import sys
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mmpt.cli import command_parser
 from mmpt.data.codeformat import encode_flat_instance, encode_flat_prompt
 from mmpt.data.instances import encode_instance, encode_prompt, sentinel_ids
 from mmpt.distributed import detect
@@ -204,15 +205,15 @@ def compare_text(result: dict, a_name: str, b_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="mmpt score", description="NLL per code token of the reference solutions.")
+    ap = command_parser("mmpt score", "NLL per code token of the reference solutions.")
     ap.add_argument("--model", type=Path, help="checkpoint dir (`mmpt export` or `mmpt import-checkpoint`)")
-    ap.add_argument("--benchmark", choices=BENCHMARKS)
+    ap.add_argument("--benchmark", choices=BENCHMARKS, help="problems whose reference solutions are scored")
     ap.add_argument("--data-file", type=Path, default=None, help="local copy of the benchmark")
     ap.add_argument("--limit", type=int, default=None, help="first N problems only")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=8, help="problems per forward pass")
     ap.add_argument("--out", type=Path, help="scores JSON lines")
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="compare two scores files (A − B)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     try:
         if a.compare:
