@@ -134,7 +134,9 @@ DRIVER = textwrap.dedent(
 
 def launch(cmd: list[str], log: Path, env_extra: dict | None = None) -> subprocess.Popen:
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+    proc.stdout_path = log
+    return proc
 
 
 def deepspeed_cmd(port: int, script: str, *args: str) -> list[str]:
@@ -280,7 +282,7 @@ PROBE = textwrap.dedent(
     sys.exit(status)
     """
 )
-PROBE_STEPS, PROBE_EVAL, PROBE_LOG, PROBE_HANG = 13, 6, 5, 8
+PROBE_STEPS, PROBE_EVAL, PROBE_LOG, PROBE_HANG = 13, 6, 5, 10
 
 
 @pytest.fixture(scope="module")
@@ -556,22 +558,51 @@ def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float 
     raise TimeoutError(f"step {step} not reached")
 
 
+def _signal_launcher_and_check_the_save(proc: subprocess.Popen, out: Path) -> int:
+    """SIGTERM to the launcher process `proc` mid-run; returns the step every rank saved at."""
+    import psutil
+
+    from mmpt.checkpoint import list_complete
+
+    _wait_for_step(out, 2, proc)
+    tree = psutil.Process(proc.pid).children(recursive=True)  # the launcher's own processes
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=180)
+    _, alive = psutil.wait_procs(tree, timeout=180)  # they exit when the ranks have saved and exited
+    assert not alive, alive
+    text = _log_of(proc)
+    stopped = int(text.split("received, stopped after step ")[1].split(";")[0])
+    assert list_complete(out)[-1].name == f"step_{stopped:08d}", text[-3000:]
+    return stopped
+
+
+def _log_of(proc: subprocess.Popen) -> str:
+    return Path(proc.stdout_path).read_text()
+
+
+@pytest.mark.heavy
+def test_sigterm_to_torchrun_saves_and_resumes_with_the_uninterrupted_losses(driver_run):
+    out = driver_run / "torchrun"
+    args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29671", *args]
+    stopped = _signal_launcher_and_check_the_save(launch(torchrun, driver_run / "torchrun1.log"), out)
+    proc = launch(torchrun, driver_run / "torchrun2.log")
+    assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
+    assert f"resumed from step {stopped}" in _log_of(proc)
+    want, got = read_losses(driver_run / "run-text-code-clm"), read_losses(out)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert abs(got[step] - want[step]) <= 1e-6 * abs(want[step]), (step, got[step], want[step])
+
+
 @pytest.mark.heavy
 def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_losses(driver_run):
     """Preempt with SIGTERM (graceful save), then SIGKILL every process, then finish: same losses."""
     out = driver_run / "resumed"
     args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=4)]
-    # 1: SIGTERM to every process of the job, as Slurm's --signal does (the `deepspeed` runner does
-    # not forward signals itself): the ranks finish the step, save and exit 0
-    log1 = driver_run / "resume1.log"
-    proc = launch(deepspeed_cmd(29641, *args), log1)
-    _wait_for_step(out, 2, proc)
-    signal_job(proc, signal.SIGTERM)
-    text = log1.read_text()
-    stopped = int(text.split("received, stopped after step ")[1].split(";")[0])
-    from mmpt.checkpoint import list_complete
-
-    assert list_complete(out)[-1].name == f"step_{stopped:08d}", text[-3000:]
+    # 1: SIGTERM to the `deepspeed` launcher process alone (a scheduler's or a user's kill): it dies
+    # at once without telling its ranks; they notice, finish the step, save and exit 0
+    stopped = _signal_launcher_and_check_the_save(launch(deepspeed_cmd(29641, *args), driver_run / "resume1.log"), out)
     # 2: resume, then SIGKILL the whole process group mid-run (possibly mid-save)
     log2 = driver_run / "resume2.log"
     proc = launch(deepspeed_cmd(29642, *args), log2)
