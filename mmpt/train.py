@@ -293,7 +293,7 @@ def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer,
         counts = [sum(trained_counts(b["labels"], b["modality"])) for b in batches]  # host ints, from host tensors
         denom = torch.tensor([float(sum(counts))], dtype=torch.float64, device=device)
         dist.all_reduce(denom)
-        denom = denom.clamp(min=1.0)
+        denom = denom.clamp(min=1.0).float().squeeze(0)  # () fp32, as the loss sums
         sums = torch.zeros(4, dtype=torch.float64, device=device)  # code_sum, code_count, nl_sum, nl_count
         for batch, n_trained in zip(batches, counts):
             batch = {k: v.to(device) for k, v in batch.items()}

@@ -194,7 +194,7 @@ def preempted_run(workdir, data_dir, job_env) -> dict:
     ]
     env = {**job_env, "MMPT_DEVICE": "cpu"}
     submit = subprocess.Popen(["sbatch", *args], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    job_id, deadline = None, time.monotonic() + 300
+    job_id, deadline = None, time.monotonic() + 600  # a loaded 2-core machine: imports and setup take minutes
     while time.monotonic() < deadline and submit.poll() is None:
         logs = list(workdir.glob("slurm-pretrain-*.out"))
         if logs and re.search(r"^step 2/", logs[0].read_text(), re.M):
