@@ -263,7 +263,10 @@ def outlive_launcher(run, save_signal: str) -> int:
             status = 1
         sys.stdout.flush()
         sys.stderr.flush()
-        os.write(status_w, bytes([status & 0xFF]))
+        try:
+            os.write(status_w, bytes([status & 0xFF]))
+        except OSError:
+            pass  # the relay is gone (killed by the launcher after its grace period)
         return status
     # ---- the relay
     os.close(status_w)
