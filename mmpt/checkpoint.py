@@ -5,7 +5,10 @@ Layout of OUTPUT_DIR/checkpoints/step_00000120/:
     rng_rank{r}.pt      this rank's Python/NumPy/torch RNG states
     hf/                 config.json, tokenizer, separation.json, mmpt.json: what export needs
     complete.json       written by rank 0 after every rank has finished; {"step": 120, ...}
-A directory without `complete.json` (a job killed mid-save) is never resumed from.
+A directory without `complete.json` (a job killed mid-save) is never resumed from. Every rank
+fsyncs its files before the barrier that precedes the marker, so a marker on a shared filesystem
+never points at shards still in some node's page cache; rank 0 alone picks the checkpoint to
+resume and broadcasts it, so that ranks with different views of the directory load the same step.
 """
 
 from __future__ import annotations
@@ -59,6 +62,49 @@ def find_resume(resume: str, output_dir: str | Path) -> Path | None:
     return path
 
 
+def choose_resume(resume: str, output_dir: str | Path) -> Path | None:
+    """`find_resume` as rank 0 sees it, broadcast to every rank (a collective when distributed).
+
+    Another node may list the directory from a stale cache of a shared filesystem (NFS attribute
+    caching, Lustre), where it would find an older or no checkpoint and load another step.
+    """
+    import torch.distributed as torch_dist
+
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return find_resume(resume, output_dir)
+    picked = [None]
+    if torch_dist.get_rank() == 0:
+        try:
+            found = find_resume(resume, output_dir)
+            picked = [str(found) if found is not None else None]
+        except FileNotFoundError as e:
+            picked = [e]  # every rank raises the same error rather than rank 0 alone
+    torch_dist.broadcast_object_list(picked, src=0)
+    if isinstance(picked[0], Exception):
+        raise picked[0]
+    return None if picked[0] is None else Path(picked[0])
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush every file under `path` and the directories themselves to stable storage."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)  # the directory entries (new file names, a rename) are durable too
+    finally:
+        os.close(fd)
+
+
 def _rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -89,11 +135,17 @@ def save(engine, output_dir: str | Path, step: int, client_state: dict, write_hf
     torch.save(_rng_state(), path / f"rng_rank{dist.get_rank()}.pt")
     if dist.get_rank() == 0:
         write_hf(path / HF_DIR)
+    # this rank's shards and RNG on stable storage (a file another node wrote flushes nothing here)
+    fsync_tree(path)
     dist.barrier()  # every rank's shards and RNG are on disk before the marker
     if dist.get_rank() == 0:
         tmp = path / (MARKER + ".tmp")
-        tmp.write_text(json.dumps({"step": step, "world_size": dist.get_world_size()}) + "\n")
+        with tmp.open("w") as f:
+            f.write(json.dumps({"step": step, "world_size": dist.get_world_size()}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path / MARKER)  # atomic: a checkpoint is complete or it is not
+        _fsync_dir(path)
         rotate(output_dir, keep, newest=path)
     dist.barrier()
     return path

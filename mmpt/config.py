@@ -76,9 +76,13 @@ class TrainConfig:
     resume: str = "auto"  # auto (newest complete checkpoint in output_dir) | never | PATH of a checkpoint
     export: bool = True  # write OUTPUT_DIR/final (Hugging Face format) at the end
 
+    # held-out evaluation on DATA_DIR/validation (written by `mmpt prepare --validation-fraction F`)
+    eval_steps: int = 1000  # loss, loss_code, loss_nl on the validation rows every N steps (0 = never)
+
     # robustness
     save_signal: str = "SIGTERM"  # on this signal every rank finishes its step, saves and exits 0
     hang_timeout_s: float = 120.0  # a rank that makes no progress this long (dead peer) exits non-zero
+    process_group_timeout_s: float = 1800.0  # bound on one collective (a slow shared-filesystem save, a late rendezvous)
     peak_tflops: float = 0.0  # MFU denominator; 0 = the card's bf16 peak on GPU, a measured matmul peak on CPU
 
 
@@ -257,8 +261,11 @@ def validate(c: TrainConfig) -> None:
         raise bad("min_learning_rate", "must not exceed learning_rate")
     if not c.save_signal.startswith("SIG") or not hasattr(signal, c.save_signal):
         raise bad("save_signal", "expected a signal name such as SIGTERM or SIGUSR1")
-    if c.hang_timeout_s <= 0:
-        raise bad("hang_timeout_s", "must be > 0")
+    for name in ("hang_timeout_s", "process_group_timeout_s"):
+        if getattr(c, name) <= 0:
+            raise bad(name, "must be > 0")
+    if c.eval_steps < 0:
+        raise bad("eval_steps", "must be >= 0")
 
 
 def dump(c: TrainConfig) -> str:
@@ -323,6 +330,11 @@ def deepspeed_config(c: TrainConfig, world_size: int, precision: str, device_typ
                 f"{path}: {key} = {node[leaf]!r} disagrees with the mmpt config ({value!r}); "
                 f'write "auto" there and set it in the mmpt config'
             )
+    # Under bf16/fp16, gradients are accumulated over micro-batches and reduced over ranks in fp32
+    # (DeepSpeed's defaults are the training dtype: bf16 sums over many ranks and micro-batches lose
+    # the small contributions). A JSON that sets either keeps its own value.
+    ds.setdefault("communication_data_type", "fp32")
+    ds.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
     if device_type == "cpu":
         # DeepSpeed's FusedAdam is a CUDA kernel; on CPU the same update comes from torch's AdamW
         # (CPU-offloaded optimizers use DeepSpeed's CPU Adam and ignore this).

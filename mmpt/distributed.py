@@ -3,9 +3,11 @@
 Launchers: `deepspeed` and `torchrun` set RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*; `srun` sets only
 SLURM_* (the rendezvous host is the first node of the step); `mpiexec` sets its process manager's
 variables (Open MPI, MPICH/Hydra and PMI-2, PMIx); a plain `python` is one process.
-A dead peer must not hang the survivors: the process group gets a timeout, and a watchdog
-(faulthandler's own thread, which runs even while the main thread is stuck in a collective) dumps
-every thread's stack and exits non-zero when a rank makes no progress for `hang_timeout_s`.
+A dead peer must not hang the survivors: a watchdog (faulthandler's own thread, which runs even
+while the main thread is stuck in a collective) dumps every thread's stack and exits non-zero when
+a rank makes no progress for `hang_timeout_s`. The process group has its own, longer timeout
+(`process_group_timeout_s`): a collective may legitimately wait minutes (a checkpoint barrier on a
+slow shared filesystem, a late rendezvous) while the watchdog is told to allow it.
 """
 
 from __future__ import annotations
@@ -109,11 +111,26 @@ def mpi_launched(environ: dict[str, str] | None = None) -> bool:
     return any(rank in env or size in env for rank, size, _ in MPI_VARS)  # srun's PMIx sets no PMIX_SIZE
 
 
+def device_index(local_rank: int, visible: int) -> int:
+    """The accelerator index of this rank among the `visible` devices.
+
+    One device per rank on a node: device `local_rank`. Where the site binds one GPU per task
+    (`--gpus-per-task=1`, `--gpu-bind=single:1`, cgroup device constraints) each rank sees only
+    its own GPU, as index 0, whatever its local rank.
+    """
+    if visible == 1:
+        return 0
+    if 0 <= local_rank < visible:
+        return local_rank
+    raise RuntimeError(f"local rank {local_rank} but only {visible} visible device(s): start one rank per device")
+
+
 def init(dist: DistEnv, timeout_s: float, backend: str | None = None) -> None:
     """Join the process group (deepspeed.comm over torch.distributed, env:// rendezvous).
 
-    `timeout_s` bounds every collective as well as the rendezvous; on a CPU accelerator the
-    backend is gloo, else the accelerator's own (nccl on CUDA).
+    `timeout_s` bounds every collective as well as the rendezvous (`process_group_timeout_s`, not
+    the hang watchdog's); on a CPU accelerator the backend is gloo, else the accelerator's own
+    (nccl on CUDA), on the device `device_index` picks.
     """
     import deepspeed
     from deepspeed.accelerator import get_accelerator
@@ -129,7 +146,7 @@ def init(dist: DistEnv, timeout_s: float, backend: str | None = None) -> None:
     if backend is None:
         backend = "gloo" if accelerator.device_name() == "cpu" else accelerator.communication_backend_name()
     if accelerator.device_name() != "cpu":
-        accelerator.set_device(dist.local_rank)
+        accelerator.set_device(device_index(dist.local_rank, accelerator.device_count()))
     deepspeed.init_distributed(
         dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s), verbose=False
     )
@@ -165,3 +182,119 @@ class Watchdog:
 
     def stop(self) -> None:
         faulthandler.cancel_dump_traceback_later()
+
+
+# ---- outliving the launcher's kill timer ------------------------------------------------------------
+
+SIGNALLING_LAUNCHERS = ("deepspeed", "torchrun")
+_LAUNCHER_NAMES = ("deepspeed", "torchrun", "torch.distributed.run", "torch.distributed.launch")
+
+
+def _launcher_processes() -> list:
+    """The processes above this one that belong to the launcher (`deepspeed` runner and its
+    `launch.py`, or the `torchrun` agent), nearest first."""
+    import psutil
+
+    found, p = [], psutil.Process().parent()
+    while p is not None:
+        try:
+            cmdline = " ".join(p.cmdline())
+        except psutil.Error:
+            break
+        if not any(name in cmdline for name in _LAUNCHER_NAMES):
+            break
+        found.append(p)
+        p = p.parent()
+    return found
+
+
+def outlive_launcher(run, save_signal: str) -> int:
+    """Run `run()` in a worker that a signalled launcher cannot kill before it has saved.
+
+    The `deepspeed` launcher signals its ranks one at a time and SIGKILLs each one's process tree
+    30 s later; `torchrun` signals all of them and SIGKILLs 30 s later; the `deepspeed` runner
+    itself dies on SIGTERM without telling anyone. None of that leaves a ZeRO-3 save time to finish.
+    So the launcher's child becomes a relay, and the rank's work runs in a worker that is not in
+    the launcher's process tree (double fork, own session: outside its snapshot of children and
+    its process group). The relay
+    - passes the launcher's SIGTERM/SIGINT/save signal on as a save request (one byte on a pipe;
+      the worker raises `save_signal` on itself), and so does the launcher's death;
+    - exits with the worker's exit status once the worker has exited.
+    If the relay dies without having asked for a save (SIGKILL of the job, a peer's crash), the
+    worker exits at once (status 1), as it would have died with it. Returns the exit status in
+    the worker; never returns in the relay.
+    """
+    import select
+    import signal
+    import threading
+    import traceback
+
+    launchers = _launcher_processes()
+    status_r, status_w = os.pipe()  # worker -> relay: its pid, then its exit status; EOF when it is gone
+    request_r, request_w = os.pipe()  # relay -> worker: b"s" = save and stop; EOF = the relay is gone
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        # ---- the worker
+        os.close(status_r)
+        os.close(request_w)
+        os.write(status_w, os.getpid().to_bytes(4, "little"))
+
+        def listen() -> None:
+            asked = False
+            while True:
+                got = os.read(request_r, 1)
+                if not got:
+                    if not asked:
+                        print("mmpt train: the launcher's rank process died; exiting", file=sys.stderr, flush=True)
+                        os._exit(1)
+                    return  # killed by the launcher after its grace period: the save goes on
+                asked = True
+                signal.raise_signal(getattr(signal, save_signal))
+
+        threading.Thread(target=listen, daemon=True, name="mmpt-relay-listener").start()
+        try:
+            status = run()
+        except SystemExit as e:
+            status = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.write(status_w, bytes([status & 0xFF]))
+        except OSError:
+            pass  # the relay is gone (killed by the launcher after its grace period)
+        return status
+    # ---- the relay
+    os.close(status_w)
+    os.close(request_r)
+    os.wait()  # the intermediate process, which exits at once
+    worker = int.from_bytes(os.read(status_r, 4), "little")
+    asked = False
+
+    def ask(*_) -> None:
+        nonlocal asked
+        if not asked:
+            asked = True
+            try:
+                os.write(request_w, b"s")
+            except OSError:
+                pass  # the worker is gone already
+
+    for name in {"SIGTERM", "SIGINT", save_signal}:
+        signal.signal(getattr(signal, name), ask)
+    status = b""
+    while True:
+        ready, _, _ = select.select([status_r], [], [], 1.0)
+        if ready:
+            got = os.read(status_r, 1)
+            if not got:
+                break  # the worker exited
+            status = got
+        elif not asked and not all(p.is_running() for p in launchers):
+            print(f"mmpt train: the launcher exited; rank process {worker} saves and stops", file=sys.stderr, flush=True)
+            ask()
+    os._exit(status[0] if status else 1)

@@ -1,7 +1,7 @@
 """What a run reports: TensorBoard scalars, metrics.jsonl, MFU, peak memory, NL/code row similarity.
 
 Watch a run with `tensorboard --logdir OUTPUT_DIR`. Only rank 0 writes; the similarity needs the
-full embedding matrix, which every rank gathers together under ZeRO-3 (a collective).
+separated tokens' rows, which the ranks reduce to rank 0 under ZeRO-3 (a collective).
 """
 
 from __future__ import annotations
@@ -80,26 +80,61 @@ def _embedding_weight(model: torch.nn.Module) -> torch.nn.Parameter:
     return getattr(model, "module", model).get_input_embeddings().weight
 
 
-def code_row_similarity(model: torch.nn.Module, separated: list[int], base_vocab_size: int) -> torch.Tensor:
-    """(S,) cosine similarity of each separated token's NL row and its code copy (collective under ZeRO-3)."""
-    import deepspeed
+def gather_rows(weight: torch.nn.Parameter, rows: torch.Tensor) -> torch.Tensor | None:
+    """(R, H) fp32 copy of rows `rows` of a (V, H) matrix on rank 0; None on the other ranks.
 
-    weight = _embedding_weight(model)
-    copies = torch.arange(base_vocab_size, base_vocab_size + len(separated))
-    with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
-        w = weight.detach().float().cpu()  # (V, H), whole on every rank while gathered
-        nl, code = w[torch.as_tensor(separated, dtype=torch.long)], w[copies]  # (S, H) each
+    Under ZeRO-3 each rank of the parameter's group holds one contiguous slice (`ds_tensor`, the
+    same length on every rank, the last one padded) of the flattened matrix. Each rank writes the
+    elements of the wanted rows that fall in its slice into an (R·H,) buffer of zeros, and one sum
+    reduce to rank 0 assembles them: R·H elements travel instead of the whole V·H matrix being
+    gathered on every rank. A whole parameter (no ZeRO-3, or one kept whole) is read directly.
+    """
+    import torch.distributed as torch_dist
+    from deepspeed.accelerator import get_accelerator
+
+    distributed = torch_dist.is_available() and torch_dist.is_initialized()
+    partitioned = hasattr(weight, "ds_id") and weight.ds_status.name != "AVAILABLE"
+    if not partitioned:
+        if distributed and torch_dist.get_rank() != 0:
+            return None
+        return weight.detach()[rows.to(weight.device)].float().cpu()
+    group = getattr(weight, "ds_process_group", None)
+    part = weight.ds_tensor  # (P,) this rank's slice; on CPU when parameters are offloaded
+    size, h = part.ds_numel, weight.ds_shape[-1]
+    start = torch_dist.get_rank(group) * size
+    flat = (rows[:, None] * h + torch.arange(h)[None, :]).reshape(-1)  # (R·H,) indices into the flat matrix
+    mine = (flat >= start) & (flat < start + size)
+    device = torch.device(get_accelerator().current_device_name())  # NCCL reduces device tensors only
+    buf = torch.zeros(flat.numel(), dtype=torch.float32, device=device)
+    buf[mine.to(device)] = part.detach()[(flat[mine] - start).to(part.device)].float().to(device)
+    dst = torch_dist.get_global_rank(group, 0) if group is not None else 0
+    torch_dist.reduce(buf, dst=dst, group=group)  # slices are disjoint: the sum is the rows
+    if torch_dist.get_rank() != dst:
+        return None
+    return buf.view(len(rows), h).cpu()
+
+
+def _separated_index(separated: list[int], base_vocab_size: int) -> torch.Tensor:
+    """(2S,) rows: the separated tokens' NL rows, then their code copies (appended after the base vocabulary)."""
+    nl = torch.as_tensor(separated, dtype=torch.long)
+    return torch.cat([nl, torch.arange(base_vocab_size, base_vocab_size + len(separated))])
+
+
+def code_row_similarity(model: torch.nn.Module, separated: list[int], base_vocab_size: int) -> torch.Tensor:
+    """(S,) cosine similarity of each separated token's NL row and its code copy, on rank 0 (a
+    collective under ZeRO-3); an empty tensor on the other ranks."""
+    rows = separated_rows(model, separated, base_vocab_size)
+    if rows.numel() == 0:
+        return rows
+    nl, code = rows.chunk(2)  # (S, H) each
     return torch.nn.functional.cosine_similarity(nl, code, dim=-1)
 
 
 def separated_rows(model: torch.nn.Module, separated: list[int], base_vocab_size: int) -> torch.Tensor:
-    """(2S, H): the NL rows then the code rows of the separated tokens (collective under ZeRO-3)."""
-    import deepspeed
-
-    weight = _embedding_weight(model)
-    idx = torch.cat([torch.as_tensor(separated, dtype=torch.long), torch.arange(base_vocab_size, base_vocab_size + len(separated))])
-    with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
-        return weight.detach().float().cpu()[idx]
+    """(2S, H): the NL rows then the code rows of the separated tokens, on rank 0 (a collective
+    under ZeRO-3); an empty tensor on the other ranks."""
+    rows = gather_rows(_embedding_weight(model), _separated_index(separated, base_vocab_size))
+    return torch.empty(0) if rows is None else rows
 
 
 class MetricsLog:
@@ -117,12 +152,18 @@ class MetricsLog:
             self.writer = SummaryWriter(str(out / "tensorboard"))
             self.jsonl = (out / "metrics.jsonl").open("a")
 
-    def log(self, step: int, scalars: dict[str, float]) -> None:
+    def log(self, step: int, scalars: dict[str, float], validation: dict[str, float] | None = None) -> None:
+        """One record: training scalars as train/NAME, held-out ones as validation/NAME (TensorBoard)
+        and validation_NAME (metrics.jsonl, in the same line as the step's training scalars)."""
         if not self.enabled:
             return
+        validation = validation or {}
         for name, value in scalars.items():
             self.writer.add_scalar(f"train/{name}", value, step)
-        self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        for name, value in validation.items():
+            self.writer.add_scalar(f"validation/{name}", value, step)
+        record = {"step": step, **scalars, **{f"validation_{k}": v for k, v in validation.items()}}
+        self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
         self.writer.flush()
 

@@ -155,7 +155,11 @@ class StopFlag:
 
 def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
     """One training run from the command line; `leave_group=False` keeps the process group for
-    another run in the same process (tests), else every rank leaves it before the process exits."""
+    another run in the same process (tests), else every rank leaves it before the process exits.
+
+    The Hugging Face export runs on rank 0 after the other ranks are done with it: outside any
+    collective, so that however long it takes, no peer times out waiting for it.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = [a for i, a in enumerate(argv) if not a.startswith("--local_rank")]  # the deepspeed launcher's; we read env
     config_path = None
@@ -164,33 +168,51 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
         config_path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     try:
         c = load_config(config_path, parse_overrides(argv))
-        rows, meta, tokenizer, smap = load_data(c)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"mmpt train: {e}", file=sys.stderr)
         return 2
-    status = train(c, rows, meta, tokenizer, smap)
-    if leave_group:
-        distributed.shutdown()
-    return status
+    env = distributed.detect()
+
+    def run() -> int:
+        try:
+            rows, meta, tokenizer, smap = load_data(c)
+        except (ConfigError, ValueError, FileNotFoundError) as e:
+            print(f"mmpt train: {e}", file=sys.stderr)
+            return 2
+        status, final = train(c, env, rows, meta, tokenizer, smap)
+        if leave_group:
+            distributed.shutdown()
+        if final is not None and env.rank == 0:
+            from mmpt.export import export_checkpoint
+
+            print(f"mmpt train: exported {export_checkpoint(final, Path(c.output_dir) / 'final')}")
+        return status
+
+    if env.launcher in distributed.SIGNALLING_LAUNCHERS and leave_group:
+        # the deepspeed and torchrun launchers SIGKILL a signalled rank after 30 s, before a ZeRO-3 save is done
+        return distributed.outlive_launcher(run, c.save_signal)
+    return run()
 
 
-def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> int:
+def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer, smap: SeparationMap) -> tuple[int, Path | None]:
+    """Train; returns (exit status, the checkpoint to export or None)."""
     import deepspeed
     import deepspeed.comm as dist
     from deepspeed.accelerator import get_accelerator
 
     from mmpt import metrics
     from mmpt.data.instances import sentinel_ids
-    from mmpt.export import export_checkpoint, write_export_meta
+    from mmpt.export import write_export_meta
     from mmpt.model.fused_loss import packed_loss
     from mmpt.objectives import Collator
+    from mmpt.data.prepare import load_validation
+    from mmpt.validate import evaluate
 
     # ---- ranks, device, precision -------------------------------------------------------------
-    env = distributed.detect()
-    distributed.init(env, timeout_s=c.hang_timeout_s)
+    distributed.init(env, timeout_s=c.process_group_timeout_s)
     rank, world = env.rank, env.world_size
     accel = get_accelerator()
-    device = torch.device(accel.device_name(env.local_rank) if accel.device_name() != "cpu" else "cpu")
+    device = torch.device(accel.current_device_name())  # every collective's tensors live here (NCCL: the GPU)
     precision = resolve_precision(c.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
     ds_config = deepspeed_config(c, world, precision, device.type)
     stop = StopFlag(c.save_signal)
@@ -215,14 +237,14 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
     )
     emb = engine.module.get_input_embeddings().weight
     rows_in_model = int(getattr(emb, "ds_shape", emb.shape)[0])  # ZeRO-3 keeps the full shape in ds_shape
-    nl_mask, code_mask = smap.vocab_masks(rows_in_model)  # (V,) bool each
+    nl_mask, code_mask = (m.to(device) for m in smap.vocab_masks(rows_in_model))  # (V,) bool each
 
     def write_hf(directory: Path) -> None:
         write_export_meta(directory, engine.module.config, tokenizer, smap, meta, c)
 
-    # ---- resume ---------------------------------------------------------------------------------
+    # ---- resume: rank 0 picks the checkpoint, every rank loads that one ------------------------
     step, tokens_seen = 0, 0
-    resume_from = checkpoint.find_resume(c.resume, c.output_dir)
+    resume_from = checkpoint.choose_resume(c.resume, c.output_dir)
     if resume_from is not None:
         state = checkpoint.load(engine, resume_from, world, rank)
         if state.get("n_rows") != len(rows):
@@ -237,37 +259,45 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
     n_matmul = n_params - (0 if tied else getattr(emb, "ds_numel", emb.numel()))  # a lookup is no matmul
     peak = metrics.peak_flops(device, c.peak_tflops)
     collator = Collator(c.objective, sentinel_ids(tokenizer), smap, seed=c.seed, signature_loss=c.signature_loss)
+    held_out = load_validation(c.data_dir) if c.eval_steps else None  # None: no DATA_DIR/validation
+    held_out = held_out if held_out is not None and len(held_out) else None
+    # epoch 0: the same rows every time
+    held_out_collator = Collator(c.objective, sentinel_ids(tokenizer), smap, seed=c.seed, signature_loss=c.signature_loss)
 
-    def fetch(indices: list[int]) -> tuple[dict[str, torch.Tensor], int]:
+    def fetch(source, collate, indices: list[int]) -> tuple[dict[str, torch.Tensor], int]:
         """(collated micro-batch, its non-pad tokens); an empty one (epoch tail) is a stand-in row
         that trains nothing, because every rank must run every micro-step (ZeRO-3 gathers are collective)."""
         picked = indices or [0]
-        got = rows[picked]  # column -> list over the picked rows
+        got = source[picked]  # column -> list over the picked rows
         keys = ("input_ids", "position_ids", "modality")
-        batch = collator([{k: got[k][j] for k in keys} | {"row": i} for j, i in enumerate(picked)])
+        batch = collate([{k: got[k][j] for k in keys} | {"row": i} for j, i in enumerate(picked)])
         if not indices:
             batch["labels"].fill_(-100)
             return batch, 0
         return batch, sum(len(ids) for ids in got["input_ids"])
 
-    # ---- the loop: set epoch -> fetch the step's rows -> count -> micro-steps -> step -> log/save --
+    # ---- the loop: set epoch -> fetch the step's rows -> count -> micro-steps -> step -> log/eval/save
     engine.train()
     watchdog.beat(allow_s=10 * c.hang_timeout_s)  # the first step also warms up kernels and buckets
     # sums over the steps since the last log line: code_sum, code_count, nl_sum, nl_count, tokens, rows, seconds
     window = np.zeros(7)
+    order_epoch, order = -1, None
     while step < total_steps:
         t0 = time.perf_counter()
         epoch, k = divmod(step, steps_per_epoch)
-        collator.epoch = epoch
-        micro = step_rows(epoch_order(len(rows), c.seed, epoch), k, rank, world, c.per_device_batch_size, c.gradient_accumulation_steps)
-        batches, n_tokens = zip(*(fetch(idx) for idx in micro))
-        # the global trained-token count of the whole step normalises every micro-batch's loss sum
-        local = torch.tensor([sum(trained_counts(b["labels"], b["modality"])) for b in batches], dtype=torch.float64)
-        count = local.sum().reshape(1)
-        dist.all_reduce(count)
-        denom = max(count.item(), 1.0)
-        sums = torch.zeros(4, dtype=torch.float64)  # code_sum, code_count, nl_sum, nl_count
-        for batch in batches:
+        if epoch != order_epoch:  # one permutation per epoch, not per step
+            order_epoch, order = epoch, epoch_order(len(rows), c.seed, epoch)
+            collator.epoch = epoch
+        micro = step_rows(order, k, rank, world, c.per_device_batch_size, c.gradient_accumulation_steps)
+        batches, n_tokens = zip(*(fetch(rows, collator, idx) for idx in micro))
+        # the global trained-token count of the whole step normalises every micro-batch's loss sum;
+        # it stays on the device (no host sync before the micro-steps)
+        counts = [sum(trained_counts(b["labels"], b["modality"])) for b in batches]  # host ints, from host tensors
+        denom = torch.tensor([float(sum(counts))], dtype=torch.float64, device=device)
+        dist.all_reduce(denom)
+        denom = denom.clamp(min=1.0).float().squeeze(0)  # () fp32, as the loss sums
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # code_sum, code_count, nl_sum, nl_count
+        for batch, n_trained in zip(batches, counts):
             batch = {k: v.to(device) for k, v in batch.items()}
             # the head fused into the loss: no (B, N, V) logits; a stand-in batch still reaches every parameter
             s = packed_loss(engine, batch, nl_mask, code_mask)
@@ -275,16 +305,25 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
             # DeepSpeed averages gradients over ranks: undo that so that the gradient is d(sum)/denom
             engine.backward(loss * world, scale_wrt_gas=False)
             engine.step()  # an optimizer step only at the accumulation boundary
-            sums += torch.stack([s.code_sum.detach(), s.code_count, s.nl_sum.detach(), s.nl_count]).double().cpu()
+            sums += torch.stack([s.code_sum.detach(), s.code_count, s.nl_sum.detach(), s.nl_count]).double()
             watchdog.beat()
         step += 1
-        # one collective per step: loss sums, tokens, rows, and whether any rank got the save signal
-        report = torch.cat([sums, torch.tensor([sum(n_tokens), sum(map(len, micro)), float(stop.raised)], dtype=torch.float64)])
+        # one collective and one host sync per step: loss sums, tokens, rows, and whether any rank got the save signal
+        host = torch.tensor([sum(n_tokens), sum(map(len, micro)), float(stop.raised)], dtype=torch.float64)
+        report = torch.cat([sums, host.to(device)])
         dist.all_reduce(report)
         code_sum, code_count, nl_sum, nl_count, tokens, n_rows, stop_votes = report.tolist()
         tokens_seen += int(tokens)
         window += [code_sum, code_count, nl_sum, nl_count, tokens, n_rows, time.perf_counter() - t0]
-        if step % c.logging_steps == 0 or step == total_steps:
+        validation = None
+        if held_out is not None and (step % c.eval_steps == 0 or step == total_steps):
+            watchdog.beat(allow_s=10 * c.hang_timeout_s)
+            validation = evaluate(
+                engine, lambda idx: fetch(held_out, held_out_collator, idx), len(held_out),
+                c.per_device_batch_size, rank, world, nl_mask, code_mask,
+            )
+            say(f"step {step}/{total_steps} validation loss {validation['loss']:.4f}")
+        if step % c.logging_steps == 0 or step == total_steps or validation is not None:
             # losses and rates are means over the window, not the last step's (less noise between log lines)
             code_sum, code_count, nl_sum, nl_count, tokens, n_rows, dt = window
             window[:] = 0
@@ -302,7 +341,7 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
             }
             if nl_count:
                 scalars["loss_nl"] = nl_sum / nl_count
-            log.log(step, scalars)
+            log.log(step, scalars, validation)
             say(f"step {step}/{total_steps} loss {scalars['loss']:.4f} lr {scalars['lr']:.2e} {scalars['tokens_per_s']:.0f} tok/s")
             if smap.separated:
                 log.similarity(step, metrics.code_row_similarity(engine, smap.separated, smap.base_vocab_size), smap.tokens)
@@ -315,20 +354,16 @@ def train(c: TrainConfig, rows, meta: dict, tokenizer, smap: SeparationMap) -> i
             say(f"mmpt train: {c.save_signal} received, stopped after step {step}; resume with --resume auto")
             watchdog.stop()
             log.close()
-            return 0
+            return 0, None
 
-    # ---- the end: projector view, Hugging Face export on rank 0 --------------------------------
+    # ---- the end: projector view; the export (rank 0) runs after the process group is left -----
     watchdog.beat(allow_s=10 * c.hang_timeout_s)
     if smap.separated:
         log.projector(step, metrics.separated_rows(engine, smap.separated, smap.base_vocab_size), smap.tokens)
-    if c.export:
-        last = checkpoint.list_complete(c.output_dir)[-1]  # the loop saved the last step
-        if rank == 0:
-            out = export_checkpoint(last, Path(c.output_dir) / "final")
-            say(f"mmpt train: exported {out}")
     watchdog.stop()
     log.close()
-    return 0
+    final = checkpoint.checkpoints_dir(c.output_dir) / checkpoint.step_dir_name(step)  # the loop saved the last step
+    return 0, final if c.export else None
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,3 +58,72 @@ def test_rng_round_trip():
     checkpoint._set_rng_state(state)
     got = (torch.rand(3), np.random.rand(), random.random())
     assert torch.equal(want[0], got[0]) and want[1:] == got[1:]
+
+
+class _Engine:
+    """Stands in for a DeepSpeed engine: `save_checkpoint` writes a shard per rank, as ZeRO does."""
+
+    def save_checkpoint(self, root: str, tag: str, client_state: dict) -> None:
+        path = Path(root) / tag
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "zero_pp_rank_0_mp_rank_00_model_states.pt").write_bytes(b"shard")
+        (path / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"optim")
+
+
+def test_every_shard_is_fsynced_before_the_marker(tmp_path, monkeypatch):
+    import os
+
+    import deepspeed.comm
+
+    monkeypatch.setattr(deepspeed.comm, "get_rank", lambda: 0)
+    monkeypatch.setattr(deepspeed.comm, "get_world_size", lambda: 1)
+    monkeypatch.setattr(deepspeed.comm, "barrier", lambda: None)
+    synced, marked = [], []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        if Path(dst).name == checkpoint.MARKER:
+            marked.append(list(synced))  # what was durable when the checkpoint became complete
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_hf = lambda d: (d.mkdir(parents=True), (d / "config.json").write_text("{}"))
+    path = checkpoint.save(_Engine(), tmp_path, 3, {"n_rows": 1}, write_hf, keep=2)
+    files = {str(p) for p in path.rglob("*") if p.is_file() and p.name != checkpoint.MARKER}
+    assert len(files) == 4  # two shards, this rank's RNG, hf/config.json
+    [durable] = marked
+    assert files <= set(durable), files - set(durable)
+    assert str(path / (checkpoint.MARKER + ".tmp")) in durable  # the marker's own content too
+    assert str(path) in synced[len(durable):]  # and the rename in the directory, after it
+
+
+RESUME_WORKER = """
+import sys, torch.distributed as dist
+from pathlib import Path
+from mmpt import checkpoint
+rank, out, init = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+if rank == 1:  # a node whose view of the shared directory is stale: it sees only the older checkpoint
+    checkpoint.list_complete = lambda o: [checkpoint.checkpoints_dir(o) / "step_00000005"]
+print(checkpoint.choose_resume("auto", out).name)
+dist.destroy_process_group()
+"""
+
+
+def test_rank0_chooses_the_checkpoint_every_rank_resumes(tmp_path):
+    import subprocess
+    import sys
+
+    make(tmp_path, 5, True)
+    make(tmp_path, 10, True)
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [subprocess.Popen([sys.executable, "-c", RESUME_WORKER, str(r), str(tmp_path), init], stdout=subprocess.PIPE, text=True)
+             for r in range(2)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs == ["step_00000010", "step_00000010"], outs

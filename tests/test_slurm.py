@@ -95,32 +95,74 @@ def test_a_job_the_node_cannot_run_is_refused_at_submission(cluster, job_env, tm
 # ---------------------------------------------------------------------------- pretrain.sh
 
 
+# the header asks for 8 GPUs x 8 cpus per task; this node has no GPU and few cores
+CPU_JOB = ["--gpus-per-node=0", "--cpus-per-task=1"]
+
+
 def test_pretrain_exits_nonzero_when_training_fails(job_env, tmp_path):
     proc = _sbatch(
-        ["--ntasks-per-node=1", "--job-name=bad", str(REPO / "slurm" / "pretrain.sh"),
+        [*CPU_JOB, "--ntasks-per-node=1", "--job-name=bad", str(REPO / "slurm" / "pretrain.sh"),
          "--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--data_dir", str(tmp_path / "missing")],
-        tmp_path, job_env,
+        tmp_path, {**job_env, "MMPT_DEVICE": "cpu"},
     )
     assert proc.returncode != 0
     assert "data_dir" in _log(tmp_path, "bad")  # the trainer's own error reached the log
 
 
+def _stub(tmp_path: Path, body: str) -> Path:
+    """An interpreter stand-in for the ranks: a bash script."""
+    stub = tmp_path / "python"
+    stub.write_text("#!/bin/bash\n" + body)
+    stub.chmod(0o755)
+    return stub
+
+
 def test_pretrain_starts_one_rank_per_gpu_with_the_arguments(cluster, job_env, tmp_path):
     """The launch itself, with a stub interpreter: the GPU branch (SLURM_GPUS_ON_NODE, as slurmd
-    sets it on a GPU node) with one task requested, rendezvous and arguments."""
-    stub = tmp_path / "python"
-    stub.write_text('#!/bin/bash\necho "rank $SLURM_PROCID $SLURM_LOCALID $SLURM_NTASKS ${DS_ACCELERATOR:-gpu} '
-                    '$MASTER_ADDR:$MASTER_PORT $*"\n')
-    stub.chmod(0o755)
+    sets it on a GPU node) with one task requested, rendezvous, cores per rank and arguments."""
+    stub = _stub(tmp_path, 'echo "rank $SLURM_PROCID $SLURM_LOCALID $SLURM_NTASKS ${DS_ACCELERATOR:-gpu} '
+                           '$MASTER_ADDR:$MASTER_PORT cpus=$SLURM_CPUS_PER_TASK omp=$OMP_NUM_THREADS $*"\n')
     env = {**job_env, "PYTHON": str(stub), "SLURM_GPUS_ON_NODE": "2"}
     args = ["--config", "configs/X.yaml", "--max_steps", "100"]
-    proc = _sbatch(["--ntasks-per-node=1", "--job-name=stub", str(REPO / "slurm" / "pretrain.sh"), *args], tmp_path, env)
+    proc = _sbatch([*CPU_JOB, "--ntasks-per-node=1", "--job-name=stub", str(REPO / "slurm" / "pretrain.sh"), *args], tmp_path, env)
     log = _log(tmp_path, "stub")
     assert proc.returncode == 0, log
     job_id = int(re.search(r"job (\d+) restart 0", log).group(1))
     ranks = sorted(line.split()[1:] for line in log.splitlines() if line.startswith("rank "))
-    launch = f"{cluster.node}:{20000 + job_id % 20000} -u -m mmpt.train --save_signal SIGUSR1 {' '.join(args)}"
+    launch = f"{cluster.node}:{20000 + job_id % 20000} cpus=1 omp=1 -u -m mmpt.train --save_signal SIGUSR1 {' '.join(args)}"
     assert ranks == [["0", "0", "2", "gpu", *launch.split()], ["1", "1", "2", "gpu", *launch.split()]], log
+
+
+def test_pretrain_without_gpus_fails_loudly_unless_cpu_is_asked_for(job_env, tmp_path):
+    stub = _stub(tmp_path, 'echo "rank $SLURM_PROCID ${DS_ACCELERATOR:-gpu}"\n')
+    script = [*CPU_JOB, "--ntasks-per-node=1", "--job-name=nogpu", str(REPO / "slurm" / "pretrain.sh"), "--config", "X"]
+    proc = _sbatch(script, tmp_path, {**job_env, "PYTHON": str(stub)})
+    log = _log(tmp_path, "nogpu")
+    assert proc.returncode != 0 and "has no GPU" in log and "MMPT_DEVICE=cpu" in log and "rank " not in log, log
+    cpu = tmp_path / "cpu"
+    cpu.mkdir()
+    proc = _sbatch(script, cpu, {**job_env, "PYTHON": str(stub), "MMPT_DEVICE": "cpu"})
+    log = _log(cpu, "nogpu")
+    assert proc.returncode == 0 and "rank 0 cpu" in log, log
+
+
+def test_pretrain_never_requeues_a_run_that_failed_after_the_signal(job_env, tmp_path):
+    """USR1 arrives, the ranks crash instead of saving: the job ends with their status, once."""
+    stub = _stub(tmp_path, 'trap "echo crashing; exit 3" USR1\necho "rank $SLURM_PROCID up"\nwhile true; do sleep 0.2; done\n')
+    submit = subprocess.Popen(
+        ["sbatch", "--wait", *CPU_JOB, "--ntasks-per-node=1", "--job-name=crash", str(REPO / "slurm" / "pretrain.sh")],
+        cwd=tmp_path, env={**job_env, "PYTHON": str(stub), "MMPT_DEVICE": "cpu"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any("rank 0 up" in p.read_text() for p in tmp_path.glob("slurm-crash-*.out")):
+        assert time.monotonic() < deadline and submit.poll() is None, "the stub rank never started"
+        time.sleep(0.3)
+    job_id = next(tmp_path.glob("slurm-crash-*.out")).name.removeprefix("slurm-crash-").removesuffix(".out")
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], env=job_env, check=True, timeout=60)
+    submit.communicate(timeout=120)
+    log = _log(tmp_path, "crash")
+    assert submit.returncode != 0, log
+    assert "crashing" in log and "not requeueing" in log and "requeueing job" not in log and "restart 1" not in log, log
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +187,14 @@ def preempted_run(workdir, data_dir, job_env) -> dict:
     would near the time limit); returns the run's output dir, log, exit status and job id."""
     output_dir = workdir / "train"
     args = [
-        "--wait", "--ntasks-per-node=2", "--job-name=pretrain", str(REPO / "slurm" / "pretrain.sh"),
+        "--wait", *CPU_JOB, "--ntasks-per-node=2", "--job-name=pretrain", str(REPO / "slurm" / "pretrain.sh"),
         "--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--data_dir", str(data_dir),
         "--output_dir", str(output_dir), "--max_steps", str(MAX_STEPS), "--save_steps", "1000",
         "--logging_steps", "1", "--per_device_batch_size", "1",
     ]
-    submit = subprocess.Popen(["sbatch", *args], cwd=workdir, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    job_id, deadline = None, time.monotonic() + 300
+    env = {**job_env, "MMPT_DEVICE": "cpu"}
+    submit = subprocess.Popen(["sbatch", *args], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job_id, deadline = None, time.monotonic() + 600  # a loaded 2-core machine: imports and setup take minutes
     while time.monotonic() < deadline and submit.poll() is None:
         logs = list(workdir.glob("slurm-pretrain-*.out"))
         if logs and re.search(r"^step 2/", logs[0].read_text(), re.M):

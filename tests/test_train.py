@@ -134,7 +134,9 @@ DRIVER = textwrap.dedent(
 
 def launch(cmd: list[str], log: Path, env_extra: dict | None = None) -> subprocess.Popen:
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+    proc.stdout_path = log
+    return proc
 
 
 def deepspeed_cmd(port: int, script: str, *args: str) -> list[str]:
@@ -142,7 +144,7 @@ def deepspeed_cmd(port: int, script: str, *args: str) -> list[str]:
 
 
 def read_losses(out: Path) -> dict[int, float]:
-    """step -> loss from metrics.jsonl (a step logged again after a resume: the later line wins)."""
+    """step -> training loss from metrics.jsonl (a step logged again after a resume: the later line wins)."""
     lines = (out / "metrics.jsonl").read_text().splitlines()
     return {r["step"]: r["loss"] for r in map(json.loads, lines)}
 
@@ -155,12 +157,251 @@ def driver_run(setup_dir) -> Path:
         "ds": str(setup_dir / "zero3.json"), "report": str(setup_dir / "setup.json"),
         "runs": [run_args(setup_dir, o, setup_dir / f"run-{o}") for o in OBJECTIVES],
     }
-    (setup_dir / "spec.json").write_text(json.dumps(spec))
-    (setup_dir / "driver.py").write_text(DRIVER)
-    log = setup_dir / "driver.log"
-    proc = launch(deepspeed_cmd(29631, str(setup_dir / "driver.py"), str(setup_dir / "spec.json")), log)
-    assert proc.wait(timeout=600) == 0, log.read_text()[-5000:]
+    run_script(setup_dir, "driver", DRIVER, spec, 29631)
     return setup_dir
+
+
+def run_script(root: Path, name: str, script: str, spec: dict, port: int) -> None:
+    """Launch ROOT/NAME.py on 2 ranks with `deepspeed`, its spec as the last argument; it must exit 0."""
+    (root / "spec.json").write_text(json.dumps(spec))
+    (root / f"{name}.py").write_text(script)
+    log = root / f"{name}.log"
+    proc = launch(deepspeed_cmd(port, str(root / f"{name}.py"), str(root / "spec.json")), log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-5000:]
+
+
+# An instrumented 2-rank bf16 run (one launch): what goes into every collective of mmpt's own
+# code, the host syncs, the epoch permutations, the similarity gather, a slow rank-0 export, and
+# the evaluation on held-out rows.
+PROBE = textwrap.dedent(
+    """
+    import json, sys, time, threading
+    import torch, torch.distributed as torch_dist, deepspeed, deepspeed.comm as ds_comm
+    from torch.overrides import TorchFunctionMode
+    from mmpt import distributed, export, metrics, train
+
+    spec = json.loads(open(sys.argv[-1]).read())
+    argv = spec["argv"]
+    OURS = ("mmpt/train.py", "mmpt/validate.py", "mmpt/metrics.py")
+    events, collectives, engines, order_calls, similarity = [], [], [], [], []
+
+    def ours(depth=2):
+        f = sys._getframe(depth).f_code.co_filename
+        return next((o for o in OURS if f.endswith(o)), None)
+
+    class HostTracker(TorchFunctionMode):
+        # Where a tensor of mmpt's lives, as it would on a GPU: one made on the host (a factory
+        # without device=, .cpu()) is tagged _host, one moved or made on the device (.to(device),
+        # device=) _dev, and each tag spreads to everything computed from it. .to(device) from
+        # mmpt returns a copy, so that the host original keeps its tag.
+        FACTORIES = {"tensor", "zeros", "ones", "full", "empty", "as_tensor", "arange", "from_numpy"}
+        SYNCS = {"item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"}
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = getattr(func, "__name__", "")
+            caller = ours()
+            made_by_mmpt = "/mmpt/" in sys._getframe(1).f_code.co_filename  # the collator's batches too
+            flat = [a for a in args if isinstance(a, torch.Tensor)] + [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, torch.Tensor)]
+            if name in self.SYNCS and caller == "mmpt/train.py" and getattr(args[0], "_dev", False):
+                events.append(("sync", name, sys._getframe(1).f_lineno))
+            moved = made_by_mmpt and name == "to" and any(isinstance(a, (torch.device, str)) for a in (*args[1:], kwargs.get("device")))
+            out = func(*args, **(dict(kwargs, copy=True) if moved else kwargs))
+            if not isinstance(out, torch.Tensor):
+                return out
+            if moved or (name in self.FACTORIES and made_by_mmpt and kwargs.get("device") is not None):
+                out._dev = True
+            elif name == "cpu" or (name in self.FACTORIES and made_by_mmpt):
+                out._host = True
+            else:
+                if any(getattr(t, "_host", False) for t in flat):
+                    out._host = True
+                if any(getattr(t, "_dev", False) for t in flat):
+                    out._dev = True
+            return out
+
+    def record(name, fn, where):
+        def wrapped(tensor, *a, **k):
+            caller = ours()
+            if caller is not None or name == "reduce_scatter_tensor":
+                collectives.append({"op": name, "caller": caller, "host": bool(getattr(tensor, "_host", False)),
+                                    "device": str(tensor.device), "dtype": str(tensor.dtype), "numel": tensor.numel(),
+                                    "engine": str(engines[0].device) if engines else None})
+                if caller == "mmpt/train.py":
+                    events.append(("collective", tensor.numel()))
+            return fn(tensor, *a, **k)
+        setattr(where, name, wrapped)
+
+    for name in ("all_reduce", "broadcast", "reduce"):
+        record(name, getattr(ds_comm, name), ds_comm)
+        record(name, getattr(torch_dist, name), torch_dist)
+    # DeepSpeed's gradient reduce-scatter in ZeRO-3 (its dtype is the communication dtype)
+    record("reduce_scatter_tensor", torch_dist.reduce_scatter_tensor, torch_dist)
+
+    initialize = deepspeed.initialize
+    def capture(*a, **k):
+        out = initialize(*a, **k)
+        engines.append(out[0])
+        return out
+    deepspeed.initialize = capture
+
+    epoch_order = train.epoch_order
+    def counted(*a):
+        order_calls.append(a)
+        return epoch_order(*a)
+    train.epoch_order = counted
+
+    reduced = metrics.code_row_similarity
+    def checked(model, separated, base):
+        got = reduced(model, separated, base)
+        w = model.module.get_input_embeddings().weight
+        with deepspeed.zero.GatheredParameters([w], modifier_rank=None):  # the reference: the whole matrix
+            full = w.detach().float().clone()
+        want = torch.nn.functional.cosine_similarity(full[torch.tensor(separated)], full[base:base + len(separated)], dim=-1)
+        similarity.append(float((got - want).abs().max()) if got.numel() else None)
+        return got
+    metrics.code_row_similarity = checked
+
+    slow = spec["export_sleep_s"]
+    export_checkpoint = export.export_checkpoint
+    def slow_export(*a, **k):
+        time.sleep(slow)  # longer than hang_timeout_s
+        return export_checkpoint(*a, **k)
+    export.export_checkpoint = slow_export
+
+    with HostTracker():
+        status = train.main(argv)
+    engine = engines[0]
+    report = {
+        "status": status, "events": events, "collectives": collectives, "order_calls": len(order_calls),
+        "similarity_max_diff": similarity, "grad_accum_dtype": str(engine.optimizer.gradient_accumulation_dtype),
+        "communication_data_type": str(engine.communication_data_type), "engine_device": str(engine.device),
+    }
+    rank = distributed.detect().rank
+    json.dump(report, open(spec["report"] + f".rank{rank}", "w"))
+    sys.exit(status)
+    """
+)
+PROBE_STEPS, PROBE_EVAL, PROBE_LOG, PROBE_HANG = 13, 6, 5, 10
+
+
+@pytest.fixture(scope="module")
+def probe_run(setup_dir) -> Path:
+    """The instrumented launch: bf16, 13 steps (2 epochs), evaluation every 6 steps, a slow export."""
+    import datasets
+    import shutil
+
+    root = setup_dir / "probe"
+    shutil.copytree(setup_dir / "data", root / "data")
+    # held-out rows as `mmpt prepare --validation-fraction` writes them: DATA_DIR/validation, same columns
+    rows = datasets.load_from_disk(str(root / "data" / "rows"))
+    rows.select(range(7)).save_to_disk(str(root / "data" / "validation"))
+    args = run_args(setup_dir, "text-code-clm", root / "out", data_dir=root / "data", precision="bf16", max_steps=PROBE_STEPS,
+                    eval_steps=PROBE_EVAL, logging_steps=PROBE_LOG, save_steps=0, hang_timeout_s=PROBE_HANG)
+    spec = {"argv": args, "report": str(root / "report.json"), "export_sleep_s": 2.5 * PROBE_HANG}
+    run_script(root, "probe", PROBE, spec, 29661)
+    return root
+
+
+def probe_report(root: Path, rank: int) -> dict:
+    return json.loads((root / f"report.json.rank{rank}").read_text())
+
+
+@pytest.mark.heavy
+def test_every_collective_runs_on_the_engine_device(probe_run):
+    for rank in range(WORLD):
+        report = probe_report(probe_run, rank)
+        ours = [c for c in report["collectives"] if c["caller"]]
+        assert {c["caller"] for c in ours} >= {"mmpt/train.py", "mmpt/validate.py", "mmpt/metrics.py"}, ours
+        bad = [c for c in ours if c["host"] or c["device"] != c["engine"]]
+        assert not bad, bad  # a host tensor in a collective: NCCL raises on it
+
+
+@pytest.mark.heavy
+def test_a_slow_rank0_export_ends_with_every_rank_at_exit_0(probe_run):
+    # the launcher exited 0 (the fixture), so every rank did, although the export slept 2.5x hang_timeout_s
+    for rank in range(WORLD):
+        assert probe_report(probe_run, rank)["status"] == 0
+    assert (probe_run / "out" / "final" / "model.safetensors").is_file()
+    assert "exported" in (probe_run / "probe.log").read_text()
+
+
+@pytest.mark.heavy
+def test_bf16_gradients_accumulate_and_reduce_in_fp32(probe_run):
+    for rank in range(WORLD):
+        report = probe_report(probe_run, rank)
+        assert report["grad_accum_dtype"] == "torch.float32" and report["communication_data_type"] == "torch.float32"
+        scatters = [c for c in report["collectives"] if c["op"] == "reduce_scatter_tensor"]
+        assert scatters and {c["dtype"] for c in scatters} == {"torch.float32"}, {c["dtype"] for c in scatters}
+    losses = read_losses(probe_run / "out")
+    assert all(math.isfinite(v) for v in losses.values()) and losses[PROBE_STEPS] < losses[PROBE_LOG] - 0.3, losses
+
+
+@pytest.mark.heavy
+def test_per_step_host_overheads(probe_run):
+    for rank in range(WORLD):
+        report = probe_report(probe_run, rank)
+        assert report["order_calls"] == 2  # 13 steps of 11 per epoch: two epochs, two permutations
+        # between a step's first collective (the global token count) and its report: the micro-batches
+        step, syncs_in_micro_steps, steps = None, [], 0
+        for event in report["events"]:
+            if event[0] == "collective" and event[1] == 1:
+                step, steps = [], steps + 1
+            elif event[0] == "collective" and event[1] == 7:
+                syncs_in_micro_steps += step or []
+                step = None
+            elif event[0] == "sync" and step is not None:
+                step.append(event)
+        assert steps == PROBE_STEPS and syncs_in_micro_steps == [], syncs_in_micro_steps
+        syncs = [e for e in report["events"] if e[0] == "sync"]
+        logs = len(range(PROBE_LOG, PROBE_STEPS + 1, PROBE_LOG)) + len(range(PROBE_EVAL, PROBE_STEPS, PROBE_EVAL)) + 1
+        assert len(syncs) <= PROBE_STEPS + 2 * logs, syncs  # one per step, a few per log line
+        # the similarity: only the separated rows (2S x H) travel, to rank 0, and they are the right ones
+        sims = [c for c in report["collectives"] if c["caller"] == "mmpt/metrics.py"]
+        from mmpt.data.separation import SeparationMap
+
+        smap = SeparationMap.load(probe_run / "data")
+        assert sims and {(c["op"], c["numel"]) for c in sims} == {("reduce", 2 * len(smap.separated) * ARCH["hidden_size"])}
+        diffs = report["similarity_max_diff"]
+        assert (all(d is not None and d < 1e-6 for d in diffs) if rank == 0 else all(d is None for d in diffs)), diffs
+
+
+@pytest.mark.heavy
+def test_validation_loss_every_eval_steps_matches_a_plain_forward(probe_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import AutoModelForCausalLM
+
+    from mmpt.data.instances import sentinel_ids
+    from mmpt.data.separation import SeparationMap
+    from mmpt.data.tokenizer import load_tokenizer
+    from mmpt.model.attention import packed_forward
+    from mmpt.model.loss import modality_loss
+    from mmpt.objectives import Collator
+    import datasets
+
+    out = probe_run / "out"
+    records = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    evaluated = sorted(s for s, r in records.items() if "validation_loss" in r)
+    assert evaluated == [PROBE_EVAL, 2 * PROBE_EVAL, PROBE_STEPS]
+    assert all({"validation_loss_code", "validation_loss_nl", "loss"} <= set(records[s]) for s in evaluated)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    for name in ("loss", "loss_code", "loss_nl"):
+        assert [e.step for e in events.Scalars(f"validation/{name}")] == evaluated
+    # the reference: the exported model, in the training dtype, over all 7 held-out rows in one batch
+    final = out / "final"
+    model = AutoModelForCausalLM.from_pretrained(final, attn_implementation="sdpa", dtype=torch.bfloat16)
+    smap = SeparationMap.load(final)
+    rows = datasets.load_from_disk(str(probe_run / "data" / "validation"))
+    collator = Collator("text-code-clm", sentinel_ids(load_tokenizer(str(final))), smap, seed=7)
+    batch = collator([dict(rows[i], row=i) for i in range(len(rows))])
+    nl, code = smap.vocab_masks(model.get_input_embeddings().weight.shape[0])
+    with torch.no_grad():
+        s = modality_loss(packed_forward(model, batch), batch["labels"], batch["modality"], nl, code)
+    want = {"loss": s.total_sum / s.total_count, "loss_code": s.code_sum / s.code_count, "loss_nl": s.nl_sum / s.nl_count}
+    for name, value in want.items():
+        got = records[PROBE_STEPS][f"validation_{name}"]
+        assert abs(got - value.item()) <= 1e-2 * value.item(), (name, got, value.item())
 
 
 @functools.lru_cache(maxsize=None)  # the export test reuses the text-code-clm reference
@@ -317,22 +558,51 @@ def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float 
     raise TimeoutError(f"step {step} not reached")
 
 
+def _signal_launcher_and_check_the_save(proc: subprocess.Popen, out: Path) -> int:
+    """SIGTERM to the launcher process `proc` mid-run; returns the step every rank saved at."""
+    import psutil
+
+    from mmpt.checkpoint import list_complete
+
+    _wait_for_step(out, 2, proc)
+    tree = psutil.Process(proc.pid).children(recursive=True)  # the launcher's own processes
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=180)
+    _, alive = psutil.wait_procs(tree, timeout=180)  # they exit when the ranks have saved and exited
+    assert not alive, alive
+    text = _log_of(proc)
+    stopped = int(text.split("received, stopped after step ")[1].split(";")[0])
+    assert list_complete(out)[-1].name == f"step_{stopped:08d}", text[-3000:]
+    return stopped
+
+
+def _log_of(proc: subprocess.Popen) -> str:
+    return Path(proc.stdout_path).read_text()
+
+
+@pytest.mark.heavy
+def test_sigterm_to_torchrun_saves_and_resumes_with_the_uninterrupted_losses(driver_run):
+    out = driver_run / "torchrun"
+    args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29671", *args]
+    stopped = _signal_launcher_and_check_the_save(launch(torchrun, driver_run / "torchrun1.log"), out)
+    proc = launch(torchrun, driver_run / "torchrun2.log")
+    assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
+    assert f"resumed from step {stopped}" in _log_of(proc)
+    want, got = read_losses(driver_run / "run-text-code-clm"), read_losses(out)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert abs(got[step] - want[step]) <= 1e-6 * abs(want[step]), (step, got[step], want[step])
+
+
 @pytest.mark.heavy
 def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_losses(driver_run):
     """Preempt with SIGTERM (graceful save), then SIGKILL every process, then finish: same losses."""
     out = driver_run / "resumed"
     args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=4)]
-    # 1: SIGTERM to every process of the job, as Slurm's --signal does (the `deepspeed` runner does
-    # not forward signals itself): the ranks finish the step, save and exit 0
-    log1 = driver_run / "resume1.log"
-    proc = launch(deepspeed_cmd(29641, *args), log1)
-    _wait_for_step(out, 2, proc)
-    signal_job(proc, signal.SIGTERM)
-    text = log1.read_text()
-    stopped = int(text.split("received, stopped after step ")[1].split(";")[0])
-    from mmpt.checkpoint import list_complete
-
-    assert list_complete(out)[-1].name == f"step_{stopped:08d}", text[-3000:]
+    # 1: SIGTERM to the `deepspeed` launcher process alone (a scheduler's or a user's kill): it dies
+    # at once without telling its ranks; they notice, finish the step, save and exit 0
+    stopped = _signal_launcher_and_check_the_save(launch(deepspeed_cmd(29641, *args), driver_run / "resume1.log"), out)
     # 2: resume, then SIGKILL the whole process group mid-run (possibly mid-save)
     log2 = driver_run / "resume2.log"
     proc = launch(deepspeed_cmd(29642, *args), log2)

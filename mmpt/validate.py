@@ -1,0 +1,51 @@
+"""Held-out evaluation: loss, loss_code and loss_nl of the validation rows, distributed like training.
+
+`mmpt prepare --validation-fraction F` writes the held-out rows beside the training rows, as
+DATA_DIR/validation (same columns: input_ids, position_ids, modality). Rank r evaluates rows
+r, r+world, ... in micro-batches of `per_device_batch_size`; every rank runs the same number of
+forward passes (ZeRO-3 gathers are collective), a rank whose share has run out runs a stand-in
+row that counts nothing, and one all-reduce of the sums on the device ends the evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def rank_batches(n_rows: int, rank: int, world: int, batch: int) -> list[list[int]]:
+    """This rank's micro-batches of row indices; the same count on every rank (short or empty at the tail)."""
+    mine = list(range(rank, n_rows, world))
+    n = math.ceil(math.ceil(n_rows / world) / batch)
+    return [mine[i * batch : (i + 1) * batch] for i in range(n)]
+
+
+@torch.no_grad()
+def evaluate(engine, fetch, n_rows: int, batch: int, rank: int, world: int, nl_mask, code_mask) -> dict[str, float]:
+    """Mean token losses over every validation row: {"loss", "loss_code"[, "loss_nl"]}.
+
+    `fetch(indices)` collates validation rows into a batch (a stand-in row for `[]`); the losses
+    are the same sums over trained tokens as in training, normalised by the global counts.
+    """
+    import deepspeed.comm as dist
+
+    from mmpt.model.fused_loss import packed_loss
+
+    device = engine.device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # code_sum, code_count, nl_sum, nl_count
+    was_training = engine.training
+    engine.eval()
+    for indices in rank_batches(n_rows, rank, world, batch):
+        b, _ = fetch(indices)
+        b = {k: v.to(device) for k, v in b.items()}
+        s = packed_loss(engine, b, nl_mask, code_mask)  # the head fused into the loss: no (B, N, V) logits
+        sums += torch.stack([s.code_sum, s.code_count, s.nl_sum, s.nl_count]).double()
+    engine.train(was_training)
+    if world > 1:
+        dist.all_reduce(sums)
+    code_sum, code_count, nl_sum, nl_count = sums.tolist()  # the one host sync of the evaluation
+    out = {"loss": (code_sum + nl_sum) / max(code_count + nl_count, 1), "loss_code": code_sum / max(code_count, 1)}
+    if nl_count:
+        out["loss_nl"] = nl_sum / nl_count
+    return out
