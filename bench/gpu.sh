@@ -56,7 +56,7 @@ python -c "import mmpt" 2>/dev/null || pip install --no-deps --no-build-isolatio
 # torch's AdamW (torch_adam): DeepSpeed's FusedAdam would be JIT-compiled on first use
 python - "$OUT/zero3.json" <<'EOF'
 import json, sys
-ds = json.load(open("ds_configs/zero3.json"))
+ds = json.load(open("mmpt/ds_configs/zero3.json"))
 ds["optimizer"]["params"]["torch_adam"] = True
 json.dump(ds, open(sys.argv[1], "w"))
 EOF

@@ -86,7 +86,7 @@ def cmd_data(a: argparse.Namespace) -> None:
     ident = lambda: f"w{rng.randrange(words - 40)}"  # noqa: E731
     n_pairs, lines = (60, (3, 6)) if a.tiny else (4000, (20, 40))
     with (out / "pairs.jsonl").open("w") as f:
-        for i in range(n_pairs):
+        for _i in range(n_pairs):
             body = "\n".join(f"    {ident()} = a * {ident()} + b - {ident()}" for _ in range(rng.randint(*lines)))
             doc = f"Compute the value {ident()} of {ident()} from a and b."
             f.write(json.dumps({"docstring": doc, "code": f"def {ident()}(a, b):\n{body}\n    return a\n"}) + "\n")

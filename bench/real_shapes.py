@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+
+from mmpt.distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 151_665  # Qwen2.5's tokenizer: the size of a current code LM's vocabulary
@@ -73,15 +74,9 @@ def _rank_peaks(root: int, peaks: dict[int, int]) -> None:
             peaks[rank] = max(peaks.get(rank, 0), hwm[0])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(config: Path, log: Path, timeout_s: float) -> tuple[int, dict[int, float], float]:
     """One 2-rank `deepspeed` launch of mmpt/train.py: (exit code, rank -> peak RSS in MB, seconds)."""
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
            str(ROOT / "mmpt" / "train.py"), "--config", str(config)]  # fmt: skip
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     peaks: dict[int, int] = {}
@@ -110,7 +105,7 @@ def run(separation: str, work: Path, pairs: Path, tokenizer: Path, steps: int, m
         "model": PYCODEGPT, "attn_implementation": "eager", "data_dir": str(data), "output_dir": str(out),
         "objective": "code-clm", "max_steps": steps, "learning_rate": 1.0e-4, "warmup_ratio": 0.0,
         "per_device_batch_size": batch, "precision": precision, "gradient_checkpointing": True,
-        "save_steps": 0, "logging_steps": 1, "deepspeed": str(ROOT / "ds_configs" / "zero3.json"),
+        "save_steps": 0, "logging_steps": 1, "deepspeed": "ds_configs/zero3.json",
         "resume": "never", "export": True, "hang_timeout_s": 600,
     }  # fmt: skip
     (work / f"{separation}.yaml").write_text(yaml.safe_dump(config))

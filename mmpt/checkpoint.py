@@ -13,7 +13,6 @@ resume and broadcasts it, so that ranks with different views of the directory lo
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from mmpt.jsonl import read_json, write_json
 
 MARKER = "complete.json"
 HF_DIR = "hf"
@@ -139,12 +140,7 @@ def save(engine, output_dir: str | Path, step: int, client_state: dict, write_hf
     fsync_tree(path)
     dist.barrier()  # every rank's shards and RNG are on disk before the marker
     if dist.get_rank() == 0:
-        tmp = path / (MARKER + ".tmp")
-        with tmp.open("w") as f:
-            f.write(json.dumps({"step": step, "world_size": dist.get_world_size()}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path / MARKER)  # atomic: a checkpoint is complete or it is not
+        write_json(path / MARKER, {"step": step, "world_size": dist.get_world_size()})  # atomic: complete or not
         _fsync_dir(path)
         rotate(output_dir, keep, newest=path)
     dist.barrier()
@@ -165,7 +161,7 @@ def rotate(output_dir: str | Path, keep: int, newest: Path) -> None:
 
 def load(engine, path: Path, world_size: int, rank: int) -> dict:
     """Restore model, optimizer, scheduler and this rank's RNG from `path`; returns the client state."""
-    saved_world = json.loads((path / MARKER).read_text())["world_size"]
+    saved_world = read_json(path / MARKER, dict)["world_size"]
     if saved_world != world_size:
         # the data position is counted in global batches, which would change meaning
         raise ValueError(f"{path}: saved by {saved_world} ranks, resumed with {world_size}; use the same world size")

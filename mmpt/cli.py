@@ -30,7 +30,7 @@ class OneLineHelp(argparse.HelpFormatter):
     """`--help` with each option on one line: its help text beside the flag, not under it."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=40, width=max(120, shutil.get_terminal_size().columns))
+        super().__init__(prog, max_help_position=50, width=max(120, shutil.get_terminal_size().columns))
 
 
 def command_parser(prog: str, description: str) -> argparse.ArgumentParser:

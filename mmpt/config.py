@@ -234,43 +234,43 @@ def load_config(path: str | Path | None, overrides: dict[str, str] | None = None
     return config
 
 
-def validate(c: TrainConfig) -> None:
+def validate(config: TrainConfig) -> None:
     """Errors for values that are well-typed but unusable."""
 
     def bad(name: str, why: str) -> ConfigError:
-        return ConfigError(f"config field {name!r}: {why} (got {getattr(c, name)!r})")
+        return ConfigError(f"config field {name!r}: {why} (got {getattr(config, name)!r})")
 
-    if c.objective not in OBJECTIVES:
+    if config.objective not in OBJECTIVES:
         raise bad("objective", f"unknown objective, expected one of {OBJECTIVES}")
-    if c.signature_loss and c.objective == "prefix-code-clm":
+    if config.signature_loss and config.objective == "prefix-code-clm":
         raise bad("signature_loss", "prefix-code-clm keeps the signature in its bidirectional prefix; it cannot be a target")
-    if c.precision not in PRECISIONS:
+    if config.precision not in PRECISIONS:
         raise bad("precision", f"expected one of {PRECISIONS}")
-    if not c.data_dir:
+    if not config.data_dir:
         raise bad("data_dir", "required: a directory written by `mmpt prepare`")
-    if c.max_steps < 0 or (c.max_steps == 0 and c.epochs <= 0):
+    if config.max_steps < 0 or (config.max_steps == 0 and config.epochs <= 0):
         raise bad("max_steps", "set max_steps > 0 or epochs > 0")
     for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
-        if getattr(c, name) < 1:
+        if getattr(config, name) < 1:
             raise bad(name, "must be >= 1")
-    if c.save_steps < 0 or c.keep_checkpoints < 1:
-        raise bad("save_steps" if c.save_steps < 0 else "keep_checkpoints", "out of range")
-    if not 0 <= c.warmup_ratio < 1:
+    if config.save_steps < 0 or config.keep_checkpoints < 1:
+        raise bad("save_steps" if config.save_steps < 0 else "keep_checkpoints", "out of range")
+    if not 0 <= config.warmup_ratio < 1:
         raise bad("warmup_ratio", "must lie in [0, 1)")
-    if c.min_learning_rate > c.learning_rate:
+    if config.min_learning_rate > config.learning_rate:
         raise bad("min_learning_rate", "must not exceed learning_rate")
-    if not c.save_signal.startswith("SIG") or not hasattr(signal, c.save_signal):
+    if not config.save_signal.startswith("SIG") or not hasattr(signal, config.save_signal):
         raise bad("save_signal", "expected a signal name such as SIGTERM or SIGUSR1")
     for name in ("hang_timeout_s", "process_group_timeout_s"):
-        if getattr(c, name) <= 0:
+        if getattr(config, name) <= 0:
             raise bad(name, "must be > 0")
-    if c.eval_steps < 0:
+    if config.eval_steps < 0:
         raise bad("eval_steps", "must be >= 0")
 
 
-def dump(c: TrainConfig) -> str:
+def dump(config: TrainConfig) -> str:
     """The config as YAML (saved beside checkpoints, so a run says how it was made)."""
-    return yaml.safe_dump(dataclasses.asdict(c), sort_keys=False)
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
 
 
 # ---- the DeepSpeed JSON: it owns ZeRO/offload, this config fills its "auto" values ----------------
@@ -293,13 +293,13 @@ def find_deepspeed_file(name: str) -> Path:
         raise ConfigError(f"config field 'deepspeed': {e}") from None
 
 
-def deepspeed_config(c: TrainConfig, world_size: int, precision: str, device_type: str) -> dict:
-    """The DeepSpeed config dict of run `c`: the JSON with every "auto" filled from `c`.
+def deepspeed_config(config: TrainConfig, world_size: int, precision: str, device_type: str) -> dict:
+    """The DeepSpeed config dict of run `config`: the JSON with every "auto" filled from it.
 
-    A value written out in the JSON must equal the one `c` implies (one owner per setting); the
+    A value written out in the JSON must equal the one `config` implies (one owner per setting); the
     learning-rate schedule belongs to mmpt, so the JSON must not carry a `scheduler`.
     """
-    path = find_deepspeed_file(c.deepspeed)
+    path = find_deepspeed_file(config.deepspeed)
     try:
         ds = read_json(path, dict)
     except JsonlError as e:
@@ -307,16 +307,16 @@ def deepspeed_config(c: TrainConfig, world_size: int, precision: str, device_typ
     if "scheduler" in ds:
         raise ConfigError(f"{path}: remove 'scheduler'; the learning-rate schedule is set by the mmpt config")
     owned = {
-        "train_micro_batch_size_per_gpu": c.per_device_batch_size,
-        "gradient_accumulation_steps": c.gradient_accumulation_steps,
-        "train_batch_size": c.per_device_batch_size * c.gradient_accumulation_steps * world_size,
-        "gradient_clipping": c.max_grad_norm,
+        "train_micro_batch_size_per_gpu": config.per_device_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "train_batch_size": config.per_device_batch_size * config.gradient_accumulation_steps * world_size,
+        "gradient_clipping": config.max_grad_norm,
         "bf16.enabled": precision == "bf16",
         "fp16.enabled": precision == "fp16",
-        "optimizer.params.lr": c.learning_rate,
-        "optimizer.params.betas": [c.adam_beta1, c.adam_beta2],
-        "optimizer.params.eps": c.adam_epsilon,
-        "optimizer.params.weight_decay": c.weight_decay,
+        "optimizer.params.lr": config.learning_rate,
+        "optimizer.params.betas": [config.adam_beta1, config.adam_beta2],
+        "optimizer.params.eps": config.adam_epsilon,
+        "optimizer.params.weight_decay": config.weight_decay,
     }
     for key, value in owned.items():
         *parents, leaf = key.split(".")

@@ -59,7 +59,7 @@ def _first_host(nodelist: str) -> str:
     return f"{m.group(1)}{first}{m.group(3)}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -102,7 +102,7 @@ def detect(environ: dict[str, str] | None = None) -> DistEnv:
                 env.get("MASTER_ADDR", "127.0.0.1"),
                 int(env.get("MASTER_PORT", "29500")),
             )
-    return DistEnv("single", 0, 1, 0, "127.0.0.1", _free_port())
+    return DistEnv("single", 0, 1, 0, "127.0.0.1", free_port())
 
 
 def mpi_launched(environ: dict[str, str] | None = None) -> bool:

@@ -20,7 +20,7 @@ import torch
 
 from mmpt.cli import command_parser
 from mmpt.modality import CODE, COMMENTS, EOT, MASK, NL, OBJECTIVES, PYTHON
-from mmpt.model.tiny import TINY_CONFIGS, tiny_model, tiny_tokenizer  # noqa: F401 (re-exported until every import moves to mmpt.model.tiny)
+from mmpt.model.tiny import tiny_model, tiny_tokenizer
 
 DEFAULT_ARCHS = ("gpt2", "gpt_neo", "llama")
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt import checkpoint
-from mmpt.jsonl import read_json
+from mmpt.jsonl import read_json, write_json
 from mmpt.modality import LAYOUTS, OBJECTIVES, SEPARATIONS
 
 META_FILE = "mmpt.json"
@@ -43,7 +42,7 @@ class CheckpointMeta:
         return self.objective == "prefix-code-clm"
 
     def save(self, directory: Path) -> None:
-        (directory / META_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+        write_json(directory / META_FILE, dataclasses.asdict(self))
 
     @classmethod
     def load(cls, directory: str | Path) -> CheckpointMeta:

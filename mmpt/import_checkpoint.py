@@ -20,7 +20,6 @@ of ints: a file from the internet must not run code.
 
 from __future__ import annotations
 
-
 import io
 import json
 import pickle
@@ -184,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_parser("mmpt import-checkpoint", __doc__.splitlines()[0])
     parser.add_argument("source", help="checkpoint folder, or a hub name such as huawei-noah/pycodegpt-CodeCLM-100m")
     parser.add_argument("--out", required=True, help="folder for the mmpt checkpoint")
-    parser.add_argument("--layout", choices=LAYOUTS, default=None, help="default: signature-first for GPT-Neo, else docstring-first")
-    parser.add_argument("--objective", choices=OBJECTIVES, default="code-clm", help="prefix-code-clm for the prefix-LM variants")
+    parser.add_argument("--layout", choices=LAYOUTS, default=None, metavar="LAYOUT",
+                        help=f"{' | '.join(LAYOUTS)}; default: signature-first for GPT-Neo, else docstring-first")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="code-clm", metavar="OBJECTIVE",
+                        help=f"{' | '.join(OBJECTIVES)}; prefix-code-clm for the prefix-LM variants")
     parser.add_argument("--code-format", choices=("flat", "plain"), default="flat", help="what the checkpoint was trained on")
     args = parser.parse_args(argv)
     try:

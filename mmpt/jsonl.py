@@ -66,20 +66,37 @@ def cut_torn_tail(path: str | Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-class JsonlAppender:
-    """Appends one JSON line per record, flushed and fsynced before the next (a crash loses at most
-    the line being written); a torn last line left by an earlier crash is cut first."""
+def write_json(path: str | Path, value: object, *, indent: int | None = 1, sort_keys: bool = False) -> Path:
+    """Write `value` as JSON to `path` atomically: a temporary file beside it, fsynced, then renamed
+    over it, so a reader (or a rerun after a crash) sees the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
 
-    def __init__(self, path: str | Path) -> None:
+
+class JsonlAppender:
+    """Appends one JSON line per record, flushed and (when `durable`) fsynced before the next, so a
+    crash loses at most the line being written; a torn last line left by an earlier crash is cut first.
+    `durable=False` is for files rewritten from scratch on failure (extract) or logs (metrics)."""
+
+    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         cut_torn_tail(path)
         self._f = path.open("a", encoding="utf-8")
+        self._durable = durable
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record) + "\n")
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._f.flush()
-        os.fsync(self._f.fileno())
+        if self._durable:
+            os.fsync(self._f.fileno())
 
     def close(self) -> None:
         self._f.close()

@@ -6,13 +6,14 @@ separated tokens' rows, which the ranks reduce to rank 0 under ZeRO-3 (a collect
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from mmpt.jsonl import JsonlAppender
 
 # Dense bf16 tensor-core peaks (FLOP/s) by substring of the device name; first match wins.
 GPU_BF16_PEAK = (
@@ -150,7 +151,7 @@ class MetricsLog:
             out = Path(output_dir)
             out.mkdir(parents=True, exist_ok=True)
             self.writer = SummaryWriter(str(out / "tensorboard"))
-            self.jsonl = (out / "metrics.jsonl").open("a")
+            self.jsonl = JsonlAppender(out / "metrics.jsonl", durable=False)
 
     def log(self, step: int, scalars: dict[str, float], validation: dict[str, float] | None = None) -> None:
         """One record: training scalars as train/NAME, held-out ones as validation/NAME (TensorBoard)
@@ -163,8 +164,7 @@ class MetricsLog:
         for name, value in validation.items():
             self.writer.add_scalar(f"validation/{name}", value, step)
         record = {"step": step, **scalars, **{f"validation_{k}": v for k, v in validation.items()}}
-        self.jsonl.write(json.dumps(record) + "\n")
-        self.jsonl.flush()
+        self.jsonl.write(record)
         self.writer.flush()
 
     def similarity(self, step: int, sims: torch.Tensor, tokens: list[str]) -> None:

@@ -58,7 +58,7 @@ def trained_counts(labels: torch.Tensor, modality: torch.Tensor) -> tuple[int, i
     return int((target & (modality[:, 1:] == CODE)).sum()), int((target & (modality[:, 1:] == NL)).sum())
 
 
-def build_model(c: TrainConfig, smap: SeparationMap, ds_config: dict, precision: str, trained_rows: int | None = None):
+def build_model(config: TrainConfig, smap: SeparationMap, ds_config: dict, precision: str, trained_rows: int | None = None):
     """The backbone with its code-copy rows; under ZeRO-3 it is built already partitioned.
 
     `HfDeepSpeedConfig` must stay alive while transformers builds and resizes the model: it is what
@@ -76,20 +76,20 @@ def build_model(c: TrainConfig, smap: SeparationMap, ds_config: dict, precision:
 
     zero3 = ds_config["zero_optimization"]["stage"] == 3
     keep_alive = HfDeepSpeedConfig(ds_config) if zero3 else None
-    kwargs = {"attn_implementation": c.attn_implementation, "dtype": DTYPES[precision]}
-    if isinstance(c.model, dict):
-        arch = dict(c.model)
+    kwargs = {"attn_implementation": config.attn_implementation, "dtype": DTYPES[precision]}
+    if isinstance(config.model, dict):
+        arch = dict(config.model)
         model_type = arch.pop("model_type", None)
         if model_type is None:
             raise ConfigError("config field 'model': an architecture mapping needs 'model_type'")
         hf_config = AutoConfig.for_model(model_type, **arch, vocab_size=smap.base_vocab_size)
-        check_supported(hf_config.model_type, c.attn_implementation)
+        check_supported(hf_config.model_type, config.attn_implementation)
         model = AutoModelForCausalLM.from_config(hf_config, **kwargs)
     else:
-        check_supported(AutoConfig.from_pretrained(c.model).model_type, c.attn_implementation)
-        model = AutoModelForCausalLM.from_pretrained(c.model, **kwargs)
+        check_supported(AutoConfig.from_pretrained(config.model).model_type, config.attn_implementation)
+        model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
     extend_model(model, smap, ds_config=ds_config if zero3 else None, trained_rows=trained_rows)
-    if c.gradient_checkpointing:
+    if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     del keep_alive
@@ -117,28 +117,28 @@ def check_same_tokenizer(data_tokenizer, other, what: str, data_dir: str) -> Non
             )
 
 
-def load_data(c: TrainConfig):
+def load_data(config: TrainConfig):
     """(rows, meta, tokenizer, smap) of the prepared data; clear errors for a wrong data dir."""
     from transformers import AutoTokenizer
 
     from mmpt.data.prepare import load_prepared
 
-    if not Path(c.data_dir).is_dir():
-        raise ConfigError(f"config field 'data_dir': {c.data_dir!r} does not exist; run `mmpt prepare` first")
-    rows, meta = load_prepared(c.data_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(Path(c.data_dir) / "tokenizer"))
-    if c.tokenizer:
-        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(c.tokenizer), f"tokenizer={c.tokenizer!r}", c.data_dir)
-    elif isinstance(c.model, str):
+    if not Path(config.data_dir).is_dir():
+        raise ConfigError(f"config field 'data_dir': {config.data_dir!r} does not exist; run `mmpt prepare` first")
+    rows, meta = load_prepared(config.data_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(config.data_dir) / "tokenizer"))
+    if config.tokenizer:
+        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(config.tokenizer), f"tokenizer={config.tokenizer!r}", config.data_dir)
+    elif isinstance(config.model, str):
         try:
-            model_tokenizer = AutoTokenizer.from_pretrained(c.model)
+            model_tokenizer = AutoTokenizer.from_pretrained(config.model)
         except (OSError, ValueError):
             model_tokenizer = None  # a model folder without a tokenizer: nothing to compare with
         if model_tokenizer is not None:
-            check_same_tokenizer(tokenizer, model_tokenizer, f"the tokenizer of model {c.model!r}", c.data_dir)
-    smap = SeparationMap.load(c.data_dir)
+            check_same_tokenizer(tokenizer, model_tokenizer, f"the tokenizer of model {config.model!r}", config.data_dir)
+    smap = SeparationMap.load(config.data_dir)
     if smap.base_vocab_size != len(tokenizer):
-        raise ConfigError(f"{c.data_dir}/separation.json: base_vocab_size {smap.base_vocab_size} != {len(tokenizer)} tokens")
+        raise ConfigError(f"{config.data_dir}/separation.json: base_vocab_size {smap.base_vocab_size} != {len(tokenizer)} tokens")
     return rows, meta, tokenizer, smap
 
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
         i = argv.index("--config")
         config_path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     try:
-        c = load_config(config_path, parse_overrides(argv))
+        config = load_config(config_path, parse_overrides(argv))
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"mmpt train: {e}", file=sys.stderr)
         return 2
@@ -175,26 +175,26 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
 
     def run() -> int:
         try:
-            rows, meta, tokenizer, smap = load_data(c)
+            rows, meta, tokenizer, smap = load_data(config)
         except (ConfigError, ValueError, FileNotFoundError) as e:
             print(f"mmpt train: {e}", file=sys.stderr)
             return 2
-        status, final = train(c, env, rows, meta, tokenizer, smap)
+        status, final = train(config, env, rows, meta, tokenizer, smap)
         if leave_group:
             distributed.shutdown()
         if final is not None and env.rank == 0:
             from mmpt.export import export_checkpoint
 
-            print(f"mmpt train: exported {export_checkpoint(final, Path(c.output_dir) / 'final')}")
+            print(f"mmpt train: exported {export_checkpoint(final, Path(config.output_dir) / 'final')}")
         return status
 
     if env.launcher in distributed.SIGNALLING_LAUNCHERS and leave_group:
         # the deepspeed and torchrun launchers SIGKILL a signalled rank after 30 s, before a ZeRO-3 save is done
-        return distributed.outlive_launcher(run, c.save_signal)
+        return distributed.outlive_launcher(run, config.save_signal)
     return run()
 
 
-def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer, smap: SeparationMap) -> tuple[int, Path | None]:
+def train(config: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer, smap: SeparationMap) -> tuple[int, Path | None]:
     """Train; returns (exit status, the checkpoint to export or None)."""
     import deepspeed
     import deepspeed.comm as dist
@@ -202,37 +202,37 @@ def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer,
 
     from mmpt import metrics
     from mmpt.data.instances import sentinel_ids
+    from mmpt.data.prepare import load_validation
     from mmpt.export import write_export_meta
     from mmpt.model.fused_loss import packed_loss
     from mmpt.objectives import Collator
-    from mmpt.data.prepare import load_validation
     from mmpt.validate import evaluate
 
     # ---- ranks, device, precision -------------------------------------------------------------
-    distributed.init(env, timeout_s=c.process_group_timeout_s)
+    distributed.init(env, timeout_s=config.process_group_timeout_s)
     rank, world = env.rank, env.world_size
     accel = get_accelerator()
     device = torch.device(accel.current_device_name())  # every collective's tensors live here (NCCL: the GPU)
-    precision = resolve_precision(c.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
-    ds_config = deepspeed_config(c, world, precision, device.type)
-    stop = StopFlag(c.save_signal)
-    watchdog = distributed.Watchdog(c.hang_timeout_s)
+    precision = resolve_precision(config.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
+    ds_config = deepspeed_config(config, world, precision, device.type)
+    stop = StopFlag(config.save_signal)
+    watchdog = distributed.Watchdog(config.hang_timeout_s)
     say = print if rank == 0 else (lambda *a, **k: None)
-    say(f"mmpt train: {env.launcher} launch, {world} rank(s), {device.type}, {precision}, {c.deepspeed}")
+    say(f"mmpt train: {env.launcher} launch, {world} rank(s), {device.type}, {precision}, {config.deepspeed}")
 
     # ---- model and engine: built partitioned, optimizer and schedule owned by DeepSpeed ---------
-    torch.manual_seed(c.seed)
-    model = build_model(c, smap, ds_config, precision, meta["tokenizer"].get("backbone_vocab_size"))
-    global_batch = c.per_device_batch_size * c.gradient_accumulation_steps * world
+    torch.manual_seed(config.seed)
+    model = build_model(config, smap, ds_config, precision, meta["tokenizer"].get("backbone_vocab_size"))
+    global_batch = config.per_device_batch_size * config.gradient_accumulation_steps * world
     steps_per_epoch = math.ceil(len(rows) / global_batch)
-    total_steps = c.max_steps or math.ceil(c.epochs * steps_per_epoch)
-    min_ratio = c.min_learning_rate / c.learning_rate
+    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+    min_ratio = config.min_learning_rate / config.learning_rate
     engine, *_ = deepspeed.initialize(
         model=model,
-        model_parameters=param_groups(model, c.weight_decay),
+        model_parameters=param_groups(model, config.weight_decay),
         config=ds_config,
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, total_steps, c.warmup_ratio, min_ratio)
+            opt, lambda s: lr_factor(s, total_steps, config.warmup_ratio, min_ratio)
         ),
     )
     emb = engine.module.get_input_embeddings().weight
@@ -240,29 +240,29 @@ def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer,
     nl_mask, code_mask = (m.to(device) for m in smap.vocab_masks(rows_in_model))  # (V,) bool each
 
     def write_hf(directory: Path) -> None:
-        write_export_meta(directory, engine.module.config, tokenizer, smap, meta, c)
+        write_export_meta(directory, engine.module.config, tokenizer, smap, meta, config)
 
     # ---- resume: rank 0 picks the checkpoint, every rank loads that one ------------------------
     step, tokens_seen = 0, 0
-    resume_from = checkpoint.choose_resume(c.resume, c.output_dir)
+    resume_from = checkpoint.choose_resume(config.resume, config.output_dir)
     if resume_from is not None:
         state = checkpoint.load(engine, resume_from, world, rank)
         if state.get("n_rows") != len(rows):
             raise ValueError(f"{resume_from}: saved for {state.get('n_rows')} rows, the data has {len(rows)}")
         step, tokens_seen = state["step"], state["tokens_seen"]
         say(f"mmpt train: resumed from step {step} ({resume_from})")
-    log = metrics.MetricsLog(c.output_dir, enabled=rank == 0)
+    log = metrics.MetricsLog(config.output_dir, enabled=rank == 0)
     if rank == 0:
-        Path(c.output_dir, "train_config.yaml").write_text(dump(c))
+        Path(config.output_dir, "train_config.yaml").write_text(dump(config))
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
     tied = engine.module.get_output_embeddings().weight is emb
     n_matmul = n_params - (0 if tied else getattr(emb, "ds_numel", emb.numel()))  # a lookup is no matmul
-    peak = metrics.peak_flops(device, c.peak_tflops)
-    collator = Collator(c.objective, sentinel_ids(tokenizer), smap, seed=c.seed, signature_loss=c.signature_loss)
-    held_out = load_validation(c.data_dir) if c.eval_steps else None  # None: no DATA_DIR/validation
+    peak = metrics.peak_flops(device, config.peak_tflops)
+    collator = Collator(config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss)
+    held_out = load_validation(config.data_dir) if config.eval_steps else None  # None: no DATA_DIR/validation
     held_out = held_out if held_out is not None and len(held_out) else None
     # epoch 0: the same rows every time
-    held_out_collator = Collator(c.objective, sentinel_ids(tokenizer), smap, seed=c.seed, signature_loss=c.signature_loss)
+    held_out_collator = Collator(config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss)
 
     def fetch(source, collate, indices: list[int]) -> tuple[dict[str, torch.Tensor], int]:
         """(collated micro-batch, its non-pad tokens); an empty one (epoch tail) is a stand-in row
@@ -278,7 +278,7 @@ def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer,
 
     # ---- the loop: set epoch -> fetch the step's rows -> count -> micro-steps -> step -> log/eval/save
     engine.train()
-    watchdog.beat(allow_s=10 * c.hang_timeout_s)  # the first step also warms up kernels and buckets
+    watchdog.beat(allow_s=10 * config.hang_timeout_s)  # the first step also warms up kernels and buckets
     # sums over the steps since the last log line: code_sum, code_count, nl_sum, nl_count, tokens, rows, seconds
     window = np.zeros(7)
     order_epoch, order = -1, None
@@ -286,9 +286,9 @@ def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer,
         t0 = time.perf_counter()
         epoch, k = divmod(step, steps_per_epoch)
         if epoch != order_epoch:  # one permutation per epoch, not per step
-            order_epoch, order = epoch, epoch_order(len(rows), c.seed, epoch)
+            order_epoch, order = epoch, epoch_order(len(rows), config.seed, epoch)
             collator.epoch = epoch
-        micro = step_rows(order, k, rank, world, c.per_device_batch_size, c.gradient_accumulation_steps)
+        micro = step_rows(order, k, rank, world, config.per_device_batch_size, config.gradient_accumulation_steps)
         batches, n_tokens = zip(*(fetch(rows, collator, idx) for idx in micro))
         # the global trained-token count of the whole step normalises every micro-batch's loss sum;
         # it stays on the device (no host sync before the micro-steps)
@@ -297,7 +297,7 @@ def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer,
         dist.all_reduce(denom)
         denom = denom.clamp(min=1.0).float().squeeze(0)  # () fp32, as the loss sums
         sums = torch.zeros(4, dtype=torch.float64, device=device)  # code_sum, code_count, nl_sum, nl_count
-        for batch, n_trained in zip(batches, counts):
+        for batch, _n_trained in zip(batches, counts):
             batch = {k: v.to(device) for k, v in batch.items()}
             # the head fused into the loss: no (B, N, V) logits; a stand-in batch still reaches every parameter
             s = packed_loss(engine, batch, nl_mask, code_mask)
@@ -316,14 +316,14 @@ def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer,
         tokens_seen += int(tokens)
         window += [code_sum, code_count, nl_sum, nl_count, tokens, n_rows, time.perf_counter() - t0]
         validation = None
-        if held_out is not None and (step % c.eval_steps == 0 or step == total_steps):
-            watchdog.beat(allow_s=10 * c.hang_timeout_s)
+        if held_out is not None and (step % config.eval_steps == 0 or step == total_steps):
+            watchdog.beat(allow_s=10 * config.hang_timeout_s)
             validation = evaluate(
                 engine, lambda idx: fetch(held_out, held_out_collator, idx), len(held_out),
-                c.per_device_batch_size, rank, world, nl_mask, code_mask,
+                config.per_device_batch_size, rank, world, nl_mask, code_mask,
             )
             say(f"step {step}/{total_steps} validation loss {validation['loss']:.4f}")
-        if step % c.logging_steps == 0 or step == total_steps or validation is not None:
+        if step % config.logging_steps == 0 or step == total_steps or validation is not None:
             # losses and rates are means over the window, not the last step's (less noise between log lines)
             code_sum, code_count, nl_sum, nl_count, tokens, n_rows, dt = window
             window[:] = 0
@@ -345,25 +345,25 @@ def train(c: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer,
             say(f"step {step}/{total_steps} loss {scalars['loss']:.4f} lr {scalars['lr']:.2e} {scalars['tokens_per_s']:.0f} tok/s")
             if smap.separated:
                 log.similarity(step, metrics.code_row_similarity(engine, smap.separated, smap.base_vocab_size), smap.tokens)
-        if (c.save_steps and step % c.save_steps == 0) or step == total_steps or stop_votes:
-            watchdog.beat(allow_s=10 * c.hang_timeout_s)
+        if (config.save_steps and step % config.save_steps == 0) or step == total_steps or stop_votes:
+            watchdog.beat(allow_s=10 * config.hang_timeout_s)
             client = {"n_rows": len(rows), "tokens_seen": tokens_seen, "epoch": epoch}
-            checkpoint.save(engine, c.output_dir, step, client, write_hf, c.keep_checkpoints)
+            checkpoint.save(engine, config.output_dir, step, client, write_hf, config.keep_checkpoints)
             watchdog.beat()
         if stop_votes:
-            say(f"mmpt train: {c.save_signal} received, stopped after step {step}; resume with --resume auto")
+            say(f"mmpt train: {config.save_signal} received, stopped after step {step}; resume with --resume auto")
             watchdog.stop()
             log.close()
             return 0, None
 
     # ---- the end: projector view; the export (rank 0) runs after the process group is left -----
-    watchdog.beat(allow_s=10 * c.hang_timeout_s)
+    watchdog.beat(allow_s=10 * config.hang_timeout_s)
     if smap.separated:
         log.projector(step, metrics.separated_rows(engine, smap.separated, smap.base_vocab_size), smap.tokens)
     watchdog.stop()
     log.close()
-    final = checkpoint.checkpoints_dir(c.output_dir) / checkpoint.step_dir_name(step)  # the loop saved the last step
-    return 0, final if c.export else None
+    final = checkpoint.checkpoints_dir(config.output_dir) / checkpoint.step_dir_name(step)  # the loop saved the last step
+    return 0, final if config.export else None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from mmpt.config import TrainConfig, field_docs
 # Subcommands whose modules other changes own; their parsers still lack help text for some options
 # (generate: --benchmark/--max-new-tokens/--batch-size/--seed; execute: --benchmark/--split/--sandbox;
 # prepare: --separation/--layout/--max-seq-length/--num-proc/--out) and use argparse's default layout.
-HELP_GAPS = {"generate", "execute", "prepare"}
+HELP_GAPS = {"generate"}
 
 
 def _help(name: str, monkeypatch, capsys) -> tuple[str, list[argparse.ArgumentParser]]:

@@ -78,7 +78,7 @@ def test_zero2_untied_export_round_trip(tmp_path):
 
 def _hf_dir_and_state(tmp_path: Path, arch: str, dtype: torch.dtype, tied: bool):
     """A checkpoint's hf/ folder (config of a `dtype` run) and its fp32 master weights, as ZeRO hands them over."""
-    from mmpt.doctor import tiny_model
+    from mmpt.model.tiny import tiny_model
 
     model = tiny_model(arch, vocab=96, tied=tied).to(dtype)
     model.config.dtype = dtype

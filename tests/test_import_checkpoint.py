@@ -152,7 +152,7 @@ def test_imported_checkpoint_generates_as_the_source_driven_by_hand(tmp_path: Pa
     config = GenerateConfig(model=out, out=tmp_path / "s.jsonl", sampling=SamplingConfig(max_new_tokens=40), progress=False)
     run(config, problems)
     got = {r["task_id"]: r["completion"] for r in map(json.loads, (tmp_path / "s.jsonl").read_text().splitlines())}
-    for p, (doc, code) in zip(problems, FUNCTIONS):
+    for p, (doc, _code) in zip(problems, FUNCTIONS):
         raw, expected = _by_hand(model, tok, pairs, layout, doc, p.signature, 40)
         assert "<NEW_LINE>" in raw and "<INDENT>" in raw  # the decoding of markers is exercised
         assert got[p.task_id] == expected.removeprefix("\n")

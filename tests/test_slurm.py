@@ -102,7 +102,7 @@ CPU_JOB = ["--gpus-per-node=0", "--cpus-per-task=1"]
 def test_pretrain_exits_nonzero_when_training_fails(job_env, tmp_path):
     proc = _sbatch(
         [*CPU_JOB, "--ntasks-per-node=1", "--job-name=bad", str(REPO / "slurm" / "pretrain.sh"),
-         "--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--data_dir", str(tmp_path / "missing")],
+         "--config", str(REPO / "mmpt" / "configs" / "tiny-cpu.yaml"), "--data_dir", str(tmp_path / "missing")],
         tmp_path, {**job_env, "MMPT_DEVICE": "cpu"},
     )
     assert proc.returncode != 0
@@ -188,7 +188,7 @@ def preempted_run(workdir, data_dir, job_env) -> dict:
     output_dir = workdir / "train"
     args = [
         "--wait", *CPU_JOB, "--ntasks-per-node=2", "--job-name=pretrain", str(REPO / "slurm" / "pretrain.sh"),
-        "--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--data_dir", str(data_dir),
+        "--config", str(REPO / "mmpt" / "configs" / "tiny-cpu.yaml"), "--data_dir", str(data_dir),
         "--output_dir", str(output_dir), "--max_steps", str(MAX_STEPS), "--save_steps", "1000",
         "--logging_steps", "1", "--per_device_batch_size", "1",
     ]

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmpt.distributed import free_port
 from mmpt.modality import OBJECTIVES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,8 +289,9 @@ PROBE_STEPS, PROBE_EVAL, PROBE_LOG, PROBE_HANG = 13, 6, 5, 10
 @pytest.fixture(scope="module")
 def probe_run(setup_dir) -> Path:
     """The instrumented launch: bf16, 13 steps (2 epochs), evaluation every 6 steps, a slow export."""
-    import datasets
     import shutil
+
+    import datasets
 
     root = setup_dir / "probe"
     shutil.copytree(setup_dir / "data", root / "data")
@@ -368,6 +370,7 @@ def test_per_step_host_overheads(probe_run):
 
 @pytest.mark.heavy
 def test_validation_loss_every_eval_steps_matches_a_plain_forward(probe_run):
+    import datasets
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from transformers import AutoModelForCausalLM
 
@@ -377,7 +380,6 @@ def test_validation_loss_every_eval_steps_matches_a_plain_forward(probe_run):
     from mmpt.model.attention import packed_forward
     from mmpt.model.loss import modality_loss
     from mmpt.objectives import Collator
-    import datasets
 
     out = probe_run / "out"
     records = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
@@ -404,7 +406,7 @@ def test_validation_loss_every_eval_steps_matches_a_plain_forward(probe_run):
         assert abs(got - value.item()) <= 1e-2 * value.item(), (name, got, value.item())
 
 
-@functools.lru_cache(maxsize=None)  # the export test reuses the text-code-clm reference
+@functools.cache  # the export test reuses the text-code-clm reference
 def reference_losses(root: Path, objective: str, steps: int = STEPS) -> tuple[list[float], torch.nn.Module]:
     """The same training in one process of plain PyTorch: one batch of the step's global rows, AdamW."""
     from transformers import AutoModelForCausalLM
@@ -486,9 +488,9 @@ def test_two_rank_zero3_matches_plain_pytorch(driver_run, objective):
 def test_export_loads_and_gives_the_reference_loss(driver_run):
     from transformers import AutoModelForCausalLM
 
+    from mmpt.data.instances import sentinel_ids
     from mmpt.data.prepare import load_prepared
     from mmpt.data.separation import SeparationMap
-    from mmpt.data.instances import sentinel_ids
     from mmpt.data.tokenizer import load_tokenizer
     from mmpt.model.attention import packed_forward
     from mmpt.model.loss import modality_loss
@@ -496,7 +498,7 @@ def test_export_loads_and_gives_the_reference_loss(driver_run):
 
     final = driver_run / "run-text-code-clm" / "final"
     meta = json.loads((final / "mmpt.json").read_text())
-    assert meta == {"layout": "docstring-first", "objective": "text-code-clm", "attn_implementation": "sdpa", "separation": "partial"}
+    assert meta == {"layout": "docstring-first", "objective": "text-code-clm", "attn_implementation": "sdpa", "separation": "partial", "code_format": "plain"}
     assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
     exported = AutoModelForCausalLM.from_pretrained(final, attn_implementation="sdpa")
     assert exported.get_output_embeddings().weight is exported.get_input_embeddings().weight  # still tied
@@ -584,7 +586,7 @@ def _log_of(proc: subprocess.Popen) -> str:
 def test_sigterm_to_torchrun_saves_and_resumes_with_the_uninterrupted_losses(driver_run):
     out = driver_run / "torchrun"
     args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100)]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29671", *args]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), *args]
     stopped = _signal_launcher_and_check_the_save(launch(torchrun, driver_run / "torchrun1.log"), out)
     proc = launch(torchrun, driver_run / "torchrun2.log")
     assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]

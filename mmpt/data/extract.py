@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
-import json
 import multiprocessing
 import os
 import sys
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmpt.cli import command_parser
+from mmpt.jsonl import JsonlAppender
 
 STDLIB = "stdlib"  # the word that names the running interpreter's standard library
 MAX_FILE_BYTES = 1_000_000
@@ -222,7 +222,8 @@ def extract_pairs(
     try:
         # imap keeps file order, so the output (and which duplicate survives) is deterministic
         results = pool.imap(_extract_task, tasks, chunksize=8) if pool else map(_extract_task, tasks)
-        with tmp.open("w", encoding="utf-8") as f:
+        tmp.unlink(missing_ok=True)
+        with JsonlAppender(tmp, durable=False) as f:  # renamed into place only when complete
             for pairs, skip in tqdm(results, total=len(tasks), desc="extract", unit="file", disable=None):
                 if skip:
                     summary.skipped[skip] += 1
@@ -232,7 +233,7 @@ def extract_pairs(
                         summary.duplicates += 1
                         continue
                     seen.add(key)
-                    f.write(json.dumps(pair, ensure_ascii=False) + "\n")
+                    f.write(pair)
                     summary.pairs += 1
     finally:
         if pool:

@@ -16,7 +16,6 @@ chunk is read. Best-fit decreasing per chunk loses fill only in each chunk's las
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -33,13 +32,14 @@ import pyarrow.compute as pc
 from datasets.arrow_writer import ArrowWriter
 
 import mmpt
-from mmpt.data.instances import SentinelIds, assemble_instance, sentinel_ids
+from mmpt.cli import command_parser
 from mmpt.data.codeformat import CODE_FORMATS
+from mmpt.data.instances import SentinelIds, assemble_instance, sentinel_ids
 from mmpt.data.packing import pack, row_layout
 from mmpt.data.pairs import PairsError, drop_unparsable, load_pairs
 from mmpt.data.separation import SeparationMap, build_separation_map, with_space_forms
 from mmpt.data.tokenizer import add_sentinels, load_tokenizer
-from mmpt.jsonl import read_json
+from mmpt.jsonl import read_json, write_json
 from mmpt.modality import LAYOUTS, SEPARATIONS
 
 META_FILE = "meta.json"
@@ -370,7 +370,7 @@ def prepare(config: PrepareConfig) -> dict:
         "chunk_tokens": config.chunk_tokens,
         "created_by": f"mmpt {mmpt.__version__}",
     }
-    (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    write_json(out / META_FILE, meta)
     return meta
 
 
@@ -405,20 +405,20 @@ def _load_rows(path: Path) -> datasets.Dataset:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mmpt prepare", description=__doc__.split("\n")[0])
+    parser = command_parser("mmpt prepare", __doc__.split("\n")[0])
     parser.add_argument("--pairs", required=True, help="pairs file, saved dataset folder, or hub dataset name")
     parser.add_argument("--tokenizer", required=True, help="tokenizer name or folder")
-    parser.add_argument("--separation", choices=SEPARATIONS, default="none")
+    parser.add_argument("--separation", choices=SEPARATIONS, default="none", help="which tokens get a code row of their own")
     parser.add_argument("--separate-tokens", default=None, help="partial: file of strings to separate")
     parser.add_argument(
         "--space-forms", action="store_true",
         help="--separate-tokens: each entry bare and space-prefixed, as the paper's code reads its list",
     )  # fmt: skip
-    parser.add_argument("--layout", choices=LAYOUTS, default="docstring-first")
+    parser.add_argument("--layout", choices=LAYOUTS, default="docstring-first", help="order of NL and signature")
     parser.add_argument("--code-format", choices=CODE_FORMATS, default="auto", help="flat: the paper's <NEW_LINE> format")
-    parser.add_argument("--max-seq-length", type=int, required=True)
-    parser.add_argument("--num-proc", type=int, default=None)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--max-seq-length", type=int, required=True, help="tokens per packed row")
+    parser.add_argument("--num-proc", type=int, default=None, help="tokenizer processes (default: in-process)")
+    parser.add_argument("--out", required=True, help="folder for rows, tokenizer, separation.json, meta.json")
     parser.add_argument("--validation-fraction", type=float, default=0.0, help="share of instances held out")
     parser.add_argument("--seed", type=int, default=0, help="which instances are held out")
     parser.add_argument("--chunk-tokens", type=int, default=PrepareConfig.chunk_tokens, help="tokens packed at once")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mmpt.jsonl import read_json, write_json
 from mmpt.modality import SEPARATIONS
 
 MAP_FILE = "separation.json"
@@ -84,14 +84,13 @@ class SeparationMap:
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / MAP_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> SeparationMap:
         path = Path(directory) / MAP_FILE
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            return cls.from_dict(read_json(path, dict))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no separation map beside this checkpoint") from None
         except (KeyError, ValueError, TypeError) as e:

@@ -12,7 +12,6 @@ comes from those files; pass@k comes from `mmpt.eval.passk`, the project's one e
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ from pathlib import Path
 from mmpt.cli import command_parser
 from mmpt.demo.plots import fraction_label, plot_incremental, plot_loss, plot_passk, plot_similarity
 from mmpt.demo.stages import MODELS, Paths
-from mmpt.eval.failures import OUTCOMES, outcome
+from mmpt.eval.execute import OUTCOMES, outcome
 from mmpt.eval.passk import FRACTION_BINS, bin_name, fraction_bin, pass_at_k_metrics, read_results
+from mmpt.jsonl import read_json, read_jsonl
 
 KINDS = ("greedy", "sampled", "incremental")
 SIMILARITY_TAG = "embeddings/nl_code_cosine"  # written by mmpt.metrics.MetricsLog.similarity
@@ -37,13 +37,10 @@ def read_metrics(path: Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no training metrics (did the training stage run?)")
     by_step: dict[int, dict] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, record in read_jsonl(path, skip_torn_tail=True):
         try:
-            record = json.loads(line)
             by_step[int(record["step"])] = record
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}:{number}: not a metrics record ({e})") from None
     return [by_step[s] for s in sorted(by_step)]
 
@@ -128,10 +125,10 @@ def read_run(run_dir: Path) -> RunInfo:
         raise FileNotFoundError(f"{config_path}: missing (did the training stage finish?)")
     config = yaml.safe_load(config_path.read_text()) or {}
     try:
-        stage = json.loads(find_deepspeed_file(config["deepspeed"]).read_text())["zero_optimization"]["stage"]
+        stage = read_json(find_deepspeed_file(config["deepspeed"]), dict)["zero_optimization"]["stage"]
     except (ConfigError, KeyError, ValueError):
         stage = None
-    model_type = json.loads((final / "config.json").read_text())["model_type"]
+    model_type = read_json(final / "config.json", dict)["model_type"]
     smap = SeparationMap.load_or_none(final, base_vocab_size=0)
     return RunInfo(config["objective"], stage, smap.separation, model_type, count_parameters(final))
 
@@ -212,7 +209,7 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         settings_path = out / "demo_config.json"
         if not settings_path.exists():
             raise FileNotFoundError(f"{settings_path}: missing; {out} is not a demo run folder")
-        settings = json.loads(settings_path.read_text())
+        settings = read_json(settings_path, dict)
     ks = [int(k) for k in settings["ks"]]
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -229,8 +226,8 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         for m in MODELS
     }
     incremental = {m: pass_at_k_metrics(results[m]["incremental"], [1]) for m in MODELS}
-    data_meta = {s: json.loads((p.data[s] / "meta.json").read_text()) for s in p.data}
-    markers = [(json.loads(p.read_text()), p.stem) for p in (out / "stages").glob("*.json")]
+    data_meta = {s: read_json(p.data[s] / "meta.json", dict) for s in p.data}
+    markers = [(read_json(p, dict), p.stem) for p in (out / "stages").glob("*.json")]
     times = {name: m["seconds"] for m, name in sorted(markers, key=lambda mn: mn[0].get("finished", 0))}  # run order
     curve = read_similarity(p.run["separated"] / "tensorboard")
     final = final_similarity(p.run["separated"] / "final")

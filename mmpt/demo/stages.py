@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import select
 import subprocess
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt.cli import command_parser
+from mmpt.jsonl import read_json, write_json
 
 PACKAGE = Path(__file__).resolve().parents[1]  # mmpt/, in a checkout or an installed wheel
 TRAIN_CONFIG = "configs/tiny-cpu.yaml"  # shipped (mmpt.shipped): the tiny architecture and its optimiser
@@ -135,7 +135,7 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
         marker = out / "stages" / f"{stage.name}.json"
         head = f"[{i}/{len(stages)}] {stage.title}"
         if marker.exists():
-            times[stage.name] = json.loads(marker.read_text())["seconds"]
+            times[stage.name] = read_json(marker, dict)["seconds"]
             echo(f"{head}: done earlier, skipped ({marker})")
             continue
         log = out / "logs" / f"{stage.name}.log"
@@ -151,7 +151,7 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
             raise DemoError(f"stage {stage.name!r} failed: {type(e).__name__}: {e} (traceback in {log})") from e
         seconds = time.monotonic() - t0
         times[stage.name] = seconds
-        marker.write_text(json.dumps({"seconds": seconds, "finished": time.time()}) + "\n")
+        write_json(marker, {"seconds": seconds, "finished": time.time()}, indent=None)
         echo(f"{head}: done in {_clock(seconds)} (demo time {_clock(time.monotonic() - start)})")
     return times
 
@@ -188,10 +188,10 @@ def torchrun(ranks: int, module_args: list[str]) -> list[str]:
 
 def deepspeed(ranks: int, script: Path, args: list[str]) -> list[str]:
     """`deepspeed --num_gpus RANKS SCRIPT ARGS` on a free port (the launcher's default 29500 may be taken)."""
-    from mmpt.distributed import _free_port  # the project's one copy
+    from mmpt.distributed import free_port  # the project's one copy
 
     return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),
-            "--master_port", str(_free_port()), str(script), *args]  # fmt: skip
+            "--master_port", str(free_port()), str(script), *args]  # fmt: skip
 
 
 # ---- the stages ---------------------------------------------------------------------------------
@@ -274,11 +274,11 @@ def build_stages(config: DemoConfig) -> list[Stage]:
             if separation == "partial" and other.exists():
                 # the two further pre-trainings must see the same rows in the same order; separation
                 # changes ids, never lengths, so packing must have come out the same
-                base = json.loads(other.read_text())
+                base = read_json(other, dict)
                 if any(base[k] != meta[k] for k in ("instances", "rows", "tokens")):
                     raise ValueError(f"{p.data['partial']} and {p.data['none']} packed different rows")
             print(f"{p.data[separation]}: {shown}")
-            log.write_text(json.dumps(shown) + "\n")
+            write_json(log, shown, indent=None)
 
         return run
 
@@ -419,12 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = config.out / "demo_config.json"
     config.out.mkdir(parents=True, exist_ok=True)
-    if settings.exists() and json.loads(settings.read_text()) != _settings(config):
+    if settings.exists() and read_json(settings, dict) != _settings(config):
         # finished stages would be skipped although they were made with other sizes
         print(f"mmpt demo: {config.out} holds a run made with other settings ({settings}); "
               "use another --out or delete it", file=sys.stderr)  # fmt: skip
         return 2
-    settings.write_text(json.dumps(_settings(config), indent=1) + "\n")
+    write_json(settings, _settings(config))
     start = time.monotonic()
     try:
         run_stages(build_stages(config), config.out)

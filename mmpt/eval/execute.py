@@ -17,9 +17,6 @@ that have a sample over the floor and kept in OUT.limits.json, so a rerun judges
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import queue
 import sys
 import threading
@@ -28,13 +25,32 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmpt.cli import command_parser
 from mmpt.distributed import mpi_launched
 from mmpt.eval.judging import Judge, Verdict
 from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
 from mmpt.eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
-from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_jsonl, require
+from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_json, read_jsonl, require, write_json
 
 Key = tuple[str, int]  # (task_id, completion_id)
+
+
+# ---- how a sample failed: one outcome per result record (the demo's report tallies them)
+OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")
+PARSE_ERRORS = ("SyntaxError", "IndentationError", "TabError")  # the program never ran
+
+
+def outcome(result: dict) -> str:
+    """One of OUTCOMES for a result record (`passed`, `status`, `detail` as written here):
+    an AssertionError is a wrong answer (the code ran to the tests), any other exception a runtime error."""
+    if result["passed"]:
+        return "passed"
+    if result.get("status") == "timeout":
+        return "timeout"
+    detail = result.get("detail", "")
+    if detail.startswith(PARSE_ERRORS):
+        return "does not parse"
+    return "wrong answer" if detail.startswith("AssertionError") else "runtime error"
 
 
 @dataclass(frozen=True)
@@ -221,7 +237,7 @@ class Limits:
     def __init__(self, config: ExecuteConfig, save: bool) -> None:
         self.config, self.save = config, save
         self.path = config.out.with_name(config.out.name + ".limits.json")
-        self.known: dict[str, float] = json.loads(self.path.read_text()) if save and self.path.exists() else {}
+        self.known: dict[str, float] = read_json(self.path, dict) if save and self.path.exists() else {}
 
     def get(self, problem: Problem) -> float:
         return self.known.get(problem.base_task_id, self.config.timeout)
@@ -231,9 +247,7 @@ class Limits:
         if missing:
             self.known.update(calibrate(missing, pool, self.config))
             if self.save:
-                tmp = self.path.with_name(self.path.name + ".tmp")
-                tmp.write_text(json.dumps(self.known, indent=1, sort_keys=True))
-                os.replace(tmp, self.path)
+                write_json(self.path, self.known, sort_keys=True)
         return [Job(j.key, j.record, j.completion, self.get(problems[j.key[0]])) for j in jobs]
 
 
@@ -315,7 +329,7 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
                     record = records.get(timeout=0.05)
                 except queue.Empty:
                     if not thread.is_alive() and not local_done:
-                        raise RuntimeError("the local runner stopped without finishing")
+                        raise RuntimeError("the local runner stopped without finishing") from None
                     continue
                 if record is None:
                     local_done = True
@@ -333,16 +347,16 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
 
 
 def parse_args(argv: list[str] | None) -> ExecuteConfig:
-    ap = argparse.ArgumentParser(prog="mmpt execute", description="Run samples against the tests in a sandbox.")
-    ap.add_argument("--benchmark", required=True, choices=BENCHMARKS)
+    ap = command_parser("mmpt execute", "Run samples against the tests in a sandbox.")
+    ap.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="whose tests the samples run against")
     ap.add_argument("--data-file", type=Path, default=None, help="problems JSONL (MBPP offline: required)")
-    ap.add_argument("--split", default="test")
+    ap.add_argument("--split", default="test", help="MBPP split (test: task ids 11-510)")
     ap.add_argument("--samples", type=Path, required=True, help="JSONL: task_id, completion[, completion_id]")
     ap.add_argument("--out", type=Path, required=True, help="results JSONL (appended; a rerun resumes)")
     ap.add_argument("--workers", type=int, default=2, help="sandboxes per rank")
     ap.add_argument("--timeout", type=float, default=3.0, help="floor of the per-task time limit (s)")
     ap.add_argument("--timeout-factor", type=float, default=4.0, help="limit = max(floor, factor x reference time); 0: floor only")
-    ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
+    ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"), help="none: no isolation (loudly warned)")
     ap.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per process")
     a = ap.parse_args(argv)
     if a.workers < 1 or a.timeout <= 0:

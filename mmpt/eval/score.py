@@ -18,7 +18,6 @@ skips problems already scored (the same files and merge as `mmpt generate`).
 
 from __future__ import annotations
 
-
 import json
 import sys
 from dataclasses import dataclass

@@ -21,7 +21,7 @@ def test_prepare_memory_bench_runs_both_modes(capsys):
     out = capsys.readouterr().out
     assert "whole corpus (baseline): peak RssAnon 2x/1x = " in out and "chunks of 600: peak RssAnon 2x/1x = " in out
     assert len(results) == 4
-    for (mode, scale), r in results.items():
+    for (_mode, scale), r in results.items():
         assert r["anon_mb"] > 50 and r["hwm_mb"] >= r["anon_mb"]  # a sampled python process, not zeros
         assert r["tokens"] == results["whole corpus (baseline)", scale]["tokens"]  # same instances either way
         assert r["instances"] == scale * results["whole corpus (baseline)", 1]["instances"]

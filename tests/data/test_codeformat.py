@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ast
-import io
-import tokenize
 import inspect
+import io
 import textwrap
+import tokenize
 
 import pytest
 

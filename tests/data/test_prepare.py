@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mmpt.data.instances import encode_instance, sentinel_ids
 from mmpt.data import prepare as prepare_module
+from mmpt.data.instances import encode_instance, sentinel_ids
 from mmpt.data.prepare import (
     PrepareConfig,
     corpus_chunks,

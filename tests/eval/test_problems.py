@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mmpt.jsonl import read_jsonl
-
 from mmpt.eval.problems import load_problems
+from mmpt.jsonl import read_jsonl
 
 MBPP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp.jsonl"
 

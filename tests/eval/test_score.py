@@ -17,7 +17,15 @@ from mmpt.data.instances import encode_instance, sentinel_ids
 from mmpt.data.separation import build_separation_map
 from mmpt.eval.problems import load_problems
 from mmpt.eval.score import (
-    ScoreConfig, bootstrap_interval, compare, compare_text, main, read_scores, run, scored_instance, summarize,
+    ScoreConfig,
+    bootstrap_interval,
+    compare,
+    compare_text,
+    main,
+    read_scores,
+    run,
+    scored_instance,
+    summarize,
 )  # fmt: skip
 from mmpt.export import CheckpointMeta
 from mmpt.model.split_embeddings import save_model

@@ -24,12 +24,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmpt.model.fused_loss as fused
 from mmpt.data.separation import SeparationMap
-from mmpt.doctor import tiny_model
+from mmpt.distributed import free_port
 from mmpt.modality import CODE
 from mmpt.model.attention import packed_forward
 from mmpt.model.fused_loss import fused_modality_loss, packed_loss
 from mmpt.model.loss import modality_loss
 from mmpt.model.split_embeddings import extend_model
+from mmpt.model.tiny import tiny_model
 
 BASE = 40
 SMAP = SeparationMap("partial", BASE, [3, 7, 11, 20])
@@ -203,7 +204,7 @@ def reference_grads(path: Path, batches: list[dict]) -> dict[str, torch.Tensor]:
 
 @pytest.mark.heavy
 def test_two_rank_zero3_gradients_match_one_process(tmp_path):
-    from mmpt.doctor import tiny_model
+    from mmpt.model.tiny import tiny_model
 
     spec = {"models": [], "out": [], "batches": [], "smap": ["partial", BASE, SMAP.separated]}
     for i, (arch, tied) in enumerate(CONFIGS):
@@ -219,7 +220,7 @@ def test_two_rank_zero3_gradients_match_one_process(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "driver.py").write_text(DRIVER)
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(WORLD), "--master_port", "29671",
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(WORLD), "--master_port", str(free_port()),
            str(tmp_path / "driver.py"), str(tmp_path / "spec.json")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
