@@ -15,18 +15,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from mmpt.data.separation import build_separation_map
 from mmpt.doctor import tiny_model
-from mmpt.eval.generate import (
-    CodeText,
-    Decoder,
-    GenerateConfig,
-    SamplingConfig,
-    choose_next,
-    end_of_function,
-    main,
-    read_records,
-    run,
-    shard,
-)
+from mmpt.eval.completion import CodeText, end_of_function
+from mmpt.eval.engines import SamplingConfig
+from mmpt.eval.engines.ours import Decoder, choose_next, load_checkpoint
+from mmpt.eval.generate import GenerateConfig, main, run
+from mmpt.eval.samples import read_records, shard
 from mmpt.eval.problems import Problem
 from mmpt.export import CheckpointMeta
 from mmpt.model.split_embeddings import save_model
@@ -189,7 +182,8 @@ def test_choose_next_samples_the_nucleus(temperature: float, top_p: float) -> No
     logits = torch.tensor([2.0, 1.5, 1.0, 0.2, -1.0, float("-inf")])
     draws = 20000
     gens = [torch.Generator().manual_seed(i) for i in range(draws)]
-    picks = choose_next(logits.expand(draws, -1), SamplingConfig(False, temperature, top_p), gens)
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in gens])
+    picks = choose_next(logits.expand(draws, -1), SamplingConfig(False, temperature, top_p), u)
     freq = np.bincount(picks.numpy(), minlength=6) / draws
     want = nucleus_reference(logits.numpy().astype(np.float64), temperature, top_p)
     assert np.abs(freq - want).max() < 0.015
@@ -310,7 +304,6 @@ def test_run_records_resume_and_batching(checkpoint: Path, tmp_path: Path) -> No
 
 def test_full_separation_decodes_code_copies(checkpoint: Path) -> None:
     from mmpt.data.instances import encode_prompt
-    from mmpt.eval.generate import load_checkpoint
 
     model, tokenizer, smap, meta = load_checkpoint(checkpoint, torch.device("cpu"))
     code_mask = smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1]
