@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from mmpt.data.separation import build_separation_map
 from mmpt.doctor import tiny_model
 from mmpt.eval.completion import CodeText, end_of_function
-from mmpt.eval.engines import SamplingConfig
+from mmpt.eval.engines import SamplingConfig, pick_engine
 from mmpt.eval.engines.ours import Decoder, choose_next, load_checkpoint
 from mmpt.eval.generate import GenerateConfig, main, run
 from mmpt.eval.samples import read_records, shard
@@ -332,6 +332,34 @@ def test_cli_rejects_bad_flags(checkpoint: Path, tmp_path: Path, capsys) -> None
     assert "--top-p needs --temperature" in capsys.readouterr().err
     assert main([*argv, "--temperature", "0", "--n", "2"]) == 2
     assert "temperature must be > 0" in capsys.readouterr().err
+
+
+def test_engine_choice(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    prefix, causal = CheckpointMeta(objective="prefix-code-clm"), CheckpointMeta(objective="code-clm")
+    assert pick_engine("auto", prefix, vllm_installed=True) == "ours"  # vLLM cannot make the prefix bidirectional
+    assert pick_engine("auto", causal, vllm_installed=True) == "vllm"
+    assert pick_engine("auto", causal, vllm_installed=False) == "ours"
+    with pytest.raises(ValueError, match="needs vLLM: pip install 'mmpt\\[vllm\\]'"):
+        pick_engine("vllm", causal, vllm_installed=False)
+    # the fixture is prefix-code-clm: asking for vLLM is a clear error whether or not it is installed
+    assert main([*_cli(checkpoint, tmp_path / "o.jsonl", "--limit", "1"), "--engine", "vllm"]) == 2
+    assert "--engine vllm cannot serve a prefix-code-clm checkpoint" in capsys.readouterr().err
+
+
+def test_rerun_with_other_settings_refuses_to_mix(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "samples.jsonl"
+    assert main(_cli(checkpoint, out, "--limit", "1")) == 0
+    first = _lines(out)
+    assert json.loads(first[0])["settings"]["temperature"] == 0.8
+    # another temperature (or seed, engine, model, ...) on the same OUT: refused, nothing written
+    argv = [a if a != "0.8" else "0.5" for a in _cli(checkpoint, out, "--limit", "2")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "other settings (temperature 0.8 on disk vs 0.5 now)" in err and "mix samples" in err
+    assert _lines(out) == first and not list(tmp_path.glob("samples.jsonl.rank*"))
+    # the same settings resume: the first task's samples stay, the second's are added
+    assert main(_cli(checkpoint, out, "--limit", "2")) == 0
+    assert _lines(out)[:2] == first and len(_lines(out)) == 4
 
 
 def _cli(checkpoint: Path, out: Path, *extra: str) -> list[str]:

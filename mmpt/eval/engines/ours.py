@@ -37,15 +37,15 @@ from mmpt.model.split_embeddings import load_model, restrict_to_code
 def choose_next(logits: torch.Tensor, sampling: SamplingConfig, u: torch.Tensor | None) -> torch.Tensor:
     """(b,) next token ids from (b, V) logits (disallowed entries -inf) and (b,) uniforms in [0, 1).
 
-    Sampling is by inverse CDF with one uniform per row and step, over a stable sort of the
-    probabilities, so a row's choice depends only on its own logits and uniform.
+    Sampling is by inverse CDF with one uniform per row and step, over the probabilities sorted
+    row by row (the nucleus needs the order), so a row's choice depends only on its own logits and uniform.
     """
     if sampling.greedy:
         return logits.argmax(dim=-1)
     if u is None or u.shape != logits.shape[:1]:
         raise ValueError("sampling needs one uniform per row")
     probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)  # (b, V)
-    sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)  # (b, V)
+    sorted_p, order = probs.sort(dim=-1, descending=True)  # (b, V)
     if sampling.top_p < 1:
         # nucleus: keep a token while the mass before it is below top_p (the first one always stays)
         sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= sampling.top_p, 0.0)
@@ -161,7 +161,7 @@ class Decoder:
         out = self.model(**inputs, **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float()  # (b, V)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, prompts: list[list[int]], generators: list[torch.Generator] | None = None) -> list[list[int]]:
         """The generated code ids of each prompt (without the stop id)."""
         if not prompts or any(not p for p in prompts):
