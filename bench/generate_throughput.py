@@ -83,7 +83,9 @@ def load_prompts(c: BenchConfig, model_dir: Path) -> tuple[list[list[int]], list
     problems = load_problems("humaneval", limit=c.problems)
     prompts, seeds = [], []
     for p in problems:
-        ids = encode_prompt(checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout, p.docstring, p.signature, p.given)[0]
+        ids = encode_prompt(
+            checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout, p.docstring, p.signature, p.given
+        )[0]
         for k in range(c.n):
             prompts.append(ids)
             seeds.append(sample_seed(c.seed, p.task_id, k))
@@ -159,12 +161,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_checkpoint(c, Path(tmp) / "hf")
         prompts, seeds = load_prompts(c, model_dir)
-        engines = {baseline: HFGenerate(model_dir, sampling, c.n), "mmpt generate, our engine": mmpt_engine("ours", c, model_dir, sampling)}
+        engines = {
+            baseline: HFGenerate(model_dir, sampling, c.n),
+            "mmpt generate, our engine": mmpt_engine("ours", c, model_dir, sampling),
+        }
         rates = timed(engines, prompts, seeds, c.repeats)
         loop = {"HF generate, one sample at a time": HFGenerate(model_dir, sampling, 1)}
         rates.update(timed(loop, prompts, seeds, 1))  # an extra line: slow, measured once
         if vllm_installed():
-            rates.update(timed({"mmpt generate --engine vllm": mmpt_engine("vllm", c, model_dir, sampling)}, prompts, seeds, c.repeats))
+            rates.update(
+                timed(
+                    {"mmpt generate --engine vllm": mmpt_engine("vllm", c, model_dir, sampling)},
+                    prompts,
+                    seeds,
+                    c.repeats,
+                )
+            )
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"device {device}; {c.problems} problems x n={c.n}, max_new_tokens {c.max_new_tokens}, batch {c.batch_size}")
     for name, (tokens, seconds) in rates.items():

