@@ -50,6 +50,7 @@ class BenchConfig:
     layers: int = 4
     seed: int = 0
     repeats: int = 3  # rounds; each side's fastest is reported
+    loop: int = 1  # 1: also time the one-sample-at-a-time generate loop (slow), once
 
 
 def build_checkpoint(c: BenchConfig, directory: Path) -> Path:
@@ -166,8 +167,9 @@ def main() -> None:
             "mmpt generate, our engine": mmpt_engine("ours", c, model_dir, sampling),
         }
         rates = timed(engines, prompts, seeds, c.repeats)
-        loop = {"HF generate, one sample at a time": HFGenerate(model_dir, sampling, 1)}
-        rates.update(timed(loop, prompts, seeds, 1))  # an extra line: slow, measured once
+        if c.loop:
+            loop = {"HF generate, one sample at a time": HFGenerate(model_dir, sampling, 1)}
+            rates.update(timed(loop, prompts, seeds, 1))  # an extra line: slow, measured once
         if vllm_installed():
             rates.update(
                 timed(
