@@ -93,5 +93,5 @@ def test_sampling_statistics_agree(agreement: dict) -> None:
         assert np.abs(freq - exact).max() < 0.03, engine
         assert chi_square(s[engine], exact) < 1, engine
     assert s["vllm_again"] == s["vllm"][:50]  # a sample's seed, not its batch, decides what it draws
-    assert s["long"][:2] == s["long_alone"]
-    assert len({tuple(row) for row in s["long"]}) > 1
+    assert s["long"][-3:] == s["long_alone"]
+    assert len({tuple(row) for row in s["long"]}) > 5 and max(map(len, s["long"])) > 1

@@ -178,8 +178,10 @@ def main(out: Path, cases: int) -> None:
                 "vllm_again": [first(g) for g in engine.generate([prompt] * 50, seeds[:50])],
             }
             engine.sampling = SamplingConfig(greedy=False, temperature=0.8, top_p=0.9, max_new_tokens=30)
-            case["sampling"]["long"] = engine.generate([prompt] * 4, seeds[:4])
-            case["sampling"]["long_alone"] = [engine.generate([prompt], [s])[0] for s in seeds[:2]]
+            # whole samples of every prompt (twice each), in one batch and then alone
+            several = [p for kind in ("plain", "incremental") for p in case[kind]["prompts"] for _ in range(2)]
+            case["sampling"]["long"] = engine.generate(several, seeds[: len(several)])
+            case["sampling"]["long_alone"] = [engine.generate([p], [s])[0] for p, s in zip(several[-3:], seeds[7:10])]
         results[name] = case
         engine.llm.llm_engine.engine_core.shutdown()
         del engine
