@@ -177,11 +177,14 @@ def main(out: Path, cases: int) -> None:
                 # the same seeds in another batch give the same samples
                 "vllm_again": [first(g) for g in engine.generate([prompt] * 50, seeds[:50])],
             }
-            engine.sampling = SamplingConfig(greedy=False, temperature=0.8, top_p=0.9, max_new_tokens=30)
-            # whole samples of every prompt (twice each), in one batch and then alone
-            several = [p for kind in ("plain", "incremental") for p in case[kind]["prompts"] for _ in range(2)]
-            case["sampling"]["long"] = engine.generate(several, seeds[: len(several)])
-            case["sampling"]["long_alone"] = [engine.generate([p], [s])[0] for p, s in zip(several[-3:], seeds[7:10])]
+        # whole samples of every prompt (twice each), in one batch and then alone: the seed decides
+        engine.sampling = SamplingConfig(greedy=False, temperature=0.8, top_p=0.9, max_new_tokens=30)
+        several = [p for kind in ("plain", "incremental") for p in case[kind]["prompts"] for _ in range(2)]
+        seeds = [sample_seed(2, name, i) for i in range(len(several))]
+        case["sampled"] = {
+            "batch": engine.generate(several, seeds),
+            "alone": [engine.generate([p], [s])[0] for p, s in zip(several[-3:], seeds[-3:])],
+        }
         results[name] = case
         engine.llm.llm_engine.engine_core.shutdown()
         del engine
