@@ -62,6 +62,15 @@ def test_greedy_equals_our_engine(agreement: dict, case: str, kind: str) -> None
 
 
 @pytest.mark.heavy
+def test_mmpt_generate_with_the_vllm_engine(agreement: dict) -> None:
+    records = agreement["gpt2-none"]["run"]
+    texts = agreement["gpt2-none"]["plain"]["texts"]  # our engine's greedy completions of the same problems
+    assert [(r["task_id"], r["completion_id"]) for r in records] == [(f"T/{i}", c) for i in range(3) for c in range(2)]
+    assert [r["generated"] for r in records] == [t.removeprefix("\n") for t in texts for _ in range(2)]
+    assert all(r["settings"]["engine"] == "vllm" for r in records)
+
+
+@pytest.mark.heavy
 def test_both_engines_stop_at_the_end_of_the_function(agreement: dict) -> None:
     # some greedy samples ended part-way (a column-0 line), identically in both engines (above)
     lengths = [len(row) for case in CASES for kind in ("plain", "incremental") for row in agreement[case][kind]["vllm"]]

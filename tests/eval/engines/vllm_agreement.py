@@ -15,6 +15,7 @@ import gc
 import json
 import sys
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -25,7 +26,8 @@ from mmpt.eval.completion import CodeText
 from mmpt.eval.engines import SamplingConfig, sample_seed
 from mmpt.eval.engines.ours import OursEngine, load_checkpoint
 from mmpt.eval.engines.vllm import VllmEngine
-from mmpt.eval.generate import open_checkpoint
+from mmpt.eval import generate
+from mmpt.eval.generate import GenerateConfig, open_checkpoint
 from mmpt.eval.problems import Problem
 from mmpt.model.split_embeddings import restrict_to_code, save_model
 
@@ -159,6 +161,13 @@ def main(out: Path, cases: int) -> None:
                 "texts": [text.completion(p, g) for p, g in zip(prompts, ours.generate(prompts, seeds))],
                 "base_vocab_size": checkpoint.smap.base_vocab_size,
             }
+        if k == 0:
+            # `mmpt generate --engine vllm` end to end (records, settings), on the engine already started
+            out = root / "samples.jsonl"
+            config = GenerateConfig(model_dir, out, n=2, sampling=greedy, engine="vllm", progress=False)
+            with patch.object(generate, "open_engine", lambda *args, started=engine: started):
+                generate.run(config, PLAIN)
+            case["run"] = [json.loads(line) for line in out.read_text().splitlines()]
         if name == SAMPLED:
             # sampling statistics: DRAWS first tokens of one prompt from each engine, and the exact law
             sampling = SamplingConfig(greedy=False, temperature=0.8, top_p=0.9, max_new_tokens=1)
