@@ -163,11 +163,11 @@ def main(out: Path, cases: int) -> None:
             }
         if k == 0:
             # `mmpt generate --engine vllm` end to end (records, settings), on the engine already started
-            out = root / "samples.jsonl"
-            config = GenerateConfig(model_dir, out, n=2, sampling=greedy, engine="vllm", progress=False)
+            samples = root / "samples.jsonl"
+            config = GenerateConfig(model_dir, samples, n=2, sampling=greedy, engine="vllm", progress=False)
             with patch.object(generate, "open_engine", lambda *args, started=engine: started):
                 generate.run(config, PLAIN)
-            case["run"] = [json.loads(line) for line in out.read_text().splitlines()]
+            case["run"] = [json.loads(line) for line in samples.read_text().splitlines()]
         if name == SAMPLED:
             # sampling statistics: DRAWS first tokens of one prompt from each engine, and the exact law
             sampling = SamplingConfig(greedy=False, temperature=0.8, top_p=0.9, max_new_tokens=1)
