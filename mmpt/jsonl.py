@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -78,6 +78,22 @@ def write_json(path: str | Path, value: object, *, indent: int | None = 1, sort_
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    """Write `records` as JSON lines to `path` atomically (a temporary file, fsynced, renamed over
+    it); returns how many were written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return n
 
 
 class JsonlAppender:

@@ -29,11 +29,9 @@ from mmpt.cli import command_parser
 from mmpt.distributed import mpi_launched
 from mmpt.eval.judging import Judge, Verdict
 from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
+from mmpt.eval.samples import Key
 from mmpt.eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
 from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_json, read_jsonl, require, write_json
-
-Key = tuple[str, int]  # (task_id, completion_id)
-
 
 # ---- how a sample failed: one outcome per result record (the demo's report tallies them)
 OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")

@@ -31,8 +31,9 @@ from mmpt.cli import command_parser
 from mmpt.data.codeformat import encode_flat_instance, encode_flat_prompt
 from mmpt.data.instances import encode_instance, encode_prompt, sentinel_ids
 from mmpt.distributed import detect
-from mmpt.eval.generate import _wait_for_all, load_checkpoint, merge, rank_file, records_on_disk, shard
+from mmpt.eval.engines.ours import load_checkpoint
 from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
+from mmpt.eval.samples import merge, rank_file, records_on_disk, shard, wait_for_all
 from mmpt.jsonl import JsonlAppender, read_jsonl, require
 from mmpt.model.attention import packed_forward
 from mmpt.model.split_embeddings import restrict_to_code
@@ -136,7 +137,7 @@ def run(config: ScoreConfig, problems: list[Problem]) -> Path | None:
         torch.distributed.barrier()
     if where.rank != 0:
         return None
-    _wait_for_all(config.out, {(p.task_id, 0) for p in problems})
+    wait_for_all(config.out, {(p.task_id, 0) for p in problems}, who="mmpt score")
     merge(config.out, problems)
     return config.out
 
