@@ -1,7 +1,7 @@
 """`mmpt export CKPT --out DIR`: a standard Hugging Face checkpoint from a DeepSpeed (ZeRO-2/3) one.
 
 DIR gets model.safetensors + config.json, the tokenizer, separation.json (SeparationMap.save) and
-mmpt.json (`CheckpointMeta`: layout, objective, attn_implementation, separation) that generation reads.
+mmpt.json (`mmpt.model.checkpoint_folder`, which owns that folder) that generation reads.
 CKPT is one checkpoint (OUTPUT_DIR/checkpoints/step_N) or a run's OUTPUT_DIR (its newest complete one).
 The fp32 master weights are consolidated from every rank's shards, one tensor at a time, and written
 in the training dtype (`config.json`'s dtype: bf16 for a bf16 run, half the size of fp32). The model
@@ -14,66 +14,23 @@ only once.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt import checkpoint
-from mmpt.jsonl import read_json, write_json
-from mmpt.modality import LAYOUTS, OBJECTIVES, SEPARATIONS
-
-META_FILE = "mmpt.json"
-
-
-@dataclass(frozen=True)
-class CheckpointMeta:
-    """How a checkpoint was trained, as far as generation must know: its `mmpt.json`."""
-
-    layout: str = "docstring-first"  # how prompts are laid out (mmpt.data.instances)
-    objective: str = "text-code-clm"  # prefix-code-clm makes the NL prefix bidirectional
-    attn_implementation: str | None = None  # None: sdpa where verified, else eager
-    separation: str = "none"  # informational: the id map itself is separation.json
-    code_format: str = "plain"  # plain | flat: trained on the paper's <NEW_LINE> format (imported checkpoints)
-
-    @property
-    def prefix_lm(self) -> bool:
-        return self.objective == "prefix-code-clm"
-
-    def save(self, directory: Path) -> None:
-        write_json(directory / META_FILE, dataclasses.asdict(self))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> CheckpointMeta:
-        """The `mmpt.json` of `directory`; absent → docstring-first and causal. Extra keys are ignored."""
-        path = Path(directory) / META_FILE
-        if not path.exists():
-            return cls()
-        raw = read_json(path, dict)
-        known = {f.name for f in dataclasses.fields(cls)}
-        meta = cls(**{k: v for k, v in raw.items() if k in known})
-        checks = (("layout", LAYOUTS), ("objective", OBJECTIVES), ("separation", SEPARATIONS), ("code_format", ("plain", "flat")))
-        for name, allowed in checks:
-            if getattr(meta, name) not in allowed:
-                raise ValueError(f"{path}: field {name!r} must be one of {allowed}, got {getattr(meta, name)!r}")
-        if meta.attn_implementation is not None and not isinstance(meta.attn_implementation, str):
-            raise ValueError(f"{path}: field 'attn_implementation' must be a string")
-        return meta
+from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
 
 
 def write_export_meta(directory: Path, hf_config, tokenizer, smap, data_meta: dict, train_config) -> None:
     """What a checkpoint needs beyond its weights to become a Hugging Face model (rank 0 writes it)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    hf_config.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    smap.save(directory)
-    CheckpointMeta(
+    meta = CheckpointMeta(
         layout=data_meta["layout"],
         objective=train_config.objective,
         attn_implementation=train_config.attn_implementation,
         separation=smap.separation,
-    ).save(directory)
+    )
+    save_model(None, smap, directory, tokenizer, meta, hf_config=hf_config)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

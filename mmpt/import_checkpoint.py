@@ -29,8 +29,9 @@ from pathlib import Path
 
 from mmpt.cli import command_parser
 from mmpt.data.separation import SeparationMap
-from mmpt.export import CheckpointMeta
+from mmpt.jsonl import read_json, write_json
 from mmpt.modality import LAYOUTS, OBJECTIVES
+from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
 
 MAP_FILE = "replicated_tokens_map.pkl"
 DUP_PREFIX = "[_DUP_]"
@@ -70,7 +71,7 @@ def _renumber_tokenizer(src: Path, out: Path, dup_ids: set[int], new_id: dict[in
 
     with tempfile.TemporaryDirectory() as tmp:
         AutoTokenizer.from_pretrained(src).save_pretrained(tmp)  # a tokenizer.json even from older formats
-        spec = json.loads((Path(tmp) / "tokenizer.json").read_text(encoding="utf-8"))
+        spec = read_json(Path(tmp) / "tokenizer.json", dict)
         spec["added_tokens"] = [
             {**entry, "id": new_id[entry["id"]]} for entry in spec["added_tokens"] if entry["id"] not in dup_ids
         ]
@@ -79,7 +80,7 @@ def _renumber_tokenizer(src: Path, out: Path, dup_ids: set[int], new_id: dict[in
             spec["model"]["vocab"] = {t: new_id[i] for t, i in vocab.items() if i not in dup_ids}
         elif any(i in dup_ids for i in range(len(vocab or []))):
             raise CheckpointImportError(f"{src}: copies inside a {spec['model'].get('type')} model vocabulary are not supported")
-        (Path(tmp) / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        write_json(Path(tmp) / "tokenizer.json", spec, indent=None)
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
             if (Path(tmp) / name).exists():
                 (out / name).write_bytes((Path(tmp) / name).read_bytes())
@@ -161,10 +162,8 @@ def import_checkpoint(
         model.get_input_embeddings().weight.copy_(new_in)
         if new_out is not None:
             model.get_output_embeddings().weight.copy_(new_out)
-    model.save_pretrained(out)
-    smap.save(out)
-    CheckpointMeta(layout=layout, objective=objective, separation=separation, code_format=code_format).save(out)
-    return out
+    meta = CheckpointMeta(layout=layout, objective=objective, separation=separation, code_format=code_format)
+    return save_model(model, smap, out, meta=meta)
 
 
 def _resolve(source: str) -> Path:

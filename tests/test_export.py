@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmpt.export import META_FILE, CheckpointMeta
 from mmpt.export import main as export_main
+from mmpt.model.checkpoint_folder import META_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,30 +22,6 @@ def test_bad_checkpoint_path_is_a_clear_error(tmp_path, capsys):
     assert "neither a complete checkpoint nor a run directory" in capsys.readouterr().err
 
 
-def test_checkpoint_meta_round_trip_and_errors(tmp_path):
-    meta = CheckpointMeta("signature-first", "prefix-code-clm", "sdpa", "partial")
-    meta.save(tmp_path)
-    assert json.loads((tmp_path / META_FILE).read_text()) == {
-        "layout": "signature-first", "objective": "prefix-code-clm", "attn_implementation": "sdpa", "separation": "partial",
-        "code_format": "plain",
-    }
-    assert CheckpointMeta.load(tmp_path) == meta and meta.prefix_lm and not CheckpointMeta().prefix_lm
-    (tmp_path / META_FILE).write_text('{"objective": "code-clm", "future_key": 1}')  # older/newer writers
-    assert CheckpointMeta.load(tmp_path) == CheckpointMeta(objective="code-clm")
-    (tmp_path / META_FILE).write_text('{"code_format": "flat"}')
-    assert CheckpointMeta.load(tmp_path).code_format == "flat"
-    (tmp_path / META_FILE).write_text('{"separation": "most"}')
-    with pytest.raises(ValueError, match=r"mmpt.json: field 'separation' must be one of"):
-        CheckpointMeta.load(tmp_path)
-    (tmp_path / META_FILE).write_text('{"layout": ')
-    with pytest.raises(ValueError, match=r"mmpt.json:1: invalid JSON"):
-        CheckpointMeta.load(tmp_path)
-    (tmp_path / META_FILE).write_text("[]")
-    with pytest.raises(ValueError, match=r"mmpt.json: expected a JSON object, got array"):
-        CheckpointMeta.load(tmp_path)
-
-
-@pytest.mark.heavy
 def test_zero2_untied_export_round_trip(tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM

@@ -26,8 +26,8 @@ from mmpt.eval.generate import GenerateConfig, SamplingConfig, end_of_function, 
 from mmpt.eval.problems import Problem
 from mmpt.eval.score import ScoreConfig, read_scores
 from mmpt.eval.score import run as run_score
-from mmpt.export import CheckpointMeta
 from mmpt.import_checkpoint import CheckpointImportError, import_checkpoint, main, read_replicated_map
+from mmpt.model.checkpoint_folder import CheckpointMeta
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SPECIALS = ["<eod>", "<eot>", "<pad>", "<python>", "<comments>", "<NEW_LINE>", "<INDENT>", "<DEDENT>", "<mask>", "<|beginoftext|>"]
@@ -209,7 +209,7 @@ def test_a_map_that_does_not_name_its_copies_is_refused(tmp_path: Path, capsys):
 def test_a_checkpoint_without_separation_imports_unchanged(tmp_path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
 
-    from mmpt.model.split_embeddings import load_model
+    from mmpt.model.checkpoint_folder import load_model
 
     src = tmp_path / "src"
     tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")

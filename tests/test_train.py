@@ -544,6 +544,13 @@ def signal_job(launcher: subprocess.Popen, sig: int, timeout: float = 120) -> No
     import psutil
 
     procs = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(recursive=True)]
+    # the ranks' workers left the launcher's tree (mmpt.distributed.outlive_launcher) but keep their
+    # rank's command line: wait for them too, or the next launch races a dying run's last steps
+    lines = {tuple(p.cmdline()) for p in procs[1:]}
+    known = {q.pid for q in procs}
+    for p in psutil.process_iter(["cmdline"]):
+        if p.pid not in known and tuple(p.info["cmdline"] or ()) in lines:
+            procs.append(p)
     os.killpg(launcher.pid, sig)
     launcher.wait(timeout=timeout)
     _, alive = psutil.wait_procs(procs, timeout=timeout)

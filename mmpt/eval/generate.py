@@ -28,12 +28,11 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
 from mmpt.cli import command_parser
 from mmpt.data.codeformat import encode_flat_prompt, flat_completion
 from mmpt.data.instances import encode_prompt, sentinel_ids
-from mmpt.data.separation import SeparationMap
 from mmpt.distributed import detect
 from mmpt.eval.completion import CodeText, end_of_function
 from mmpt.eval.engines import ENGINES, Checkpoint, Engine, SamplingConfig, pick_engine, sample_seed
@@ -48,8 +47,8 @@ from mmpt.eval.samples import (
     shard,
     wait_for_all,
 )
-from mmpt.export import CheckpointMeta
 from mmpt.jsonl import JsonlAppender
+from mmpt.model.checkpoint_folder import read_folder
 
 
 @dataclass(frozen=True)
@@ -83,12 +82,8 @@ def vllm_installed() -> bool:
 
 
 def open_checkpoint(model_dir: Path) -> Checkpoint:
-    """What the engines need of an exported checkpoint, without loading its weights."""
-    if not (model_dir / "config.json").exists():
-        raise FileNotFoundError(f"{model_dir}: no config.json; --model must be a checkpoint written by `mmpt export`")
-    meta = CheckpointMeta.load(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    smap = SeparationMap.load_or_none(model_dir, base_vocab_size=len(tokenizer))
+    """What the engines need of a checkpoint folder, without loading its weights."""
+    tokenizer, smap, meta = read_folder(model_dir)
     sentinels = sentinel_ids(tokenizer)
     return Checkpoint(
         directory=model_dir,

@@ -3,13 +3,12 @@
 The id map itself is `mmpt.data.separation.SeparationMap`; prompts are remapped by
 `mmpt.data.instances.encode_prompt`. This module puts the map into a model (`extend_model`),
 restricts generation to the code vocabulary (`restrict_to_code`), decodes copies back to text
-(`decode_code`) and keeps the map beside every checkpoint (`save_model` / `load_model`).
+(`decode_code`); the map is saved beside every checkpoint by `mmpt.model.checkpoint_folder`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import torch
 
@@ -46,7 +45,8 @@ def _copy_rows(param: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> Non
         param.data[dst.to(param.device)] = param.data[src.to(param.device)]
 
 
-def _rows(param: torch.Tensor) -> int:
+def embedding_rows(param: torch.Tensor) -> int:
+    """Rows of an embedding or head weight, also of a ZeRO-3 shard."""
     # ZeRO-3 keeps the full shape in `ds_shape`; `.shape` is the local (empty) shard.
     return int(getattr(param, "ds_shape", param.shape)[0])
 
@@ -171,7 +171,7 @@ def extend_model(
     `HfDeepSpeedConfig` holds. Returns the number of embedding rows.
     """
     tied = _is_tied(model)
-    rows = _rows(model.get_input_embeddings().weight)
+    rows = embedding_rows(model.get_input_embeddings().weight)
     trained = smap.base_vocab_size if trained_rows is None else trained_rows
     if not 0 < trained <= smap.base_vocab_size:
         raise ValueError(f"trained_rows must lie in 1..{smap.base_vocab_size} (the tokenizer's length), got {trained}")
@@ -209,36 +209,3 @@ def decode_code(tokenizer, smap: SeparationMap, ids) -> str:
     if len(ids) and (ids.min() < 0 or ids.max() >= smap.vocab_size):
         raise ValueError(f"ids must lie in [0, {smap.vocab_size}) to decode; was generation restricted to code?")
     return tokenizer.decode(smap.to_original(ids).tolist())
-
-
-def save_model(model, smap: SeparationMap, directory: str | Path, tokenizer=None) -> Path:
-    """Write a Hugging Face checkpoint with the separation map (and tokenizer) beside it."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
-    smap.save(directory)
-    return directory
-
-
-def load_model(directory: str | Path, tokenizer=None, **from_pretrained):
-    """(model, tokenizer, smap) of a checkpoint written by `save_model` (or any plain HF checkpoint).
-
-    Without a saved map the separation is `none`. `from_pretrained` goes to
-    `AutoModelForCausalLM.from_pretrained` (dtype, attn_implementation, ...).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(directory)
-    smap = SeparationMap.load_or_none(directory, base_vocab_size=len(tokenizer))
-    if smap.base_vocab_size != len(tokenizer):
-        raise ValueError(
-            f"{Path(directory) / 'separation.json'}: base_vocab_size {smap.base_vocab_size} does not match the "
-            f"tokenizer's {len(tokenizer)} tokens"
-        )
-    model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained)
-    rows = _rows(model.get_input_embeddings().weight)
-    if rows < smap.vocab_size:
-        raise ValueError(f"{directory}: the model has {rows} embedding rows, its separation map needs {smap.vocab_size}")
-    return model, tokenizer, smap

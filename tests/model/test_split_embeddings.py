@@ -5,14 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmpt.data.instances import sentinel_ids
-from mmpt.data.separation import MAP_FILE, SeparationMap
+from mmpt.data.separation import SeparationMap
 from mmpt.model.split_embeddings import (
     decode_code,
     extend_model,
-    load_model,
     restrict_to_code,
-    save_model,
 )
 from mmpt.model.tiny import tiny_model, tiny_tokenizer
 
@@ -124,32 +121,6 @@ def test_decode_maps_copies_back_to_text():
     assert decode_code(tok, smap, smap.to_code(ids)) == tok.decode(ids) == "w0 w1 w14 w57"
     with pytest.raises(ValueError, match="restricted"):
         decode_code(tok, smap, [smap.vocab_size])
-
-
-def test_checkpoint_round_trip_with_map(tmp_path):
-    tok = tiny_tokenizer()
-    smap = SeparationMap("partial", len(tok), SEPARATED)
-    model = tiny_model("gpt2", vocab=len(tok), tied=False)
-    extend_model(model, smap)
-    save_model(model, smap, tmp_path, tokenizer=tok)
-    assert (tmp_path / MAP_FILE).exists()
-    loaded, tok2, smap2 = load_model(tmp_path)
-    assert smap2.to_dict() == smap.to_dict() and len(tok2) == len(tok)
-    ids = smap.to_code(torch.tensor([[1, 6, 7, 8]]))
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
-    assert sentinel_ids(tok2) == sentinel_ids(tok)
-
-
-def test_checkpoint_without_map_loads_as_none_and_a_short_model_is_refused(tmp_path):
-    tok = tiny_tokenizer()
-    save_model(tiny_model("gpt2", vocab=len(tok)), SeparationMap("none", len(tok)), tmp_path, tokenizer=tok)
-    (tmp_path / MAP_FILE).unlink()
-    _, _, smap = load_model(tmp_path)
-    assert smap.separation == "none" and smap.vocab_size == len(tok)
-    SeparationMap("partial", len(tok), SEPARATED).save(tmp_path)  # needs 68 rows, the model has 64
-    with pytest.raises(ValueError, match="64 embedding rows"):
-        load_model(tmp_path)
 
 
 @pytest.mark.parametrize("tied", [True, False])

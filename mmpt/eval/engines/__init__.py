@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mmpt.data.separation import SeparationMap
-from mmpt.export import CheckpointMeta
+from mmpt.model.checkpoint_folder import CheckpointMeta
 
 ENGINES = ("auto", "ours", "vllm")
 

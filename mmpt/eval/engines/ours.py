@@ -19,19 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig
 from transformers.cache_utils import Cache, DynamicLayer
 
 from mmpt.eval.engines import Checkpoint, SamplingConfig
+from mmpt.model import checkpoint_folder
 from mmpt.model.attention import (
-    SUPPORTED,
     attn_implementation,
     check_supported,
     mask_from_allowed,
     packed_allowed,
     prepare_model,
 )
-from mmpt.model.split_embeddings import load_model, restrict_to_code
+from mmpt.model.split_embeddings import restrict_to_code
 
 
 def choose_next(logits: torch.Tensor, sampling: SamplingConfig, u: torch.Tensor | None) -> torch.Tensor:
@@ -265,18 +264,10 @@ class Decoder:
 
 
 def load_checkpoint(model_dir: Path, device: torch.device):
-    """(model, tokenizer, smap, meta) of an exported checkpoint, the model in eval mode on `device`."""
-    from mmpt.export import CheckpointMeta
-
-    if not (model_dir / "config.json").exists():
-        raise FileNotFoundError(f"{model_dir}: no config.json; --model must be a checkpoint written by `mmpt export`")
-    meta = CheckpointMeta.load(model_dir)
-    impl = meta.attn_implementation
-    if impl is None:
-        model_type = AutoConfig.from_pretrained(model_dir).model_type
-        impl = "sdpa" if "sdpa" in SUPPORTED.get(model_type, ()) else "eager"
+    """(model, tokenizer, smap, meta) of a checkpoint folder, the model in eval mode on `device`
+    (its saved dtype on CUDA, fp32 on CPU)."""
     dtype = "auto" if device.type == "cuda" else torch.float32
-    model, tokenizer, smap = load_model(model_dir, attn_implementation=impl, dtype=dtype)
+    model, tokenizer, smap, meta = checkpoint_folder.load_checkpoint(model_dir, dtype=dtype)
     return model.to(device).eval(), tokenizer, smap, meta
 
 

@@ -1,0 +1,132 @@
+"""The mmpt checkpoint folder: a Hugging Face model folder plus `separation.json` and `mmpt.json`.
+
+One owner for what such a folder holds and how it is read and written. Training's `hf/` copy in
+every DeepSpeed checkpoint, `mmpt export`, `mmpt import-checkpoint`, generation, scoring and the
+tests all go through `save_model` / `load_model` / `load_checkpoint` / `read_folder` here:
+
+    config.json, model.safetensors     the Hugging Face model (weights absent in training's hf/ copy)
+    tokenizer files                    the tokenizer, sentinels included
+    separation.json                    the id map (`mmpt.data.separation.SeparationMap`)
+    mmpt.json                          how it was trained, as far as generation must know (`CheckpointMeta`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmpt.data.separation import SeparationMap
+from mmpt.jsonl import read_json, write_json
+from mmpt.modality import LAYOUTS, OBJECTIVES, SEPARATIONS
+
+META_FILE = "mmpt.json"
+CODE_FORMATS = ("plain", "flat")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """How a checkpoint was trained, as far as generation must know: its `mmpt.json`."""
+
+    layout: str = "docstring-first"  # how prompts are laid out (mmpt.data.instances)
+    objective: str = "text-code-clm"  # prefix-code-clm makes the NL prefix bidirectional
+    attn_implementation: str | None = None  # None: sdpa where verified, else eager
+    separation: str = "none"  # informational: the id map itself is separation.json
+    code_format: str = "plain"  # plain | flat: trained on the paper's <NEW_LINE> format (imported checkpoints)
+
+    @property
+    def prefix_lm(self) -> bool:
+        return self.objective == "prefix-code-clm"
+
+    def save(self, directory: str | Path) -> Path:
+        return write_json(Path(directory) / META_FILE, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> CheckpointMeta:
+        """The `mmpt.json` of `directory`; absent → docstring-first and causal. Extra keys are ignored."""
+        path = Path(directory) / META_FILE
+        if not path.exists():
+            return cls()
+        raw = read_json(path, dict)
+        known = {f.name for f in dataclasses.fields(cls)}
+        meta = cls(**{k: v for k, v in raw.items() if k in known})
+        checks = (("layout", LAYOUTS), ("objective", OBJECTIVES), ("separation", SEPARATIONS), ("code_format", CODE_FORMATS))
+        for name, allowed in checks:
+            if getattr(meta, name) not in allowed:
+                raise ValueError(f"{path}: field {name!r} must be one of {allowed}, got {getattr(meta, name)!r}")
+        if meta.attn_implementation is not None and not isinstance(meta.attn_implementation, str):
+            raise ValueError(f"{path}: field 'attn_implementation' must be a string")
+        return meta
+
+
+def save_model(
+    model, smap: SeparationMap, directory: str | Path, tokenizer=None, meta: CheckpointMeta | None = None, *,
+    hf_config=None,
+) -> Path:  # fmt: skip
+    """Write a checkpoint folder: the model (or, with `model=None`, only its `hf_config`), the
+    tokenizer when given, the separation map, and `mmpt.json` when `meta` is given."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        model.save_pretrained(directory)
+    elif hf_config is not None:
+        hf_config.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    smap.save(directory)
+    if meta is not None:
+        meta.save(directory)
+    return directory
+
+
+def read_folder(directory: str | Path, tokenizer=None) -> tuple[object, SeparationMap, CheckpointMeta]:
+    """(tokenizer, smap, meta) of a checkpoint folder, without its weights; a clear error when it is none.
+
+    Without a saved map the separation is `none`; without `mmpt.json` the defaults of `CheckpointMeta`.
+    """
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    if not (directory / "config.json").exists():
+        raise FileNotFoundError(
+            f"{directory}: no config.json; expected a checkpoint folder written by `mmpt export` or `mmpt import-checkpoint`"
+        )
+    tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(directory)
+    smap = SeparationMap.load_or_none(directory, base_vocab_size=len(tokenizer))
+    if smap.base_vocab_size != len(tokenizer):
+        raise ValueError(
+            f"{directory / 'separation.json'}: base_vocab_size {smap.base_vocab_size} does not match the "
+            f"tokenizer's {len(tokenizer)} tokens"
+        )
+    return tokenizer, smap, CheckpointMeta.load(directory)
+
+
+def load_model(directory: str | Path, tokenizer=None, **from_pretrained):
+    """(model, tokenizer, smap) of a checkpoint folder (or any plain HF checkpoint).
+
+    `from_pretrained` goes to `AutoModelForCausalLM.from_pretrained` (dtype, attn_implementation, ...).
+    """
+    model, tokenizer, smap, _ = load_checkpoint(directory, tokenizer, **from_pretrained)
+    return model, tokenizer, smap
+
+
+def load_checkpoint(directory: str | Path, tokenizer=None, **from_pretrained):
+    """(model, tokenizer, smap, meta) of a checkpoint folder. Unless `attn_implementation` is given,
+    the one in `mmpt.json`, else sdpa where it is verified for packed rows (`SUPPORTED`), else eager."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mmpt.model.attention import SUPPORTED
+    from mmpt.model.split_embeddings import embedding_rows
+
+    tokenizer, smap, meta = read_folder(directory, tokenizer)
+    if "attn_implementation" not in from_pretrained:
+        impl = meta.attn_implementation
+        if impl is None:
+            model_type = AutoConfig.from_pretrained(directory).model_type
+            impl = "sdpa" if "sdpa" in SUPPORTED.get(model_type, ()) else "eager"
+        from_pretrained["attn_implementation"] = impl
+    model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained)
+    rows = embedding_rows(model.get_input_embeddings().weight)
+    if rows < smap.vocab_size:
+        raise ValueError(f"{directory}: the model has {rows} embedding rows, its separation map needs {smap.vocab_size}")
+    return model, tokenizer, smap, meta
