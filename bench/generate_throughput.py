@@ -84,9 +84,7 @@ def load_prompts(c: BenchConfig, model_dir: Path) -> tuple[list[list[int]], list
     problems = load_problems("humaneval", limit=c.problems)
     prompts, seeds = [], []
     for p in problems:
-        ids = encode_prompt(
-            checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout, p.docstring, p.signature, p.given
-        )[0]
+        ids = encode_prompt(checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout, p.docstring, p.signature, p.given)[0]
         for k in range(c.n):
             prompts.append(ids)
             seeds.append(sample_seed(c.seed, p.task_id, k))

@@ -28,25 +28,61 @@ sys.path.insert(0, str(ROOT))
 # name -> (HF architecture, attention implementation of the fast path, tokenizer words, tiny overrides)
 MODELS: dict[str, dict] = {
     "pycodegpt-125m": {
-        "arch": dict(model_type="gpt_neo", hidden_size=768, num_layers=12, num_heads=12, window_size=256,
-                     attention_types=[[["global", "local"], 6]], max_position_embeddings=2048),
+        "arch": dict(
+            model_type="gpt_neo",
+            hidden_size=768,
+            num_layers=12,
+            num_heads=12,
+            window_size=256,
+            attention_types=[[["global", "local"], 6]],
+            max_position_embeddings=2048,
+        ),
         "fast": "eager",  # transformers has only eager attention for GPT-Neo (no sdpa, no flex)
         "words": 32_000,
         "tiny": dict(hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=8),
     },
     "qwen2-1.5b": {
-        "arch": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                     num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=4096,
-                     tie_word_embeddings=True, rope_theta=1_000_000.0),
+        "arch": dict(
+            model_type="qwen2",
+            hidden_size=1536,
+            intermediate_size=8960,
+            num_hidden_layers=28,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            tie_word_embeddings=True,
+            rope_theta=1_000_000.0,
+        ),
         "fast": "flex_attention",
         "words": 151_646,
-        "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2),
+        "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
     },
 }
 TINY_WORDS = 3000
-KEYWORDS = ["def", "return", "a", "b", "Compute", "the", "value", "from", "and", "of", "number", "(", ")", ":", ",",
-            "=", "+", "-", "*", ".", "0", "1"]
+KEYWORDS = [
+    "def",
+    "return",
+    "a",
+    "b",
+    "Compute",
+    "the",
+    "value",
+    "from",
+    "and",
+    "of",
+    "number",
+    "(",
+    ")",
+    ":",
+    ",",
+    "=",
+    "+",
+    "-",
+    "*",
+    ".",
+    "0",
+    "1",
+]
 
 
 def arch(name: str, tiny: bool) -> dict:
@@ -68,8 +104,9 @@ def make_tokenizer(words: int, out: Path):
     vocab += [f"w{i}" for i in range(words - len(vocab))]
     tok = Tokenizer(WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
     tok.pre_tokenizer = Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token="<unk>",
-                                   additional_special_tokens=[COMMENTS, PYTHON, EOT, MASK])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, unk_token="<unk>", additional_special_tokens=[COMMENTS, PYTHON, EOT, MASK]
+    )
     fast.save_pretrained(out)
     return fast
 
@@ -173,7 +210,9 @@ def cmd_check(a: argparse.Namespace) -> None:
         ((have[n] - g).norm() / g.norm().clamp_min(1e-12)).item() for n, g in want.items() if g.norm() > 0
     )
     result["grad_path"] = "fast path" if backward_here else "fused loss with the dense mask (no flex backward on CPU)"
-    result["ok"] = result["loss_rel_diff"] <= 1e-5 and result["grad_rel_diff"] <= 1e-4 and result.get("logits_max_diff", 0) <= 1e-4
+    result["ok"] = (
+        result["loss_rel_diff"] <= 1e-5 and result["grad_rel_diff"] <= 1e-4 and result.get("logits_max_diff", 0) <= 1e-4
+    )
     Path(a.out).write_text(json.dumps(result))
     print(json.dumps(result))
 
@@ -195,9 +234,11 @@ def cmd_summary(a: argparse.Namespace) -> int:
 
     line.append(f"trained with {attention_path(MODELS[a.model]['arch']['model_type'], a.attn)};")
     if check:
-        line.append(f"parity of {check['attention'].split(' + ')[0]} + fused loss vs reference: loss rel {check['loss_rel_diff']:.1e}, grad rel {check['grad_rel_diff']:.1e}"
-                    + (f", flex logits {check['logits_max_diff']:.1e}" if "logits_max_diff" in check else "")
-                    + f" ({check['grad_path']}): {'ok' if check['ok'] else 'MISMATCH'}")
+        line.append(
+            f"parity of {check['attention'].split(' + ')[0]} + fused loss vs reference: loss rel {check['loss_rel_diff']:.1e}, grad rel {check['grad_rel_diff']:.1e}"
+            + (f", flex logits {check['logits_max_diff']:.1e}" if "logits_max_diff" in check else "")
+            + f" ({check['grad_path']}): {'ok' if check['ok'] else 'MISMATCH'}"
+        )
     else:
         line.append("PARITY CHECK FAILED (see its log)")
     print("SUMMARY " + " ".join(line))

@@ -65,9 +65,13 @@ def measure(variant: str, a: argparse.Namespace) -> dict:
     (s.total_sum / s.total_count).backward()
     seconds = time.perf_counter() - t0
     extra = (_status_kb("VmHWM") - before) * 1024
-    return {"extra": extra, "seconds": seconds, "loss": (s.total_sum / s.total_count).item(),
-            "weight_grad": weight.grad.numel() * weight.grad.element_size(),
-            "logits": a.batch * a.seq * v * torch.empty((), dtype=dtype).element_size()}
+    return {
+        "extra": extra,
+        "seconds": seconds,
+        "loss": (s.total_sum / s.total_count).item(),
+        "weight_grad": weight.grad.numel() * weight.grad.element_size(),
+        "logits": a.batch * a.seq * v * torch.empty((), dtype=dtype).element_size(),
+    }
 
 
 def main() -> int:
@@ -92,8 +96,10 @@ def main() -> int:
             raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
         results[variant] = json.loads(proc.stdout.splitlines()[-1])
     stock, fused = results["stock"], results["fused"]
-    print(f"B={a.batch} N={a.seq} V={a.vocab:,} H={a.hidden} {a.dtype}: logits would be {stock['logits'] / GB:.2f} GB; "
-          f"the weight gradient (both paths) is {stock['weight_grad'] / GB:.2f} GB")
+    print(
+        f"B={a.batch} N={a.seq} V={a.vocab:,} H={a.hidden} {a.dtype}: logits would be {stock['logits'] / GB:.2f} GB; "
+        f"the weight gradient (both paths) is {stock['weight_grad'] / GB:.2f} GB"
+    )
     for name, r in (("stock head + modality_loss", stock), ("fused head + loss", fused)):
         print(f"{name:28s} extra peak {r['extra'] / GB:6.2f} GB   {r['seconds']:6.1f} s   loss {r['loss']:.6f}")
     ratio = stock["extra"] / max(fused["extra"], 1)

@@ -109,8 +109,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{mode}: peak RssAnon {large}x/{small}x = {b['anon_mb'] / a['anon_mb']:.2f}, "
               f"extra over {small}x {b['anon_mb'] - a['anon_mb']:+.0f} MB; VmHWM {b['hwm_mb'] / a['hwm_mb']:.2f}")  # fmt: skip
     base, ours = results[next(iter(results))[0], large], results[list(results)[-1]]
-    print(f"at {large}x: ours/baseline peak RssAnon = {ours['anon_mb'] / base['anon_mb']:.2f}; "
-          f"fill {ours['fill_ratio']:.4%} vs {base['fill_ratio']:.4%} ({ours['rows'] - base['rows']:+d} rows)")
+    print(
+        f"at {large}x: ours/baseline peak RssAnon = {ours['anon_mb'] / base['anon_mb']:.2f}; "
+        f"fill {ours['fill_ratio']:.4%} vs {base['fill_ratio']:.4%} ({ours['rows'] - base['rows']:+d} rows)"
+    )
     return results
 
 

@@ -76,10 +76,16 @@ def make_data(root: Path, seq: int) -> tuple[Path, Path, int]:
             lines = [f"    x{j} = a * {int(rng.integers(1, 99))} + b" for j in range(int(rng.integers(1, 8)))]
             code = f"def f{i}(a, b):\n" + "\n".join(lines) + "\n    return a\n"
             f.write(json.dumps({"docstring": f"Compute value number {i} from a and b.", "code": code}) + "\n")
-    prepare(PrepareConfig(str(root / "pairs.jsonl"), str(ROOT / "tests/assets/tokenizer"), str(root / "data"), "none", max_seq_length=seq))
+    prepare(
+        PrepareConfig(
+            str(root / "pairs.jsonl"), str(ROOT / "tests/assets/tokenizer"), str(root / "data"), "none", max_seq_length=seq
+        )
+    )
     tokenizer = load_tokenizer(str(root / "data/tokenizer"))
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **ARCH, vocab_size=len(tokenizer))).save_pretrained(root / "model")
+    AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **ARCH, vocab_size=len(tokenizer))).save_pretrained(
+        root / "model"
+    )
     return root / "data", root / "model", tokenizer.pad_token_id
 
 
@@ -107,19 +113,60 @@ def main() -> int:
 
         # mmpt: packed rows
         out = root / "mmpt"
-        launch("mmpt/train.py", ["--model", str(model), "--data_dir", str(data), "--output_dir", str(out),
-                                 "--objective", "text-code-clm", "--max_steps", str(a.steps), "--per_device_batch_size",
-                                 str(a.batch), "--learning_rate", "1e-3", "--precision", "fp32", "--logging_steps", "1",
-                                 "--gradient_checkpointing", "false", "--save_steps", "0", "--export", "false",
-                                 "--deepspeed", str(root / "zero3.json"), "--attn_implementation", "sdpa"], 29701)
+        launch(
+            "mmpt/train.py",
+            [
+                "--model",
+                str(model),
+                "--data_dir",
+                str(data),
+                "--output_dir",
+                str(out),
+                "--objective",
+                "text-code-clm",
+                "--max_steps",
+                str(a.steps),
+                "--per_device_batch_size",
+                str(a.batch),
+                "--learning_rate",
+                "1e-3",
+                "--precision",
+                "fp32",
+                "--logging_steps",
+                "1",
+                "--gradient_checkpointing",
+                "false",
+                "--save_steps",
+                "0",
+                "--export",
+                "false",
+                "--deepspeed",
+                str(root / "zero3.json"),
+                "--attn_implementation",
+                "sdpa",
+            ],
+            29701,
+        )
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][a.warmup :]
-        ours = {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in records),
-                "peak_rss_gib": max(r["peak_memory_gib"] for r in records)}
+        ours = {
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in records),
+            "peak_rss_gib": max(r["peak_memory_gib"] for r in records),
+        }
 
         # baseline: HF Trainer, one padded instance per row
-        spec = {"rows": str(data / "rows"), "model": str(model), "seq": a.seq, "pad": pad, "batch": a.batch,
-                "steps": a.steps, "warmup": a.warmup, "world": 2, "ds": str(root / "zero3.json"),
-                "out": str(root / "hf"), "result": str(root / "hf.json")}
+        spec = {
+            "rows": str(data / "rows"),
+            "model": str(model),
+            "seq": a.seq,
+            "pad": pad,
+            "batch": a.batch,
+            "steps": a.steps,
+            "warmup": a.warmup,
+            "world": 2,
+            "ds": str(root / "zero3.json"),
+            "out": str(root / "hf"),
+            "result": str(root / "hf.json"),
+        }
         (root / "spec.json").write_text(json.dumps(spec))
         (root / "baseline.py").write_text(BASELINE)
         launch(str(root / "baseline.py"), [str(root / "spec.json")], 29702)
@@ -128,8 +175,10 @@ def main() -> int:
     print(f"packed rows of {a.seq} tokens, {a.batch} rows per rank, 2 ranks, ZeRO-3, CPU; steps {a.warmup + 1}..{a.steps}")
     print(f"mmpt    non-pad tokens/s {ours['tokens_per_s']:10.0f}   peak RSS rank 0 {ours['peak_rss_gib']:.2f} GiB")
     print(f"Trainer non-pad tokens/s {base['tokens_per_s']:10.0f}   peak RSS rank 0 {base['peak_rss_gib']:.2f} GiB")
-    print(f"ratio (mmpt / Trainer): tokens/s {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x   "
-          f"peak RSS {ours['peak_rss_gib'] / base['peak_rss_gib']:.2f}x   (goal: tokens/s >= 1.5x)")
+    print(
+        f"ratio (mmpt / Trainer): tokens/s {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x   "
+        f"peak RSS {ours['peak_rss_gib'] / base['peak_rss_gib']:.2f}x   (goal: tokens/s >= 1.5x)"
+    )
     return 0
 
 

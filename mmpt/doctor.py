@@ -92,7 +92,9 @@ def check_sentinels(config: DoctorConfig) -> Iterable[CheckResult]:
     if split:
         yield CheckResult("sentinels", False, f"{split} do not encode to a single token")
         return
-    yield CheckResult("sentinels", True, f"comments={ids.comments} python={ids.python} eot={ids.eot} mask={ids.mask} pad={ids.pad}")
+    yield CheckResult(
+        "sentinels", True, f"comments={ids.comments} python={ids.python} eot={ids.eot} mask={ids.mask} pad={ids.pad}"
+    )
 
 
 def check_separation(config: DoctorConfig) -> Iterable[CheckResult]:
@@ -125,7 +127,9 @@ def check_separation(config: DoctorConfig) -> Iterable[CheckResult]:
         w = model.get_input_embeddings().weight
         diff = (w[base : smap.vocab_size] - w[torch.as_tensor(separated)]).abs().max().item()
         problems = _round_trip_problems(smap) + ([f"code copies differ from originals by {diff:.1e}"] if diff else [])
-        yield CheckResult(f"separation {separation}", not problems, "; ".join(problems) or f"{len(separated)} code copies, diff {diff:.1e}")
+        yield CheckResult(
+            f"separation {separation}", not problems, "; ".join(problems) or f"{len(separated)} code copies, diff {diff:.1e}"
+        )
 
 
 def _round_trip_problems(smap) -> list[str]:
@@ -217,7 +221,6 @@ def _flex_diff(model, batch: dict[str, torch.Tensor]) -> float:
 
 
 def check_packed(config: DoctorConfig) -> Iterable[CheckResult]:
-
     """For each objective: logits of a packed row equal each instance run alone and the row under a
     hand-built dense mask."""
     from mmpt.data.instances import sentinel_ids
@@ -241,9 +244,11 @@ def check_packed(config: DoctorConfig) -> Iterable[CheckResult]:
             batch = {k: v.to(device) for k, v in batch.items()}
             diff = _flex_diff(model, batch) if impl == "flex_attention" else _max_diff(model, impl, batch, lengths)
             ok = diff <= config.tol  # False for NaN too
-            yield CheckResult(f"packed {arch}/{impl}/{objective}", ok, f"max diff {diff:.1e} (tol {config.tol:.0e}); {attention_path(arch, impl)}")
-
-
+            yield CheckResult(
+                f"packed {arch}/{impl}/{objective}",
+                ok,
+                f"max diff {diff:.1e} (tol {config.tol:.0e}); {attention_path(arch, impl)}",
+            )
 
 
 # ---------------------------------------------------------------------------- Slurm, MPI, sandbox
@@ -316,9 +321,11 @@ def check_sandbox(config: DoctorConfig) -> Iterable[CheckResult]:
         good = box.run("assert sum(range(4)) == 6", timeout=10.0)
         bad = box.run("assert sum(range(4)) == 7", timeout=10.0)
     ok = good.status == "passed" and bad.status == "failed"
-    yield CheckResult("sandbox", ok, f"bwrap: passing program {good.status}, failing program {bad.status}"
-                      + ("" if ok else f" ({good.detail or bad.detail})"))
-
+    yield CheckResult(
+        "sandbox",
+        ok,
+        f"bwrap: passing program {good.status}, failing program {bad.status}" + ("" if ok else f" ({good.detail or bad.detail})"),
+    )
 
 
 # ---------------------------------------------------------------------------- DeepSpeed (training)
@@ -335,7 +342,9 @@ def check_deepspeed(config: DoctorConfig) -> Iterable[CheckResult]:
         return
     ops = sorted(n for n, b in ALL_OPS.items() if b is not None and n != "deepspeed_not_implemented" and b.is_compatible(False))
     accelerator = get_accelerator().device_name()
-    yield CheckResult("deepspeed", True, f"{deepspeed.__version__} on {accelerator}; ops that can build: {', '.join(ops) or 'none'}")
+    yield CheckResult(
+        "deepspeed", True, f"{deepspeed.__version__} on {accelerator}; ops that can build: {', '.join(ops) or 'none'}"
+    )
 
 
 CHECKS: list[Check] = [

@@ -56,9 +56,7 @@ def read_replicated_map(path: str | Path) -> dict[int, int]:
         value = _IntDictUnpickler(io.BytesIO(path.read_bytes())).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise CheckpointImportError(f"{path}: not a pickled dict of ints ({e})") from None
-    if not isinstance(value, dict) or not all(
-        type(k) is int and type(v) is int and k >= 0 and v >= 0 for k, v in value.items()
-    ):
+    if not isinstance(value, dict) or not all(type(k) is int and type(v) is int and k >= 0 and v >= 0 for k, v in value.items()):
         raise CheckpointImportError(f"{path}: expected a dict from token id to token id (ints), got {type(value).__name__}")
     if len(set(value.values())) != len(value) or set(value) & set(value.values()):
         raise CheckpointImportError(f"{path}: copy ids must be distinct and never themselves originals")
@@ -182,10 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_parser("mmpt import-checkpoint", __doc__.splitlines()[0])
     parser.add_argument("source", help="checkpoint folder, or a hub name such as huawei-noah/pycodegpt-CodeCLM-100m")
     parser.add_argument("--out", required=True, help="folder for the mmpt checkpoint")
-    parser.add_argument("--layout", choices=LAYOUTS, default=None, metavar="LAYOUT",
-                        help=f"{' | '.join(LAYOUTS)}; default: signature-first for GPT-Neo, else docstring-first")
-    parser.add_argument("--objective", choices=OBJECTIVES, default="code-clm", metavar="OBJECTIVE",
-                        help=f"{' | '.join(OBJECTIVES)}; prefix-code-clm for the prefix-LM variants")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=None,
+        metavar="LAYOUT",
+        help=f"{' | '.join(LAYOUTS)}; default: signature-first for GPT-Neo, else docstring-first",
+    )
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="code-clm",
+        metavar="OBJECTIVE",
+        help=f"{' | '.join(OBJECTIVES)}; prefix-code-clm for the prefix-LM variants",
+    )
     parser.add_argument("--code-format", choices=("flat", "plain"), default="flat", help="what the checkpoint was trained on")
     args = parser.parse_args(argv)
     try:

@@ -181,7 +181,9 @@ class MetricsLog:
         if not self.enabled or rows.numel() == 0:
             return
         meta = [[repr(t), "nl"] for t in tokens] + [[repr(t), "code"] for t in tokens]
-        self.writer.add_embedding(rows, metadata=meta, metadata_header=["token", "modality"], global_step=step, tag="separated_rows")
+        self.writer.add_embedding(
+            rows, metadata=meta, metadata_header=["token", "modality"], global_step=step, tag="separated_rows"
+        )
         self.writer.flush()
 
     def close(self) -> None:

@@ -128,7 +128,9 @@ def load_data(config: TrainConfig):
     rows, meta = load_prepared(config.data_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(Path(config.data_dir) / "tokenizer"))
     if config.tokenizer:
-        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(config.tokenizer), f"tokenizer={config.tokenizer!r}", config.data_dir)
+        check_same_tokenizer(
+            tokenizer, AutoTokenizer.from_pretrained(config.tokenizer), f"tokenizer={config.tokenizer!r}", config.data_dir
+        )
     elif isinstance(config.model, str):
         try:
             model_tokenizer = AutoTokenizer.from_pretrained(config.model)
@@ -194,7 +196,9 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
     return run()
 
 
-def train(config: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer, smap: SeparationMap) -> tuple[int, Path | None]:
+def train(
+    config: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer, smap: SeparationMap
+) -> tuple[int, Path | None]:
     """Train; returns (exit status, the checkpoint to export or None)."""
     import deepspeed
     import deepspeed.comm as dist
@@ -262,7 +266,9 @@ def train(config: TrainConfig, env: distributed.DistEnv, rows, meta: dict, token
     held_out = load_validation(config.data_dir) if config.eval_steps else None  # None: no DATA_DIR/validation
     held_out = held_out if held_out is not None and len(held_out) else None
     # epoch 0: the same rows every time
-    held_out_collator = Collator(config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss)
+    held_out_collator = Collator(
+        config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss
+    )
 
     def fetch(source, collate, indices: list[int]) -> tuple[dict[str, torch.Tensor], int]:
         """(collated micro-batch, its non-pad tokens); an empty one (epoch tail) is a stand-in row
@@ -319,8 +325,14 @@ def train(config: TrainConfig, env: distributed.DistEnv, rows, meta: dict, token
         if held_out is not None and (step % config.eval_steps == 0 or step == total_steps):
             watchdog.beat(allow_s=10 * config.hang_timeout_s)
             validation = evaluate(
-                engine, lambda idx: fetch(held_out, held_out_collator, idx), len(held_out),
-                config.per_device_batch_size, rank, world, nl_mask, code_mask,
+                engine,
+                lambda idx: fetch(held_out, held_out_collator, idx),
+                len(held_out),
+                config.per_device_batch_size,
+                rank,
+                world,
+                nl_mask,
+                code_mask,
             )
             say(f"step {step}/{total_steps} validation loss {validation['loss']:.4f}")
         if step % config.logging_steps == 0 or step == total_steps or validation is not None:
@@ -342,7 +354,9 @@ def train(config: TrainConfig, env: distributed.DistEnv, rows, meta: dict, token
             if nl_count:
                 scalars["loss_nl"] = nl_sum / nl_count
             log.log(step, scalars, validation)
-            say(f"step {step}/{total_steps} loss {scalars['loss']:.4f} lr {scalars['lr']:.2e} {scalars['tokens_per_s']:.0f} tok/s")
+            say(
+                f"step {step}/{total_steps} loss {scalars['loss']:.4f} lr {scalars['lr']:.2e} {scalars['tokens_per_s']:.0f} tok/s"
+            )
             if smap.separated:
                 log.similarity(step, metrics.code_row_similarity(engine, smap.separated, smap.base_vocab_size), smap.tokens)
         if (config.save_steps and step % config.save_steps == 0) or step == total_steps or stop_votes:

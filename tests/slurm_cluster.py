@@ -64,9 +64,7 @@ class ClusterConfig:
 
 
 def default_config() -> ClusterConfig:
-    state = os.environ.get("MMPT_SLURM_STATE") or str(
-        Path(tempfile.gettempdir()) / f"mmpt-slurm-{os.getuid()}"
-    )
+    state = os.environ.get("MMPT_SLURM_STATE") or str(Path(tempfile.gettempdir()) / f"mmpt-slurm-{os.getuid()}")
     port = int(os.environ.get("MMPT_SLURM_PORT", "6817"))
     return ClusterConfig(state=Path(state), port=port)
 
@@ -209,8 +207,7 @@ def _start_daemons(config: ClusterConfig) -> None:
         proc = subprocess.run(cmd, env=config.env(), capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
             raise RuntimeError(
-                f"{daemon} failed to start (exit {proc.returncode}): {proc.stderr.strip()}\n"
-                f"{_tail(config.log_file(daemon))}"
+                f"{daemon} failed to start (exit {proc.returncode}): {proc.stderr.strip()}\n{_tail(config.log_file(daemon))}"
             )
         if daemon == "munged":
             _wait(lambda: config.munge_socket.exists(), 15, f"munged socket {config.munge_socket}")

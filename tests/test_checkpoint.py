@@ -98,8 +98,10 @@ def test_every_shard_is_fsynced_before_the_marker(tmp_path, monkeypatch):
     assert len(files) == 4  # two shards, this rank's RNG, hf/config.json
     [durable] = marked
     assert files <= set(durable), files - set(durable)
-    assert any(Path(f).parent == path and Path(f).name.startswith(f".{checkpoint.MARKER}.tmp") for f in durable)  # its content too
-    assert str(path) in synced[len(durable):]  # and the rename in the directory, after it
+    assert any(
+        Path(f).parent == path and Path(f).name.startswith(f".{checkpoint.MARKER}.tmp") for f in durable
+    )  # its content too
+    assert str(path) in synced[len(durable) :]  # and the rename in the directory, after it
 
 
 RESUME_WORKER = """
@@ -122,8 +124,10 @@ def test_rank0_chooses_the_checkpoint_every_rank_resumes(tmp_path):
     make(tmp_path, 5, True)
     make(tmp_path, 10, True)
     init = f"file://{tmp_path / 'rendezvous'}"
-    procs = [subprocess.Popen([sys.executable, "-c", RESUME_WORKER, str(r), str(tmp_path), init], stdout=subprocess.PIPE, text=True)
-             for r in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RESUME_WORKER, str(r), str(tmp_path), init], stdout=subprocess.PIPE, text=True)
+        for r in range(2)
+    ]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outs == ["step_00000010", "step_00000010"], outs

@@ -27,7 +27,13 @@ def test_yaml_then_overrides_with_types(tmp_path):
 
 def test_defaults_are_the_papers():
     c = load_config(None, {"data_dir": "d"})
-    assert (c.learning_rate, c.min_learning_rate, c.warmup_ratio, c.weight_decay, c.max_grad_norm) == (1e-5, 1e-6, 0.01, 0.01, 1.0)
+    assert (c.learning_rate, c.min_learning_rate, c.warmup_ratio, c.weight_decay, c.max_grad_norm) == (
+        1e-5,
+        1e-6,
+        0.01,
+        0.01,
+        1.0,
+    )
     assert c.per_device_batch_size == 32 and c.gradient_checkpointing
 
 
@@ -71,8 +77,17 @@ def test_missing_data_dir_and_bad_yaml(tmp_path):
 
 @pytest.mark.parametrize("name", ["zero3.json", "zero3_offload.json", "zero2.json"])
 def test_deepspeed_auto_values_come_from_the_config(name):
-    c = load_config(None, {"data_dir": "d", "deepspeed": f"ds_configs/{name}", "per_device_batch_size": "4",
-                           "gradient_accumulation_steps": "3", "learning_rate": "2e-5", "max_grad_norm": "0.5"})
+    c = load_config(
+        None,
+        {
+            "data_dir": "d",
+            "deepspeed": f"ds_configs/{name}",
+            "per_device_batch_size": "4",
+            "gradient_accumulation_steps": "3",
+            "learning_rate": "2e-5",
+            "max_grad_norm": "0.5",
+        },
+    )
     ds = deepspeed_config(c, world_size=2, precision="bf16", device_type="cuda")
     assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (4, 3, 24)
     assert ds["gradient_clipping"] == 0.5 and ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]

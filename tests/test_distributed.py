@@ -18,8 +18,14 @@ def test_deepspeed_and_torchrun_env():
 
 
 def test_srun_env():
-    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1",
-           "SLURM_STEP_NODELIST": "gpu[007-009,012],cpu1", "SLURM_JOB_ID": "123456"}
+    env = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "16",
+        "SLURM_STEP_NUM_TASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_STEP_NODELIST": "gpu[007-009,012],cpu1",
+        "SLURM_JOB_ID": "123456",
+    }
     d = detect(env)
     assert (d.launcher, d.rank, d.world_size, d.local_rank) == ("slurm", 5, 8, 1)
     assert d.master_addr == "gpu007" and d.master_port == 20000 + 123456 % 20000
@@ -29,10 +35,23 @@ def test_srun_env():
 def test_mpiexec_env():
     ompi = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "5", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}
     d = detect(ompi)
-    assert (d.launcher, d.rank, d.world_size, d.local_rank, d.master_addr, d.master_port) == ("mpiexec", 3, 5, 1, "127.0.0.1", 29500)
+    assert (d.launcher, d.rank, d.world_size, d.local_rank, d.master_addr, d.master_port) == (
+        "mpiexec",
+        3,
+        5,
+        1,
+        "127.0.0.1",
+        29500,
+    )
     hydra = detect({"PMI_RANK": "1", "PMI_SIZE": "2", "MASTER_ADDR": "h1", "MASTER_PORT": "777"})
     assert (hydra.launcher, hydra.rank, hydra.world_size, hydra.local_rank, hydra.master_addr, hydra.master_port) == (
-        "mpiexec", 1, 2, 0, "h1", 777)
+        "mpiexec",
+        1,
+        2,
+        0,
+        "h1",
+        777,
+    )
     pmix = detect({"PMIX_RANK": "2", "PMIX_SIZE": "4", "PMIX_LOCAL_RANK": "2"})
     assert (pmix.launcher, pmix.rank, pmix.world_size, pmix.local_rank) == ("mpiexec", 2, 4, 2)
     # srun --mpi=pmi2 sets both: the Slurm step is the one that says where the rendezvous is
@@ -106,7 +125,10 @@ def _start(tmp_path):
 
     script = tmp_path / "fake_torchrun.py"
     script.write_text(FAKE_LAUNCHER)
-    launcher = subprocess.Popen([sys.executable, str(script), RANK, str(tmp_path)], env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    launcher = subprocess.Popen(
+        [sys.executable, str(script), RANK, str(tmp_path)],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+    )
     deadline = time.time() + 60
     while not (tmp_path / "worker.pid").exists():
         assert time.time() < deadline and launcher.poll() is None

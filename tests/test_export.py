@@ -31,15 +31,46 @@ def test_zero2_untied_export_round_trip(tmp_path):
     from test_train import ARCH, make_pairs  # the same tiny data and model shape as the training tests
 
     make_pairs(tmp_path / "pairs.jsonl", n=20)
-    prepare(PrepareConfig(str(tmp_path / "pairs.jsonl"), str(ROOT / "tests/assets/tokenizer"), str(tmp_path / "data"), "partial", max_seq_length=96))
-    config = AutoConfig.for_model("llama", **ARCH, vocab_size=len(load_tokenizer(str(tmp_path / "data/tokenizer"))), tie_word_embeddings=False)
+    prepare(
+        PrepareConfig(
+            str(tmp_path / "pairs.jsonl"),
+            str(ROOT / "tests/assets/tokenizer"),
+            str(tmp_path / "data"),
+            "partial",
+            max_seq_length=96,
+        )
+    )
+    config = AutoConfig.for_model(
+        "llama", **ARCH, vocab_size=len(load_tokenizer(str(tmp_path / "data/tokenizer"))), tie_word_embeddings=False
+    )
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "untied")
     out = tmp_path / "run"
-    args = ["--model", str(tmp_path / "untied"), "--data_dir", str(tmp_path / "data"), "--output_dir", str(out),
-            "--objective", "code-clm", "--max_steps", "3", "--per_device_batch_size", "2", "--learning_rate", "1e-2",
-            "--deepspeed", "ds_configs/zero2.json", "--precision", "fp32", "--gradient_checkpointing", "false"]
+    args = [
+        "--model",
+        str(tmp_path / "untied"),
+        "--data_dir",
+        str(tmp_path / "data"),
+        "--output_dir",
+        str(out),
+        "--objective",
+        "code-clm",
+        "--max_steps",
+        "3",
+        "--per_device_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-2",
+        "--deepspeed",
+        "ds_configs/zero2.json",
+        "--precision",
+        "fp32",
+        "--gradient_checkpointing",
+        "false",
+    ]
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "mmpt.train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmpt.train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert export_main([str(out), "--out", str(tmp_path / "again")]) == 0
     a, b = load_file(out / "final" / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")

@@ -30,7 +30,18 @@ from mmpt.import_checkpoint import CheckpointImportError, import_checkpoint, mai
 from mmpt.model.checkpoint_folder import CheckpointMeta
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-SPECIALS = ["<eod>", "<eot>", "<pad>", "<python>", "<comments>", "<NEW_LINE>", "<INDENT>", "<DEDENT>", "<mask>", "<|beginoftext|>"]
+SPECIALS = [
+    "<eod>",
+    "<eot>",
+    "<pad>",
+    "<python>",
+    "<comments>",
+    "<NEW_LINE>",
+    "<INDENT>",
+    "<DEDENT>",
+    "<mask>",
+    "<|beginoftext|>",
+]
 ENTRIES = ["return", "if", "(", "+", "zzqq"]  # "zzqq" is no token: added, then copied
 FUNCTIONS = [
     ("Add two numbers.", "def add(a, b):\n    if a:\n        return a + b\n    return b\n"),
@@ -75,7 +86,9 @@ def _official_ids(tok, pairs, layout: str, doc: str, code: str, flat_code: str |
     if layout == "signature-first":
         signature = code.split("\n")[0]
         body = [] if flat_code is None else remap(enc(flat_code[flat_code.find(": <NEW_LINE> <INDENT>") + 1 :])) + [ids("<eot>")]
-        return [ids("<|beginoftext|>")] + remap(enc(signature)) + [ids("<comments>")] + enc(_quoted(doc)) + [ids("<python>")] + body
+        return (
+            [ids("<|beginoftext|>")] + remap(enc(signature)) + [ids("<comments>")] + enc(_quoted(doc)) + [ids("<python>")] + body
+        )
     text = code.split("\n")[0] if flat_code is None else flat_code
     tail = [] if flat_code is None else [ids("<eot>")]
     return [ids("<comments>")] + enc(doc) + [ids("<python>")] + remap(enc(text)) + tail
@@ -145,8 +158,16 @@ def test_imported_checkpoint_generates_as_the_source_driven_by_hand(tmp_path: Pa
     assert smap["base_vocab_size"] == len(tok) - len(pairs) and len(smap["separated"]) == len(pairs)
 
     problems = [
-        Problem(task_id=f"T/{i}", base_task_id=f"T/{i}", docstring=doc, signature=code.split("\n")[0], given="",
-                entry_point=code[4 : code.index("(")], prompt=code.split("\n")[0] + "\n", test="")  # fmt: skip
+        Problem(
+            task_id=f"T/{i}",
+            base_task_id=f"T/{i}",
+            docstring=doc,
+            signature=code.split("\n")[0],
+            given="",
+            entry_point=code[4 : code.index("(")],
+            prompt=code.split("\n")[0] + "\n",
+            test="",
+        )  # fmt: skip
         for i, (doc, code) in enumerate(FUNCTIONS)
     ]
     config = GenerateConfig(model=out, out=tmp_path / "s.jsonl", sampling=SamplingConfig(max_new_tokens=40), progress=False)

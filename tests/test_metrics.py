@@ -20,8 +20,15 @@ def test_mfu_formula_and_peaks():
 
 def test_code_row_similarity_matches_direct_cosine():
     torch.manual_seed(0)
-    config = AutoConfig.for_model("llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                  num_attention_heads=2, num_key_value_heads=2, vocab_size=40)
+    config = AutoConfig.for_model(
+        "llama",
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=40,
+    )
     model = AutoModelForCausalLM.from_config(config)
     w = model.get_input_embeddings().weight.detach()
     separated, base = [3, 7, 11], 34  # copies live at rows 34, 35, 36

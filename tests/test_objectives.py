@@ -42,7 +42,10 @@ def test_labels_and_prefix_by_hand(objective):
     if objective != "corrupt-code-clm":
         assert out["input_ids"][0].tolist() == ROW["input_ids"]
     assert {k: v.dtype for k, v in out.items()} == {
-        "input_ids": torch.long, "position_ids": torch.long, "labels": torch.long, "modality": torch.long,
+        "input_ids": torch.long,
+        "position_ids": torch.long,
+        "labels": torch.long,
+        "modality": torch.long,
         "prefix": torch.bool,
     }
 
@@ -110,10 +113,14 @@ def _doc_rows(count: int, length: int = 100, seed: int = 0) -> list[dict]:
     for r in range(count):
         doc = g.integers(20, 1000, length).tolist()
         ids = [C, *doc, P, 1000, 1001, 30, E]
-        rows.append({
-            "input_ids": ids, "position_ids": list(range(len(ids))),
-            "modality": [NL] * (length + 2) + [CODE] * 4, "row": r,
-        })
+        rows.append(
+            {
+                "input_ids": ids,
+                "position_ids": list(range(len(ids))),
+                "modality": [NL] * (length + 2) + [CODE] * 4,
+                "row": r,
+            }
+        )
     return rows
 
 

@@ -75,7 +75,10 @@ def test_cluster_is_idempotent_and_runs_mpi_ranks_under_srun(cluster, job_env):
     probe = "from mpi4py import MPI; c = MPI.COMM_WORLD; print(c.Get_rank(), c.Get_size())"
     proc = subprocess.run(
         ["srun", "--ntasks=2", "--mpi=pmi2", sys.executable, "-c", probe],
-        env=job_env, capture_output=True, text=True, timeout=120,
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.split("\n")[:2]) == ["0 2", "1 2"], proc.stdout
@@ -101,9 +104,18 @@ CPU_JOB = ["--gpus-per-node=0", "--cpus-per-task=1"]
 
 def test_pretrain_exits_nonzero_when_training_fails(job_env, tmp_path):
     proc = _sbatch(
-        [*CPU_JOB, "--ntasks-per-node=1", "--job-name=bad", str(REPO / "slurm" / "pretrain.sh"),
-         "--config", str(REPO / "mmpt" / "configs" / "tiny-cpu.yaml"), "--data_dir", str(tmp_path / "missing")],
-        tmp_path, {**job_env, "MMPT_DEVICE": "cpu"},
+        [
+            *CPU_JOB,
+            "--ntasks-per-node=1",
+            "--job-name=bad",
+            str(REPO / "slurm" / "pretrain.sh"),
+            "--config",
+            str(REPO / "mmpt" / "configs" / "tiny-cpu.yaml"),
+            "--data_dir",
+            str(tmp_path / "missing"),
+        ],
+        tmp_path,
+        {**job_env, "MMPT_DEVICE": "cpu"},
     )
     assert proc.returncode != 0
     assert "data_dir" in _log(tmp_path, "bad")  # the trainer's own error reached the log
@@ -120,11 +132,16 @@ def _stub(tmp_path: Path, body: str) -> Path:
 def test_pretrain_starts_one_rank_per_gpu_with_the_arguments(cluster, job_env, tmp_path):
     """The launch itself, with a stub interpreter: the GPU branch (SLURM_GPUS_ON_NODE, as slurmd
     sets it on a GPU node) with one task requested, rendezvous, cores per rank and arguments."""
-    stub = _stub(tmp_path, 'echo "rank $SLURM_PROCID $SLURM_LOCALID $SLURM_NTASKS ${DS_ACCELERATOR:-gpu} '
-                           '$MASTER_ADDR:$MASTER_PORT cpus=$SLURM_CPUS_PER_TASK omp=$OMP_NUM_THREADS $*"\n')
+    stub = _stub(
+        tmp_path,
+        'echo "rank $SLURM_PROCID $SLURM_LOCALID $SLURM_NTASKS ${DS_ACCELERATOR:-gpu} '
+        '$MASTER_ADDR:$MASTER_PORT cpus=$SLURM_CPUS_PER_TASK omp=$OMP_NUM_THREADS $*"\n',
+    )
     env = {**job_env, "PYTHON": str(stub), "SLURM_GPUS_ON_NODE": "2"}
     args = ["--config", "configs/X.yaml", "--max_steps", "100"]
-    proc = _sbatch([*CPU_JOB, "--ntasks-per-node=1", "--job-name=stub", str(REPO / "slurm" / "pretrain.sh"), *args], tmp_path, env)
+    proc = _sbatch(
+        [*CPU_JOB, "--ntasks-per-node=1", "--job-name=stub", str(REPO / "slurm" / "pretrain.sh"), *args], tmp_path, env
+    )
     log = _log(tmp_path, "stub")
     assert proc.returncode == 0, log
     job_id = int(re.search(r"job (\d+) restart 0", log).group(1))
@@ -151,7 +168,11 @@ def test_pretrain_never_requeues_a_run_that_failed_after_the_signal(job_env, tmp
     stub = _stub(tmp_path, 'trap "echo crashing; exit 3" USR1\necho "rank $SLURM_PROCID up"\nwhile true; do sleep 0.2; done\n')
     submit = subprocess.Popen(
         ["sbatch", "--wait", *CPU_JOB, "--ntasks-per-node=1", "--job-name=crash", str(REPO / "slurm" / "pretrain.sh")],
-        cwd=tmp_path, env={**job_env, "PYTHON": str(stub), "MMPT_DEVICE": "cpu"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env={**job_env, "PYTHON": str(stub), "MMPT_DEVICE": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not any("rank 0 up" in p.read_text() for p in tmp_path.glob("slurm-crash-*.out")):
@@ -173,9 +194,22 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def data_dir(workdir, job_env) -> Path:
     out = workdir / "data"
-    cmd = [sys.executable, "-m", "mmpt", "prepare", "--pairs", str(ASSETS / "pairs.jsonl"),
-           "--tokenizer", str(ASSETS / "tokenizer"), "--separation", "partial", "--max-seq-length", "256",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmpt",
+        "prepare",
+        "--pairs",
+        str(ASSETS / "pairs.jsonl"),
+        "--tokenizer",
+        str(ASSETS / "tokenizer"),
+        "--separation",
+        "partial",
+        "--max-seq-length",
+        "256",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=job_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out
@@ -187,10 +221,25 @@ def preempted_run(workdir, data_dir, job_env) -> dict:
     would near the time limit); returns the run's output dir, log, exit status and job id."""
     output_dir = workdir / "train"
     args = [
-        "--wait", *CPU_JOB, "--ntasks-per-node=2", "--job-name=pretrain", str(REPO / "slurm" / "pretrain.sh"),
-        "--config", str(REPO / "mmpt" / "configs" / "tiny-cpu.yaml"), "--data_dir", str(data_dir),
-        "--output_dir", str(output_dir), "--max_steps", str(MAX_STEPS), "--save_steps", "1000",
-        "--logging_steps", "1", "--per_device_batch_size", "1",
+        "--wait",
+        *CPU_JOB,
+        "--ntasks-per-node=2",
+        "--job-name=pretrain",
+        str(REPO / "slurm" / "pretrain.sh"),
+        "--config",
+        str(REPO / "mmpt" / "configs" / "tiny-cpu.yaml"),
+        "--data_dir",
+        str(data_dir),
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        str(MAX_STEPS),
+        "--save_steps",
+        "1000",
+        "--logging_steps",
+        "1",
+        "--per_device_batch_size",
+        "1",
     ]
     env = {**job_env, "MMPT_DEVICE": "cpu"}
     submit = subprocess.Popen(["sbatch", *args], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -249,10 +298,27 @@ def test_eval_generates_executes_over_mpi_and_writes_passk(preempted_run, workdi
     out = workdir / "eval"
     env = {**job_env, "K": "1,2"}
     proc = _sbatch(
-        ["--ntasks-per-node=2", "--job-name=eval", str(REPO / "slurm" / "eval.sh"),
-         "--model", str(preempted_run["dir"] / "final"), "--benchmark", "humaneval", "--limit", "2",
-         "--n", "2", "--temperature", "1.0", "--max-new-tokens", "24", "--out", str(out)],
-        workdir, env,
+        [
+            "--ntasks-per-node=2",
+            "--job-name=eval",
+            str(REPO / "slurm" / "eval.sh"),
+            "--model",
+            str(preempted_run["dir"] / "final"),
+            "--benchmark",
+            "humaneval",
+            "--limit",
+            "2",
+            "--n",
+            "2",
+            "--temperature",
+            "1.0",
+            "--max-new-tokens",
+            "24",
+            "--out",
+            str(out),
+        ],
+        workdir,
+        env,
     )
     log = _log(workdir, "eval")
     assert proc.returncode == 0, proc.stderr + log[-3000:]

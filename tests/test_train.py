@@ -73,11 +73,27 @@ def setup_dir(tmp_path_factory) -> Path:
 
 def run_args(root: Path, objective: str, out: Path, **extra) -> list[str]:
     args = dict(
-        model=str(root / "tied"), data_dir=str(root / "data"), output_dir=str(out), objective=objective,
-        max_steps=STEPS, learning_rate=LR, min_learning_rate=MIN_LR, warmup_ratio=WARMUP, weight_decay=0.1,
-        max_grad_norm=0.5, per_device_batch_size=BATCH, gradient_accumulation_steps=ACCUM, precision="fp32",
-        gradient_checkpointing=False, save_steps=5, keep_checkpoints=2, logging_steps=1, seed=7,
-        deepspeed=str(root / "zero3.json"), attn_implementation="sdpa", hang_timeout_s=60,
+        model=str(root / "tied"),
+        data_dir=str(root / "data"),
+        output_dir=str(out),
+        objective=objective,
+        max_steps=STEPS,
+        learning_rate=LR,
+        min_learning_rate=MIN_LR,
+        warmup_ratio=WARMUP,
+        weight_decay=0.1,
+        max_grad_norm=0.5,
+        per_device_batch_size=BATCH,
+        gradient_accumulation_steps=ACCUM,
+        precision="fp32",
+        gradient_checkpointing=False,
+        save_steps=5,
+        keep_checkpoints=2,
+        logging_steps=1,
+        seed=7,
+        deepspeed=str(root / "zero3.json"),
+        attn_implementation="sdpa",
+        hang_timeout_s=60,
     )
     args.update(extra)
     return [x for k, v in args.items() for x in (f"--{k}", str(v))]
@@ -154,8 +170,11 @@ def read_losses(out: Path) -> dict[int, float]:
 def driver_run(setup_dir) -> Path:
     """One 2-rank ZeRO-3 launch: the partitioned-setup check, then 20 steps of every objective."""
     spec = {
-        "data": str(setup_dir / "data"), "tied": str(setup_dir / "tied"), "untied": str(setup_dir / "untied"),
-        "ds": str(setup_dir / "zero3.json"), "report": str(setup_dir / "setup.json"),
+        "data": str(setup_dir / "data"),
+        "tied": str(setup_dir / "tied"),
+        "untied": str(setup_dir / "untied"),
+        "ds": str(setup_dir / "zero3.json"),
+        "report": str(setup_dir / "setup.json"),
         "runs": [run_args(setup_dir, o, setup_dir / f"run-{o}") for o in OBJECTIVES],
     }
     run_script(setup_dir, "driver", DRIVER, spec, 29631)
@@ -298,8 +317,18 @@ def probe_run(setup_dir) -> Path:
     # held-out rows as `mmpt prepare --validation-fraction` writes them: DATA_DIR/validation, same columns
     rows = datasets.load_from_disk(str(root / "data" / "rows"))
     rows.select(range(7)).save_to_disk(str(root / "data" / "validation"))
-    args = run_args(setup_dir, "text-code-clm", root / "out", data_dir=root / "data", precision="bf16", max_steps=PROBE_STEPS,
-                    eval_steps=PROBE_EVAL, logging_steps=PROBE_LOG, save_steps=0, hang_timeout_s=PROBE_HANG)
+    args = run_args(
+        setup_dir,
+        "text-code-clm",
+        root / "out",
+        data_dir=root / "data",
+        precision="bf16",
+        max_steps=PROBE_STEPS,
+        eval_steps=PROBE_EVAL,
+        logging_steps=PROBE_LOG,
+        save_steps=0,
+        hang_timeout_s=PROBE_HANG,
+    )
     spec = {"argv": args, "report": str(root / "report.json"), "export_sleep_s": 2.5 * PROBE_HANG}
     run_script(root, "probe", PROBE, spec, 29661)
     return root
@@ -365,7 +394,7 @@ def test_per_step_host_overheads(probe_run):
         smap = SeparationMap.load(probe_run / "data")
         assert sims and {(c["op"], c["numel"]) for c in sims} == {("reduce", 2 * len(smap.separated) * ARCH["hidden_size"])}
         diffs = report["similarity_max_diff"]
-        assert (all(d is not None and d < 1e-6 for d in diffs) if rank == 0 else all(d is None for d in diffs)), diffs
+        assert all(d is not None and d < 1e-6 for d in diffs) if rank == 0 else all(d is None for d in diffs), diffs
 
 
 @pytest.mark.heavy
@@ -427,7 +456,10 @@ def reference_losses(root: Path, objective: str, steps: int = STEPS) -> tuple[li
     extend_model(model, smap)
     nl_mask, code_mask = smap.vocab_masks(model.get_input_embeddings().weight.shape[0])
     params = [p for p in model.parameters()]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1}, {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     opt = torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.999), eps=1e-8)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, WARMUP, MIN_LR / LR))
     collator = Collator(objective, sentinel_ids(load_tokenizer(str(root / "data" / "tokenizer"))), smap, seed=7)
@@ -439,7 +471,9 @@ def reference_losses(root: Path, objective: str, steps: int = STEPS) -> tuple[li
         collator.epoch = epoch
         idx = epoch_order(len(rows), 7, epoch)[k * global_batch : (k + 1) * global_batch].tolist()
         got = rows[idx]
-        batch = collator([{c: got[c][j] for c in ("input_ids", "position_ids", "modality")} | {"row": i} for j, i in enumerate(idx)])
+        batch = collator(
+            [{c: got[c][j] for c in ("input_ids", "position_ids", "modality")} | {"row": i} for j, i in enumerate(idx)]
+        )
         s = modality_loss(packed_forward(model, batch), batch["labels"], batch["modality"], nl_mask, code_mask)
         loss = s.total_sum / s.total_count
         opt.zero_grad()
@@ -498,7 +532,13 @@ def test_export_loads_and_gives_the_reference_loss(driver_run):
 
     final = driver_run / "run-text-code-clm" / "final"
     meta = json.loads((final / "mmpt.json").read_text())
-    assert meta == {"layout": "docstring-first", "objective": "text-code-clm", "attn_implementation": "sdpa", "separation": "partial", "code_format": "plain"}
+    assert meta == {
+        "layout": "docstring-first",
+        "objective": "text-code-clm",
+        "attn_implementation": "sdpa",
+        "separation": "partial",
+        "code_format": "plain",
+    }
     assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
     exported = AutoModelForCausalLM.from_pretrained(final, attn_implementation="sdpa")
     assert exported.get_output_embeddings().weight is exported.get_input_embeddings().weight  # still tied

@@ -68,9 +68,7 @@ def encode_instance(
     doc = _text_ids(tokenizer, docstring)
     if layout == "docstring-first":
         return assemble_instance(smap, layout, ids, doc, _text_ids(tokenizer, code), end=end)
-    return assemble_instance(
-        smap, layout, ids, doc, _text_ids(tokenizer, body), _text_ids(tokenizer, signature), end=end
-    )
+    return assemble_instance(smap, layout, ids, doc, _text_ids(tokenizer, body), _text_ids(tokenizer, signature), end=end)
 
 
 def assemble_instance(

@@ -153,9 +153,7 @@ def with_space_forms(tokens: list[str]) -> list[str]:
     return list(seen)
 
 
-def build_separation_map(
-    tokenizer, separation: str, tokens: list[str] | None = None
-) -> tuple[SeparationMap, list[str]]:
+def build_separation_map(tokenizer, separation: str, tokens: list[str] | None = None) -> tuple[SeparationMap, list[str]]:
     """(map, split): the SeparationMap of `separation` for `tokenizer`, and the requested strings
     that the tokenizer encodes as several pieces (reported, not separated).
 

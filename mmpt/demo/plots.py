@@ -32,7 +32,9 @@ def _integer_steps(*axes) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_loss(backbone: list[dict], further: dict[str, list[dict]], labels: dict[str, str], titles: tuple[str, str], path: Path) -> None:
+def plot_loss(
+    backbone: list[dict], further: dict[str, list[dict]], labels: dict[str, str], titles: tuple[str, str], path: Path
+) -> None:
     """Left: the backbone's NL and code loss; right: code loss of the further pre-trainings."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -122,7 +124,9 @@ def plot_similarity(curve, final: list[tuple[str, float]], path: Path) -> None:
     left.fill_between(steps, low, high, color=COLORS["separated"], alpha=0.2, label="min–max over tokens")
     left.plot(steps, mean, color=COLORS["separated"], lw=2, marker="o", ms=3, label="mean")
     left.axhline(1.0, color="gray", lw=1, ls="--")
-    left.set(title=f"NL row vs code copy of the {len(final)} separated tokens", xlabel="optimizer step", ylabel="cosine similarity")
+    left.set(
+        title=f"NL row vs code copy of the {len(final)} separated tokens", xlabel="optimizer step", ylabel="cosine similarity"
+    )
     left.legend(loc="lower left")
     _integer_steps(left)
     right.hist([c for _, c in final], bins=30, color=COLORS["separated"])

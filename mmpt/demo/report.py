@@ -140,7 +140,7 @@ def objective_name(objective: str) -> str:
 
 
 def separation_words(separation: str) -> str:
-    """"partial separation", or "no separation" for none."""
+    """ "partial separation", or "no separation" for none."""
     return "no separation" if separation == "none" else f"{separation} separation"
 
 
@@ -262,25 +262,35 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     md += [
         "## What ran",
         "",
-        (f"- Data: {data_meta['none']['pairs']} docstring/code pairs mined from {sources}; "
-        f"{data_meta['none']['instances']} instances ≤ {settings['max_seq_length']} tokens "
-        f"({data_meta['none']['tokens']:,} tokens in {data_meta['none']['rows']} packed rows), "
-        f"a {settings['vocab_size']}-token byte-level BPE."),
-        (f"- {separation.capitalize()} separation gave {data_meta[separation]['separated_tokens']} Python tokens "
-        f"a second, code-only embedding row; the baseline ({separation_words(runs['baseline'].separation)}) keeps one "
-        "row per token."),
-        (f"- Backbone: a {runs['backbone'].parameters / 1e6:.2f}M-parameter `{runs['backbone'].model_type}` model "
-        f"trained from random init for {settings['backbone_steps']} steps ({objective_name(runs['backbone'].objective)}, "
-        f"{separation_words(runs['backbone'].separation)}) — the stand-in for an already pre-trained model."),
-        (f"- Further pre-training of that backbone, {settings['further_steps']} steps each, same data order, "
-        f"{further_objective}: **separated** ({separation_words(separation)}, {n_params['separated'] / 1e6:.2f}M parameters) "
-        f"and **baseline** ({separation_words(runs['baseline'].separation)}). Every step is {settings['ranks']} DeepSpeed "
-        f"{'/'.join(zero)} ranks × {settings['per_device_batch_size']} rows of ≤ {settings['max_seq_length']} tokens "
-        f"(~{tokens_per_step:,} tokens)."),
-        (f"- HumanEval: {n_plain} of {benchmark_size()} problems plain (greedy, and {settings['n_samples']} samples at "
-        f"T={settings['temperature']}, top-p {settings['top_p']}); {n_inc_problems} problems made into "
-        f"{n_inc_tasks} incremental tasks (greedy); at most {settings['max_new_tokens']} new tokens; "
-        "executed in the sandbox."),
+        (
+            f"- Data: {data_meta['none']['pairs']} docstring/code pairs mined from {sources}; "
+            f"{data_meta['none']['instances']} instances ≤ {settings['max_seq_length']} tokens "
+            f"({data_meta['none']['tokens']:,} tokens in {data_meta['none']['rows']} packed rows), "
+            f"a {settings['vocab_size']}-token byte-level BPE."
+        ),
+        (
+            f"- {separation.capitalize()} separation gave {data_meta[separation]['separated_tokens']} Python tokens "
+            f"a second, code-only embedding row; the baseline ({separation_words(runs['baseline'].separation)}) keeps one "
+            "row per token."
+        ),
+        (
+            f"- Backbone: a {runs['backbone'].parameters / 1e6:.2f}M-parameter `{runs['backbone'].model_type}` model "
+            f"trained from random init for {settings['backbone_steps']} steps ({objective_name(runs['backbone'].objective)}, "
+            f"{separation_words(runs['backbone'].separation)}) — the stand-in for an already pre-trained model."
+        ),
+        (
+            f"- Further pre-training of that backbone, {settings['further_steps']} steps each, same data order, "
+            f"{further_objective}: **separated** ({separation_words(separation)}, {n_params['separated'] / 1e6:.2f}M parameters) "
+            f"and **baseline** ({separation_words(runs['baseline'].separation)}). Every step is {settings['ranks']} DeepSpeed "
+            f"{'/'.join(zero)} ranks × {settings['per_device_batch_size']} rows of ≤ {settings['max_seq_length']} tokens "
+            f"(~{tokens_per_step:,} tokens)."
+        ),
+        (
+            f"- HumanEval: {n_plain} of {benchmark_size()} problems plain (greedy, and {settings['n_samples']} samples at "
+            f"T={settings['temperature']}, top-p {settings['top_p']}); {n_inc_problems} problems made into "
+            f"{n_inc_tasks} incremental tasks (greedy); at most {settings['max_new_tokens']} new tokens; "
+            "executed in the sandbox."
+        ),
         "",
     ]
 
@@ -328,8 +338,10 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
         _table(["model"] + [label for label, _, _ in columns], rows),
         "",
-        (f"pass@k is the unbiased estimator over {settings['n_samples']} samples per problem; greedy pass@1 is "
-        "the share of problems whose one greedy completion passes every test."),
+        (
+            f"pass@k is the unbiased estimator over {settings['n_samples']} samples per problem; greedy pass@1 is "
+            "the share of problems whose one greedy completion passes every test."
+        ),
         "",
         "![pass@k](plots/passk.png)",
         "",
@@ -345,15 +357,19 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     md += [
         "## Incremental pass@1 by fraction of the solution given",
         "",
-        ("Task t_i of a problem gives the first i non-empty lines of the reference body as already written "
-        "and asks for the rest (t_0 is the plain task). Tasks are grouped by i / L, L the body's non-empty lines."),
+        (
+            "Task t_i of a problem gives the first i non-empty lines of the reference body as already written "
+            "and asks for the rest (t_0 is the plain task). Tasks are grouped by i / L, L the body's non-empty lines."
+        ),
         "",
         _table(["fraction given", *(labels[m] for m in MODELS), "tasks"], rows),
         "",
-        (f"Completions that at least parse (and so run to the tests): {_pct(parse_rates['separated']['all'])} "
-         f"(separated) vs {_pct(parse_rates['baseline']['all'])} (baseline) over all tasks; "
-         f"{_pct(parse_rates['separated'].get(top_bin))} vs {_pct(parse_rates['baseline'].get(top_bin))} "
-         f"with {top_words} of the body given."),
+        (
+            f"Completions that at least parse (and so run to the tests): {_pct(parse_rates['separated']['all'])} "
+            f"(separated) vs {_pct(parse_rates['baseline']['all'])} (baseline) over all tasks; "
+            f"{_pct(parse_rates['separated'].get(top_bin))} vs {_pct(parse_rates['baseline'].get(top_bin))} "
+            f"with {top_words} of the body given."
+        ),
         "",
         "![incremental pass@1](plots/incremental.png)",
         "",
@@ -362,8 +378,10 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         ex = _example(results[m]["incremental"])
         if ex:
             md += [
-                (f"A task the {m} model finished ({ex['task_id']}, {ex['given_lines']} of {ex['total_lines']} lines "
-                "given); the model wrote:"),
+                (
+                    f"A task the {m} model finished ({ex['task_id']}, {ex['given_lines']} of {ex['total_lines']} lines "
+                    "given); the model wrote:"
+                ),
                 "",
                 "```python",
                 ex["generated"].rstrip("\n"),
@@ -380,8 +398,10 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     md += [
         "## How the completions fail",
         "",
-        ("A low pass rate hides what the models did learn: whether their code even parses, runs, and "
-        "reaches the tests' assertions (\"wrong answer\")."),
+        (
+            "A low pass rate hides what the models did learn: whether their code even parses, runs, and "
+            'reaches the tests\' assertions ("wrong answer").'
+        ),
         "",
         _table(["model", "samples"] + list(OUTCOMES) + ["completions"], rows),
         "",
@@ -403,10 +423,15 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
         _table(["run", "tokens", "first logged loss", "last logged loss", "steps", "tokens seen"], rows),
         "",
-        ("" if any("loss_nl" in r for m in MODELS for r in further[m]) else
-         f"{further_objective} trains only on code tokens, so the further pre-trainings have no NL loss. ")
-        + ("The separated model's code loss normalises over the code vocabulary (the shared rows plus the code "
-           "copies), the baseline's over the whole vocabulary."),
+        (
+            ""
+            if any("loss_nl" in r for m in MODELS for r in further[m])
+            else f"{further_objective} trains only on code tokens, so the further pre-trainings have no NL loss. "
+        )
+        + (
+            "The separated model's code loss normalises over the code vocabulary (the shared rows plus the code "
+            "copies), the baseline's over the whole vocabulary."
+        ),
         "",
         "![loss](plots/loss.png)",
         "",
@@ -418,9 +443,11 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     md += [
         "## NL vs code embeddings of the separated tokens",
         "",
-        ("Each code copy starts as an exact copy of its NL row (cosine 1). Logged during training "
-        f"(TensorBoard `{SIMILARITY_TAG}`): mean cosine {curve.mean[0]:.3f} at step {curve.steps[0]}, "
-        f"{curve.mean[-1]:.3f} at step {curve.steps[-1]} (lowest token {curve.low[-1]:.3f})."),
+        (
+            "Each code copy starts as an exact copy of its NL row (cosine 1). Logged during training "
+            f"(TensorBoard `{SIMILARITY_TAG}`): mean cosine {curve.mean[0]:.3f} at step {curve.steps[0]}, "
+            f"{curve.mean[-1]:.3f} at step {curve.steps[-1]} (lowest token {curve.low[-1]:.3f})."
+        ),
         "",
         f"Moved most: {lowest}. Moved least: {highest}.",
         "",

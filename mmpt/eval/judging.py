@@ -105,8 +105,11 @@ def _literal_calls(problem: Problem, test_tree: ast.Module, calls: list[ast.Call
     names = {n: n for n in proxies}
     last = test_tree.body[-1] if test_tree.body else None
     if (
-        isinstance(last, ast.Expr) and isinstance(last.value, ast.Call) and isinstance(last.value.func, ast.Name)
-        and last.value.func.id == "check" and [ast.unparse(a) for a in last.value.args] == [problem.entry_point]
+        isinstance(last, ast.Expr)
+        and isinstance(last.value, ast.Call)
+        and isinstance(last.value.func, ast.Name)
+        and last.value.func.id == "check"
+        and [ast.unparse(a) for a in last.value.args] == [problem.entry_point]
     ):
         names.setdefault("candidate", problem.entry_point)
     found = []
@@ -174,7 +177,7 @@ class Judge:
         return Verdict(run, "split", one_process="passed")
 
     def reference_reason(self, box: Sandbox, task_id: str) -> str:
-        """"" if the task's reference passes split, else why the task is judged in one process."""
+        """ "" if the task's reference passes split, else why the task is judged in one process."""
         base = self.problems[task_id].base_task_id
         with self._lock:
             known = self._reference_fails.get(base)

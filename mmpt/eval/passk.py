@@ -93,8 +93,7 @@ def pass_at_k_metrics(results: Iterable[dict], ks: Iterable[int], per_task: bool
         metrics["by_fraction"] = by_fraction
     if per_task:
         metrics["per_task"] = {
-            t: {"n": n, "c": c, **{f"pass@{k}": estimate_pass_at_k(n, c, k) for k in ks if k <= n}}
-            for t, (n, c) in tasks.items()
+            t: {"n": n, "c": c, **{f"pass@{k}": estimate_pass_at_k(n, c, k) for k in ks if k <= n}} for t, (n, c) in tasks.items()
         }
     return metrics
 

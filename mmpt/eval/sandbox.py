@@ -81,7 +81,7 @@ class RunResult:
 
 
 def resolve_mode(mode: str) -> str:
-    """"bwrap" or "none" for a requested mode; refuses when bubblewrap is needed but missing."""
+    """ "bwrap" or "none" for a requested mode; refuses when bubblewrap is needed but missing."""
     if mode not in MODES:
         raise ValueError(f"sandbox mode must be one of {MODES}, got {mode!r}")
     if mode == "none":

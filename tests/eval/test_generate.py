@@ -27,9 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 PROBLEMS = [
     Problem("T/0", "T/0", "Add two numbers.", "def add(a, b):", "", "add", "", ""),
-    Problem(
-        "T/1", "T/1", "Return the largest item.", "def largest(xs):", "    best = xs[0]\n", "largest", "", "", 1, 3
-    ),
+    Problem("T/1", "T/1", "Return the largest item.", "def largest(xs):", "    best = xs[0]\n", "largest", "", "", 1, 3),
     Problem("T/2", "T/2", "Count the vowels in s.", "def vowels(s):", "", "vowels", "", ""),
 ]
 
@@ -67,9 +65,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def _config(checkpoint: Path, out: Path, **kw) -> GenerateConfig:
     sampling = SamplingConfig(greedy=False, temperature=1.0, top_p=0.95, max_new_tokens=24)
-    return GenerateConfig(
-        model=checkpoint, out=out, **{"n": 3, "sampling": sampling, "batch_size": 4, "progress": False, **kw}
-    )
+    return GenerateConfig(model=checkpoint, out=out, **{"n": 3, "sampling": sampling, "batch_size": 4, "progress": False, **kw})
 
 
 def _lines(path: Path) -> list[str]:
@@ -116,9 +112,7 @@ def test_full_separation_decodes_code_copies(checkpoint: Path) -> None:
     code_mask = smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1]
     prompt = encode_prompt(tokenizer, smap, meta.layout, "Add two numbers.", "def add(a, b):", "")[0]
     sampling = SamplingConfig(greedy=False, max_new_tokens=30)
-    gen = Decoder(model, sampling, stop_id=-1, pad_id=0, code_mask=code_mask)(
-        [prompt], [torch.Generator().manual_seed(1)]
-    )[0]
+    gen = Decoder(model, sampling, stop_id=-1, pad_id=0, code_mask=code_mask)([prompt], [torch.Generator().manual_seed(1)])[0]
     assert gen and all(t >= smap.base_vocab_size for t in gen)  # full separation: only code copies
     text = CodeText(tokenizer, smap)
     assert text.text(prompt, gen) == tokenizer.decode(smap.to_original(gen))

@@ -29,7 +29,9 @@ def test_every_humaneval_task_has_a_split_plan_calling_only_its_entry_point():
 
 
 def test_literal_calls_go_ahead_in_the_order_of_the_tests():
-    p = problem("def check(candidate):\n    assert candidate(2) == 2\n    assert candidate([1, {2}], y=-1.5) == 1\n    n = 3\n    assert candidate(n) == 3\n\ncheck(f)\n")
+    p = problem(
+        "def check(candidate):\n    assert candidate(2) == 2\n    assert candidate([1, {2}], y=-1.5) == 1\n    n = 3\n    assert candidate(n) == 3\n\ncheck(f)\n"
+    )
     ahead = [wire.decode(bytes.fromhex(h)) for h in plan(p).ahead]
     assert ahead == [("f", (2,), {}), ("f", ([1, {2}],), {"y": -1.5})]
 
@@ -44,7 +46,10 @@ def test_names_the_tests_use_are_proxies_unless_the_setup_or_tests_bind_them():
 
 @pytest.mark.parametrize(
     ("test", "reason"),
-    [("import inspect\nassert 'for' in inspect.getsource(f)\n", "inspect the function's code"), ("assert f(1 ==\n", "do not parse")],
+    [
+        ("import inspect\nassert 'for' in inspect.getsource(f)\n", "inspect the function's code"),
+        ("assert f(1 ==\n", "do not parse"),
+    ],
 )
 def test_static_reasons_for_one_process(test, reason):
     assert reason in plan(problem(test)).shared_reason
@@ -53,10 +58,28 @@ def test_static_reasons_for_one_process(test, reason):
 @pytest.mark.heavy
 def test_judge_falls_back_only_where_the_reference_needs_it_and_records_forgeries():
     counter_test = "from collections import Counter\nassert f('aab') == {'a': 2, 'b': 1}\n"
-    counter = Problem("T/counter", "T/counter", "", "", "", "f", "def f(s):\n", counter_test,
-                      reference="    from collections import Counter\n    return Counter(s)\n")
-    plain = Problem("T/plain", "T/plain", "", "", "", "f", "def f(s):\n", counter_test,
-                    reference="    return {c: s.count(c) for c in set(s)}\n")
+    counter = Problem(
+        "T/counter",
+        "T/counter",
+        "",
+        "",
+        "",
+        "f",
+        "def f(s):\n",
+        counter_test,
+        reference="    from collections import Counter\n    return Counter(s)\n",
+    )
+    plain = Problem(
+        "T/plain",
+        "T/plain",
+        "",
+        "",
+        "",
+        "f",
+        "def f(s):\n",
+        counter_test,
+        reference="    return {c: s.count(c) for c in set(s)}\n",
+    )
     judge = Judge({p.task_id: p for p in (counter, plain)}, 30.0)
     forgery = "    class D(dict):\n        def __eq__(self, other):\n            return True\n    return D()\n"
     with Sandbox(SandboxConfig()) as box:

@@ -15,7 +15,9 @@ def exact(n: int, c: int, k: int) -> Fraction:
     return 1 - Fraction(comb(n - c, k), comb(n, k))
 
 
-@pytest.mark.parametrize("n,c,k", [(1, 0, 1), (1, 1, 1), (5, 2, 1), (5, 2, 3), (5, 2, 4), (10, 0, 10), (20, 19, 5), (200, 3, 100), (1000, 7, 100)])
+@pytest.mark.parametrize(
+    "n,c,k", [(1, 0, 1), (1, 1, 1), (5, 2, 1), (5, 2, 3), (5, 2, 4), (10, 0, 10), (20, 19, 5), (200, 3, 100), (1000, 7, 100)]
+)
 def test_estimator_equals_exact_binomial_ratio(n, c, k):
     assert estimate_pass_at_k(n, c, k) == pytest.approx(float(exact(n, c, k)), abs=1e-12)
 

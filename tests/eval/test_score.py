@@ -65,7 +65,9 @@ def _by_hand(ckpt: Path) -> dict[str, float]:
     code = smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1]
     out = {}
     for p in PROBLEMS:
-        ids, _ = encode_instance(tokenizer, smap, meta.layout, p.docstring, p.signature + "\n" + p.reference, p.signature, p.reference)
+        ids, _ = encode_instance(
+            tokenizer, smap, meta.layout, p.docstring, p.signature + "\n" + p.reference, p.signature, p.reference
+        )
         # scored: what follows the longest common prefix with the instance cut after the signature
         sig_ids, _ = encode_instance(tokenizer, smap, meta.layout, p.docstring, p.signature, end=False)
         start = len(os.path.commonprefix([ids, sig_ids]))
@@ -133,7 +135,9 @@ def test_bootstrap_and_paired_comparison():
     shifted = {t: v - 0.05 + float(rng.normal(0, 0.01)) for t, v in base.items()}  # paired: a small, sure gain
     result = compare(shifted, base)
     assert result["difference"] == pytest.approx(-0.05, abs=0.005) and result["excludes_zero"]
-    assert "excludes 0" in compare_text(result, "separated", "baseline") and "separated finds" in compare_text(result, "separated", "baseline")
+    assert "excludes 0" in compare_text(result, "separated", "baseline") and "separated finds" in compare_text(
+        result, "separated", "baseline"
+    )
     noisy = {t: v + float(rng.normal(0, 1.0)) for t, v in base.items()}
     assert not compare(noisy, base)["excludes_zero"]
     with pytest.raises(ValueError, match="share no problem"):
@@ -145,7 +149,9 @@ def test_cli_score_and_compare(partial: Path, tmp_path: Path, capsys):
     assert main(["--model", str(partial), "--benchmark", "humaneval", "--limit", "3", "--out", str(a), "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["n_problems"] == 3
     b.parent.mkdir()
-    b.write_text("".join(json.dumps({**json.loads(x), "nll": json.loads(x)["nll"] + 1.0}) + "\n" for x in a.read_text().splitlines()))
+    b.write_text(
+        "".join(json.dumps({**json.loads(x), "nll": json.loads(x)["nll"] + 1.0}) + "\n" for x in a.read_text().splitlines())
+    )
     assert main(["--compare", str(a), str(b)]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["difference"] == pytest.approx(-1.0) and "a − b" in err

@@ -11,10 +11,39 @@ import pytest
 from mmpt.eval.wire import MAX_DEPTH, WireError, decode, encode
 
 VALUES = [
-    None, True, False, 0, 1, -1, 255, -256, 2**100, -(2**100), 10**5000,
-    0.0, -0.0, 1.5, -2.25e-300, 5e-324, math.inf, -math.inf, 1e308,
-    complex(-0.0, math.inf), "", "héllo\n\x00", "\udc80 lone surrogate", b"", b"\x00\xff",
-    [], (), {}, set(), frozenset(), [1, (2, [3.0, None])], (1,), {"a": [1, {2, 3}], (1, 2): b"x", None: frozenset({1})},
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    255,
+    -256,
+    2**100,
+    -(2**100),
+    10**5000,
+    0.0,
+    -0.0,
+    1.5,
+    -2.25e-300,
+    5e-324,
+    math.inf,
+    -math.inf,
+    1e308,
+    complex(-0.0, math.inf),
+    "",
+    "héllo\n\x00",
+    "\udc80 lone surrogate",
+    b"",
+    b"\x00\xff",
+    [],
+    (),
+    {},
+    set(),
+    frozenset(),
+    [1, (2, [3.0, None])],
+    (1,),
+    {"a": [1, {2, 3}], (1, 2): b"x", None: frozenset({1})},
     {1, 2.5, "x", (1, 2), b"y"},
 ]
 
@@ -43,7 +72,11 @@ def test_nan_bits_and_negative_zero_are_exact():
     nan = struct.unpack(">d", b"\x7f\xf8\x00\x00\x00\x00\x12\x34")[0]
     assert struct.pack(">d", decode(encode(nan))) == struct.pack(">d", nan)
     assert math.copysign(1.0, decode(encode(-0.0))) == -1.0
-    assert decode(encode([True, 1, 1.0])) == [True, 1, 1.0] and [type(v) for v in decode(encode([True, 1, 1.0]))] == [bool, int, float]
+    assert decode(encode([True, 1, 1.0])) == [True, 1, 1.0] and [type(v) for v in decode(encode([True, 1, 1.0]))] == [
+        bool,
+        int,
+        float,
+    ]
 
 
 class AlwaysEqual(float):
@@ -89,8 +122,17 @@ def test_cycles_and_deep_nesting_are_refused():
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"Q", b"I\x00\x00\x00\x09\x01", b"S\x00\x00\x00\x02\xff\xfe", b"NN", b"E\x00\x00\x00\x01L\x00\x00\x00\x00",
-     b"M\x00\x00\x00\x01L\x00\x00\x00\x00N", b"L\xff\xff\xff\xffN", b"D\x00\x00"],
+    [
+        b"",
+        b"Q",
+        b"I\x00\x00\x00\x09\x01",
+        b"S\x00\x00\x00\x02\xff\xfe",
+        b"NN",
+        b"E\x00\x00\x00\x01L\x00\x00\x00\x00",
+        b"M\x00\x00\x00\x01L\x00\x00\x00\x00N",
+        b"L\xff\xff\xff\xffN",
+        b"D\x00\x00",
+    ],
 )
 def test_malformed_bytes_raise_wire_error(data):
     with pytest.raises(WireError, match="malformed"):

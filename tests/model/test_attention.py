@@ -190,8 +190,11 @@ def test_mask_from_allowed_serves_left_padded_kv_cached_decoding(arch, impl):
         out = model(input_ids=ids, position_ids=pos, attention_mask=mask_from_allowed(allowed, impl), use_cache=True)
         step_allowed = torch.cat([real, torch.ones(2, 1, dtype=torch.bool)], dim=1)[:, None, None, :]  # (2, 1, 1, 9)
         step = model(
-            input_ids=nxt, position_ids=pos[:, -1:] + 1, cache=out.past_key_values,
-            attention_mask=mask_from_allowed(step_allowed, impl), use_cache=True,
+            input_ids=nxt,
+            position_ids=pos[:, -1:] + 1,
+            cache=out.past_key_values,
+            attention_mask=mask_from_allowed(step_allowed, impl),
+            use_cache=True,
         ).logits[:, -1]
         for b, prompt in enumerate(prompts):
             alone = model(input_ids=torch.cat([prompt, nxt[b]])[None]).logits[0, -1]

@@ -46,7 +46,10 @@ def test_checkpoint_meta_round_trip_and_errors(tmp_path):
     meta = CheckpointMeta("signature-first", "prefix-code-clm", "sdpa", "partial")
     meta.save(tmp_path)
     assert json.loads((tmp_path / META_FILE).read_text()) == {
-        "layout": "signature-first", "objective": "prefix-code-clm", "attn_implementation": "sdpa", "separation": "partial",
+        "layout": "signature-first",
+        "objective": "prefix-code-clm",
+        "attn_implementation": "sdpa",
+        "separation": "partial",
         "code_format": "plain",
     }
     assert CheckpointMeta.load(tmp_path) == meta and meta.prefix_lm and not CheckpointMeta().prefix_lm

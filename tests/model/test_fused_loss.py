@@ -134,11 +134,19 @@ def test_shape_errors_name_the_shapes():
     model, nl, code = split_model("llama", tied=True)
     hidden = torch.zeros(2, 5, 32)
     with pytest.raises(ValueError, match=r"vocabulary masks must be \(64,\)"):
-        fused_modality_loss(hidden, model.lm_head.weight, None, torch.zeros(2, 5, dtype=torch.long),
-                            torch.zeros(2, 5, dtype=torch.long), nl[:10], code)
+        fused_modality_loss(
+            hidden,
+            model.lm_head.weight,
+            None,
+            torch.zeros(2, 5, dtype=torch.long),
+            torch.zeros(2, 5, dtype=torch.long),
+            nl[:10],
+            code,
+        )
     with pytest.raises(ValueError, match=r"labels \(2, 4\)"):
-        fused_modality_loss(hidden, model.lm_head.weight, None, torch.zeros(2, 4, dtype=torch.long),
-                            torch.zeros(2, 4, dtype=torch.long), nl, code)
+        fused_modality_loss(
+            hidden, model.lm_head.weight, None, torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long), nl, code
+        )
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,8 +228,17 @@ def test_two_rank_zero3_gradients_match_one_process(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "driver.py").write_text(DRIVER)
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(WORLD), "--master_port", str(free_port()),
-           str(tmp_path / "driver.py"), str(tmp_path / "spec.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_gpus",
+        str(WORLD),
+        "--master_port",
+        str(free_port()),
+        str(tmp_path / "driver.py"),
+        str(tmp_path / "spec.json"),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     for i, (arch, tied) in enumerate(CONFIGS):

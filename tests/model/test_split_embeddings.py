@@ -60,8 +60,9 @@ def _biased_head_model(tied: bool):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(0)
-    config = AutoConfig.for_model("codegen", vocab_size=BASE, n_embd=32, n_layer=1, n_head=4, rotary_dim=4,
-                                  n_positions=64, tie_word_embeddings=tied)
+    config = AutoConfig.for_model(
+        "codegen", vocab_size=BASE, n_embd=32, n_layer=1, n_head=4, rotary_dim=4, n_positions=64, tie_word_embeddings=tied
+    )
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 

@@ -91,9 +91,7 @@ class EndOfFunction(LogitsProcessor):
 class VllmEngine:
     """The `Engine` of vLLM's offline `LLM` on this rank's device(s)."""
 
-    def __init__(
-        self, checkpoint: Checkpoint, sampling: SamplingConfig, local_rank: int = 0, tensor_parallel: int = 1
-    ) -> None:
+    def __init__(self, checkpoint: Checkpoint, sampling: SamplingConfig, local_rank: int = 0, tensor_parallel: int = 1) -> None:
         if checkpoint.meta.prefix_lm:
             raise ValueError("vLLM cannot serve a prefix-code-clm checkpoint (bidirectional NL prefix)")
         if torch.cuda.is_available() and tensor_parallel == 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
