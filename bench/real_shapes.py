@@ -42,34 +42,24 @@ PYCODEGPT = {  # GPT-Neo 125M, the architecture of microsoft/PyCodeGPT (Daoguang
 }
 
 
-def _children() -> dict[int, list[int]]:
-    """ppid -> pids of every process, from /proc."""
-    tree: dict[int, list[int]] = {}
+def _rank_peaks(config: Path, peaks: dict[int, int]) -> None:
+    """Update rank -> peak RSS (KiB) from the VmHWM of every `--local_rank=R` process of this launch.
+
+    Found by command line, not by the launcher's process tree: each rank's work runs in a worker
+    outside that tree (`mmpt.distributed.outlive_launcher`) with its rank's command line.
+    """
+    mine = str(config).encode()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def _rank_peaks(root: int, peaks: dict[int, int]) -> None:
-    """Update rank -> peak RSS (KiB) from the VmHWM of every `--local_rank=R` process under `root`."""
-    tree, todo = _children(), [root]
-    while todo:
-        pid = todo.pop()
-        todo += tree.get(pid, [])
+        if not entry.name.isdigit():
+            continue
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            status = Path(f"/proc/{pid}/status").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "status").read_text()
         except OSError:
             continue
         ranks = [a.split(b"=", 1)[1] for a in cmdline if a.startswith(b"--local_rank=")]
         hwm = [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")]
-        if ranks and hwm:
+        if ranks and hwm and mine in cmdline:
             rank = int(ranks[0])
             peaks[rank] = max(peaks.get(rank, 0), hwm[0])
 
@@ -84,7 +74,7 @@ def launch(config: Path, log: Path, timeout_s: float) -> tuple[int, dict[int, fl
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            _rank_peaks(proc.pid, peaks)
+            _rank_peaks(config, peaks)
             if time.perf_counter() - t0 > timeout_s:
                 proc.kill()
                 proc.wait()
