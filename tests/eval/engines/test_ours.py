@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmpt.doctor import tiny_model
+from mmpt.model.tiny import tiny_model
 from mmpt.eval.engines import SamplingConfig
 from mmpt.eval.engines.ours import Decoder, choose_next
 
