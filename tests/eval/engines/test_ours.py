@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmpt.model.tiny import tiny_model
 from mmpt.eval.engines import SamplingConfig
 from mmpt.eval.engines.ours import Decoder, choose_next
+from mmpt.model.tiny import tiny_model
 
 # --- the decoding loop against a naive reference ----------------------------------------------
 
