@@ -166,7 +166,7 @@ def main(out: Path, cases: int) -> None:
             # `mmpt generate --engine vllm` end to end (records, settings), on the engine already started
             samples = root / "samples.jsonl"
             config = GenerateConfig(model_dir, samples, n=2, sampling=greedy, engine="vllm", progress=False)
-            with patch.object(generate, "open_engine", lambda *args, started=engine: started):
+            with patch.object(generate, "open_engine", lambda *args, started=engine, **kwargs: started):
                 generate.run(config, PLAIN)
             case["run"] = [json.loads(line) for line in samples.read_text().splitlines()]
         if name == SAMPLED:
