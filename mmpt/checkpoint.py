@@ -87,10 +87,16 @@ def choose_resume(resume: str, output_dir: str | Path) -> Path | None:
 
 
 def fsync_tree(path: Path) -> None:
-    """Flush every file under `path` and the directories themselves to stable storage."""
+    """Flush every file under `path` and the directories themselves to stable storage.
+
+    Other ranks write into the same folder meanwhile (rank 0's hf/ files go through a temporary
+    name and a rename): a file gone by the time it is opened is theirs to flush, not an error."""
     for root, _, files in os.walk(path):
         for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            except FileNotFoundError:
+                continue
             try:
                 os.fsync(fd)
             finally:

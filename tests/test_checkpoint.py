@@ -131,3 +131,12 @@ def test_rank0_chooses_the_checkpoint_every_rank_resumes(tmp_path):
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outs == ["step_00000010", "step_00000010"], outs
+
+
+def test_fsync_tree_skips_a_file_another_rank_renamed_meanwhile(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "shard.pt").write_bytes(b"x")
+    # the listing still names rank 0's temporary file, which its rename has taken away since
+    monkeypatch.setattr(os, "walk", lambda path: iter([(str(tmp_path), [], ["shard.pt", ".mmpt.json.tmp123"])]))
+    checkpoint.fsync_tree(tmp_path)  # no FileNotFoundError: that file is the other rank's to flush
