@@ -4,6 +4,7 @@
     DS_ACCELERATOR=cpu deepspeed --num_gpus 2 mmpt/train.py --config configs/tiny-cpu.yaml
     torchrun --nproc_per_node 8 mmpt/train.py --config ...      srun python mmpt/train.py --config ...
     python -m mmpt.train --config ...   (one process)           mmpt train --config ...
+    mmpt train --config X --dry-run --device cuda --world-size 16   (pre-flight: config + DeepSpeed JSON)
 
 Each optimizer step takes the next `per_device_batch_size * gradient_accumulation_steps * world`
 rows of the epoch's shuffled order; rank r takes every world-th of them, so the shards are disjoint
@@ -155,6 +156,46 @@ class StopFlag:
         self.raised = True
 
 
+def default_device_type() -> str:
+    """The device type DeepSpeed's accelerator would pick here: `DS_ACCELERATOR`, else cuda when one is visible."""
+    import os
+
+    return os.environ.get("DS_ACCELERATOR") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def take_preflight_options(argv: list[str]) -> tuple[list[str], str | None, int | None]:
+    """(the rest of argv, `--device TYPE`, `--world-size N`): the dry run's own options, not config fields."""
+    found: dict[str, str] = {}
+    for name in ("--device", "--world-size"):
+        if name in argv:
+            i = argv.index(name)
+            if i + 1 >= len(argv):
+                raise SystemExit(f"mmpt train: {name} needs a value")
+            found[name], argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    if found.get("--device", "cuda") not in ("cuda", "cpu"):
+        raise SystemExit(f"mmpt train: --device must be cuda or cpu, got {found['--device']!r}")
+    world = found.get("--world-size")
+    if world is not None and not (world.isdigit() and int(world) >= 1):
+        raise SystemExit(f"mmpt train: --world-size must be a positive integer, got {world!r}")
+    return argv, found.get("--device"), None if world is None else int(world)
+
+
+def preflight(config: TrainConfig, device_type: str, world: int) -> str:
+    """`mmpt train --dry-run`: the resolved config and the exact DeepSpeed JSON `train` would pass to
+    `deepspeed.initialize` on `device_type` with `world` ranks (built by the same `deepspeed_config`)."""
+    import json
+
+    on_gpu_here = device_type == "cuda" and torch.cuda.is_available()
+    # without a GPU here, `auto` resolves as on a bf16-capable one (A100, H100, H200); fp16 on older cards
+    bf16 = torch.cuda.is_bf16_supported() if on_gpu_here else device_type == "cuda"
+    precision = resolve_precision(config.precision, device_type, bf16)
+    ds = deepspeed_config(config, world, precision, device_type)
+    head = f"# device {device_type}, {world} rank(s), precision {precision} ({config.precision})"
+    if device_type == "cuda" and not on_gpu_here and config.precision == "auto":
+        head += "; resolved as on a bf16 GPU (no GPU here)"
+    return "\n".join([head, "# training config", dump(config).rstrip(), "# DeepSpeed JSON", json.dumps(ds, indent=2)])
+
+
 def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
     """One training run from the command line; `leave_group=False` keeps the process group for
     another run in the same process (tests), else every rank leaves it before the process exits.
@@ -168,12 +209,21 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
     if "--config" in argv:
         i = argv.index("--config")
         config_path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    dry_run = "--dry-run" in argv
+    argv, device_type, world_size = take_preflight_options([a for a in argv if a != "--dry-run"])
     try:
         config = load_config(config_path, parse_overrides(argv))
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"mmpt train: {e}", file=sys.stderr)
         return 2
     env = distributed.detect()
+    if dry_run:
+        try:
+            print(preflight(config, device_type or default_device_type(), world_size or env.world_size))
+        except ConfigError as e:
+            print(f"mmpt train: {e}", file=sys.stderr)
+            return 2
+        return 0
 
     def run() -> int:
         try:

@@ -7,6 +7,7 @@ reuse its uninterrupted text-code-clm run as their reference.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -706,3 +708,56 @@ def test_bad_input_fails_fast_with_a_message(setup_dir, tmp_path, capsys, overri
     argv = run_args(setup_dir, "code-clm", tmp_path / "out") + override
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def _dry_run(*args: str) -> tuple[str, dict]:
+    """(the printed config part, the DeepSpeed JSON) of `mmpt train ... --dry-run`, run as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmpt", "train", "--config", "tiny-cpu", "--data_dir", "d", "--dry-run", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    head, _, ds = proc.stdout.partition("# DeepSpeed JSON\n")
+    return head, json.loads(ds)
+
+
+def test_dry_run_cuda_resolves_as_on_a_gpu_node_and_builds_no_deepspeed_op(monkeypatch):
+    """`--dry-run --device cuda` on this CPU machine: the JSON a GPU node's `deepspeed.initialize` gets,
+    and DeepSpeed's own optimizer choice for it is torch's fused AdamW, with no op build."""
+    import deepspeed.ops.op_builder.builder as op_builder
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    head, ds = _dry_run("--device", "cuda", "--world-size", "8", "--per_device_batch_size", "4", "--precision", "auto")
+    assert "# device cuda, 8 rank(s), precision bf16" in head and "per_device_batch_size: 4" in head
+    assert ds["bf16"]["enabled"] is True and ds["train_batch_size"] == 8 * 4 * ds["gradient_accumulation_steps"]
+    assert ds["optimizer"]["params"]["torch_adam"] is True and ds["optimizer"]["params"]["fused"] is True
+
+    builds = []
+    for name in ("load", "jit_load"):
+        monkeypatch.setattr(op_builder.OpBuilder, name, lambda self, *a, _n=name, **k: builds.append((_n, self.name)))
+
+    def optimizer_for(params: dict) -> torch.optim.Optimizer:
+        """What DeepSpeed's engine builds from the JSON's optimizer params (its own code path)."""
+        params = dict(params)
+        engine = types.SimpleNamespace(zero_use_cpu_optimizer=lambda: False)  # no offload in zero3.json
+        cls, kwargs = DeepSpeedEngine.get_optimizer_configuration(engine, params, True)
+        return cls([torch.nn.Parameter(torch.ones(3))], **params, **kwargs)
+
+    opt = optimizer_for(ds["optimizer"]["params"])
+    assert type(opt) is torch.optim.AdamW and opt.defaults["fused"] is True and builds == []
+    # the control: what the JSON used to say on CUDA (no torch_adam) makes DeepSpeed build its FusedAdam op
+    with contextlib.suppress(Exception):  # the op is a stub here: whatever follows its load may fail
+        optimizer_for({k: v for k, v in ds["optimizer"]["params"].items() if k not in ("torch_adam", "fused")})
+    assert builds and builds[0][1] == "fused_adam"
+
+
+def test_dry_run_cpu_and_bad_options():
+    head, ds = _dry_run("--device", "cpu")
+    assert "# device cpu, 1 rank(s), precision fp32" in head
+    assert ds["optimizer"]["params"]["torch_adam"] is True and "fused" not in ds["optimizer"]["params"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmpt", "train", "--data_dir", "d", "--dry-run", "--device", "tpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "--device must be cuda or cpu, got 'tpu'" in proc.stderr
