@@ -19,6 +19,7 @@ import math
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,25 @@ def trained_counts(labels: torch.Tensor, modality: torch.Tensor) -> tuple[int, i
     """(code, nl) counts of the targets `modality_loss` trains on in a batch (it predicts label t+1)."""
     target = labels[:, 1:] != -100
     return int((target & (modality[:, 1:] == CODE)).sum()), int((target & (modality[:, 1:] == NL)).sum())
+
+
+def collate_rows(source, collate, indices: list[int], width: int) -> tuple[dict[str, torch.Tensor], int]:
+    """(collated micro-batch of `width` rows, its non-pad tokens) of rows `indices` of `source`.
+
+    Rows past `indices` (an empty or short micro-batch at the epoch's tail) are stand-ins (row 0)
+    that train nothing: every rank must run every micro-step (ZeRO-3 gathers are collective), and
+    under flex_attention every batch has the full shape (a new shape recompiles flex).
+    """
+    from mmpt.objectives import IGNORE, loss_index
+
+    picked = indices + [0] * (width - len(indices))
+    got = source[picked]  # column -> list over the picked rows
+    keys = ("input_ids", "position_ids", "modality")
+    batch = collate([{k: got[k][j] for k in keys} | {"row": i} for j, i in enumerate(picked)])
+    if len(indices) < width:
+        batch["labels"][len(indices) :] = IGNORE
+        batch["loss_index"] = loss_index(batch["labels"])
+    return batch, sum(len(ids) for ids in got["input_ids"][: len(indices)])
 
 
 def build_model(config: TrainConfig, smap: SeparationMap, ds_config: dict, precision: str, trained_rows: int | None = None):
@@ -312,49 +332,70 @@ def train(
     tied = engine.module.get_output_embeddings().weight is emb
     n_matmul = n_params - (0 if tied else getattr(emb, "ds_numel", emb.numel()))  # a lookup is no matmul
     peak = metrics.peak_flops(device, config.peak_tflops)
-    collator = Collator(config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss)
+    # under flex_attention every micro-batch has one shape (per_device_batch_size rows of the data's
+    # max_seq_length), so that flex compiles once per run (and once for evaluation)
+    one_shape = config.attn_implementation == "flex_attention"
+    pad_to = meta.get("max_seq_length") if one_shape else None
+    collator = Collator(
+        config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss, pad_to=pad_to
+    )
     held_out = load_validation(config.data_dir) if config.eval_steps else None  # None: no DATA_DIR/validation
     held_out = held_out if held_out is not None and len(held_out) else None
     # epoch 0: the same rows every time
     held_out_collator = Collator(
-        config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss
+        config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss, pad_to=pad_to
     )
+    pin = device.type == "cuda"  # page-locked host memory: a copy to the GPU then runs without the host waiting
+
+    def to_device(t: torch.Tensor) -> torch.Tensor:
+        """`t` on the device, copied asynchronously (no host sync) from page-locked memory."""
+        return (t.pin_memory() if pin else t).to(device, non_blocking=True)
 
     def fetch(source, collate, indices: list[int]) -> tuple[dict[str, torch.Tensor], int]:
-        """(collated micro-batch, its non-pad tokens); an empty one (epoch tail) is a stand-in row
-        that trains nothing, because every rank must run every micro-step (ZeRO-3 gathers are collective)."""
-        picked = indices or [0]
-        got = source[picked]  # column -> list over the picked rows
-        keys = ("input_ids", "position_ids", "modality")
-        batch = collate([{k: got[k][j] for k in keys} | {"row": i} for j, i in enumerate(picked)])
-        if not indices:
-            batch["labels"].fill_(-100)
-            return batch, 0
-        return batch, sum(len(ids) for ids in got["input_ids"])
+        return collate_rows(source, collate, indices, config.per_device_batch_size if one_shape else max(len(indices), 1))
+
+    orders: dict[int, np.ndarray] = {}  # the current epoch's row order (one permutation per epoch, not per step)
+
+    def load_step(k: int) -> tuple[list[list[int]], list[dict[str, torch.Tensor]], list[int], list[int]]:
+        """The host side of optimizer step k: this rank's row indices, micro-batches (pinned on a GPU
+        host), non-pad tokens and trained-token counts. Runs in the prefetch thread, one step ahead."""
+        epoch, k_in_epoch = divmod(k, steps_per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = epoch_order(len(rows), config.seed, epoch)
+        collator.epoch = epoch
+        micro = step_rows(
+            orders[epoch], k_in_epoch, rank, world, config.per_device_batch_size, config.gradient_accumulation_steps
+        )
+        batches, n_tokens = zip(*(fetch(rows, collator, idx) for idx in micro))
+        counts = [sum(trained_counts(b["labels"], b["modality"])) for b in batches]  # host ints, from host tensors
+        if pin:
+            batches = [{name: t.pin_memory() for name, t in b.items()} for b in batches]
+        return micro, list(batches), list(n_tokens), counts
+
+    prefetch = ThreadPoolExecutor(1, thread_name_prefix="mmpt-prefetch")  # collates step k+1 while k runs
 
     # ---- the loop: set epoch -> fetch the step's rows -> count -> micro-steps -> step -> log/eval/save
     engine.train()
     watchdog.beat(allow_s=10 * config.hang_timeout_s)  # the first step also warms up kernels and buckets
     # sums over the steps since the last log line: code_sum, code_count, nl_sum, nl_count, tokens, rows, seconds
     window = np.zeros(7)
-    order_epoch, order = -1, None
+    pending = prefetch.submit(load_step, step)
     while step < total_steps:
         t0 = time.perf_counter()
-        epoch, k = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:  # one permutation per epoch, not per step
-            order_epoch, order = epoch, epoch_order(len(rows), config.seed, epoch)
-            collator.epoch = epoch
-        micro = step_rows(order, k, rank, world, config.per_device_batch_size, config.gradient_accumulation_steps)
-        batches, n_tokens = zip(*(fetch(rows, collator, idx) for idx in micro))
+        epoch = step // steps_per_epoch
+        micro, batches, n_tokens, counts = pending.result()
+        if step + 1 < total_steps:
+            pending = prefetch.submit(load_step, step + 1)
+        # every micro-batch of the step to the device at once, asynchronously (a few (B, N) id tensors)
+        batches = [{name: to_device(t) for name, t in b.items()} for b in batches]
         # the global trained-token count of the whole step normalises every micro-batch's loss sum;
         # it stays on the device (no host sync before the micro-steps)
-        counts = [sum(trained_counts(b["labels"], b["modality"])) for b in batches]  # host ints, from host tensors
-        denom = torch.tensor([float(sum(counts))], dtype=torch.float64, device=device)
+        denom = to_device(torch.tensor([float(sum(counts))], dtype=torch.float64))
         dist.all_reduce(denom)
         denom = denom.clamp(min=1.0).float().squeeze(0)  # () fp32, as the loss sums
         sums = torch.zeros(4, dtype=torch.float64, device=device)  # code_sum, code_count, nl_sum, nl_count
-        for batch, _n_trained in zip(batches, counts):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for batch in batches:
             # the head fused into the loss: no (B, N, V) logits; a stand-in batch still reaches every parameter
             s = packed_loss(engine, batch, nl_mask, code_mask)
             loss = s.total_sum / denom
@@ -366,7 +407,7 @@ def train(
         step += 1
         # one collective and one host sync per step: loss sums, tokens, rows, and whether any rank got the save signal
         host = torch.tensor([sum(n_tokens), sum(map(len, micro)), float(stop.raised)], dtype=torch.float64)
-        report = torch.cat([sums, host.to(device)])
+        report = torch.cat([sums, to_device(host)])
         dist.all_reduce(report)
         code_sum, code_count, nl_sum, nl_count, tokens, n_rows, stop_votes = report.tolist()
         tokens_seen += int(tokens)
@@ -416,11 +457,13 @@ def train(
             watchdog.beat()
         if stop_votes:
             say(f"mmpt train: {config.save_signal} received, stopped after step {step}; resume with --resume auto")
+            prefetch.shutdown(cancel_futures=True)
             watchdog.stop()
             log.close()
             return 0, None
 
     # ---- the end: projector view; the export (rank 0) runs after the process group is left -----
+    prefetch.shutdown()
     watchdog.beat(allow_s=10 * config.hang_timeout_s)
     if smap.separated:
         log.projector(step, metrics.separated_rows(engine, smap.separated, smap.base_vocab_size), smap.tokens)
