@@ -23,7 +23,7 @@ a `torch.nn.attention.flex_attention.BlockMask` instead, built from the instance
 prefix lengths in O(B·N) (`block_mask`; the same rule as a `mask_mod` over (B, N) instance ids and
 prefix flags for the partial blocks); transformers hands a 4-D BlockMask to its flex attention
 unchanged, and the kernel skips every block of the row that no query may see (other instances).
-The trainer pads every batch to one shape under flex, so that it compiles once per run.
+The trainer pads every batch to one shape under flex (a new shape would recompile it).
 The dense-mask paths stay the reference: flex is verified against them numerically (forward on
 CPU, where torch has no flex backward; tests/model/test_attention.py). `attention_path` names the
 path a model gets, for `mmpt doctor` and the GPU bench.
