@@ -110,11 +110,16 @@ def key_ranges(position_ids: torch.Tensor, prefix: torch.Tensor | None = None) -
 
     An instance is a run of consecutive positions from 0, so lo (its first token) is q - position[q];
     hi is q (causal), or for a token of the NL prefix the prefix's last token (bidirectional). That
-    needs the prefix to be a run from its instance's start, as the collator makes it; a flag of its
-    own is asserted on the device (`torch._assert_async`: no host sync).
+    needs positions counting up by 1 and the prefix to be a run from its instance's start, as the
+    collator makes them; both are asserted on the device (`torch._assert_async`: no host sync).
     """
     b, n = position_ids.shape
     t = torch.arange(n, device=position_ids.device)  # (N,)
+    steps = position_ids[:, 1:] - position_ids[:, :-1]
+    torch._assert_async(
+        ((position_ids[:, 1:] == 0) | (steps == 1)).all() & (position_ids[:, 0] == 0).all(),
+        "position_ids must restart at 0 per instance and count up by 1",
+    )
     lo = t - position_ids  # (B, N)
     if prefix is None:
         return lo, t.expand(b, n)

@@ -302,3 +302,8 @@ def test_block_mask_refuses_a_prefix_that_is_not_a_run_from_the_instance_start()
     prefix[0, 3:5] = True
     with pytest.raises(RuntimeError, match="prefix must be a run"):
         block_mask(pos, prefix)
+
+
+def test_block_mask_refuses_positions_that_skip():
+    with pytest.raises(RuntimeError, match="count up by 1"):
+        block_mask(torch.tensor([[0, 1, 3, 4, 0, 1]]))
