@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
         config_path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     dry_run = "--dry-run" in argv
     argv, device_type, world_size = take_preflight_options([a for a in argv if a != "--dry-run"])
+    if not dry_run and (device_type or world_size):
+        print(
+            "mmpt train: --device and --world-size are options of --dry-run (a run takes both from its launch)", file=sys.stderr
+        )
+        return 2
     try:
         config = load_config(config_path, parse_overrides(argv))
     except (ConfigError, ValueError, FileNotFoundError) as e:

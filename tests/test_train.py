@@ -781,6 +781,11 @@ def test_dry_run_cpu_and_bad_options():
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode != 0 and "--device must be cuda or cpu, got 'tpu'" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmpt", "train", "--data_dir", "d", "--device", "cuda"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "options of --dry-run" in proc.stderr
 
 
 @pytest.mark.parametrize("indices", [[2, 0], [], [1, 2, 0, 1]])
