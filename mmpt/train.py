@@ -27,6 +27,7 @@ from mmpt import checkpoint, distributed
 from mmpt.config import ConfigError, TrainConfig, deepspeed_config, dump, load_config, parse_overrides, resolve_precision
 from mmpt.data.separation import SeparationMap
 from mmpt.modality import CODE, NL
+from mmpt.model import pangu  # noqa: F401  (registers PanGu-α with the Auto classes before any load)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

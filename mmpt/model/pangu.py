@@ -61,9 +61,7 @@ class TopQueryAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
         self.is_causal = True  # read by sdpa when no mask is given
 
-    def forward(
-        self, hidden: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None
-    ) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
         """(B, T, d) output from keys/values of `hidden` (B, T, d) and queries of `query` (B, T, d)."""
         b, t, _ = hidden.shape
         q = self.q_attn(query).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
@@ -90,9 +88,7 @@ class TopQueryLayer(nn.Module):
         self.ln_2 = nn.LayerNorm(d, eps=config.layer_norm_epsilon)
         self.mlp = GPT2MLP(config.n_inner if config.n_inner is not None else 4 * d, config)
 
-    def forward(
-        self, hidden: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None
-    ) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
         hidden = hidden + self.attn(self.ln_1(hidden), query, mask, cache)
         return hidden + self.mlp(self.ln_2(hidden))
 

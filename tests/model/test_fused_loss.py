@@ -61,7 +61,7 @@ def grads(model) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo", "llama", "codegen"])  # codegen: a head with a bias
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo", "llama", "codegen", "mmpt_pangu"])  # codegen: a head bias
 def test_loss_and_every_gradient_match_the_reference(arch, tied, monkeypatch):
     # blocks of 10 rows / 7 vocabulary ids: many chunks, ragged last ones
     monkeypatch.setattr(fused, "BLOCK_BYTES", 4 * 10 * 64)
