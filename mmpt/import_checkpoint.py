@@ -12,6 +12,16 @@ interleaved at the end of the vocabulary. mmpt wants the originals first and the
 entries (later added tokens move down), and the embedding rows (input, and output when untied) are
 permuted to match. Nothing is re-initialised: every row of the result is a row of the source.
 
+PanGu-Coder's checkpoints are PanGu-α (GPT-2 plus a top-query layer and a query embedding,
+`top_query_*` weights) tagged `gpt2`; the import re-tags them as our `mmpt_pangu`
+(mmpt/model/pangu.py), whose module names are theirs. Every weight of the source is loaded by
+name into the target architecture, and an import never drops or invents one: a source key the
+target has no place for, a target weight the source lacks, or a shape that differs is an error
+naming the keys. The only keys not loaded are the official code's non-weight buffers (causal
+masks `attn.bias`/`attn.masked_bias`, and PanGu's `code_tokens_mask`/`doc_tokens_mask`, which are
+checked against the map), and an output head saved beside its tied input embedding, which must
+equal it.
+
 The checkpoints were trained on the flattened code format (`<NEW_LINE>`/`<INDENT>`/`<DEDENT>`), so
 `mmpt.json` says `code_format: flat`: generation prompts them in that format and decodes their
 output back to indented Python. The pickle is read by an unpickler that accepts nothing but a dict
@@ -42,6 +52,13 @@ class CheckpointImportError(ValueError):
     """A source checkpoint that cannot be imported; the message names the file and what is wrong."""
 
 
+# Buffers the official model classes save that are no weights: GPT-2/GPT-Neo/PanGu causal masks
+# (rebuilt by every implementation) and PanGu's output-vocabulary masks (rebuilt from the map).
+_MASK_BUFFERS = ("attn.bias", "attn.masked_bias", "attention.bias", "attention.masked_bias")
+_VOCAB_MASKS = ("code_tokens_mask", "doc_tokens_mask")
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
 class _IntDictUnpickler(pickle.Unpickler):
     """Refuses every global: a dict of ints needs none, and any other reference could run code."""
 
@@ -61,6 +78,102 @@ def read_replicated_map(path: str | Path) -> dict[int, int]:
     if len(set(value.values())) != len(value) or set(value) & set(value.values()):
         raise CheckpointImportError(f"{path}: copy ids must be distinct and never themselves originals")
     return value
+
+
+def read_state_dict(src: Path) -> dict:
+    """Every tensor of the checkpoint folder `src` by name (safetensors or a weights-only torch pickle, sharded or not)."""
+    import torch
+    from safetensors.torch import load_file
+
+    for name in _WEIGHT_FILES:
+        index = src / f"{name}.index.json"
+        files = sorted(set(read_json(index, dict)["weight_map"].values())) if index.exists() else [name]
+        if not all((src / f).exists() for f in files):
+            continue
+        state: dict = {}
+        for f in files:
+            if f.endswith(".safetensors"):
+                state.update(load_file(src / f))
+            else:  # weights_only: a pickle from the internet must not run code
+                state.update(torch.load(src / f, map_location="cpu", weights_only=True))
+        return state
+    raise CheckpointImportError(f"{src}: no weights ({' or '.join(_WEIGHT_FILES)}, optionally sharded)")
+
+
+def is_pangu(state: dict) -> bool:
+    """Whether a state dict is PanGu-α's: it has the top-query layer and the query embedding."""
+    return any(key.startswith(("top_query_layer.", "top_query_embedding.")) for key in state)
+
+
+def target_config(src: Path, state: dict):
+    """The transformers config of the model the weights belong to (PanGu re-tagged as ours)."""
+    from transformers import AutoConfig
+
+    from mmpt.model.pangu import PanguConfig
+
+    config = AutoConfig.from_pretrained(src)
+    if not is_pangu(state):
+        return config
+    if config.model_type != "gpt2":
+        raise CheckpointImportError(f"{src}: top_query_* weights in a {config.model_type!r} checkpoint (PanGu is tagged gpt2)")
+    fields = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version")}
+    fields["tie_word_embeddings"] = True  # the official head is the token embedding itself (no lm_head weight)
+    return PanguConfig(**fields)
+
+
+def _check_vocab_masks(src: Path, state: dict, pairs: dict[int, int]) -> None:
+    """PanGu's saved code/doc vocabulary masks must say what the map says (else the map is not theirs)."""
+    import torch
+
+    for name in _VOCAB_MASKS:
+        if name not in state:
+            continue
+        mask = state[name].bool()
+        want = torch.ones_like(mask)  # the official rule: docstring excludes the copies, code the originals
+        drop = list(pairs.values()) if name == "doc_tokens_mask" else list(pairs)
+        want[[i for i in drop if i < len(want)]] = False
+        if not pairs:  # without separation the official leaves both masks zero (unused)
+            continue
+        wrong = (mask != want).nonzero().flatten().tolist()
+        if wrong:
+            raise CheckpointImportError(f"{src}: {name} disagrees with {MAP_FILE} at ids {wrong[:10]}")
+
+
+def _weight_name(model, module) -> str:
+    """The state-dict key of `module.weight` (e.g. `lm_head.weight`, also when tied to another)."""
+    return next(name for name, m in model.named_modules() if m is module) + ".weight"
+
+
+def load_weights(model, state: dict, src: Path) -> None:
+    """Load `state` into `model` by name; any key without a place, weight without a source, or shape
+    mismatch is a CheckpointImportError naming the keys (see the module doc for what is skipped)."""
+    import torch
+
+    target = model.state_dict()
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    emb_key = _weight_name(model, emb)
+    tied = {_weight_name(model, head)} if head is not None and head.weight is emb.weight else set()  # {"lm_head.weight"}
+    skipped = {k for k in state if k not in target and (k.endswith(_MASK_BUFFERS) or k in _VOCAB_MASKS)}
+    for key in tied & set(state):  # a head saved beside the embedding it is tied to must be a copy of it
+        if emb_key not in state or not torch.equal(state[key], state[emb_key]):
+            raise CheckpointImportError(f"{src}: {key} differs from {emb_key}, but the model ties them")
+        skipped.add(key)
+    unexpected = sorted(set(state) - set(target) - skipped)
+    missing = sorted(set(target) - tied - set(state))
+    if unexpected or missing:
+        parts = [f"weights the {type(model).__name__} has no place for: {unexpected}"] if unexpected else []
+        parts += [f"weights missing from the checkpoint: {missing}"] if missing else []
+        raise CheckpointImportError(f"{src}: {'; '.join(parts)} (an import never drops or invents a weight)")
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}"
+        for k, v in state.items()
+        if k in target and v.shape != target[k].shape
+    ]
+    if shapes:
+        raise CheckpointImportError(f"{src}: shapes differ from the config's: {shapes}")
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - tied:  # cannot happen after the checks above
+        raise CheckpointImportError(f"{src}: loading left {result}")
 
 
 def _renumber_tokenizer(src: Path, out: Path, dup_ids: set[int], new_id: dict[int, int]) -> None:
@@ -97,14 +210,15 @@ def import_checkpoint(
     `layout` None: signature-first for GPT-Neo (PyCodeGPT), docstring-first otherwise (PanGu-Coder).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src, out = Path(src), Path(out)
     if not (src / "config.json").exists():
         raise CheckpointImportError(f"{src}: no config.json (a Hugging Face checkpoint folder, or a hub name with network)")
     if objective not in OBJECTIVES:
         raise CheckpointImportError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    config = AutoConfig.from_pretrained(src)
+    state = read_state_dict(src)
+    config = target_config(src, state)
     layout = layout or ("signature-first" if config.model_type == "gpt_neo" else "docstring-first")
     if layout not in LAYOUTS:
         raise CheckpointImportError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -145,7 +259,9 @@ def import_checkpoint(
         renumbered.bos_token = BOS_TOKEN  # what opens a signature-first instance (mmpt.data.instances)
         renumbered.save_pretrained(out)
 
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    _check_vocab_masks(src, state, pairs)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    load_weights(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, src)
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < size:
         raise CheckpointImportError(f"{src}: the model has {rows} embedding rows for a vocabulary of {size} tokens")
