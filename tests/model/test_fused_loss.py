@@ -150,7 +150,7 @@ def test_shape_errors_name_the_shapes():
 
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = [("llama", False), ("gpt2", True), ("gpt_neo", True)]  # (arch, tied); all with split embeddings
+CONFIGS = [("llama", False), ("gpt2", True), ("gpt_neo", True), ("mmpt_pangu", True)]  # (arch, tied); split embeddings
 WORLD = 2
 
 DRIVER = textwrap.dedent(
