@@ -176,6 +176,56 @@ def load_weights(model, state: dict, src: Path) -> None:
         raise CheckpointImportError(f"{src}: loading left {result}")
 
 
+PANGU_TOKENIZER = "PanguAlphaTokenizer"
+
+
+def is_pangu_tokenizer(src: Path) -> bool:
+    """Whether `src` holds the authors' PanGu tokenizer (a SentencePiece `vocab.model` of their own class)."""
+    config = src / "tokenizer_config.json"
+    return config.exists() and read_json(config, dict).get("tokenizer_class") == PANGU_TOKENIZER
+
+
+def convert_pangu_tokenizer(src: Path, out: Path) -> None:
+    """Write to `out` a fast tokenizer that encodes as the authors' PanguAlphaTokenizer loaded from `src`.
+
+    Their class (transformers 4.19, a slow tokenizer) splits the text at every added token
+    (added_tokens.json) and special token, strips the whitespace on both sides of each, and runs
+    SentencePiece on each piece in between. Here: transformers' own SentencePiece conversion of
+    `vocab.model` (`SpmConverter.build_tokenizer_from_spm_proto`, a dummy prefix per piece) plus the
+    same tokens as added tokens that strip both sides, at their ids. Checked against their class on
+    a tiny vocabulary: tests/test_import_checkpoint.py.
+    """
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
+
+    proto = import_protobuf().ModelProto()
+    try:
+        proto.ParseFromString((src / "vocab.model").read_bytes())
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise CheckpointImportError(f"{src / 'vocab.model'}: not a SentencePiece model ({e})") from None
+    pieces = [(p.piece, p.score) for p in proto.pieces]
+    vocab = {piece: i for i, (piece, _) in enumerate(pieces)} if proto.trainer_spec.model_type == 2 else pieces
+    tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=True)
+    if tok is None:
+        raise CheckpointImportError(f"{src / 'vocab.model'}: a SentencePiece model type that cannot be converted")
+    named = read_json(src / "special_tokens_map.json", dict) if (src / "special_tokens_map.json").exists() else {}
+    additional = [str(t) for t in named.pop("additional_special_tokens", [])]
+    specials = set(additional) | {str(v) for v in named.values()}
+    added = read_json(src / "added_tokens.json", dict) if (src / "added_tokens.json").exists() else {}
+    for token, i in sorted(added.items(), key=lambda item: item[1]):
+        if i != tok.get_vocab_size():
+            raise CheckpointImportError(f"{src / 'added_tokens.json'}: {token!r} has id {i}, expected {tok.get_vocab_size()}")
+        tok.add_tokens([AddedToken(token, lstrip=True, rstrip=True, normalized=False, special=token in specials)])
+    # special tokens of the SentencePiece vocabulary (<s>, </s>, <unk>) split the text too, at their own ids
+    for token in sorted(specials - set(added)):
+        if tok.token_to_id(token) is None:
+            raise CheckpointImportError(f"{src}: special token {token!r} is in neither vocab.model nor added_tokens.json")
+        tok.add_special_tokens([AddedToken(token, lstrip=True, rstrip=True, normalized=False, special=True)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **named, additional_special_tokens=additional)
+    fast.save_pretrained(out)
+
+
 def _renumber_tokenizer(src: Path, out: Path, dup_ids: set[int], new_id: dict[int, int]) -> None:
     """Write SRC's tokenizer to OUT without the copy entries, later entries renumbered by `new_id`."""
     from transformers import AutoTokenizer
@@ -209,10 +259,19 @@ def import_checkpoint(
 
     `layout` None: signature-first for GPT-Neo (PyCodeGPT), docstring-first otherwise (PanGu-Coder).
     """
+    src, out = Path(src), Path(out)
+    with tempfile.TemporaryDirectory(prefix="mmpt-import-") as tmp:
+        tok_dir = src
+        if is_pangu_tokenizer(src):  # the authors' SentencePiece class: converted to a fast tokenizer first
+            tok_dir = Path(tmp)
+            convert_pangu_tokenizer(src, tok_dir)
+        return _import(src, tok_dir, out, layout, objective, code_format)
+
+
+def _import(src: Path, tok_dir: Path, out: Path, layout: str | None, objective: str, code_format: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src, out = Path(src), Path(out)
     if not (src / "config.json").exists():
         raise CheckpointImportError(f"{src}: no config.json (a Hugging Face checkpoint folder, or a hub name with network)")
     if objective not in OBJECTIVES:
@@ -222,7 +281,7 @@ def import_checkpoint(
     layout = layout or ("signature-first" if config.model_type == "gpt_neo" else "docstring-first")
     if layout not in LAYOUTS:
         raise CheckpointImportError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     size = len(tokenizer)
     pairs = read_replicated_map(src / MAP_FILE) if (src / MAP_FILE).exists() else {}
     tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
@@ -251,7 +310,7 @@ def import_checkpoint(
     smap = SeparationMap(separation, base, [new_id[o] for o in originals], [tokens[o] for o in originals])
 
     out.mkdir(parents=True, exist_ok=True)
-    _renumber_tokenizer(src, out, dup_ids, new_id)
+    _renumber_tokenizer(tok_dir, out, dup_ids, new_id)
     renumbered = AutoTokenizer.from_pretrained(out)
     if len(renumbered) != base or renumbered.convert_ids_to_tokens(list(range(base))) != [tokens[i] for i in kept]:
         raise CheckpointImportError(f"{src}: the tokenizer could not be renumbered faithfully")

@@ -375,3 +375,93 @@ def test_a_gpt_neo_extra_key_is_refused_and_a_saved_tied_head_accepted(tmp_path:
     save_file(state, src / "model.safetensors")
     assert main([str(src), "--out", str(tmp_path / "o")]) == 2
     assert "no place for: ['transformer.h.0.attn.attention.k_proj.bias']" in capsys.readouterr().err
+
+
+# The authors' PanguAlphaTokenizer (transformers 4.19) built on a tiny SentencePiece BPE, with the
+# official lm_trainer.py's special tokens and a partial separation list added, saved as released
+# (tests/assets/pangu_tokenizer: tokenizer_config.json, special_tokens_map.json, added_tokens.json,
+# vocab.model, replicated_tokens_map.pkl), reloaded with from_pretrained; these are its ids.
+PANGU_PROBES = {
+    "def f(x):\n    return x": [22, 16, 247, 266, 41, 319, 231],
+    "  leading and  double  spaces ": [233, 20, 240, 245, 166, 183, 5, 241, 243, 255, 20, 7, 251, 34, 220],
+    "<comments> Add two numbers. <python> def add ( a , b ) : <NEW_LINE> <INDENT> return a + b <NEW_LINE> <DEDENT>": [
+        311,
+        233,
+        294,
+        245,
+        245,
+        6,
+        258,
+        241,
+        117,
+        90,
+        255,
+        59,
+        237,
+        249,
+        304,
+        22,
+        11,
+        245,
+        245,
+        112,
+        11,
+        233,
+        254,
+        21,
+        233,
+        248,
+        233,
+        253,
+        312,
+        313,
+        319,
+        11,
+        93,
+        21,
+        312,
+        314,
+    ],  # fmt: skip
+    "x<NEW_LINE>y": [231, 312, 96],
+    "return zzqq if(": [319, 321, 317, 112],
+    "Ünïcödé naïve café": [233, 0, 239, 0, 246, 0, 245, 0, 117, 240, 0, 153, 33, 240, 244, 0],
+    "tabs\tand\nnewlines\n\n": [6, 240, 146, 0, 57, 245, 0, 239, 234, 258, 242, 3, 220, 0],
+    "<eot>": [301],
+    "<s>a</s>": [1, 11, 2],
+}
+
+
+def test_the_authors_pangu_tokenizer_converts_to_the_same_ids(tmp_path: Path):
+    from transformers import AutoTokenizer
+
+    from mmpt.import_checkpoint import convert_pangu_tokenizer, is_pangu_tokenizer
+
+    src = ASSETS / "pangu_tokenizer"
+    assert is_pangu_tokenizer(src)
+    convert_pangu_tokenizer(src, tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(tok) == 327 and tok.pad_token == "<pad>" and "<NEW_LINE>" in tok.all_special_tokens
+    for text, ids in PANGU_PROBES.items():
+        assert tok.encode(text, add_special_tokens=False) == ids, text
+
+
+def test_a_pangu_checkpoint_imports_with_its_sentencepiece_tokenizer(tmp_path: Path):
+    from mmpt.model.checkpoint_folder import load_model
+    from mmpt.model.pangu import PanguConfig, PanguForCausalLM
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in (ASSETS / "pangu_tokenizer").iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    pairs = read_replicated_map(src / "replicated_tokens_map.pkl")
+    torch.manual_seed(0)
+    config = PanguConfig(vocab_size=327, n_embd=16, n_layer=1, n_head=2, n_positions=64, bos_token_id=None, eos_token_id=None)
+    _save_official_pangu(PanguForCausalLM(config), src, pairs, 327)
+    out = import_checkpoint(src, tmp_path / "o")
+    _, tokenizer, smap = load_model(out)
+    assert len(tokenizer) == 327 - len(pairs) == smap.base_vocab_size and len(smap.separated) == len(pairs)
+    assert not any(t.startswith("[_DUP_]") for t in tokenizer.get_vocab())
+    # text without the added copies encodes as the authors' tokenizer did (ids below the first copy keep their number)
+    kept = [i for i in range(327) if i not in set(pairs.values())]
+    for text, ids in PANGU_PROBES.items():
+        assert tokenizer.encode(text, add_special_tokens=False) == [kept.index(i) for i in ids], text
