@@ -303,7 +303,8 @@ def _import(src: Path, tok_dir: Path, out: Path, layout: str | None, objective: 
     originals = sorted(pairs)  # ascending old id == ascending new id (renumbering keeps order)
     order = kept + [pairs[o] for o in originals]  # new row r comes from old row order[r]
     base = len(kept)
-    if pairs and len(pairs) == base:
+    shared = set(kept) - set(originals)  # tokens without a copy: the official full separation leaves only specials
+    if pairs and shared <= set(tokenizer.all_special_ids):
         separation = "full"
     else:
         separation = "partial" if pairs else "none"

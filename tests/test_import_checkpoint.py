@@ -465,3 +465,24 @@ def test_a_pangu_checkpoint_imports_with_its_sentencepiece_tokenizer(tmp_path: P
     kept = [i for i in range(327) if i not in set(pairs.values())]
     for text, ids in PANGU_PROBES.items():
         assert tokenizer.encode(text, add_special_tokens=False) == [kept.index(i) for i in ids], text
+
+
+def test_the_official_full_separation_imports_as_full(tmp_path: Path):
+    """Their full separation copies every token but the special ones: that is `full`, not `partial`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
+
+    src = tmp_path / "src"
+    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
+    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
+    vocab, specials = tok.get_vocab(), set(tok.all_special_tokens)
+    pairs = {}
+    for token in sorted(t for t in vocab if t not in specials):
+        pairs[vocab[token]] = len(vocab) + len(pairs)
+    tok.add_tokens(["[_DUP_]" + t for t in sorted(t for t in vocab if t not in specials)])
+    tok.save_pretrained(src)
+    (src / "replicated_tokens_map.pkl").write_bytes(pickle.dumps(pairs))
+    AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2)).save_pretrained(src)
+    meta = CheckpointMeta.load(import_checkpoint(src, tmp_path / "o"))
+    assert meta.separation == "full"
+    smap = json.loads((tmp_path / "o" / "separation.json").read_text())
+    assert len(smap["separated"]) == smap["base_vocab_size"] - len(specials)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
+from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -111,7 +112,8 @@ class PanguForCausalLM(GPT2PreTrainedModel, GenerationMixin):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, TopQueryAttention):  # GPT-2's scaled init of the residual projections
-            nn.init.normal_(module.c_proj.weight, std=self.config.initializer_range / (2 * self.config.n_layer) ** 0.5)
+            # transformers' init skips weights loaded from a checkpoint (torch.nn.init would overwrite them)
+            init.normal_(module.c_proj.weight, mean=0.0, std=self.config.initializer_range / (2 * self.config.n_layer) ** 0.5)
 
     @property
     def cache_layers(self) -> int:
@@ -133,6 +135,7 @@ class PanguForCausalLM(GPT2PreTrainedModel, GenerationMixin):
         """Logits (B, T, V) like GPT2LMHeadModel's; `cache` gets the top-query layer's keys too."""
         cache = kwargs.pop("past_key_values", None) if cache is None else cache  # the name before 5.2x
         use_cache = self.config.use_cache if use_cache is None else use_cache
+        cache = cache if use_cache else None
         if inputs_embeds is None:
             inputs_embeds = self.transformer.wte(input_ids)  # (B, T, d)
         b, t = inputs_embeds.shape[:2]
@@ -162,13 +165,13 @@ class PanguForCausalLM(GPT2PreTrainedModel, GenerationMixin):
             **kwargs,
         )
         query = self.top_query_embedding(position_ids)  # (B, T, d): the position being predicted from
-        hidden = self.top_query_layer(out.last_hidden_state, query, mask, cache if use_cache else None)
+        hidden = self.top_query_layer(out.last_hidden_state, query, mask, cache)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden[:, keep])
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
 
 
 def register() -> None:
