@@ -324,3 +324,13 @@ def test_special_tokens_flag_only_for_full(assets: Path, tmp_path: Path):
         PrepareConfig(pairs="p", tokenizer="t", out="o", separation="partial", separate_special_tokens=False)
     with pytest.raises(ValueError, match="code_format must be one of"):
         PrepareConfig(pairs="p", tokenizer="t", out="o", code_format="flattish")
+
+
+def test_cli_flags_of_the_official_format_and_separation(assets: Path, tmp_path: Path):
+    flat = tmp_path / "flat.jsonl"
+    _flat_pairs(assets, flat, broken=0)
+    args = ["--pairs", str(flat), "--tokenizer", str(assets / "tokenizer"), "--max-seq-length", "4096"]
+    args += ["--separation", "full", "--no-separate-special-tokens", "--code-format", "keep-flat", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert meta["code_format"] == "keep-flat" and meta["separate_special_tokens"] is False
