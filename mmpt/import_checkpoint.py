@@ -92,10 +92,13 @@ def read_state_dict(src: Path) -> dict:
             continue
         state: dict = {}
         for f in files:
-            if f.endswith(".safetensors"):
-                state.update(load_file(src / f))
-            else:  # weights_only: a pickle from the internet must not run code
-                state.update(torch.load(src / f, map_location="cpu", weights_only=True))
+            try:
+                if f.endswith(".safetensors"):
+                    state.update(load_file(src / f))
+                else:  # weights_only: a pickle from the internet must not run code
+                    state.update(torch.load(src / f, map_location="cpu", weights_only=True))
+            except Exception as e:  # safetensors' SafetensorError, pickle's UnpicklingError, a truncated file
+                raise CheckpointImportError(f"{src / f}: unreadable weights ({type(e).__name__}: {str(e)[:200]})") from None
         return state
     raise CheckpointImportError(f"{src}: no weights ({' or '.join(_WEIGHT_FILES)}, optionally sharded)")
 

@@ -486,3 +486,15 @@ def test_the_official_full_separation_imports_as_full(tmp_path: Path):
     assert meta.separation == "full"
     smap = json.loads((tmp_path / "o" / "separation.json").read_text())
     assert len(smap["separated"]) == smap["base_vocab_size"] - len(specials)
+
+
+def test_weights_that_would_run_code_are_refused(tmp_path: Path, capsys):
+    src, state = _tiny_pangu_source(tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    torch.save({**state, "evil": Evil()}, src / "pytorch_model.bin")
+    assert main([str(src), "--out", str(tmp_path / "o")]) == 2
+    assert "pytorch_model.bin: unreadable weights" in capsys.readouterr().err and not (tmp_path / "pwned").exists()
