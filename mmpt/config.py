@@ -23,6 +23,7 @@ from mmpt.jsonl import JsonlError, read_json
 from mmpt.modality import OBJECTIVES
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+LR_SCHEDULES = ("mmpt", "official")  # see mmpt.train.lr_factor
 
 
 class ConfigError(ValueError):
@@ -57,7 +58,9 @@ class TrainConfig:
     learning_rate: float = 1e-5  # peak learning rate, reached at the end of warm-up
     min_learning_rate: float = 1e-6  # where the cosine decay ends, at the last step
     warmup_ratio: float = 0.01  # share of the steps spent in linear warm-up from 0
-    weight_decay: float = 0.01  # on matrices only: not on biases and norms (1-d tensors)
+    weight_decay: float = 0.01  # on matrices only: not on biases and norms (1-d tensors), unless weight_decay_all
+    weight_decay_all: bool = False  # decay every parameter, biases and norms too (official scripts: yes)
+    lr_schedule: str = "mmpt"  # mmpt: cosine rescaled to end at min_learning_rate | official: cosine toward 0, floored at it
     adam_beta1: float = 0.9  # AdamW first-moment decay
     adam_beta2: float = 0.999  # AdamW second-moment decay
     adam_epsilon: float = 1e-8  # AdamW denominator term
@@ -259,6 +262,8 @@ def validate(config: TrainConfig) -> None:
         raise bad("save_steps" if config.save_steps < 0 else "keep_checkpoints", "out of range")
     if not 0 <= config.warmup_ratio < 1:
         raise bad("warmup_ratio", "must lie in [0, 1)")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise bad("lr_schedule", f"expected one of {LR_SCHEDULES}")
     if config.min_learning_rate > config.learning_rate:
         raise bad("min_learning_rate", "must not exceed learning_rate")
     if not config.save_signal.startswith("SIG") or not hasattr(signal, config.save_signal):

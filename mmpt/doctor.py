@@ -22,7 +22,7 @@ from mmpt.cli import command_parser
 from mmpt.modality import CODE, COMMENTS, EOT, MASK, NL, OBJECTIVES, PYTHON
 from mmpt.model.tiny import tiny_model, tiny_tokenizer
 
-DEFAULT_ARCHS = ("gpt2", "gpt_neo", "llama")
+DEFAULT_ARCHS = ("gpt2", "gpt_neo", "llama", "mmpt_pangu")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ def write_export_meta(directory: Path, hf_config, tokenizer, smap, data_meta: di
         objective=train_config.objective,
         attn_implementation=train_config.attn_implementation,
         separation=smap.separation,
+        code_format="flat" if data_meta.get("code_format") == "keep-flat" else "plain",  # trained flattened: prompt so
     )
     save_model(None, smap, directory, tokenizer, meta, hf_config=hf_config)
 

@@ -12,6 +12,16 @@ interleaved at the end of the vocabulary. mmpt wants the originals first and the
 entries (later added tokens move down), and the embedding rows (input, and output when untied) are
 permuted to match. Nothing is re-initialised: every row of the result is a row of the source.
 
+PanGu-Coder's checkpoints are PanGu-α (GPT-2 plus a top-query layer and a query embedding,
+`top_query_*` weights) tagged `gpt2`; the import re-tags them as our `mmpt_pangu`
+(mmpt/model/pangu.py), whose module names are theirs. Every weight of the source is loaded by
+name into the target architecture, and an import never drops or invents one: a source key the
+target has no place for, a target weight the source lacks, or a shape that differs is an error
+naming the keys. The only keys not loaded are the official code's non-weight buffers (causal
+masks `attn.bias`/`attn.masked_bias`, and PanGu's `code_tokens_mask`/`doc_tokens_mask`, which are
+checked against the map), and an output head saved beside its tied input embedding, which must
+equal it.
+
 The checkpoints were trained on the flattened code format (`<NEW_LINE>`/`<INDENT>`/`<DEDENT>`), so
 `mmpt.json` says `code_format: flat`: generation prompts them in that format and decodes their
 output back to indented Python. The pickle is read by an unpickler that accepts nothing but a dict
@@ -42,6 +52,13 @@ class CheckpointImportError(ValueError):
     """A source checkpoint that cannot be imported; the message names the file and what is wrong."""
 
 
+# Buffers the official model classes save that are no weights: GPT-2/GPT-Neo/PanGu causal masks
+# (rebuilt by every implementation) and PanGu's output-vocabulary masks (rebuilt from the map).
+_MASK_BUFFERS = ("attn.bias", "attn.masked_bias", "attention.bias", "attention.masked_bias")
+_VOCAB_MASKS = ("code_tokens_mask", "doc_tokens_mask")
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
 class _IntDictUnpickler(pickle.Unpickler):
     """Refuses every global: a dict of ints needs none, and any other reference could run code."""
 
@@ -61,6 +78,155 @@ def read_replicated_map(path: str | Path) -> dict[int, int]:
     if len(set(value.values())) != len(value) or set(value) & set(value.values()):
         raise CheckpointImportError(f"{path}: copy ids must be distinct and never themselves originals")
     return value
+
+
+def read_state_dict(src: Path) -> dict:
+    """Every tensor of the checkpoint folder `src` by name (safetensors or a weights-only torch pickle, sharded or not)."""
+    import torch
+    from safetensors.torch import load_file
+
+    for name in _WEIGHT_FILES:
+        index = src / f"{name}.index.json"
+        files = sorted(set(read_json(index, dict)["weight_map"].values())) if index.exists() else [name]
+        if not all((src / f).exists() for f in files):
+            continue
+        state: dict = {}
+        for f in files:
+            try:
+                if f.endswith(".safetensors"):
+                    state.update(load_file(src / f))
+                else:  # weights_only: a pickle from the internet must not run code
+                    state.update(torch.load(src / f, map_location="cpu", weights_only=True))
+            except Exception as e:  # safetensors' SafetensorError, pickle's UnpicklingError, a truncated file
+                raise CheckpointImportError(f"{src / f}: unreadable weights ({type(e).__name__}: {str(e)[:200]})") from None
+        return state
+    raise CheckpointImportError(f"{src}: no weights ({' or '.join(_WEIGHT_FILES)}, optionally sharded)")
+
+
+def is_pangu(state: dict) -> bool:
+    """Whether a state dict is PanGu-α's: it has the top-query layer and the query embedding."""
+    return any(key.startswith(("top_query_layer.", "top_query_embedding.")) for key in state)
+
+
+def target_config(src: Path, state: dict):
+    """The transformers config of the model the weights belong to (PanGu re-tagged as ours)."""
+    from transformers import AutoConfig
+
+    from mmpt.model.pangu import PanguConfig
+
+    config = AutoConfig.from_pretrained(src)
+    if not is_pangu(state):
+        return config
+    if config.model_type != "gpt2":
+        raise CheckpointImportError(f"{src}: top_query_* weights in a {config.model_type!r} checkpoint (PanGu is tagged gpt2)")
+    fields = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version")}
+    fields["tie_word_embeddings"] = True  # the official head is the token embedding itself (no lm_head weight)
+    return PanguConfig(**fields)
+
+
+def _check_vocab_masks(src: Path, state: dict, pairs: dict[int, int]) -> None:
+    """PanGu's saved code/doc vocabulary masks must say what the map says (else the map is not theirs)."""
+    import torch
+
+    for name in _VOCAB_MASKS:
+        if name not in state:
+            continue
+        mask = state[name].bool()
+        want = torch.ones_like(mask)  # the official rule: docstring excludes the copies, code the originals
+        drop = list(pairs.values()) if name == "doc_tokens_mask" else list(pairs)
+        want[[i for i in drop if i < len(want)]] = False
+        if not pairs:  # without separation the official leaves both masks zero (unused)
+            continue
+        wrong = (mask != want).nonzero().flatten().tolist()
+        if wrong:
+            raise CheckpointImportError(f"{src}: {name} disagrees with {MAP_FILE} at ids {wrong[:10]}")
+
+
+def _weight_name(model, module) -> str:
+    """The state-dict key of `module.weight` (e.g. `lm_head.weight`, also when tied to another)."""
+    return next(name for name, m in model.named_modules() if m is module) + ".weight"
+
+
+def load_weights(model, state: dict, src: Path) -> None:
+    """Load `state` into `model` by name; any key without a place, weight without a source, or shape
+    mismatch is a CheckpointImportError naming the keys (see the module doc for what is skipped)."""
+    import torch
+
+    target = model.state_dict()
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    emb_key = _weight_name(model, emb)
+    tied = {_weight_name(model, head)} if head is not None and head.weight is emb.weight else set()  # {"lm_head.weight"}
+    skipped = {k for k in state if k not in target and (k.endswith(_MASK_BUFFERS) or k in _VOCAB_MASKS)}
+    for key in tied & set(state):  # a head saved beside the embedding it is tied to must be a copy of it
+        if emb_key not in state or not torch.equal(state[key], state[emb_key]):
+            raise CheckpointImportError(f"{src}: {key} differs from {emb_key}, but the model ties them")
+        skipped.add(key)
+    unexpected = sorted(set(state) - set(target) - skipped)
+    missing = sorted(set(target) - tied - set(state))
+    if unexpected or missing:
+        parts = [f"weights the {type(model).__name__} has no place for: {unexpected}"] if unexpected else []
+        parts += [f"weights missing from the checkpoint: {missing}"] if missing else []
+        raise CheckpointImportError(f"{src}: {'; '.join(parts)} (an import never drops or invents a weight)")
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}"
+        for k, v in state.items()
+        if k in target and v.shape != target[k].shape
+    ]
+    if shapes:
+        raise CheckpointImportError(f"{src}: shapes differ from the config's: {shapes}")
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - tied:  # cannot happen after the checks above
+        raise CheckpointImportError(f"{src}: loading left {result}")
+
+
+PANGU_TOKENIZER = "PanguAlphaTokenizer"
+
+
+def is_pangu_tokenizer(src: Path) -> bool:
+    """Whether `src` holds the authors' PanGu tokenizer (a SentencePiece `vocab.model` of their own class)."""
+    config = src / "tokenizer_config.json"
+    return config.exists() and read_json(config, dict).get("tokenizer_class") == PANGU_TOKENIZER
+
+
+def convert_pangu_tokenizer(src: Path, out: Path) -> None:
+    """Write to `out` a fast tokenizer that encodes as the authors' PanguAlphaTokenizer loaded from `src`.
+
+    Their class (transformers 4.19, a slow tokenizer) splits the text at every added token
+    (added_tokens.json) and special token, strips the whitespace on both sides of each, and runs
+    SentencePiece on each piece in between. Here: transformers' own SentencePiece conversion of
+    `vocab.model` (`SpmConverter.build_tokenizer_from_spm_proto`, a dummy prefix per piece) plus the
+    same tokens as added tokens that strip both sides, at their ids. Checked against their class on
+    a tiny vocabulary: tests/test_import_checkpoint.py.
+    """
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
+
+    proto = import_protobuf().ModelProto()
+    try:
+        proto.ParseFromString((src / "vocab.model").read_bytes())
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise CheckpointImportError(f"{src / 'vocab.model'}: not a SentencePiece model ({e})") from None
+    pieces = [(p.piece, p.score) for p in proto.pieces]
+    vocab = {piece: i for i, (piece, _) in enumerate(pieces)} if proto.trainer_spec.model_type == 2 else pieces
+    tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=True)
+    if tok is None:
+        raise CheckpointImportError(f"{src / 'vocab.model'}: a SentencePiece model type that cannot be converted")
+    named = read_json(src / "special_tokens_map.json", dict) if (src / "special_tokens_map.json").exists() else {}
+    additional = [str(t) for t in named.pop("additional_special_tokens", [])]
+    specials = set(additional) | {str(v) for v in named.values()}
+    added = read_json(src / "added_tokens.json", dict) if (src / "added_tokens.json").exists() else {}
+    for token, i in sorted(added.items(), key=lambda item: item[1]):
+        if i != tok.get_vocab_size():
+            raise CheckpointImportError(f"{src / 'added_tokens.json'}: {token!r} has id {i}, expected {tok.get_vocab_size()}")
+        tok.add_tokens([AddedToken(token, lstrip=True, rstrip=True, normalized=False, special=token in specials)])
+    # special tokens of the SentencePiece vocabulary (<s>, </s>, <unk>) split the text too, at their own ids
+    for token in sorted(specials - set(added)):
+        if tok.token_to_id(token) is None:
+            raise CheckpointImportError(f"{src}: special token {token!r} is in neither vocab.model nor added_tokens.json")
+        tok.add_special_tokens([AddedToken(token, lstrip=True, rstrip=True, normalized=False, special=True)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **named, additional_special_tokens=additional)
+    fast.save_pretrained(out)
 
 
 def _renumber_tokenizer(src: Path, out: Path, dup_ids: set[int], new_id: dict[int, int]) -> None:
@@ -96,19 +262,29 @@ def import_checkpoint(
 
     `layout` None: signature-first for GPT-Neo (PyCodeGPT), docstring-first otherwise (PanGu-Coder).
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     src, out = Path(src), Path(out)
+    with tempfile.TemporaryDirectory(prefix="mmpt-import-") as tmp:
+        tok_dir = src
+        if is_pangu_tokenizer(src):  # the authors' SentencePiece class: converted to a fast tokenizer first
+            tok_dir = Path(tmp)
+            convert_pangu_tokenizer(src, tok_dir)
+        return _import(src, tok_dir, out, layout, objective, code_format)
+
+
+def _import(src: Path, tok_dir: Path, out: Path, layout: str | None, objective: str, code_format: str) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if not (src / "config.json").exists():
         raise CheckpointImportError(f"{src}: no config.json (a Hugging Face checkpoint folder, or a hub name with network)")
     if objective not in OBJECTIVES:
         raise CheckpointImportError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    config = AutoConfig.from_pretrained(src)
+    state = read_state_dict(src)
+    config = target_config(src, state)
     layout = layout or ("signature-first" if config.model_type == "gpt_neo" else "docstring-first")
     if layout not in LAYOUTS:
         raise CheckpointImportError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     size = len(tokenizer)
     pairs = read_replicated_map(src / MAP_FILE) if (src / MAP_FILE).exists() else {}
     tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
@@ -130,14 +306,15 @@ def import_checkpoint(
     originals = sorted(pairs)  # ascending old id == ascending new id (renumbering keeps order)
     order = kept + [pairs[o] for o in originals]  # new row r comes from old row order[r]
     base = len(kept)
-    if pairs and len(pairs) == base:
+    shared = set(kept) - set(originals)  # tokens without a copy: the official full separation leaves only specials
+    if pairs and shared <= set(tokenizer.all_special_ids):
         separation = "full"
     else:
         separation = "partial" if pairs else "none"
     smap = SeparationMap(separation, base, [new_id[o] for o in originals], [tokens[o] for o in originals])
 
     out.mkdir(parents=True, exist_ok=True)
-    _renumber_tokenizer(src, out, dup_ids, new_id)
+    _renumber_tokenizer(tok_dir, out, dup_ids, new_id)
     renumbered = AutoTokenizer.from_pretrained(out)
     if len(renumbered) != base or renumbered.convert_ids_to_tokens(list(range(base))) != [tokens[i] for i in kept]:
         raise CheckpointImportError(f"{src}: the tokenizer could not be renumbered faithfully")
@@ -145,7 +322,9 @@ def import_checkpoint(
         renumbered.bos_token = BOS_TOKEN  # what opens a signature-first instance (mmpt.data.instances)
         renumbered.save_pretrained(out)
 
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    _check_vocab_masks(src, state, pairs)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    load_weights(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, src)
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < size:
         raise CheckpointImportError(f"{src}: the model has {rows} embedding rows for a vocabulary of {size} tokens")

@@ -29,13 +29,25 @@ from mmpt import checkpoint, distributed
 from mmpt.config import ConfigError, TrainConfig, deepspeed_config, dump, load_config, parse_overrides, resolve_precision
 from mmpt.data.separation import SeparationMap
 from mmpt.modality import CODE, NL
+from mmpt.model import pangu  # noqa: F401  (registers PanGu-α with the Auto classes before any load)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def lr_factor(step: int, total_steps: int, warmup_ratio: float, min_ratio: float) -> float:
-    """Multiplier of the peak lr at optimizer step `step`: linear warm-up, then cosine to `min_ratio`."""
+def lr_factor(step: int, total_steps: int, warmup_ratio: float, min_ratio: float, schedule: str = "mmpt") -> float:
+    """Multiplier of the peak lr at optimizer step `step`: linear warm-up, then a cosine decay.
+
+    `mmpt`: warm-up (step + 1) / warmup, then the cosine rescaled to end at `min_ratio` on the last
+    step. `official` (the paper's scripts, source/optimization.py): warm-up step / warmup from 0,
+    then the cosine toward 0, floored at `min_ratio` (it reaches the floor at about 80% of the run
+    when min_ratio = 0.1). Both count warm-up steps as ceil(warmup_ratio · total_steps).
+    """
     warmup = math.ceil(warmup_ratio * total_steps)
+    if schedule == "official":
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return max(min_ratio, 0.5 * (1.0 + math.cos(math.pi * progress)))
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
@@ -117,8 +129,11 @@ def build_model(config: TrainConfig, smap: SeparationMap, ds_config: dict, preci
     return model
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on matrices, none on biases and norms (1-d; ZeRO-3 keeps shapes in ds_shape)."""
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """AdamW groups: decay on matrices, none on biases and norms (1-d; ZeRO-3 keeps shapes in ds_shape);
+    with `decay_all` one group that decays every parameter (the official scripts)."""
+    if decay_all:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -308,10 +323,10 @@ def train(
     min_ratio = config.min_learning_rate / config.learning_rate
     engine, *_ = deepspeed.initialize(
         model=model,
-        model_parameters=param_groups(model, config.weight_decay),
+        model_parameters=param_groups(model, config.weight_decay, config.weight_decay_all),
         config=ds_config,
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, total_steps, config.warmup_ratio, min_ratio)
+            opt, lambda s: lr_factor(s, total_steps, config.warmup_ratio, min_ratio, config.lr_schedule)
         ),
     )
     emb = engine.module.get_input_embeddings().weight

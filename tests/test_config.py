@@ -57,6 +57,7 @@ def test_unknown_field_on_command_line():
         ({"max_steps": "three"}, "'max_steps' must be"),
         ({"precision": "fp8"}, "'precision'"),
         ({"save_signal": "SIGNOPE"}, "'save_signal'"),
+        ({"lr_schedule": "linear"}, "'lr_schedule': expected one of"),
         ({"min_learning_rate": "1"}, "'min_learning_rate'"),
         ({"objective": "prefix-code-clm", "signature_loss": "true"}, "'signature_loss': prefix-code-clm keeps"),
     ],

@@ -180,3 +180,20 @@ def test_export_generates_with_the_cache_in_stock_transformers(tmp_path):
     with torch.no_grad():  # the control: without the cache every step recomputes the whole prefix
         model.generate(prompt, max_new_tokens=6, min_new_tokens=6, do_sample=False, use_cache=False)
     assert seen == [5, 6, 7, 8, 9, 10]
+
+
+@pytest.mark.parametrize("data_format, meta_format", [("keep-flat", "flat"), ("auto", "plain")])
+def test_a_run_trained_flattened_exports_a_flat_checkpoint(tmp_path, data_format, meta_format):
+    """`mmpt generate` prompts a checkpoint in the format it was trained on: keep-flat data says flat."""
+    from types import SimpleNamespace
+
+    from mmpt.data.separation import SeparationMap
+    from mmpt.export import write_export_meta
+    from mmpt.model.checkpoint_folder import CheckpointMeta
+    from mmpt.model.tiny import tiny_model, tiny_tokenizer
+
+    model = tiny_model("gpt2")
+    train_config = SimpleNamespace(objective="code-clm", attn_implementation="sdpa")
+    data_meta = {"layout": "docstring-first", "code_format": data_format}
+    write_export_meta(tmp_path, model.config, tiny_tokenizer(), SeparationMap("none", 64), data_meta, train_config)
+    assert CheckpointMeta.load(tmp_path).code_format == meta_format

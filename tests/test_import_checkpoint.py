@@ -97,13 +97,40 @@ def _official_ids(tok, pairs, layout: str, doc: str, code: str, flat_code: str |
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def _save_official_pangu(model, directory: Path, pairs: dict[int, int], vocab: int) -> None:
+    """Save a PanGu-α the way the official PanguAlphaModel does: config tagged `gpt2`, no head weight
+    (logits use the token embedding), and its buffers (causal masks, -1e4, the vocabulary masks)."""
+    config = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version")}
+    config.update(model_type="gpt2", architectures=["PanguAlphaModel"])
+    (directory / "config.json").write_text(json.dumps(config))
+    state = {k: v.clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    n = model.config.n_positions
+    for i in range(model.config.n_layer):
+        state[f"transformer.h.{i}.attn.bias"] = torch.ones(n, n, dtype=torch.uint8).tril().view(1, 1, n, n)
+        state[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    state["top_query_layer.attn.bias"] = torch.ones(n, n, dtype=torch.uint8).tril().view(1, 1, n, n)
+    state["top_query_layer.attn.masked_bias"] = torch.tensor(-1e4)
+    code, doc = torch.ones(vocab), torch.ones(vocab)  # the official rule: code excludes originals, doc the copies
+    code[list(pairs)] = 0
+    doc[list(pairs.values())] = 0
+    state["code_tokens_mask"], state["doc_tokens_mask"] = code, doc
+    torch.save(state, directory / "pytorch_model.bin")
+
+
 def _build_source(directory: Path, kind: str) -> tuple:
     from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoConfig
+
+    from mmpt.model.pangu import PanguConfig, PanguForCausalLM
 
     directory.mkdir()
     tok, pairs = _official_tokenizer(directory)
     torch.manual_seed(0)
-    if kind == "gpt_neo":
+    if kind == "pangu":
+        config = PanguConfig(vocab_size=len(tok), n_embd=48, n_layer=2, n_head=2, n_positions=256,
+                             bos_token_id=None, eos_token_id=None)  # fmt: skip
+        model = PanguForCausalLM._from_config(config, attn_implementation="eager")
+        layout = "docstring-first"
+    elif kind == "gpt_neo":
         config = GPTNeoConfig(vocab_size=len(tok), hidden_size=48, num_layers=2, num_heads=2, max_position_embeddings=256,
                               attention_types=[[["global", "local"], 1]], window_size=128, bos_token_id=None, eos_token_id=None)  # fmt: skip
         layout = "signature-first"
@@ -111,7 +138,8 @@ def _build_source(directory: Path, kind: str) -> tuple:
         config = GPT2Config(vocab_size=len(tok), n_embd=48, n_layer=2, n_head=2, n_positions=256, tie_word_embeddings=False,
                             bos_token_id=None, eos_token_id=None)  # fmt: skip
         layout = "docstring-first"
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    if kind != "pangu":
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     data = [torch.tensor([_official_ids(tok, pairs, layout, d, c, flatten(c))]) for d, c in FUNCTIONS]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(200):
@@ -120,7 +148,10 @@ def _build_source(directory: Path, kind: str) -> tuple:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval().save_pretrained(directory)
+    if kind == "pangu":
+        _save_official_pangu(model.eval(), directory, pairs, len(tok))
+    else:
+        model.eval().save_pretrained(directory)
     return model, tok, pairs, layout
 
 
@@ -148,7 +179,7 @@ def _by_hand(model, tok, pairs, layout: str, doc: str, signature: str, max_new: 
     return raw, text if cut is None else text[:cut]
 
 
-@pytest.mark.parametrize("kind", ["gpt_neo", "gpt2"])
+@pytest.mark.parametrize("kind", ["gpt_neo", "gpt2", "pangu"])
 def test_imported_checkpoint_generates_as_the_source_driven_by_hand(tmp_path: Path, kind: str):
     model, tok, pairs, layout = _build_source(tmp_path / "src", kind)
     out = import_checkpoint(tmp_path / "src", tmp_path / "mmpt")
@@ -245,3 +276,225 @@ def test_a_checkpoint_without_separation_imports_unchanged(tmp_path: Path):
     imported, tokenizer, smap = load_model(tmp_path / "o")
     assert smap.vocab_size == len(tokenizer) == len(tok)
     assert torch.equal(imported.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+
+def test_pangu_imports_with_every_weight_and_equal_logits(tmp_path: Path):
+    from mmpt.model.checkpoint_folder import load_model
+    from mmpt.model.pangu import PanguForCausalLM
+
+    src = tmp_path / "src"
+    src.mkdir()
+    tok, pairs = _official_tokenizer(src)
+    torch.manual_seed(1)
+    from mmpt.model.pangu import PanguConfig
+
+    config = PanguConfig(
+        vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=None, eos_token_id=None
+    )
+    source = PanguForCausalLM._from_config(config, attn_implementation="eager").eval()
+    with torch.no_grad():  # wide weights: every part of the network shows in the logits
+        for p in source.parameters():
+            p.add_(torch.randn(p.shape) * 0.2)
+    _save_official_pangu(source, src, pairs, len(tok))
+    out = import_checkpoint(src, tmp_path / "o")
+    model, tokenizer, smap = load_model(out, attn_implementation="eager")
+    assert isinstance(model, PanguForCausalLM) and model.config.model_type == "mmpt_pangu"
+    # every source weight landed: the imported rows are the source's, permuted (copies after originals)
+    kept = [i for i in range(len(tok)) if i not in set(pairs.values())]
+    old_of = kept + [pairs[o] for o in sorted(pairs)]  # new id -> old id
+    state = torch.load(src / "pytorch_model.bin", weights_only=True)
+    for key, value in model.state_dict().items():
+        if key in ("transformer.wte.weight", "lm_head.weight"):
+            assert torch.equal(value[: len(old_of)], state["transformer.wte.weight"][old_of])
+        else:
+            assert torch.equal(value, state[key]), key
+    ids_old = torch.tensor([[old_of[i] for i in (3, 10, len(kept) + 1, 5, len(kept), 7)]])
+    ids_new = torch.tensor([[3, 10, len(kept) + 1, 5, len(kept), 7]])
+    with torch.no_grad():
+        want = source(input_ids=ids_old).logits[0][:, old_of]
+        got = model(input_ids=ids_new).logits[0][:, : len(old_of)]
+    assert (got - want).abs().max().item() == 0.0
+
+
+def _tiny_pangu_source(tmp_path: Path) -> tuple[Path, dict]:
+    from transformers import AutoTokenizer
+
+    from mmpt.model.pangu import PanguConfig, PanguForCausalLM
+
+    src = tmp_path / "src"
+    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
+    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
+    tok.save_pretrained(src)
+    model = PanguForCausalLM(PanguConfig(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=32))
+    _save_official_pangu(model, src, {}, len(tok))
+    return src, torch.load(src / "pytorch_model.bin", weights_only=True)
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda s: s.update({"top_query_layer.extra.weight": torch.zeros(3)}), "no place for: ['top_query_layer.extra.weight']"),
+        (
+            lambda s: s.pop("top_query_layer.attn.q_attn.bias"),
+            "missing from the checkpoint: ['top_query_layer.attn.q_attn.bias']",
+        ),
+        (lambda s: s.update({"lm_head.weight": torch.zeros_like(s["transformer.wte.weight"])}), "lm_head.weight differs"),
+        (
+            lambda s: s.update({"top_query_embedding.weight": torch.zeros(31, 16)}),
+            "top_query_embedding.weight (31, 16) vs (32, 16)",
+        ),
+    ],
+    ids=["extra", "missing", "untied-head", "shape"],
+)
+def test_a_pangu_key_without_a_place_is_refused_by_name(tmp_path: Path, capsys, change, named):
+    src, state = _tiny_pangu_source(tmp_path)
+    change(state)
+    torch.save(state, src / "pytorch_model.bin")
+    assert main([str(src), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_gpt_neo_extra_key_is_refused_and_a_saved_tied_head_accepted(tmp_path: Path, capsys):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoConfig
+
+    src = tmp_path / "src"
+    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
+    tok.save_pretrained(src)
+    config = GPTNeoConfig(
+        vocab_size=len(tok), hidden_size=16, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]]
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(src)
+    state = load_file(src / "model.safetensors")
+    state["lm_head.weight"] = state["transformer.wte.weight"].clone()  # older transformers saved the tie twice
+    state["transformer.h.0.attn.attention.masked_bias"] = torch.tensor(-1e9)  # an official buffer: no weight
+    save_file(state, src / "model.safetensors")
+    assert main([str(src), "--out", str(tmp_path / "ok")]) == 0
+    state["transformer.h.0.attn.attention.k_proj.bias"] = torch.zeros(16)  # GPT-Neo has no k bias: would be dropped
+    save_file(state, src / "model.safetensors")
+    assert main([str(src), "--out", str(tmp_path / "o")]) == 2
+    assert "no place for: ['transformer.h.0.attn.attention.k_proj.bias']" in capsys.readouterr().err
+
+
+# The authors' PanguAlphaTokenizer (transformers 4.19) built on a tiny SentencePiece BPE, with the
+# official lm_trainer.py's special tokens and a partial separation list added, saved as released
+# (tests/assets/pangu_tokenizer: tokenizer_config.json, special_tokens_map.json, added_tokens.json,
+# vocab.model, replicated_tokens_map.pkl), reloaded with from_pretrained; these are its ids.
+PANGU_PROBES = {
+    "def f(x):\n    return x": [22, 16, 247, 266, 41, 319, 231],
+    "  leading and  double  spaces ": [233, 20, 240, 245, 166, 183, 5, 241, 243, 255, 20, 7, 251, 34, 220],
+    "<comments> Add two numbers. <python> def add ( a , b ) : <NEW_LINE> <INDENT> return a + b <NEW_LINE> <DEDENT>": [
+        311,
+        233,
+        294,
+        245,
+        245,
+        6,
+        258,
+        241,
+        117,
+        90,
+        255,
+        59,
+        237,
+        249,
+        304,
+        22,
+        11,
+        245,
+        245,
+        112,
+        11,
+        233,
+        254,
+        21,
+        233,
+        248,
+        233,
+        253,
+        312,
+        313,
+        319,
+        11,
+        93,
+        21,
+        312,
+        314,
+    ],  # fmt: skip
+    "x<NEW_LINE>y": [231, 312, 96],
+    "return zzqq if(": [319, 321, 317, 112],
+    "Ünïcödé naïve café": [233, 0, 239, 0, 246, 0, 245, 0, 117, 240, 0, 153, 33, 240, 244, 0],
+    "tabs\tand\nnewlines\n\n": [6, 240, 146, 0, 57, 245, 0, 239, 234, 258, 242, 3, 220, 0],
+    "<eot>": [301],
+    "<s>a</s>": [1, 11, 2],
+}
+
+
+def test_the_authors_pangu_tokenizer_converts_to_the_same_ids(tmp_path: Path):
+    from transformers import AutoTokenizer
+
+    from mmpt.import_checkpoint import convert_pangu_tokenizer, is_pangu_tokenizer
+
+    src = ASSETS / "pangu_tokenizer"
+    assert is_pangu_tokenizer(src)
+    convert_pangu_tokenizer(src, tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(tok) == 327 and tok.pad_token == "<pad>" and "<NEW_LINE>" in tok.all_special_tokens
+    for text, ids in PANGU_PROBES.items():
+        assert tok.encode(text, add_special_tokens=False) == ids, text
+
+
+def test_a_pangu_checkpoint_imports_with_its_sentencepiece_tokenizer(tmp_path: Path):
+    from mmpt.model.checkpoint_folder import load_model
+    from mmpt.model.pangu import PanguConfig, PanguForCausalLM
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in (ASSETS / "pangu_tokenizer").iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    pairs = read_replicated_map(src / "replicated_tokens_map.pkl")
+    torch.manual_seed(0)
+    config = PanguConfig(vocab_size=327, n_embd=16, n_layer=1, n_head=2, n_positions=64, bos_token_id=None, eos_token_id=None)
+    _save_official_pangu(PanguForCausalLM(config), src, pairs, 327)
+    out = import_checkpoint(src, tmp_path / "o")
+    _, tokenizer, smap = load_model(out)
+    assert len(tokenizer) == 327 - len(pairs) == smap.base_vocab_size and len(smap.separated) == len(pairs)
+    assert not any(t.startswith("[_DUP_]") for t in tokenizer.get_vocab())
+    # text without the added copies encodes as the authors' tokenizer did (ids below the first copy keep their number)
+    kept = [i for i in range(327) if i not in set(pairs.values())]
+    for text, ids in PANGU_PROBES.items():
+        assert tokenizer.encode(text, add_special_tokens=False) == [kept.index(i) for i in ids], text
+
+
+def test_the_official_full_separation_imports_as_full(tmp_path: Path):
+    """Their full separation copies every token but the special ones: that is `full`, not `partial`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
+
+    src = tmp_path / "src"
+    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
+    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
+    vocab, specials = tok.get_vocab(), set(tok.all_special_tokens)
+    pairs = {}
+    for token in sorted(t for t in vocab if t not in specials):
+        pairs[vocab[token]] = len(vocab) + len(pairs)
+    tok.add_tokens(["[_DUP_]" + t for t in sorted(t for t in vocab if t not in specials)])
+    tok.save_pretrained(src)
+    (src / "replicated_tokens_map.pkl").write_bytes(pickle.dumps(pairs))
+    AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2)).save_pretrained(src)
+    meta = CheckpointMeta.load(import_checkpoint(src, tmp_path / "o"))
+    assert meta.separation == "full"
+    smap = json.loads((tmp_path / "o" / "separation.json").read_text())
+    assert len(smap["separated"]) == smap["base_vocab_size"] - len(specials)
+
+
+def test_weights_that_would_run_code_are_refused(tmp_path: Path, capsys):
+    src, state = _tiny_pangu_source(tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    torch.save({**state, "evil": Evil()}, src / "pytorch_model.bin")
+    assert main([str(src), "--out", str(tmp_path / "o")]) == 2
+    assert "pytorch_model.bin: unreadable weights" in capsys.readouterr().err and not (tmp_path / "pwned").exists()

@@ -186,6 +186,25 @@ def flat_completion(generated: str, level: int) -> str:
     return unflatten(generated, level)
 
 
+def as_flat(code: str) -> str:
+    """`code` in the flattened format: as it is when it already is, else flattened."""
+    return code if is_flat(code) else flatten(code)
+
+
+def split_flat_signature(flat: str) -> tuple[str, str] | None:
+    """(signature, body) of flattened code as the official signature-first data cuts it, or None.
+
+    The signature runs from the first `def ` (else `class `) up to the colon of the first
+    `: <NEW_LINE> <INDENT>`; the body is the rest, from the space before that `<NEW_LINE>`.
+    """
+    end = flat.find(": " + NEW_LINE + " " + INDENT)
+    head = flat[: end + 1] if end >= 0 else ""
+    for keyword in ("def ", "class "):
+        if keyword in head:
+            return head[head.find(keyword) :], flat[end + 1 :]
+    return None
+
+
 def quoted_docstring(docstring: str) -> str:
     """The docstring as the official signature-first (PyCodeGPT) data wrote it after the signature:
     a triple-quoted block indented 4 spaces, on its own lines when it has several."""

@@ -38,8 +38,14 @@ def _is_json_array(path: Path) -> bool:
 
 
 def check_pairs_file(path: str | Path) -> int:
-    """Validate a local pairs file; the number of records. Raises PairsError naming file and line."""
-    path = Path(path)
+    """Validate a local pairs file; the number of records (at least one). Raises PairsError naming file and line."""
+    count = _count_valid_pairs(Path(path))
+    if count == 0:  # the datasets loaders end in a bare StopIteration on an empty file
+        raise PairsError(f"{path}: no pairs (the file holds no records)")
+    return count
+
+
+def _count_valid_pairs(path: Path) -> int:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _check_parquet(path)

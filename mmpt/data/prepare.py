@@ -33,8 +33,8 @@ from datasets.arrow_writer import ArrowWriter
 
 import mmpt
 from mmpt.cli import command_parser
-from mmpt.data.codeformat import CODE_FORMATS
-from mmpt.data.instances import SentinelIds, assemble_instance, sentinel_ids
+from mmpt.data.codeformat import CODE_FORMATS, MARKERS, as_flat, quoted_docstring, split_flat_signature
+from mmpt.data.instances import SentinelIds, assemble_instance, encode_instance, sentinel_ids
 from mmpt.data.packing import pack, row_layout
 from mmpt.data.pairs import PairsError, drop_unparsable, load_pairs
 from mmpt.data.separation import SeparationMap, build_separation_map, with_space_forms
@@ -46,6 +46,8 @@ META_FILE = "meta.json"
 ROWS_DIR = "rows"
 TOKENIZER_DIR = "tokenizer"
 VALIDATION_DIR = "validation"
+KEEP_FLAT = "keep-flat"  # train on the flattened text, the markers special tokens (the official scripts)
+PREPARE_CODE_FORMATS = (*CODE_FORMATS, KEEP_FLAT)
 ROWS_PER_CHUNK = 4096  # rows laid out per Arrow write; bounds the gather arrays' memory
 LENGTHS_BLOCK = 1 << 16  # instances whose lengths are read at once while cutting chunks
 
@@ -72,7 +74,9 @@ class PrepareConfig:
     num_proc: int | None = None  # processes for tokenization (None: in-process)
     batch_size: int = 1000  # pairs per tokenizer call
     cache_dir: str | None = None  # `datasets` cache (default: its own)
-    code_format: str = "auto"  # auto | plain | flat: the paper's flattened code is converted to Python
+    code_format: str = "auto"  # auto | plain | flat: the paper's flattened code is converted to Python;
+    # keep-flat: every instance's code is trained flattened, <NEW_LINE>/<INDENT>/<DEDENT> added as special tokens
+    separate_special_tokens: bool = True  # full: special tokens get code copies too (the official never copies them)
     validation_fraction: float = 0.0  # share of instances held out as DIR/validation
     seed: int = 0  # which instances are held out
     chunk_tokens: int = 1 << 24  # tokens packed at once: memory ∝ this, not the corpus; fill loss ∝ 1/this
@@ -84,6 +88,10 @@ class PrepareConfig:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.max_seq_length < 8:
             raise ValueError(f"max_seq_length must be at least 8, got {self.max_seq_length}")
+        if self.code_format not in PREPARE_CODE_FORMATS:
+            raise ValueError(f"code_format must be one of {PREPARE_CODE_FORMATS}, got {self.code_format!r}")
+        if not self.separate_special_tokens and self.separation != "full":
+            raise ValueError("separate_special_tokens=False only applies to separation 'full'")
         if self.separate_tokens and self.separation != "partial":
             raise ValueError("separate_tokens only applies to separation 'partial'")
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -105,6 +113,24 @@ def read_separate_tokens(path: str | Path) -> list[str]:
             raise ValueError(f"{path}: expected a JSON list of non-empty strings")
         return tokens
     return [line for line in text.split("\n") if line.strip()]
+
+
+def encode_flat_batch(batch: dict, tokenizer, smap: SeparationMap, layout: str) -> dict:
+    """Encode a batch of pairs with their code flattened, as the official scripts do
+    (`--code-format keep-flat`): docstring-first `<comments> doc <python> code <eot>` with the
+    flattened code verbatim; signature-first with the official cut of the signature
+    (`split_flat_signature`) and the docstring quoted (`quoted_docstring`)."""
+    input_ids, modality = [], []
+    for doc, code in zip(batch["docstring"], batch["code"]):
+        flat = as_flat(code)
+        if layout == "docstring-first":
+            instance, kinds = encode_instance(tokenizer, smap, layout, doc, flat)
+        else:
+            signature, body = split_flat_signature(flat)  # records without one were dropped before
+            instance, kinds = encode_instance(tokenizer, smap, layout, quoted_docstring(doc), flat, signature, body)
+        input_ids.append(instance)
+        modality.append(kinds)
+    return {"input_ids": input_ids, "modality": modality}
 
 
 def encode_batch(batch: dict, tokenizer, smap: SeparationMap, layout: str, ids: SentinelIds) -> dict:
@@ -318,31 +344,41 @@ def prepare(config: PrepareConfig) -> dict:
     tokenizer = load_tokenizer(config.tokenizer, sentinels=False)
     backbone_vocab_size = len(tokenizer)  # ids from here on are sentinels the backbone never trained
     add_sentinels(tokenizer)
+    keep_flat = config.code_format == KEEP_FLAT
+    if keep_flat:  # the official scripts add the markers as special tokens: never split, never copied
+        missing = [m for m in MARKERS if m not in tokenizer.get_vocab()]
+        tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     tokens = read_separate_tokens(config.separate_tokens) if config.separate_tokens else None
     if tokens is not None and config.space_forms:
         tokens = with_space_forms(tokens)
-    smap, split = build_separation_map(tokenizer, config.separation, tokens)
+    smap, split = build_separation_map(tokenizer, config.separation, tokens, config.separate_special_tokens)
     ids = sentinel_ids(tokenizer)
 
-    pairs = load_pairs(config.pairs, cache_dir=config.cache_dir, num_proc=config.num_proc, code_format=config.code_format)
+    # keep-flat keeps the records' text as it is: flattened code is trained verbatim (plain code is flattened)
+    code_format = "plain" if keep_flat else config.code_format
+    pairs = load_pairs(config.pairs, cache_dir=config.cache_dir, num_proc=config.num_proc, code_format=code_format)
     total = len(pairs)
     pairs, formats = drop_unparsable(pairs)
     dropped_no_signature = 0
     if config.layout == "signature-first":
-        # pairs whose code has no parsable def have no signature to put first
-        kept = pairs.filter(lambda b: [s != "" for s in b], input_columns="signature", batched=True)
+        # pairs whose code has no parsable def (keep-flat: no official signature cut) have no signature to put first
+        if keep_flat:
+            has = lambda codes: [split_flat_signature(as_flat(c)) is not None for c in codes]  # noqa: E731
+            kept = pairs.filter(has, input_columns="code", batched=True)
+        else:
+            kept = pairs.filter(lambda b: [s != "" for s in b], input_columns="signature", batched=True)
         dropped_no_signature = len(pairs) - len(kept)
         pairs = kept
     if len(pairs) == 0:
         raise ValueError(_nothing_left(config, total, formats, dropped_no_signature, 0))
     encoded = pairs.map(
-        encode_batch,
+        encode_flat_batch if keep_flat else encode_batch,
         batched=True,
         batch_size=config.batch_size,
         num_proc=config.num_proc,
         remove_columns=pairs.column_names,
         features=ENCODED,
-        fn_kwargs={"tokenizer": tokenizer, "smap": smap, "layout": config.layout, "ids": ids},
+        fn_kwargs={"tokenizer": tokenizer, "smap": smap, "layout": config.layout} | ({} if keep_flat else {"ids": ids}),
         desc="encode",
     )
     split_counts = _pack_and_write(encoded, config, out)
@@ -359,6 +395,7 @@ def prepare(config: PrepareConfig) -> dict:
         "dropped_no_signature": dropped_no_signature,
         **split_counts,
         "separation": config.separation,
+        "separate_special_tokens": config.separate_special_tokens,
         "separated_tokens": len(smap.separated),
         "split_tokens": split,
         "tokenizer": _tokenizer_record(tokenizer, config.tokenizer, out / TOKENIZER_DIR, backbone_vocab_size),
@@ -415,7 +452,14 @@ def main(argv: list[str] | None = None) -> int:
         help="--separate-tokens: each entry bare and space-prefixed, as the paper's code reads its list",
     )  # fmt: skip
     parser.add_argument("--layout", choices=LAYOUTS, default="docstring-first", help="order of NL and signature")
-    parser.add_argument("--code-format", choices=CODE_FORMATS, default="auto", help="flat: the paper's <NEW_LINE> format")
+    parser.add_argument(
+        "--code-format", choices=PREPARE_CODE_FORMATS, default="auto",
+        help="flat: the paper's <NEW_LINE> format, converted to Python; keep-flat: trained flattened, as the official scripts",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-separate-special-tokens", dest="separate_special_tokens", action="store_false",
+        help="--separation full: special tokens keep one shared row (the official full separation)",
+    )  # fmt: skip
     parser.add_argument("--max-seq-length", type=int, required=True, help="tokens per packed row")
     parser.add_argument("--num-proc", type=int, default=None, help="tokenizer processes (default: in-process)")
     parser.add_argument("--out", required=True, help="folder for rows, tokenizer, separation.json, meta.json")
@@ -433,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             space_forms=args.space_forms,
             layout=args.layout,
             code_format=args.code_format,
+            separate_special_tokens=args.separate_special_tokens,
             max_seq_length=args.max_seq_length,
             num_proc=args.num_proc,
             validation_fraction=args.validation_fraction,

@@ -153,12 +153,15 @@ def with_space_forms(tokens: list[str]) -> list[str]:
     return list(seen)
 
 
-def build_separation_map(tokenizer, separation: str, tokens: list[str] | None = None) -> tuple[SeparationMap, list[str]]:
+def build_separation_map(
+    tokenizer, separation: str, tokens: list[str] | None = None, special_tokens: bool = True
+) -> tuple[SeparationMap, list[str]]:
     """(map, split): the SeparationMap of `separation` for `tokenizer`, and the requested strings
     that the tokenizer encodes as several pieces (reported, not separated).
 
     partial: each string of `tokens` (default `default_separate_tokens()`) that encodes to exactly
-    one id separates that id. full: every id of the tokenizer, sentinels included.
+    one id separates that id. full: every id of the tokenizer, sentinels included unless not
+    `special_tokens` (then no special token is copied: the official full separation).
     """
     if separation not in SEPARATIONS:
         raise ValueError(f"separation must be one of {SEPARATIONS}, got {separation!r}")
@@ -166,7 +169,8 @@ def build_separation_map(tokenizer, separation: str, tokens: list[str] | None = 
     if separation == "none":
         return SeparationMap("none", base), []
     if separation == "full":
-        ids = list(range(base))
+        specials = set() if special_tokens else set(tokenizer.all_special_ids)
+        ids = [i for i in range(base) if i not in specials]
         return SeparationMap("full", base, ids, tokenizer.convert_ids_to_tokens(ids)), []
     tokens = default_separate_tokens() if tokens is None else tokens
     encoded = tokenizer(list(tokens), add_special_tokens=False)["input_ids"] if tokens else []

@@ -43,9 +43,10 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "llama": ("eager", "sdpa"),  # stands for the Llama/Qwen2/Mistral family
     "qwen2": ("eager", "sdpa"),
     "codegen": ("eager", "sdpa"),
+    "mmpt_pangu": ("eager", "sdpa"),  # PanGu-α (mmpt/model/pangu.py): its top-query layer gets the same mask
 }
 # Model types whose flex_attention (BlockMask) forward equals the dense-mask path (max abs diff
-# <= 1e-5, CPU fp32, transformers 5.24 / torch 2.13). gpt2 and gpt_neo have no flex implementation.
+# <= 1e-5, CPU fp32, transformers 5.24 / torch 2.13). gpt2, gpt_neo and mmpt_pangu have no flex implementation.
 FLEX: tuple[str, ...] = ("llama", "qwen2", "codegen")
 
 # Why an implementation is refused for every model; shown in the error.

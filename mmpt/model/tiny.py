@@ -29,6 +29,7 @@ TINY_CONFIGS: dict[str, dict] = {
     "llama": _LLAMA_SHAPE,
     "qwen2": _LLAMA_SHAPE,  # Qwen2 is Llama's shape (plus q/k/v biases, which its config adds itself)
     "codegen": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128, n_ctx=128),
+    "mmpt_pangu": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),  # PanGu-α: GPT-2's shape + top query
 }
 
 

@@ -97,3 +97,12 @@ def test_prompt_and_completion_of_flat_checkpoints():
     assert flat_completion(" <NEW_LINE> return y <NEW_LINE> <DEDENT> <DEDENT> <NEW_LINE>", level) == ("\n        return y\n\n")
     assert flat_completion(" <NEW_LINE> <INDENT> return x <NEW_LINE> <DEDENT>", 0) == "\n    return x\n"
     assert codeformat.MARKERS == ("<NEW_LINE>", "<INDENT>", "<DEDENT>")
+
+
+def test_split_flat_signature_cuts_where_the_official_data_does():
+    from mmpt.data.codeformat import split_flat_signature
+
+    flat = "@cache <NEW_LINE> def f ( x ) : <NEW_LINE> <INDENT> return x <NEW_LINE> <DEDENT>"
+    assert split_flat_signature(flat) == ("def f ( x ) :", " <NEW_LINE> <INDENT> return x <NEW_LINE> <DEDENT>")
+    assert split_flat_signature("class A : <NEW_LINE> <INDENT> pass <NEW_LINE> <DEDENT>")[0] == "class A :"
+    assert split_flat_signature("x = 1 <NEW_LINE>") is None

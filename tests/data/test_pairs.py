@@ -129,3 +129,28 @@ def test_hub_dataset_branch(monkeypatch, assets: Path):
         load_pairs("owner/no-docstring")
     with pytest.raises(PairsError, match=r"^offline/pairs: not a local file or folder.*Couldn't reach"):
         load_pairs("offline/pairs")
+
+
+@pytest.mark.parametrize("name, text", [("empty.jsonl", ""), ("blank.jsonl", "\n\n"), ("empty.json", "[]")])
+def test_an_empty_pairs_file_is_an_error_naming_it(tmp_path: Path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(PairsError, match=rf"^{path}: no pairs"):
+        check_pairs_file(path)
+    with pytest.raises(PairsError, match=rf"^{path}: no pairs"):  # before the datasets loader's StopIteration
+        load_pairs(path)
+
+
+@pytest.mark.parametrize("command", ["prepare", "tokenizer"])
+def test_cli_on_an_empty_pairs_file_says_so_in_one_line(tmp_path: Path, capsys, command: str):
+    from mmpt.data import prepare, tokenizer
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("")
+    if command == "prepare":
+        args = ["--tokenizer", str(Path(__file__).parents[1] / "assets" / "tokenizer"), "--max-seq-length", "64"]
+        code = prepare.main(["--pairs", str(path), *args, "--out", str(tmp_path / "o")])
+    else:
+        code = tokenizer.main(["--pairs", str(path), "--vocab-size", "300", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and f"{path}: no pairs" in err, err

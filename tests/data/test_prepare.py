@@ -283,3 +283,54 @@ def test_nothing_left_is_a_clear_error(assets: Path, tmp_path: Path, capsys):
     assert "no pair left to train on" in err and "without a parsable function for --layout signature-first" in err
     assert main(args + ["--max-seq-length", "8", "--out", str(tmp_path / "p")]) == 2
     assert "longer than --max-seq-length 8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout", ["docstring-first", "signature-first"])
+def test_keep_flat_trains_the_official_flattened_instances(assets: Path, tmp_path: Path, layout: str):
+    """The official data: markers are special tokens, code is the flattened text with code ids remapped
+    (full separation copying no special token), docstring-first: <comments> doc <python> code <eot>."""
+    from mmpt.data.codeformat import MARKERS
+
+    flat = tmp_path / "flat.jsonl"
+    records = _flat_pairs(assets, flat, broken=0)
+    config = PrepareConfig(
+        pairs=str(flat), tokenizer=str(assets / "tokenizer"), out=str(tmp_path / "out"), layout=layout, separation="full",
+        separate_special_tokens=False, code_format="keep-flat", max_seq_length=4096, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    meta = prepare(config)
+    tok = load_tokenizer(str(tmp_path / "out" / "tokenizer"), sentinels=False)
+    assert set(MARKERS) <= set(tok.all_special_tokens) and meta["code_format"] == "keep-flat"
+    marker_ids = tok.convert_tokens_to_ids(list(MARKERS))
+    smap = SeparationMap.load(tmp_path / "out")
+    assert not set(tok.all_special_ids) & set(smap.separated) and len(smap.separated) == len(tok) - len(tok.all_special_ids)
+    rows, _ = load_prepared(tmp_path / "out")
+    got = [ids for row in rows for ids, _ in _split_row(row)]
+    assert len(got) == meta["instances"] > 0
+    ids = tok.convert_tokens_to_ids
+    if layout == "docstring-first":
+        enc = lambda text: tok.encode(text, add_special_tokens=False)  # noqa: E731
+        expected = [
+            [ids("<comments>"), *enc(r["docstring"]), ids("<python>"), *smap.to_code(enc(r["code"])), ids("<eot>")]
+            for r in records
+        ]
+        assert sorted(map(repr, got)) == sorted(map(repr, expected))
+    for instance in got:  # every marker is one (shared, uncopied) token, and the text reads flattened
+        assert any(m in instance for m in marker_ids)
+        assert "<NEW_LINE>" in tok.decode(smap.to_original(instance))
+
+
+def test_special_tokens_flag_only_for_full(assets: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="only applies to separation 'full'"):
+        PrepareConfig(pairs="p", tokenizer="t", out="o", separation="partial", separate_special_tokens=False)
+    with pytest.raises(ValueError, match="code_format must be one of"):
+        PrepareConfig(pairs="p", tokenizer="t", out="o", code_format="flattish")
+
+
+def test_cli_flags_of_the_official_format_and_separation(assets: Path, tmp_path: Path):
+    flat = tmp_path / "flat.jsonl"
+    _flat_pairs(assets, flat, broken=0)
+    args = ["--pairs", str(flat), "--tokenizer", str(assets / "tokenizer"), "--max-seq-length", "4096"]
+    args += ["--separation", "full", "--no-separate-special-tokens", "--code-format", "keep-flat", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert meta["code_format"] == "keep-flat" and meta["separate_special_tokens"] is False

@@ -73,3 +73,12 @@ def test_prepare_reads_a_paper_style_list_and_reports_what_is_not_one_token(asse
     assert all(repr(t) in err for t in not_single)  # every entry of a user's list is named, not only ten
     single = {tiny_tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in forms if t not in not_single}
     assert meta["id_map"]["separated"] == sorted(single)
+
+
+def test_full_without_special_tokens_copies_every_other_id(tiny_tokenizer):
+    smap, _ = build_separation_map(tiny_tokenizer, "full", special_tokens=False)
+    specials = {tiny_tokenizer.convert_tokens_to_ids(t) for t in ("<comments>", "<python>", "<eot>", "<mask>")}
+    specials.add(tiny_tokenizer.pad_token_id)
+    assert specials <= set(tiny_tokenizer.all_special_ids)  # the sentinels are special tokens
+    assert smap.separated == [i for i in range(len(tiny_tokenizer)) if i not in set(tiny_tokenizer.all_special_ids)]
+    assert not specials & set(smap.separated) and smap.to_code(sorted(specials)) == sorted(specials)

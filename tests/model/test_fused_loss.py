@@ -61,7 +61,7 @@ def grads(model) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo", "llama", "codegen"])  # codegen: a head with a bias
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo", "llama", "codegen", "mmpt_pangu"])  # codegen: a head bias
 def test_loss_and_every_gradient_match_the_reference(arch, tied, monkeypatch):
     # blocks of 10 rows / 7 vocabulary ids: many chunks, ragged last ones
     monkeypatch.setattr(fused, "BLOCK_BYTES", 4 * 10 * 64)
@@ -150,7 +150,7 @@ def test_shape_errors_name_the_shapes():
 
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = [("llama", False), ("gpt2", True), ("gpt_neo", True)]  # (arch, tied); all with split embeddings
+CONFIGS = [("llama", False), ("gpt2", True), ("gpt_neo", True), ("mmpt_pangu", True)]  # (arch, tied); split embeddings
 WORLD = 2
 
 DRIVER = textwrap.dedent(

@@ -21,7 +21,7 @@ def _weights(model):
     return model.get_input_embeddings().weight.detach().clone(), model.get_output_embeddings().weight.detach().clone()
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "mmpt_pangu"])
 @pytest.mark.parametrize("tied", [True, False])
 def test_extend_copies_rows_and_keeps_ties(arch, tied):
     model = tiny_model(arch, vocab=BASE, tied=tied)

@@ -134,7 +134,8 @@ class Decoder:
         prepare_model(self.model)  # GPT-Neo's built-in causal buffer would otherwise keep the prefix causal
         self._max_len = context_length(self.model.config)
         self._device = next(self.model.parameters()).device
-        self._layers = self.model.config.get_text_config().num_hidden_layers
+        # a model with a layer outside its blocks (PanGu's top-query layer) says how many its cache needs
+        self._layers = getattr(self.model, "cache_layers", self.model.config.get_text_config().num_hidden_layers)
         # transformers 5.2x calls the cache argument `cache`, earlier 5.x `past_key_values`
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"

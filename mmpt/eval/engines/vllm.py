@@ -94,6 +94,8 @@ class VllmEngine:
     def __init__(self, checkpoint: Checkpoint, sampling: SamplingConfig, local_rank: int = 0, tensor_parallel: int = 1) -> None:
         if checkpoint.meta.prefix_lm:
             raise ValueError("vLLM cannot serve a prefix-code-clm checkpoint (bidirectional NL prefix)")
+        if AutoConfig.from_pretrained(checkpoint.directory).model_type == "mmpt_pangu":
+            raise ValueError("vLLM has no PanGu-α (top-query layer): use --engine ours")
         if torch.cuda.is_available() and tensor_parallel == 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(local_rank)  # one engine per rank, on its own GPU
         on_cpu = not torch.cuda.is_available()
