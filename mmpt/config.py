@@ -169,6 +169,8 @@ def help_text() -> str:
     lines = [
         "usage: mmpt train [--config FILE.yaml] [--FIELD VALUE | --FIELD=VALUE]...",
         "       (also `deepspeed mmpt/train.py ...`, `torchrun ... mmpt/train.py ...`, `python -m mmpt.train ...`)",
+        "       mmpt train --config FILE.yaml [--FIELD VALUE]... --dry-run [--device cuda|cpu] [--world-size N]",
+        "       (print the resolved config and the exact DeepSpeed JSON for that device and world size, then exit)",
         "",
         __doc__.split("\n")[0],
         "--config is a YAML file or a shipped config's name (" + ", ".join(shipped.names("configs")) + ");",
@@ -340,10 +342,16 @@ def deepspeed_config(config: TrainConfig, world_size: int, precision: str, devic
     # the small contributions). A JSON that sets either keeps its own value.
     ds.setdefault("communication_data_type", "fp32")
     ds.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
-    if device_type == "cpu":
-        # DeepSpeed's FusedAdam is a CUDA kernel; on CPU the same update comes from torch's AdamW
-        # (CPU-offloaded optimizers use DeepSpeed's CPU Adam and ignore this).
-        ds["optimizer"]["params"].setdefault("torch_adam", True)
+    optimizer = ds.get("optimizer", {})
+    if str(optimizer.get("type", "")).lower() in ("adam", "adamw"):
+        # torch's AdamW, not DeepSpeed's FusedAdam or CPU Adam: those are C++/CUDA ops that DeepSpeed
+        # JIT-compiles on first use (nvcc, ninja and CUDA_HOME on every compute node, one build lock
+        # in $HOME for all ranks). On CUDA it is torch's fused kernel. `torch_adam: false` (or a
+        # `fused`/`foreach` of its own) in the JSON keeps the user's choice.
+        params = optimizer["params"]
+        params.setdefault("torch_adam", True)
+        if device_type == "cuda" and params["torch_adam"] is True and not {"fused", "foreach"} & params.keys():
+            params["fused"] = True  # passed through to torch.optim.AdamW(fused=True)
     leftover = [k for k, v in _walk(ds) if v == "auto"]
     if leftover:
         raise ConfigError(f"{path}: mmpt cannot fill {leftover} ('auto' is only for the values the mmpt config owns)")

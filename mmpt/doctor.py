@@ -191,7 +191,7 @@ def _max_diff(model, impl: str, batch: dict[str, torch.Tensor], lengths: list[in
         return float("nan")
     diffs, start = [], 0
     for n in lengths:
-        one = {k: v[:, start : start + n] for k, v in batch.items()}
+        one = {k: v[:, start : start + n] for k, v in batch.items() if v.dim() == 2}  # (B, N) columns, not loss_index
         mask = None
         if has_prefix:
             mask = mask_from_allowed(_reference_allowed([n], one["prefix"].cpu(), n).to(device), impl)

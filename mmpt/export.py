@@ -1,6 +1,7 @@
 """`mmpt export CKPT --out DIR`: a standard Hugging Face checkpoint from a DeepSpeed (ZeRO-2/3) one.
 
-DIR gets model.safetensors + config.json, the tokenizer, separation.json (SeparationMap.save) and
+DIR gets model.safetensors + config.json (`use_cache: true`) and generation_config.json (eos `<eot>`,
+pad `<pad>`), the tokenizer, separation.json (SeparationMap.save) and
 mmpt.json (`mmpt.model.checkpoint_folder`, which owns that folder) that generation reads.
 CKPT is one checkpoint (OUTPUT_DIR/checkpoints/step_N) or a run's OUTPUT_DIR (its newest complete one).
 The fp32 master weights are consolidated from every rank's shards, one tensor at a time, and written
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from mmpt import checkpoint
-from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
+from mmpt.model.checkpoint_folder import CheckpointMeta, save_model, write_inference_configs
 
 
 def write_export_meta(directory: Path, hf_config, tokenizer, smap, data_meta: dict, train_config) -> None:
@@ -95,7 +96,17 @@ def write_hf_model(hf_dir: Path, state: dict, out: Path, where: str) -> Path:
         if item.is_file():
             shutil.copy2(item, out / item.name)
     model.save_pretrained(out)
+    write_inference_configs(out, config, _tokenizer(out))  # also for checkpoints saved with use_cache false
     return out
+
+
+def _tokenizer(directory: Path):
+    """The tokenizer saved in `directory`, or None where it holds none."""
+    from transformers import AutoTokenizer
+
+    if not (directory / "tokenizer_config.json").is_file():
+        return None
+    return AutoTokenizer.from_pretrained(directory)
 
 
 def _training_dtype(config):

@@ -35,12 +35,22 @@ from mmpt.modality import CODE, NL, OBJECTIVES
 IGNORE = -100  # label of a token that carries no loss (the HF / torch cross-entropy convention)
 
 
+def loss_index(labels: torch.Tensor) -> torch.Tensor:
+    """(M,) long: the flat positions b·N + t whose next token (b, t + 1) is trained (label != -100).
+
+    These are the positions the fused loss gathers (`mmpt.model.fused_loss`); the collator computes
+    them on the host, so that the device never runs a `nonzero` (which makes the host wait for it).
+    """
+    b, t = torch.nonzero(labels[:, 1:] != IGNORE, as_tuple=True)
+    return b * labels.shape[1] + t
+
+
 @dataclass
 class Collator:
     """Collate packed rows (dicts of `input_ids`, `position_ids`, `modality`, `row`) into a batch.
 
     Returns (B, N) tensors `input_ids`, `position_ids`, `labels`, `modality` (long) and `prefix`
-    (bool). N is `pad_to`, or the longest row when `pad_to` is None. Each tail pad is an instance of
+    (bool), and `loss_index` (M,) long (`loss_index`: the positions the loss trains, found on the host). N is `pad_to`, or the longest row when `pad_to` is None. Each tail pad is an instance of
     its own (position 0, label -100) so that it attends only to itself.
     """
 
@@ -101,6 +111,7 @@ class Collator:
             "labels": torch.from_numpy(labels),
             "modality": torch.from_numpy(modality),
             "prefix": torch.from_numpy(prefix),
+            "loss_index": loss_index(torch.from_numpy(labels)),
         }
 
     def _parse(self, i: int, row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@
     DS_ACCELERATOR=cpu deepspeed --num_gpus 2 mmpt/train.py --config configs/tiny-cpu.yaml
     torchrun --nproc_per_node 8 mmpt/train.py --config ...      srun python mmpt/train.py --config ...
     python -m mmpt.train --config ...   (one process)           mmpt train --config ...
+    mmpt train --config X --dry-run --device cuda --world-size 16   (pre-flight: config + DeepSpeed JSON)
 
 Each optimizer step takes the next `per_device_batch_size * gradient_accumulation_steps * world`
 rows of the epoch's shuffled order; rank r takes every world-th of them, so the shards are disjoint
@@ -18,6 +19,7 @@ import math
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,25 @@ def trained_counts(labels: torch.Tensor, modality: torch.Tensor) -> tuple[int, i
     """(code, nl) counts of the targets `modality_loss` trains on in a batch (it predicts label t+1)."""
     target = labels[:, 1:] != -100
     return int((target & (modality[:, 1:] == CODE)).sum()), int((target & (modality[:, 1:] == NL)).sum())
+
+
+def collate_rows(source, collate, indices: list[int], width: int) -> tuple[dict[str, torch.Tensor], int]:
+    """(collated micro-batch of `width` rows, its non-pad tokens) of rows `indices` of `source`.
+
+    Rows past `indices` (an empty or short micro-batch at the epoch's tail) are stand-ins (row 0)
+    that train nothing: every rank must run every micro-step (ZeRO-3 gathers are collective), and
+    under flex_attention every batch has the full shape (a new shape recompiles flex).
+    """
+    from mmpt.objectives import IGNORE, loss_index
+
+    picked = indices + [0] * (width - len(indices))
+    got = source[picked]  # column -> list over the picked rows
+    keys = ("input_ids", "position_ids", "modality")
+    batch = collate([{k: got[k][j] for k in keys} | {"row": i} for j, i in enumerate(picked)])
+    if len(indices) < width:
+        batch["labels"][len(indices) :] = IGNORE
+        batch["loss_index"] = loss_index(batch["labels"])
+    return batch, sum(len(ids) for ids in got["input_ids"][: len(indices)])
 
 
 def build_model(config: TrainConfig, smap: SeparationMap, ds_config: dict, precision: str, trained_rows: int | None = None):
@@ -170,6 +191,46 @@ class StopFlag:
         self.raised = True
 
 
+def default_device_type() -> str:
+    """The device type DeepSpeed's accelerator would pick here: `DS_ACCELERATOR`, else cuda when one is visible."""
+    import os
+
+    return os.environ.get("DS_ACCELERATOR") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def take_preflight_options(argv: list[str]) -> tuple[list[str], str | None, int | None]:
+    """(the rest of argv, `--device TYPE`, `--world-size N`): the dry run's own options, not config fields."""
+    found: dict[str, str] = {}
+    for name in ("--device", "--world-size"):
+        if name in argv:
+            i = argv.index(name)
+            if i + 1 >= len(argv):
+                raise SystemExit(f"mmpt train: {name} needs a value")
+            found[name], argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    if found.get("--device", "cuda") not in ("cuda", "cpu"):
+        raise SystemExit(f"mmpt train: --device must be cuda or cpu, got {found['--device']!r}")
+    world = found.get("--world-size")
+    if world is not None and not (world.isdigit() and int(world) >= 1):
+        raise SystemExit(f"mmpt train: --world-size must be a positive integer, got {world!r}")
+    return argv, found.get("--device"), None if world is None else int(world)
+
+
+def preflight(config: TrainConfig, device_type: str, world: int) -> str:
+    """`mmpt train --dry-run`: the resolved config and the exact DeepSpeed JSON `train` would pass to
+    `deepspeed.initialize` on `device_type` with `world` ranks (built by the same `deepspeed_config`)."""
+    import json
+
+    on_gpu_here = device_type == "cuda" and torch.cuda.is_available()
+    # without a GPU here, `auto` resolves as on a bf16-capable one (A100, H100, H200); fp16 on older cards
+    bf16 = torch.cuda.is_bf16_supported() if on_gpu_here else device_type == "cuda"
+    precision = resolve_precision(config.precision, device_type, bf16)
+    ds = deepspeed_config(config, world, precision, device_type)
+    head = f"# device {device_type}, {world} rank(s), precision {precision} ({config.precision})"
+    if device_type == "cuda" and not on_gpu_here and config.precision == "auto":
+        head += "; resolved as on a bf16 GPU (no GPU here)"
+    return "\n".join([head, "# training config", dump(config).rstrip(), "# DeepSpeed JSON", json.dumps(ds, indent=2)])
+
+
 def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
     """One training run from the command line; `leave_group=False` keeps the process group for
     another run in the same process (tests), else every rank leaves it before the process exits.
@@ -183,12 +244,26 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
     if "--config" in argv:
         i = argv.index("--config")
         config_path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    dry_run = "--dry-run" in argv
+    argv, device_type, world_size = take_preflight_options([a for a in argv if a != "--dry-run"])
+    if not dry_run and (device_type or world_size):
+        print(
+            "mmpt train: --device and --world-size are options of --dry-run (a run takes both from its launch)", file=sys.stderr
+        )
+        return 2
     try:
         config = load_config(config_path, parse_overrides(argv))
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"mmpt train: {e}", file=sys.stderr)
         return 2
     env = distributed.detect()
+    if dry_run:
+        try:
+            print(preflight(config, device_type or default_device_type(), world_size or env.world_size))
+        except ConfigError as e:
+            print(f"mmpt train: {e}", file=sys.stderr)
+            return 2
+        return 0
 
     def run() -> int:
         try:
@@ -277,49 +352,70 @@ def train(
     tied = engine.module.get_output_embeddings().weight is emb
     n_matmul = n_params - (0 if tied else getattr(emb, "ds_numel", emb.numel()))  # a lookup is no matmul
     peak = metrics.peak_flops(device, config.peak_tflops)
-    collator = Collator(config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss)
+    # under flex_attention every micro-batch has one shape (per_device_batch_size rows of the data's
+    # max_seq_length), so that flex compiles once per run (and once for evaluation)
+    one_shape = config.attn_implementation == "flex_attention"
+    pad_to = meta.get("max_seq_length") if one_shape else None
+    collator = Collator(
+        config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss, pad_to=pad_to
+    )
     held_out = load_validation(config.data_dir) if config.eval_steps else None  # None: no DATA_DIR/validation
     held_out = held_out if held_out is not None and len(held_out) else None
     # epoch 0: the same rows every time
     held_out_collator = Collator(
-        config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss
+        config.objective, sentinel_ids(tokenizer), smap, seed=config.seed, signature_loss=config.signature_loss, pad_to=pad_to
     )
+    pin = device.type == "cuda"  # page-locked host memory: a copy to the GPU then runs without the host waiting
+
+    def to_device(t: torch.Tensor) -> torch.Tensor:
+        """`t` on the device, copied asynchronously (no host sync) from page-locked memory."""
+        return (t.pin_memory() if pin else t).to(device, non_blocking=True)
 
     def fetch(source, collate, indices: list[int]) -> tuple[dict[str, torch.Tensor], int]:
-        """(collated micro-batch, its non-pad tokens); an empty one (epoch tail) is a stand-in row
-        that trains nothing, because every rank must run every micro-step (ZeRO-3 gathers are collective)."""
-        picked = indices or [0]
-        got = source[picked]  # column -> list over the picked rows
-        keys = ("input_ids", "position_ids", "modality")
-        batch = collate([{k: got[k][j] for k in keys} | {"row": i} for j, i in enumerate(picked)])
-        if not indices:
-            batch["labels"].fill_(-100)
-            return batch, 0
-        return batch, sum(len(ids) for ids in got["input_ids"])
+        return collate_rows(source, collate, indices, config.per_device_batch_size if one_shape else max(len(indices), 1))
+
+    orders: dict[int, np.ndarray] = {}  # the current epoch's row order (one permutation per epoch, not per step)
+
+    def load_step(k: int) -> tuple[list[list[int]], list[dict[str, torch.Tensor]], list[int], list[int]]:
+        """The host side of optimizer step k: this rank's row indices, micro-batches (pinned on a GPU
+        host), non-pad tokens and trained-token counts. Runs in the prefetch thread, one step ahead."""
+        epoch, k_in_epoch = divmod(k, steps_per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = epoch_order(len(rows), config.seed, epoch)
+        collator.epoch = epoch
+        micro = step_rows(
+            orders[epoch], k_in_epoch, rank, world, config.per_device_batch_size, config.gradient_accumulation_steps
+        )
+        batches, n_tokens = zip(*(fetch(rows, collator, idx) for idx in micro))
+        counts = [sum(trained_counts(b["labels"], b["modality"])) for b in batches]  # host ints, from host tensors
+        if pin:
+            batches = [{name: t.pin_memory() for name, t in b.items()} for b in batches]
+        return micro, list(batches), list(n_tokens), counts
+
+    prefetch = ThreadPoolExecutor(1, thread_name_prefix="mmpt-prefetch")  # collates step k+1 while k runs
 
     # ---- the loop: set epoch -> fetch the step's rows -> count -> micro-steps -> step -> log/eval/save
     engine.train()
     watchdog.beat(allow_s=10 * config.hang_timeout_s)  # the first step also warms up kernels and buckets
     # sums over the steps since the last log line: code_sum, code_count, nl_sum, nl_count, tokens, rows, seconds
     window = np.zeros(7)
-    order_epoch, order = -1, None
+    pending = prefetch.submit(load_step, step)
     while step < total_steps:
         t0 = time.perf_counter()
-        epoch, k = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:  # one permutation per epoch, not per step
-            order_epoch, order = epoch, epoch_order(len(rows), config.seed, epoch)
-            collator.epoch = epoch
-        micro = step_rows(order, k, rank, world, config.per_device_batch_size, config.gradient_accumulation_steps)
-        batches, n_tokens = zip(*(fetch(rows, collator, idx) for idx in micro))
+        epoch = step // steps_per_epoch
+        micro, batches, n_tokens, counts = pending.result()
+        if step + 1 < total_steps:
+            pending = prefetch.submit(load_step, step + 1)
+        # every micro-batch of the step to the device at once, asynchronously (a few (B, N) id tensors)
+        batches = [{name: to_device(t) for name, t in b.items()} for b in batches]
         # the global trained-token count of the whole step normalises every micro-batch's loss sum;
         # it stays on the device (no host sync before the micro-steps)
-        counts = [sum(trained_counts(b["labels"], b["modality"])) for b in batches]  # host ints, from host tensors
-        denom = torch.tensor([float(sum(counts))], dtype=torch.float64, device=device)
+        denom = to_device(torch.tensor([float(sum(counts))], dtype=torch.float64))
         dist.all_reduce(denom)
         denom = denom.clamp(min=1.0).float().squeeze(0)  # () fp32, as the loss sums
         sums = torch.zeros(4, dtype=torch.float64, device=device)  # code_sum, code_count, nl_sum, nl_count
-        for batch, _n_trained in zip(batches, counts):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for batch in batches:
             # the head fused into the loss: no (B, N, V) logits; a stand-in batch still reaches every parameter
             s = packed_loss(engine, batch, nl_mask, code_mask)
             loss = s.total_sum / denom
@@ -331,7 +427,7 @@ def train(
         step += 1
         # one collective and one host sync per step: loss sums, tokens, rows, and whether any rank got the save signal
         host = torch.tensor([sum(n_tokens), sum(map(len, micro)), float(stop.raised)], dtype=torch.float64)
-        report = torch.cat([sums, host.to(device)])
+        report = torch.cat([sums, to_device(host)])
         dist.all_reduce(report)
         code_sum, code_count, nl_sum, nl_count, tokens, n_rows, stop_votes = report.tolist()
         tokens_seen += int(tokens)
@@ -381,11 +477,13 @@ def train(
             watchdog.beat()
         if stop_votes:
             say(f"mmpt train: {config.save_signal} received, stopped after step {step}; resume with --resume auto")
+            prefetch.shutdown(cancel_futures=True)
             watchdog.stop()
             log.close()
             return 0, None
 
     # ---- the end: projector view; the export (rank 0) runs after the process group is left -----
+    prefetch.shutdown()
     watchdog.beat(allow_s=10 * config.hang_timeout_s)
     if smap.separated:
         log.projector(step, metrics.separated_rows(engine, smap.separated, smap.base_vocab_size), smap.tokens)

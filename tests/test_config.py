@@ -92,7 +92,10 @@ def test_deepspeed_auto_values_come_from_the_config(name):
     ds = deepspeed_config(c, world_size=2, precision="bf16", device_type="cuda")
     assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (4, 3, 24)
     assert ds["gradient_clipping"] == 0.5 and ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
-    assert ds["optimizer"]["params"] == {"lr": 2e-5, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}
+    # torch's fused AdamW on CUDA: nothing for DeepSpeed to JIT-compile (its FusedAdam / CPU Adam ops)
+    assert ds["optimizer"]["params"] == {
+        "lr": 2e-5, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01, "torch_adam": True, "fused": True,
+    }  # fmt: skip
     assert "scheduler" not in ds
 
 
@@ -121,3 +124,29 @@ def test_precision_auto():
 def test_shipped_configs_load(path):
     c = load_config(path, {"data_dir": "d"})
     deepspeed_config(c, 2, resolve_precision(c.precision, "cuda", True), "cuda")
+
+
+@pytest.mark.parametrize(
+    "params,device,want",
+    [
+        ({}, "cpu", {"torch_adam": True}),  # torch's AdamW (for-each) on CPU, as before
+        ({"torch_adam": False}, "cuda", {"torch_adam": False}),  # the user asks for DeepSpeed's FusedAdam
+        ({"fused": False}, "cuda", {"torch_adam": True, "fused": False}),
+        ({"foreach": True}, "cuda", {"torch_adam": True, "foreach": True}),  # torch refuses fused with foreach
+    ],
+)
+def test_the_users_optimizer_settings_win(tmp_path, params, device, want):
+    ds = json.loads((shipped.PACKAGE / "ds_configs" / "zero3.json").read_text())
+    ds["optimizer"]["params"].update(params)
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
+    c = load_config(None, {"data_dir": "d", "deepspeed": str(tmp_path / "ds.json")})
+    got = deepspeed_config(c, 1, "bf16", device)["optimizer"]["params"]
+    assert {k: v for k, v in got.items() if k not in ("lr", "betas", "eps", "weight_decay")} == want
+
+
+def test_another_optimizer_type_is_left_alone(tmp_path):
+    ds = json.loads((shipped.PACKAGE / "ds_configs" / "zero3.json").read_text())
+    ds["optimizer"]["type"] = "Lamb"
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
+    c = load_config(None, {"data_dir": "d", "deepspeed": str(tmp_path / "ds.json")})
+    assert set(deepspeed_config(c, 1, "bf16", "cuda")["optimizer"]["params"]) == {"lr", "betas", "eps", "weight_decay"}

@@ -146,6 +146,42 @@ def test_export_names_a_mismatched_tensor(tmp_path):
         write_hf_model(hf, state, tmp_path / "out", where="ckpt")
 
 
+def test_export_generates_with_the_cache_in_stock_transformers(tmp_path):
+    """Plain `AutoModelForCausalLM` + `generate` on an export of a training checkpoint (use_cache false
+    in its hf/ config, bos on a sentinel) runs with the KV cache and stops at `<eot>`."""
+    from transformers import AutoModelForCausalLM
+
+    from mmpt.export import write_hf_model
+    from mmpt.model.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    hf, state, _ = _hf_dir_and_state(tmp_path, "llama", torch.float32, True)
+    config = json.loads((hf / "config.json").read_text())
+    (hf / "config.json").write_text(
+        json.dumps(config | {"use_cache": False, "bos_token_id": tok.convert_tokens_to_ids("<python>")})
+    )
+    tok.save_pretrained(hf)
+    write_hf_model(hf, state, tmp_path / "out", where="ckpt")
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    eot, pad = tok.convert_tokens_to_ids("<eot>"), tok.pad_token_id
+    assert model.config.use_cache is True
+    gen = model.generation_config
+    assert (gen.eos_token_id, gen.pad_token_id, gen.bos_token_id, gen.use_cache) == (eot, pad, None, True)
+    assert json.loads((hf / "config.json").read_text())["use_cache"] is False  # the checkpoint itself is untouched
+
+    seen = []  # tokens each forward call of generate gets
+    model.register_forward_pre_hook(lambda m, a, k: seen.append(k["input_ids"].shape[1]), with_kwargs=True)
+    prompt = torch.tensor([[1, 7, 8, 9, 2]])
+    with torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=6, min_new_tokens=6, do_sample=False, return_dict_in_generate=True)
+    assert out.past_key_values is not None and seen == [5, 1, 1, 1, 1, 1]  # the prompt once, then one token a step
+    seen.clear()
+    with torch.no_grad():  # the control: without the cache every step recomputes the whole prefix
+        model.generate(prompt, max_new_tokens=6, min_new_tokens=6, do_sample=False, use_cache=False)
+    assert seen == [5, 6, 7, 8, 9, 10]
+
+
 @pytest.mark.parametrize("data_format, meta_format", [("keep-flat", "flat"), ("auto", "plain")])
 def test_a_run_trained_flattened_exports_a_flat_checkpoint(tmp_path, data_format, meta_format):
     """`mmpt generate` prompts a checkpoint in the format it was trained on: keep-flat data says flat."""

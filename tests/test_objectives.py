@@ -47,7 +47,11 @@ def test_labels_and_prefix_by_hand(objective):
         "labels": torch.long,
         "modality": torch.long,
         "prefix": torch.bool,
+        "loss_index": torch.long,
     }
+    # the positions the loss trains, found on the host: each one predicts a labelled token
+    want = [t for t in range(11) if EXPECTED_LABELS[objective][t + 1] != X]
+    assert out["loss_index"].tolist() == want
 
 
 def test_signature_first_prefix_covers_the_signature_and_takes_no_loss():

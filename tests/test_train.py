@@ -7,6 +7,7 @@ reuse its uninterrupted text-code-clm run as their reference.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -215,17 +217,28 @@ PROBE = textwrap.dedent(
         # device=) _dev, and each tag spreads to everything computed from it. .to(device) from
         # mmpt returns a copy, so that the host original keeps its tag.
         FACTORIES = {"tensor", "zeros", "ones", "full", "empty", "as_tensor", "arange", "from_numpy"}
-        SYNCS = {"item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"}
+        # every way a device tensor reaches the host, whoever calls it (mmpt, transformers, DeepSpeed):
+        # a value read, a copy back, or an op whose output size depends on the data (nonzero & co.)
+        SYNCS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy",
+                 "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "repeat_interleave"}
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             name = getattr(func, "__name__", "")
             caller = ours()
-            made_by_mmpt = "/mmpt/" in sys._getframe(1).f_code.co_filename  # the collator's batches too
+            frame = sys._getframe(1)
+            where = f"{frame.f_code.co_filename.rsplit('site-packages/', 1)[-1]}:{frame.f_lineno}"
+            made_by_mmpt = "/mmpt/" in frame.f_code.co_filename  # the collator's batches too
             flat = [a for a in args if isinstance(a, torch.Tensor)] + [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, torch.Tensor)]
-            if name in self.SYNCS and caller == "mmpt/train.py" and getattr(args[0], "_dev", False):
-                events.append(("sync", name, sys._getframe(1).f_lineno))
+            if name in self.SYNCS and args and getattr(args[0], "_dev", False):
+                events.append(("sync", name, where))
             moved = made_by_mmpt and name == "to" and any(isinstance(a, (torch.device, str)) for a in (*args[1:], kwargs.get("device")))
+            # a host-to-device copy the host waits for: not asynchronous, or a tensor made from host data on the device
+            on_device = bool(args) and getattr(args[0], "_dev", False)  # .to(device) of it is a no-op on a GPU
+            if (moved and not on_device and kwargs.get("non_blocking") is not True) or (
+                made_by_mmpt and name in ("tensor", "as_tensor") and kwargs.get("device") is not None
+            ):
+                events.append(("sync", f"blocking {name}", where))
             out = func(*args, **(dict(kwargs, copy=True) if moved else kwargs))
             if not isinstance(out, torch.Tensor):
                 return out
@@ -384,9 +397,18 @@ def test_per_step_host_overheads(probe_run):
             elif event[0] == "sync" and step is not None:
                 step.append(event)
         assert steps == PROBE_STEPS and syncs_in_micro_steps == [], syncs_in_micro_steps
-        syncs = [e for e in report["events"] if e[0] == "sync"]
-        logs = len(range(PROBE_LOG, PROBE_STEPS + 1, PROBE_LOG)) + len(range(PROBE_EVAL, PROBE_STEPS, PROBE_EVAL)) + 1
-        assert len(syncs) <= PROBE_STEPS + 2 * logs, syncs  # one per step, a few per log line
+        # a step without a log line, an evaluation or a save makes exactly one: its report's tolist()
+        per_step, current = [], None
+        for event in report["events"]:
+            if event[0] == "collective" and event[1] == 1:
+                current = []
+                per_step.append(current)
+            elif event[0] == "sync" and current is not None:
+                current.append(event)
+        quiet = [k for k in range(1, PROBE_STEPS + 1) if k % PROBE_LOG and k % PROBE_EVAL and k != PROBE_STEPS]
+        for k in quiet:  # step k's events run from its first collective to the next step's
+            got = [(e[1], e[2].split(":")[0].endswith("mmpt/train.py")) for e in per_step[k - 1]]
+            assert got == [("tolist", True)], (k, per_step[k - 1])
         # the similarity: only the separated rows (2S x H) travel, to rank 0, and they are the right ones
         sims = [c for c in report["collectives"] if c["caller"] == "mmpt/metrics.py"]
         from mmpt.data.separation import SeparationMap
@@ -706,6 +728,93 @@ def test_bad_input_fails_fast_with_a_message(setup_dir, tmp_path, capsys, overri
     argv = run_args(setup_dir, "code-clm", tmp_path / "out") + override
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def _dry_run(*args: str) -> tuple[str, dict]:
+    """(the printed config part, the DeepSpeed JSON) of `mmpt train ... --dry-run`, run as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmpt", "train", "--config", "tiny-cpu", "--data_dir", "d", "--dry-run", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    head, _, ds = proc.stdout.partition("# DeepSpeed JSON\n")
+    return head, json.loads(ds)
+
+
+def test_dry_run_cuda_resolves_as_on_a_gpu_node_and_builds_no_deepspeed_op(monkeypatch):
+    """`--dry-run --device cuda` on this CPU machine: the JSON a GPU node's `deepspeed.initialize` gets,
+    and DeepSpeed's own optimizer choice for it is torch's fused AdamW, with no op build."""
+    import deepspeed.ops.op_builder.builder as op_builder
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    head, ds = _dry_run("--device", "cuda", "--world-size", "8", "--per_device_batch_size", "4", "--precision", "auto")
+    assert "# device cuda, 8 rank(s), precision bf16" in head and "per_device_batch_size: 4" in head
+    assert ds["bf16"]["enabled"] is True and ds["train_batch_size"] == 8 * 4 * ds["gradient_accumulation_steps"]
+    assert ds["optimizer"]["params"]["torch_adam"] is True and ds["optimizer"]["params"]["fused"] is True
+
+    builds = []
+    for name in ("load", "jit_load"):
+        monkeypatch.setattr(op_builder.OpBuilder, name, lambda self, *a, _n=name, **k: builds.append((_n, self.name)))
+
+    def optimizer_for(params: dict) -> torch.optim.Optimizer:
+        """What DeepSpeed's engine builds from the JSON's optimizer params (its own code path)."""
+        params = dict(params)
+        engine = types.SimpleNamespace(zero_use_cpu_optimizer=lambda: False)  # no offload in zero3.json
+        cls, kwargs = DeepSpeedEngine.get_optimizer_configuration(engine, params, True)
+        return cls([torch.nn.Parameter(torch.ones(3))], **params, **kwargs)
+
+    opt = optimizer_for(ds["optimizer"]["params"])
+    assert type(opt) is torch.optim.AdamW and opt.defaults["fused"] is True and builds == []
+    # the control: what the JSON used to say on CUDA (no torch_adam) makes DeepSpeed build its FusedAdam op
+    with contextlib.suppress(Exception):  # the op is a stub here: whatever follows its load may fail
+        optimizer_for({k: v for k, v in ds["optimizer"]["params"].items() if k not in ("torch_adam", "fused")})
+    assert builds and builds[0][1] == "fused_adam"
+
+
+def test_dry_run_cpu_and_bad_options():
+    head, ds = _dry_run("--device", "cpu")
+    assert "# device cpu, 1 rank(s), precision fp32" in head
+    assert ds["optimizer"]["params"]["torch_adam"] is True and "fused" not in ds["optimizer"]["params"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmpt", "train", "--data_dir", "d", "--dry-run", "--device", "tpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "--device must be cuda or cpu, got 'tpu'" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmpt", "train", "--data_dir", "d", "--device", "cuda"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "options of --dry-run" in proc.stderr
+
+
+@pytest.mark.parametrize("indices", [[2, 0], [], [1, 2, 0, 1]])
+def test_tail_and_stand_in_batches_keep_the_full_shape_and_train_nothing_extra(indices):
+    """Under flex_attention every micro-batch is (per_device_batch_size, max_seq_length), so that flex
+    compiles once: a short or empty one at the epoch's tail is filled with stand-ins that train nothing."""
+    from mmpt.objectives import Collator, loss_index
+    from mmpt.train import collate_rows
+    from test_objectives import ROW, SMAP, S
+
+    rows = [dict(ROW), {k: v[:7] for k, v in ROW.items() if k != "row"}, {k: v[7:] for k, v in ROW.items() if k != "row"}]
+    rows[2]["position_ids"] = [0, 1, 2, 3, 4]
+
+    class Rows:  # what a `datasets` dataset returns for a list of indices: column -> list over them
+        def __getitem__(self, picked):
+            return {k: [rows[i][k] for i in picked] for k in ("input_ids", "position_ids", "modality")}
+
+    full = Collator("code-clm", S, SMAP, pad_to=16)
+    batch, tokens = collate_rows(Rows(), full, indices, width=4)
+    assert {k: tuple(v.shape) for k, v in batch.items() if k != "loss_index"} == {
+        k: (4, 16) for k in ("input_ids", "position_ids", "labels", "modality", "prefix")
+    }
+    assert tokens == sum(len(rows[i]["input_ids"]) for i in indices)  # stand-ins count no tokens
+    assert (batch["labels"][len(indices) :] == -100).all()
+    alone = Collator("code-clm", S, SMAP, pad_to=16)([rows[i] | {"row": i} for i in indices]) if indices else None
+    if alone is not None:  # the real rows are collated exactly as on their own
+        assert torch.equal(batch["labels"][: len(indices)], alone["labels"])
+    assert torch.equal(batch["loss_index"], loss_index(batch["labels"]))
+    assert (batch["loss_index"] < 16 * len(indices)).all()  # no trained position in a stand-in row
 
 
 # Values worked out by hand from the official rule (source/optimization.py: warm-up step / warmup,

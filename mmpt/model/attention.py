@@ -19,9 +19,11 @@ path. Its memory is B·N² bools (sdpa) or floats (eager), e.g. 32 MiB for 32 ro
 
 The GPU path: a dense mask keeps sdpa off its flash kernel and computes every (q, k) pair of the
 row. With `attn_implementation="flex_attention"` (model types in `FLEX`) `packed_forward` passes
-a `torch.nn.attention.flex_attention.BlockMask` instead, built from the same rule as a `mask_mod`
-over (B, N) instance ids and prefix flags; transformers hands a 4-D BlockMask to its flex attention
+a `torch.nn.attention.flex_attention.BlockMask` instead, built from the instance boundaries and the
+prefix lengths in O(B·N) (`block_mask`; the same rule as a `mask_mod` over (B, N) instance ids and
+prefix flags for the partial blocks); transformers hands a 4-D BlockMask to its flex attention
 unchanged, and the kernel skips every block of the row that no query may see (other instances).
+The trainer pads every batch to one shape under flex (a new shape would recompile it).
 The dense-mask paths stay the reference: flex is verified against them numerically (forward on
 CPU, where torch has no flex backward; tests/model/test_attention.py). `attention_path` names the
 path a model gets, for `mmpt doctor` and the GPU bench.
@@ -101,22 +103,86 @@ def packed_allowed(position_ids: torch.Tensor, prefix: torch.Tensor | None = Non
     return same & (causal | both_prefix)
 
 
-def block_mask(position_ids: torch.Tensor, prefix: torch.Tensor | None = None):
-    """The `packed_allowed` rule as a flex_attention BlockMask (B, 1, N, N) of 128x128 blocks.
+BLOCK = 128  # flex_attention's default block: BlockMask tiles are BLOCK x BLOCK
 
-    Nothing (B, N, N) is built: `create_block_mask` evaluates the rule blockwise and keeps, per
-    block, whether it is empty, full or partial (the kernel skips empty blocks: other instances).
+
+def key_ranges(position_ids: torch.Tensor, prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi), each (B, N) long: query q may attend exactly the keys lo[q]..hi[q] (`packed_allowed`).
+
+    An instance is a run of consecutive positions from 0, so lo (its first token) is q - position[q];
+    hi is q (causal), or for a token of the NL prefix the prefix's last token (bidirectional). That
+    needs positions counting up by 1 and the prefix to be a run from its instance's start, as the
+    collator makes them; both are asserted on the device (`torch._assert_async`: no host sync).
     """
-    from torch.nn.attention.flex_attention import create_block_mask
+    b, n = position_ids.shape
+    t = torch.arange(n, device=position_ids.device)  # (N,)
+    steps = position_ids[:, 1:] - position_ids[:, :-1]
+    torch._assert_async(
+        ((position_ids[:, 1:] == 0) | (steps == 1)).all() & (position_ids[:, 0] == 0).all(),
+        "position_ids must restart at 0 per instance and count up by 1",
+    )
+    lo = t - position_ids  # (B, N)
+    if prefix is None:
+        return lo, t.expand(b, n)
+    prefix = prefix.bool()
+    start = position_ids == 0
+    stray = prefix[:, 1:] & ~prefix[:, :-1] & ~start[:, 1:]  # a prefix token after a non-prefix one
+    torch._assert_async(~stray.any(), "prefix must be a run of tokens from the start of its instance")
+    # the first token after q that ends q's prefix run (not prefix, or a new instance): a suffix min
+    ends = torch.where(~prefix | start, t, n)  # (B, N)
+    first_end = ends.flip(-1).cummin(-1).values.flip(-1)  # (B, N): min over t' >= t
+    after = torch.cat([first_end[:, 1:], torch.full((b, 1), n, device=t.device, dtype=first_end.dtype)], dim=1)
+    return lo, torch.where(prefix, after - 1, t)
+
+
+def _ordered(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count, indices) of a (B, QB, KB) bool block map in BlockMask's form: (B, 1, QB) int32 and
+    (B, 1, QB, KB) int32, the first `count` indices of a row being its set blocks in order."""
+    count = flags.sum(-1, dtype=torch.int32)
+    order = torch.argsort((~flags).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+    return count[:, None], order[:, None]
+
+
+def block_mask(position_ids: torch.Tensor, prefix: torch.Tensor | None = None):
+    """The `packed_allowed` rule as a flex_attention BlockMask (B, 1, N, N) of BLOCK x BLOCK tiles.
+
+    Built from the instance boundaries and prefix lengths in O(B·N) memory plus (B, N/BLOCK,
+    N/BLOCK) block maps (`torch.nn.attention.flex_attention.create_block_mask` evaluates the
+    rule at every (q, k): O(B·N²)). Every query's keys form one range [lo, hi] (`key_ranges`), and
+    so do a query block's: kv block J is visited iff it meets [min lo, max hi] of the block's
+    queries, and full (no mask_mod) iff it lies in every query's range (inside [max lo, min hi])
+    and inside the sequence; the rest are partial, where the kernel applies `mask_mod`.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
 
     b, n = position_ids.shape
+    lo, hi = key_ranges(position_ids, prefix)
     seg = instance_ids(position_ids)  # (B, N)
     pre = torch.zeros_like(position_ids, dtype=torch.bool) if prefix is None else prefix.bool()
 
-    def mask_mod(bi, h, q, k):  # scalar indices, vectorised by torch
+    nb = -(-n // BLOCK)
+    pad = nb * BLOCK - n  # query rows past N do not exist: padded so that they constrain nothing
+
+    def per_block(x: torch.Tensor, fill: int, reduce) -> torch.Tensor:  # (B, N) -> (B, QB, 1)
+        x = torch.nn.functional.pad(x, (0, pad), value=fill)
+        return reduce(x.view(b, nb, BLOCK), dim=-1, keepdim=True)
+
+    lo_min, lo_max = per_block(lo, n, torch.amin), per_block(lo, -1, torch.amax)
+    hi_max, hi_min = per_block(hi, -1, torch.amax), per_block(hi, n, torch.amin)
+    k_first = torch.arange(nb, device=lo.device) * BLOCK  # (KB,)
+    k_last = k_first + BLOCK - 1
+    visited = (k_first <= hi_max) & (k_last >= lo_min)  # (B, QB, KB)
+    inside = k_last < n  # a kv block past the sequence's end stays partial (the kernel bounds it)
+    q_inside = (torch.arange(nb, device=lo.device) * BLOCK + BLOCK <= n)[:, None]  # (QB, 1)
+    full = visited & (lo_max <= k_first) & (hi_min >= k_last) & inside & q_inside
+    partial = visited & ~full
+
+    def mask_mod(bi, h, q, k):  # scalar indices, vectorised by torch; only partial blocks call it
         return (seg[bi, q] == seg[bi, k]) & ((k <= q) | (pre[bi, q] & pre[bi, k]))
 
-    return create_block_mask(mask_mod, b, None, n, n, device=position_ids.device)
+    kv_num, kv_idx = _ordered(partial)
+    full_num, full_idx = _ordered(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=BLOCK, mask_mod=mask_mod, seq_lengths=(n, n))
 
 
 def attention_path(model_type: str, impl: str) -> str:

@@ -4,7 +4,10 @@ One owner for what such a folder holds and how it is read and written. Training'
 every DeepSpeed checkpoint, `mmpt export`, `mmpt import-checkpoint`, generation, scoring and the
 tests all go through `save_model` / `load_model` / `load_checkpoint` / `read_folder` here:
 
-    config.json, model.safetensors     the Hugging Face model (weights absent in training's hf/ copy)
+    config.json, model.safetensors     the Hugging Face model (weights absent in training's hf/ copy);
+                                       `use_cache: true` (training turns the cache off, inference wants it)
+    generation_config.json             eos `<eot>`, pad `<pad>`, no bos (mmpt's prompts start with a
+                                       sentinel of their own), the KV cache on (`write_inference_configs`)
     tokenizer files                    the tokenizer, sentinels included
     separation.json                    the id map (`mmpt.data.separation.SeparationMap`)
     mmpt.json                          how it was trained, as far as generation must know (`CheckpointMeta`)
@@ -69,14 +72,39 @@ def save_model(
     directory.mkdir(parents=True, exist_ok=True)
     if model is not None:
         model.save_pretrained(directory)
-    elif hf_config is not None:
-        hf_config.save_pretrained(directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
+    if model is not None or hf_config is not None:
+        write_inference_configs(directory, model.config if model is not None else hf_config, tokenizer)
     smap.save(directory)
     if meta is not None:
         meta.save(directory)
     return directory
+
+
+def write_inference_configs(directory: str | Path, hf_config, tokenizer=None) -> None:
+    """Write `config.json` and `generation_config.json` as stock `generate` should use them.
+
+    A copy of `hf_config` with `use_cache: true` (training sets it false, and a checkpoint that keeps
+    it makes plain `model.generate` recompute every prefix at each step), and a generation config
+    whose eos is `<eot>` (an instance ends there) and pad `<pad>`, with no bos: mmpt's prompts open
+    with a sentinel of their own and the backbone's bos id may name an mmpt sentinel (`<python>`).
+    Without a tokenizer the ids come from `hf_config`. `hf_config` itself is left unchanged.
+    """
+    import copy
+
+    from transformers import GenerationConfig
+
+    from mmpt.modality import EOT, PAD
+
+    config = copy.deepcopy(hf_config)
+    config.use_cache = True
+    vocab = tokenizer.get_vocab() if tokenizer is not None else {}
+    eos = vocab.get(EOT, getattr(config, "eos_token_id", None))
+    pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else vocab.get(PAD)
+    config.bos_token_id, config.eos_token_id, config.pad_token_id = None, eos, pad
+    config.save_pretrained(directory)
+    GenerationConfig(bos_token_id=None, eos_token_id=eos, pad_token_id=pad, use_cache=True).save_pretrained(directory)
 
 
 def read_folder(directory: str | Path, tokenizer=None) -> tuple[object, SeparationMap, CheckpointMeta]:

@@ -30,8 +30,9 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from mmpt.modality import CODE, NL
-from mmpt.model.loss import IGNORE, LossSums, check_shapes
+from mmpt.modality import CODE
+from mmpt.model.loss import LossSums, check_shapes
+from mmpt.objectives import loss_index
 
 BLOCK_BYTES = 64 * 2**20  # fp32 logits per forward chunk / backward vocabulary block (64 MiB)
 MIN_BLOCK = 128  # rows or vocabulary ids per block, however large the other side is
@@ -116,25 +117,29 @@ def fused_modality_loss(
     modality: torch.Tensor,
     nl_mask: torch.Tensor,
     code_mask: torch.Tensor,
+    index: torch.Tensor | None = None,
 ) -> LossSums:
     """`modality_loss(hidden @ weight.T + bias, labels, modality, nl_mask, code_mask)` without the logits.
 
     hidden (B, N, H) are the final hidden states, weight (V, H) (and bias (V,)) the output head,
-    labels and modality (B, N) as for `modality_loss`. The function stays in the graph with no
-    trained position too (zero gradients reach every parameter: ZeRO-3 reduces are collective).
+    labels and modality (B, N) as for `modality_loss`. `index` (M,) are the flat positions b·N + t
+    of the predictors of the trained targets (`mmpt.objectives.loss_index`, made by the collator on
+    the host); without it they are found here with `nonzero`, which on a GPU waits for the device
+    (a host sync). The function stays in the graph with no trained position too (zero gradients
+    reach every parameter: ZeRO-3 reduces are collective).
     """
     check_shapes(weight.shape[0], tuple(hidden.shape[:2]), "hidden's", labels, modality, nl_mask, code_mask)
-    n = labels.shape[1]
-    target, target_modality = labels[:, 1:], modality[:, 1:]  # (B, N-1): what position t predicts
-    trained = (target != IGNORE) & ((target_modality == CODE) | (target_modality == NL))
-    b, t = torch.nonzero(trained, as_tuple=True)
-    is_code = target_modality[b, t] == CODE
+    if index is None:
+        index = loss_index(labels)
+    flat_labels, flat_modality = labels.reshape(-1), modality.reshape(-1)
+    target = flat_labels[index + 1]  # (M,): position t predicts token t + 1 of its row
+    is_code = flat_modality[index + 1] == CODE
     device = hidden.device
     code_sum, nl_sum = FusedModalityLoss.apply(
-        hidden.contiguous(), weight, bias, b * n + t, target[b, t], is_code, nl_mask.to(device), code_mask.to(device)
+        hidden.contiguous(), weight, bias, index, target, is_code, nl_mask.to(device), code_mask.to(device)
     )
     n_code = is_code.sum()
-    return LossSums(code_sum, n_code, nl_sum, len(b) - n_code)
+    return LossSums(code_sum, n_code, nl_sum, len(index) - n_code)
 
 
 @contextlib.contextmanager
@@ -154,6 +159,7 @@ def packed_loss(
 
     Same inputs and result as `modality_loss(packed_forward(model, batch), batch["labels"],
     batch["modality"], nl_mask, code_mask)`; `model` may be a DeepSpeed engine (any ZeRO stage).
+    `batch["loss_index"]` (the collator's, optional) spares the device a `nonzero`.
     """
     from mmpt.model.attention import _hf_model, packed_forward
 
@@ -164,7 +170,9 @@ def packed_loss(
     counts = {}
 
     def compute(hidden: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
-        s = fused_modality_loss(hidden, head.weight, head.bias, batch["labels"], batch["modality"], nl_mask, code_mask)
+        s = fused_modality_loss(
+            hidden, head.weight, head.bias, batch["labels"], batch["modality"], nl_mask, code_mask, batch.get("loss_index")
+        )
         counts["code"], counts["nl"] = s.code_count, s.nl_count
         return torch.stack([s.code_sum, s.nl_sum])  # (2,): what the model hands back as its "logits"
 

@@ -231,3 +231,79 @@ def test_flex_training_on_cpu_is_refused_with_a_reason():
     ids, pos, _ = _row()
     with pytest.raises(ValueError, match="no backward on CPU"):
         packed_forward(tiny_model("llama", "flex_attention"), {"input_ids": ids, "position_ids": pos})
+
+
+def _packed_rows(lengths_per_row: list[list[int]], n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(position_ids, prefix) (B, n) of rows packed with instances of the given lengths and tail pads;
+    each instance's prefix is a random run from its start (at least one token, as up to `<python>`)."""
+    g = torch.Generator().manual_seed(seed)
+    pos, prefix = torch.zeros(len(lengths_per_row), n, dtype=torch.long), torch.zeros(len(lengths_per_row), n, dtype=torch.bool)
+    for r, lengths in enumerate(lengths_per_row):
+        start = 0
+        for k in lengths:
+            pos[r, start : start + k] = torch.arange(k)
+            prefix[r, start : start + int(torch.randint(1, k + 1, (1,), generator=g))] = True
+            start += k
+    return pos, prefix
+
+
+def _blocks(count: torch.Tensor, indices: torch.Tensor, kv_blocks: int) -> torch.Tensor:
+    """(B, H, QB, KB) bool block map of a BlockMask's (count, indices) pair."""
+    dense = torch.zeros(*count.shape, kv_blocks, dtype=torch.bool)
+    for idx in torch.cartesian_prod(*(torch.arange(s) for s in count.shape)):
+        i = tuple(idx.tolist())
+        dense[i][indices[i][: count[i]].long()] = True
+    return dense
+
+
+@pytest.mark.parametrize("n", [1000, 1024])
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_block_mask_equals_the_dense_rule_block_for_block(n, with_prefix):
+    """Ours (from instance boundaries) against torch's `create_block_mask` over the dense rule: the
+    same full and partial blocks (forward and transposed), and full + partial-with-mask_mod is
+    `packed_allowed` element for element."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    rows = [[300, 5, 1, 400, 200], [129, 127, 256, 3], [n], [40] * 20]  # long instances give full blocks
+    pos, prefix = _packed_rows([[k for k in r if k] for r in rows], n)
+    prefix = prefix if with_prefix else None
+    ours = block_mask(pos, prefix)
+    allowed = packed_allowed(pos, prefix)  # (B, N, N): the dense reference rule
+    ref = create_block_mask(lambda b, h, q, k: allowed[b, q, k], len(rows), None, n, n)
+    kb = -(-n // 128)
+    for attr in ("kv", "full_kv", "q", "full_q"):
+        got = _blocks(getattr(ours, f"{attr}_num_blocks"), getattr(ours, f"{attr}_indices"), kb)
+        want = _blocks(getattr(ref, f"{attr}_num_blocks"), getattr(ref, f"{attr}_indices"), kb)
+        if attr.startswith("full"):  # torch calls the sequence's ragged last block full when it is; we leave it partial
+            partial_ref = _blocks(getattr(ref, f"{attr[5:]}_num_blocks"), getattr(ref, f"{attr[5:]}_indices"), kb)
+            edge = torch.zeros(kb, kb, dtype=torch.bool)
+            edge[-1, :], edge[:, -1] = n % 128 != 0, n % 128 != 0
+            assert torch.equal(got, want & ~edge), attr
+            assert torch.equal(
+                got | _blocks(getattr(ours, f"{attr[5:]}_num_blocks"), getattr(ours, f"{attr[5:]}_indices"), kb),
+                want | partial_ref,
+            ), attr
+        elif n % 128 == 0:
+            assert torch.equal(got, want), attr
+    assert ours.seq_lengths == (n, n) and ours.BLOCK_SIZE == (128, 128)
+    # element by element: a full block allows everything, a partial one what its mask_mod says
+    full = _blocks(ours.full_kv_num_blocks, ours.full_kv_indices, kb)[:, 0]
+    part = _blocks(ours.kv_num_blocks, ours.kv_indices, kb)[:, 0]
+    up = lambda x: x.repeat_interleave(128, 1).repeat_interleave(128, 2)[:, :n, :n]  # noqa: E731
+    b, q, k = torch.arange(len(rows))[:, None, None], torch.arange(n)[None, :, None], torch.arange(n)[None, None, :]
+    got = up(full) | (up(part) & ours.mask_mod(b, 0, q, k))
+    assert torch.equal(got, allowed)
+    assert full.any() and part.any() and not (full & part).any()
+
+
+def test_block_mask_refuses_a_prefix_that_is_not_a_run_from_the_instance_start():
+    pos = torch.arange(10)[None]
+    prefix = torch.zeros(1, 10, dtype=torch.bool)
+    prefix[0, 3:5] = True
+    with pytest.raises(RuntimeError, match="prefix must be a run"):
+        block_mask(pos, prefix)
+
+
+def test_block_mask_refuses_positions_that_skip():
+    with pytest.raises(RuntimeError, match="count up by 1"):
+        block_mask(torch.tensor([[0, 1, 3, 4, 0, 1]]))
