@@ -81,11 +81,3 @@ def test_gpu_sh_pins_every_training_dependency_within_pyproject():
     assert {"torch", "accelerate", "deepspeed", "transformers"} <= set(pins)  # what HfDeepSpeedConfig and ZeRO-3 need
     text = (ROOT / "bench" / "gpu.sh").read_text()
     assert "export DS_BUILD_OPS=0" in text and "--dry-run" in text
-
-
-def test_gpu_sh_pins_what_this_environment_runs():
-    """The pins are the versions the tests run with (CI installs the same), so the GPU bench runs tested code."""
-    from importlib.metadata import version
-
-    for name, pinned in _pins().items():
-        assert version(name).split("+")[0] == pinned, f"{name}: pinned {pinned}, installed {version(name)}"
