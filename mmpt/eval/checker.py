@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - imported from the package (tests)
     from mmpt.eval import wire
 
 _LEN = struct.Struct(">I")
+_STATUS = struct.Struct(">?i")  # (the candidate's setup finished, its exit status) from its relay
 MAX_FRAME = 256 << 20  # a larger answer is refused (the memory limit would stop it anyway)
 # exception classes a candidate's exception is raised as in the checker: builtins only, looked up
 # by name in this table made before any test ran; any other is a CandidateError
@@ -47,6 +48,10 @@ _MUTABLE = (list, dict, set)
 class Violation(BaseException):
     """The candidate's process broke the protocol; the run fails (not an Exception: tests that
     catch Exception cannot swallow it)."""
+
+
+class HarnessFault(BaseException):
+    """The harness failed (a setup step of the candidate's process), not the candidate: no verdict."""
 
 
 class NeedsShared(BaseException):
@@ -153,8 +158,9 @@ def _plain_args(after) -> bool:
 class Channel:
     """The checker's end of the pipes; remembers the first violation so swallowing it is useless."""
 
-    def __init__(self, call_w: int, reply_r: int, candidate_pid: int) -> None:
-        self.call_w, self.reply_r, self.pid = call_w, reply_r, candidate_pid
+    def __init__(self, call_w: int, reply_r: int, status_r: int) -> None:
+        # status_r: where the candidate's exit status arrives (4 bytes, as waitstatus_to_exitcode)
+        self.call_w, self.reply_r, self.status_r = call_w, reply_r, status_r
         self.failure: BaseException | None = None
         self.exit_code: int | None = None  # the candidate's, once it exited (-N: killed by signal N)
         self.sent: deque[bytes] = deque()  # requests sent, in order, whose answers were not read yet
@@ -215,12 +221,24 @@ class Channel:
         except wire.WireError as e:
             raise self.fail(Violation(f"the candidate's answer is not plain data ({e})")) from None
 
-    def _status(self) -> str:
+    def start(self, code: str) -> None:
+        """Send the candidate's process its program (prompt + completion), the first frame."""
         try:
-            pid, status = os.waitpid(self.pid, 0)
-        except ChildProcessError:
+            send_frame(self.call_w, code.encode("utf-8", "surrogatepass"))
+        except OSError:  # it is gone already: _status says why
+            raise self.fail(Violation(f"the candidate's process exited ({self._status()})")) from None
+
+    def _status(self) -> str:
+        """How the candidate's process ended, as its relay reports it; a HarnessFault where its
+        setup did not finish (no code of the candidate ran: not a verdict)."""
+        data = _read_exact(self.status_r, _STATUS.size)
+        if data is None:
             return "status unknown"
-        code = self.exit_code = os.waitstatus_to_exitcode(status)
+        setup_done, code = _STATUS.unpack(data)
+        if not setup_done:  # overrides any failure seen before: none of them was the candidate's
+            self.failure = HarnessFault("sandbox setup: the candidate's process did not start")
+            raise self.failure
+        self.exit_code = code
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
     def wait_ready(self) -> None:
