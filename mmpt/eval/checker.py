@@ -6,7 +6,7 @@ setup (the prompt's imports and helper functions, without the function to write)
 benchmark's tests, in which every function of the program that the tests call is a `Proxy`.
 Between them travel only frames of plain data (`wire.py`):
 
-    checker -> candidate   (name, args, kwargs)
+    checker -> candidate   prompt + completion (the first frame), then (name, args, kwargs)
     candidate -> checker   b"R"                                   loaded, ready for calls
                            b"L" + (exception type, args, message)   prompt + completion raised
                            b"V" + (value, args after, kwargs after)   a call returned
@@ -17,8 +17,10 @@ The checker trusts nothing it reads: a frame it cannot decode, a value that is n
 (an object whose `__eq__` is always True, a generator, a lambda), or the candidate's process
 exiting makes the run fail, even if the tests swallow the exception. Arguments of the types that
 can be mutated in place (list, dict, set) are copied back after each call, so tests that check
-an argument's mutation see it. A test that uses a proxy in a way it cannot serve (an argument
-that is not plain data, an attribute of the function) raises `NeedsShared`: the run fails with
+an argument's mutation see it. An argument that is an object the trusted setup bound to a name
+travels as that name (`wire.Ref`): the candidate's program ran the same setup. A test that uses a
+proxy in a way it cannot serve (any other argument that is not plain data, an attribute of the
+function) raises `NeedsShared`: the run fails with
 that detail, and `mmpt execute` decides from the reference solution whether the task must be
 judged in one process instead.
 """
@@ -130,10 +132,12 @@ def _send_frames(fd: int, payloads: list[bytes]) -> None:
 
 
 def _answer(scope: dict, frame: bytes) -> bytes:
-    name, args, kwargs = wire.decode(frame)
+    name, args, kwargs = wire.decode(frame, refs=True)
     try:
         if name not in scope:
             raise NameError(f"name {name!r} is not defined")
+        args = [_resolve(scope, a) for a in args]
+        kwargs = {k: _resolve(scope, v) for k, v in kwargs.items()}
         value = scope[name](*args, **kwargs)
     except BaseException as e:
         return b"E" + _describe(e)
@@ -142,6 +146,15 @@ def _answer(scope: dict, frame: bytes) -> bytes:
         return b"V" + wire.encode((value, *after))
     except wire.WireError as e:
         return b"X" + wire.encode(f"{name} returned {e}" if _plain_args(after) else f"{name} left {e} in an argument")
+
+
+def _resolve(scope: dict, arg: object) -> object:
+    """An argument, with a `wire.Ref` replaced by this program's object of that name (the setup's)."""
+    if type(arg) is not wire.Ref:
+        return arg
+    if arg.name not in scope:
+        raise NameError(f"name {arg.name!r} is not defined")
+    return scope[arg.name]
 
 
 def _plain_args(after) -> bool:
@@ -167,6 +180,7 @@ class Channel:
         self.answers: dict[bytes, deque[bytes]] = {}  # request -> answers read but not used yet
         self.ahead: dict[bytes, int] = {}  # request -> how many were sent ahead and not used yet
         self.ready = False  # the candidate's program ran (read lazily, with the first answer)
+        self.setup_objects: dict[int, tuple[str, object]] = {}  # id -> (name, object) of the setup's globals
 
     def send_ahead(self, requests: list[str]) -> None:
         """Send the calls whose arguments are literals in the tests' text (encoded requests, in
@@ -199,6 +213,11 @@ class Channel:
                 raise self.fail(Violation("the candidate's process sent an answer nobody asked for"))
             self.answers.setdefault(self.sent.popleft(), deque()).append(frame)
         return self._decoded(self.answers[request].popleft())
+
+    def ref(self, arg: object) -> object:
+        """`arg`, or a `wire.Ref` to it where it is one of the setup's globals (by identity)."""
+        name, obj = self.setup_objects.get(id(arg), (None, None))
+        return wire.Ref(name) if obj is arg and name is not None else arg
 
     def fail(self, error: BaseException) -> BaseException:
         if self.failure is None:
@@ -303,7 +322,12 @@ class Proxy:
         try:
             request = wire.encode((name, args, kwargs))
         except wire.WireError as e:
-            raise channel.fail(NeedsShared(f"the tests pass {name} {e}")) from None
+            # an argument that is an object of the trusted setup (a tree MBPP/367's setup built)
+            # goes by name: the candidate's program ran the same setup and has its own
+            try:
+                request = wire.encode((name, [channel.ref(a) for a in args], {k: channel.ref(v) for k, v in kwargs.items()}))
+            except wire.WireError:
+                raise channel.fail(NeedsShared(f"the tests pass {name} {e}")) from None
         kind, body = channel.call(request)
         if kind == b"V" and type(body) is tuple and len(body) == 3 and type(body[1]) is list and type(body[2]) is dict:
             value, args_after, kwargs_after = body
@@ -369,6 +393,7 @@ def check(setup, test, proxies: list[str], ahead: list[str], channel: Channel) -
     channel.send_ahead(ahead)
     scope: dict = {}
     exec(setup if not isinstance(setup, str) else compile(setup, "<prompt>", "exec"), scope)  # noqa: S102 - trusted: the prompt
+    channel.setup_objects = {id(v): (k, v) for k, v in scope.items() if k != "__builtins__"}
     for name in proxies:
         scope[name] = Proxy(name, channel)
     exec(test if not isinstance(test, str) else compile(test, "<test>", "exec"), scope)  # noqa: S102 - trusted: the tests
