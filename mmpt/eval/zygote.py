@@ -90,8 +90,8 @@ def _fail(result_w: int, text: str, kind: bytes = FAIL) -> None:
     os.write(result_w, kind + text[:300].encode(errors="replace"))
 
 
-def _new_cgroup() -> tuple[str | None, list[int]]:
-    return _cgroups.make() if _cgroups else (None, [])
+def _new_cgroup(memory_limit: bool = True) -> tuple[str | None, list[int]]:
+    return _cgroups.make(memory_limit) if _cgroups else (None, [])
 
 
 def _runner(request: dict, limits: dict, isolated: bool, token_r: int, result_w: int, out_w: int, setup_w: int) -> None:
@@ -277,7 +277,7 @@ def _start(request: dict, limits: dict, isolated: bool, fds: dict) -> tuple[int,
     socket.send_fds(_candidates, [json.dumps({"cpu_s": limits["cpu_s"]}).encode()], sent)
     for fd in (call_r, reply_w, status_w, *candidate_procs):
         os.close(fd)
-    checker_group, checker_procs = _new_cgroup()
+    checker_group, checker_procs = _new_cgroup(memory_limit=False)
     pid = isolation.fork()
     if pid == 0:
         _checker(split, limits, isolated, fds, checker_procs)
