@@ -8,8 +8,9 @@ the host's files), a private /tmp, a clean environment, no capabilities, rlimits
     with Sandbox(SandboxConfig()) as box:
         box.run(program_text, timeout=3.0)   # -> RunResult(status="passed", ...)
 
-The per-program isolation (fresh namespaces, tmpfs, rlimits, the completion token) lives in
-`mmpt/eval/zygote.py`, which runs inside the sandbox; see its docstring for the design.
+The per-program isolation (cgroups of its own, fresh namespaces and tmpfs, rlimits, a seccomp
+filter) lives in `mmpt/eval/isolation.py`, the completion token and the process layout in
+`mmpt/eval/zygote.py` and `candidates.py`, which run inside the sandbox; see their docstrings.
 """
 
 from __future__ import annotations
