@@ -24,7 +24,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import select
 import signal
 import socket
 import struct
@@ -57,7 +56,7 @@ def _relay(head: dict, fds: list[int], limits: dict, isolated: bool) -> None:
             _candidate({**limits, "cpu_s": head["cpu_s"]}, isolated, call_r, reply_w, out_w, setup_w)
         for fd in (call_r, reply_w, out_w, setup_w):
             os.close(fd)
-        code = _wait_or_kill(pid, life_r, isolated)
+        code = isolation.wait_or_kill(pid, life_r, isolated)
         setup_done = os.read(setup_r, 1) == b"1"
     except BaseException:
         pass
@@ -65,24 +64,6 @@ def _relay(head: dict, fds: list[int], limits: dict, isolated: bool) -> None:
         os.write(status_w, struct.pack(">?i", setup_done, code))
     finally:
         os._exit(0)
-
-
-def _wait_or_kill(pid: int, life_r: int, isolated: bool) -> int:
-    """The exit status of child `pid` (-N when killed by signal N); it is killed (and with it its
-    pid namespace, or its process group without one) when the lifeline `life_r` closes first."""
-    pidfd = os.pidfd_open(pid)
-    if pidfd not in select.select([pidfd, life_r], [], [])[0]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _, wstatus = os.waitpid(pid, 0)
-    if not isolated:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return os.waitstatus_to_exitcode(wstatus)
 
 
 def _candidate(limits: dict, isolated: bool, call_r: int, reply_w: int, out_w: int, setup_w: int) -> None:
@@ -103,19 +84,11 @@ def _candidate(limits: dict, isolated: bool, call_r: int, reply_w: int, out_w: i
         code = checker.read_frame(call_r)  # the first frame: prompt + completion, from the checker
         if code is not None:
             checker.serve(code.decode("utf-8", "surrogatepass"), call_r, reply_w)
-        _flush()
+        isolation.flush()
         status = 0
     except BaseException:
         pass
     os._exit(status)
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
 
 
 def main() -> None:

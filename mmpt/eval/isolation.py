@@ -19,7 +19,9 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import select
 import signal
+import sys
 import time
 
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x20000000, 0x08000000, 0x40000000
@@ -161,6 +163,33 @@ def stdio(out_w: int, keep: set[int]) -> None:
     fds = sorted({0, 1, 2, *keep})
     for lo, hi in zip(fds, fds[1:] + [1 << 16]):
         os.closerange(lo + 1, hi)
+
+
+def wait_or_kill(pid: int, life_r: int, isolated: bool) -> int:
+    """The exit status of child `pid` (-N when killed by signal N); it is killed (and with it its
+    pid namespace, or its process group without one) when the lifeline `life_r` closes first."""
+    pidfd = os.pidfd_open(pid)
+    if pidfd not in select.select([pidfd, life_r], [], [])[0]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _, wstatus = os.waitpid(pid, 0)
+    if not isolated:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return os.waitstatus_to_exitcode(wstatus)
+
+
+def flush() -> None:
+    """Flush stdout and stderr, whatever a program did to them."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
 
 
 def join(procs: list[int]) -> None:

