@@ -46,18 +46,14 @@ def _relay(head: dict, fds: list[int], limits: dict, isolated: bool) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it; this one waits
         call_r, reply_w, out_w, status_w, life_r, *procs = fds
-        isolation.join(procs)
-        if isolated:
-            isolation.unshare(isolation.NAMESPACES | isolation.CLONE_NEWPID)
-        setup_r, setup_w = os.pipe()
-        pid = isolation.fork()
-        if pid == 0:
-            os.close(setup_r)
-            _candidate({**limits, "cpu_s": head["cpu_s"]}, isolated, call_r, reply_w, out_w, setup_w)
-        for fd in (call_r, reply_w, out_w, setup_w):
-            os.close(fd)
-        code = isolation.wait_or_kill(pid, life_r, isolated)
-        setup_done = os.read(setup_r, 1) == b"1"
+        limits = {**limits, "cpu_s": head["cpu_s"]}
+        code, setup_done = isolation.relay(
+            procs,
+            isolated,
+            lambda setup_w: _candidate(limits, isolated, call_r, reply_w, out_w, setup_w),
+            [call_r, reply_w, out_w],
+            life_r,
+        )
     except BaseException:
         pass
     try:

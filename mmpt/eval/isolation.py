@@ -165,6 +165,25 @@ def stdio(out_w: int, keep: set[int]) -> None:
         os.closerange(lo + 1, hi)
 
 
+def relay(procs: list[int], isolated: bool, start, handed: list[int], life_r: int) -> tuple[int, bool]:
+    """A relay's work: join the program's cgroups, enter new namespaces (pid included), fork the
+    program's pid 1, which runs `start(setup_w)` (it writes b"1" on setup_w once its setup is done,
+    before any of the program's code runs), close the descriptors `handed` to it, and wait for it
+    (`wait_or_kill`). Returns (its exit status, -N for signal N; whether its setup was done)."""
+    join(procs)
+    if isolated:
+        unshare(NAMESPACES | CLONE_NEWPID)
+    setup_r, setup_w = os.pipe()
+    pid = fork()
+    if pid == 0:
+        os.close(setup_r)
+        start(setup_w)
+    for fd in (*handed, setup_w):
+        os.close(fd)
+    code = wait_or_kill(pid, life_r, isolated)
+    return code, os.read(setup_r, 1) == b"1"
+
+
 def wait_or_kill(pid: int, life_r: int, isolated: bool) -> int:
     """The exit status of child `pid` (-N when killed by signal N); it is killed (and with it its
     pid namespace, or its process group without one) when the lifeline `life_r` closes first."""

@@ -132,20 +132,13 @@ def _relay(request: dict, limits: dict, isolated: bool, fds: dict, procs: list[i
     """Between zygote and runner: owns the new namespaces, exits with the runner's status
     (SETUP_FAILED where the runner did not get to run the program). Never returns."""
     try:
-        isolation.join(procs)
         isolation.die_with_parent()
-        if isolated:
-            isolation.unshare(isolation.NAMESPACES | isolation.CLONE_NEWPID)
-        setup_r, setup_w = os.pipe()
-        pid = isolation.fork()
-        if pid == 0:
-            os.close(setup_r)
-            _runner(request, limits, isolated, fds["token_r"], fds["result_w"], fds["out_w"], setup_w)
-        for fd in (fds["token_r"], fds["result_w"], fds["out_w"], setup_w):
-            os.close(fd)
-        code = isolation.wait_or_kill(pid, fds["life_r"], isolated)
+        handed = [fds["token_r"], fds["result_w"], fds["out_w"]]
+        code, setup_done = isolation.relay(
+            procs, isolated, lambda setup_w: _runner(request, limits, isolated, *handed, setup_w), handed, fds["life_r"]
+        )
         code = 128 - code if code < 0 else code  # as a shell reports a signal
-        os._exit(code if os.read(setup_r, 1) else SETUP_FAILED)
+        os._exit(code if setup_done else SETUP_FAILED)
     except BaseException:
         os._exit(SETUP_FAILED)
 
