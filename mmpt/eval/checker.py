@@ -6,7 +6,7 @@ setup (the prompt's imports and helper functions, without the function to write)
 benchmark's tests, in which every function of the program that the tests call is a `Proxy`.
 Between them travel only frames of plain data (`wire.py`):
 
-    checker -> candidate   (name, args, kwargs)
+    checker -> candidate   prompt + completion (the first frame), then (name, args, kwargs)
     candidate -> checker   b"R"                                   loaded, ready for calls
                            b"L" + (exception type, args, message)   prompt + completion raised
                            b"V" + (value, args after, kwargs after)   a call returned
@@ -17,8 +17,10 @@ The checker trusts nothing it reads: a frame it cannot decode, a value that is n
 (an object whose `__eq__` is always True, a generator, a lambda), or the candidate's process
 exiting makes the run fail, even if the tests swallow the exception. Arguments of the types that
 can be mutated in place (list, dict, set) are copied back after each call, so tests that check
-an argument's mutation see it. A test that uses a proxy in a way it cannot serve (an argument
-that is not plain data, an attribute of the function) raises `NeedsShared`: the run fails with
+an argument's mutation see it. An argument that is an object the trusted setup bound to a name
+travels as that name (`wire.Ref`): the candidate's program ran the same setup. A test that uses a
+proxy in a way it cannot serve (any other argument that is not plain data, an attribute of the
+function) raises `NeedsShared`: the run fails with
 that detail, and `mmpt execute` decides from the reference solution whether the task must be
 judged in one process instead.
 """
@@ -37,6 +39,7 @@ except ImportError:  # pragma: no cover - imported from the package (tests)
     from mmpt.eval import wire
 
 _LEN = struct.Struct(">I")
+_STATUS = struct.Struct(">?i")  # (the candidate's setup finished, its exit status) from its relay
 MAX_FRAME = 256 << 20  # a larger answer is refused (the memory limit would stop it anyway)
 # exception classes a candidate's exception is raised as in the checker: builtins only, looked up
 # by name in this table made before any test ran; any other is a CandidateError
@@ -47,6 +50,10 @@ _MUTABLE = (list, dict, set)
 class Violation(BaseException):
     """The candidate's process broke the protocol; the run fails (not an Exception: tests that
     catch Exception cannot swallow it)."""
+
+
+class HarnessFault(BaseException):
+    """The harness failed (a setup step of the candidate's process), not the candidate: no verdict."""
 
 
 class NeedsShared(BaseException):
@@ -125,10 +132,12 @@ def _send_frames(fd: int, payloads: list[bytes]) -> None:
 
 
 def _answer(scope: dict, frame: bytes) -> bytes:
-    name, args, kwargs = wire.decode(frame)
+    name, args, kwargs = wire.decode(frame, refs=True)
     try:
         if name not in scope:
             raise NameError(f"name {name!r} is not defined")
+        args = [_resolve(scope, a) for a in args]
+        kwargs = {k: _resolve(scope, v) for k, v in kwargs.items()}
         value = scope[name](*args, **kwargs)
     except BaseException as e:
         return b"E" + _describe(e)
@@ -137,6 +146,15 @@ def _answer(scope: dict, frame: bytes) -> bytes:
         return b"V" + wire.encode((value, *after))
     except wire.WireError as e:
         return b"X" + wire.encode(f"{name} returned {e}" if _plain_args(after) else f"{name} left {e} in an argument")
+
+
+def _resolve(scope: dict, arg: object) -> object:
+    """An argument, with a `wire.Ref` replaced by this program's object of that name (the setup's)."""
+    if type(arg) is not wire.Ref:
+        return arg
+    if arg.name not in scope:
+        raise NameError(f"name {arg.name!r} is not defined")
+    return scope[arg.name]
 
 
 def _plain_args(after) -> bool:
@@ -153,14 +171,16 @@ def _plain_args(after) -> bool:
 class Channel:
     """The checker's end of the pipes; remembers the first violation so swallowing it is useless."""
 
-    def __init__(self, call_w: int, reply_r: int, candidate_pid: int) -> None:
-        self.call_w, self.reply_r, self.pid = call_w, reply_r, candidate_pid
+    def __init__(self, call_w: int, reply_r: int, status_r: int) -> None:
+        # status_r: where the candidate's exit status arrives (4 bytes, as waitstatus_to_exitcode)
+        self.call_w, self.reply_r, self.status_r = call_w, reply_r, status_r
         self.failure: BaseException | None = None
         self.exit_code: int | None = None  # the candidate's, once it exited (-N: killed by signal N)
         self.sent: deque[bytes] = deque()  # requests sent, in order, whose answers were not read yet
         self.answers: dict[bytes, deque[bytes]] = {}  # request -> answers read but not used yet
         self.ahead: dict[bytes, int] = {}  # request -> how many were sent ahead and not used yet
         self.ready = False  # the candidate's program ran (read lazily, with the first answer)
+        self.setup_objects: dict[int, tuple[str, object]] = {}  # id -> (name, object) of the setup's globals
 
     def send_ahead(self, requests: list[str]) -> None:
         """Send the calls whose arguments are literals in the tests' text (encoded requests, in
@@ -194,6 +214,11 @@ class Channel:
             self.answers.setdefault(self.sent.popleft(), deque()).append(frame)
         return self._decoded(self.answers[request].popleft())
 
+    def ref(self, arg: object) -> object:
+        """`arg`, or a `wire.Ref` to it where it is one of the setup's globals (by identity)."""
+        name, obj = self.setup_objects.get(id(arg), (None, None))
+        return wire.Ref(name) if obj is arg and name is not None else arg
+
     def fail(self, error: BaseException) -> BaseException:
         if self.failure is None:
             self.failure = error
@@ -215,12 +240,24 @@ class Channel:
         except wire.WireError as e:
             raise self.fail(Violation(f"the candidate's answer is not plain data ({e})")) from None
 
-    def _status(self) -> str:
+    def start(self, code: str) -> None:
+        """Send the candidate's process its program (prompt + completion), the first frame."""
         try:
-            pid, status = os.waitpid(self.pid, 0)
-        except ChildProcessError:
+            send_frame(self.call_w, code.encode("utf-8", "surrogatepass"))
+        except OSError:  # it is gone already: _status says why
+            raise self.fail(Violation(f"the candidate's process exited ({self._status()})")) from None
+
+    def _status(self) -> str:
+        """How the candidate's process ended, as its relay reports it; a HarnessFault where its
+        setup did not finish (no code of the candidate ran: not a verdict)."""
+        data = _read_exact(self.status_r, _STATUS.size)
+        if data is None:
             return "status unknown"
-        code = self.exit_code = os.waitstatus_to_exitcode(status)
+        setup_done, code = _STATUS.unpack(data)
+        if not setup_done:  # overrides any failure seen before: none of them was the candidate's
+            self.failure = HarnessFault("sandbox setup: the candidate's process did not start")
+            raise self.failure
+        self.exit_code = code
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
     def wait_ready(self) -> None:
@@ -285,7 +322,12 @@ class Proxy:
         try:
             request = wire.encode((name, args, kwargs))
         except wire.WireError as e:
-            raise channel.fail(NeedsShared(f"the tests pass {name} {e}")) from None
+            # an argument that is an object of the trusted setup (a tree MBPP/367's setup built)
+            # goes by name: the candidate's program ran the same setup and has its own
+            try:
+                request = wire.encode((name, [channel.ref(a) for a in args], {k: channel.ref(v) for k, v in kwargs.items()}))
+            except wire.WireError:
+                raise channel.fail(NeedsShared(f"the tests pass {name} {e}")) from None
         kind, body = channel.call(request)
         if kind == b"V" and type(body) is tuple and len(body) == 3 and type(body[1]) is list and type(body[2]) is dict:
             value, args_after, kwargs_after = body
@@ -351,6 +393,7 @@ def check(setup, test, proxies: list[str], ahead: list[str], channel: Channel) -
     channel.send_ahead(ahead)
     scope: dict = {}
     exec(setup if not isinstance(setup, str) else compile(setup, "<prompt>", "exec"), scope)  # noqa: S102 - trusted: the prompt
+    channel.setup_objects = {id(v): (k, v) for k, v in scope.items() if k != "__builtins__"}
     for name in proxies:
         scope[name] = Proxy(name, channel)
     exec(test if not isinstance(test, str) else compile(test, "<test>", "exec"), scope)  # noqa: S102 - trusted: the tests

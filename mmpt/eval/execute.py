@@ -27,10 +27,10 @@ from pathlib import Path
 
 from mmpt.cli import command_parser
 from mmpt.distributed import mpi_launched
-from mmpt.eval.judging import Judge, Verdict
+from mmpt.eval.judging import HarnessError, Judge, Verdict
 from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
 from mmpt.eval.samples import Key
-from mmpt.eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
+from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
 from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_json, read_jsonl, require, write_json
 
 # ---- how a sample failed: one outcome per result record (the demo's report tallies them)
@@ -144,7 +144,10 @@ class Pool:
         with box:
             while (job := self.jobs.get()) is not None:
                 self.running[threading.get_ident()] = job
-                verdict = self.judge.judge(box, job.key[0], job.completion, job.timeout)
+                try:
+                    verdict = self.judge.judge(box, job.key[0], job.completion, job.timeout)
+                except HarnessError as e:
+                    verdict = Verdict(RunResult("error", str(e)[:300], 0.0), "split")
                 self.running.pop(threading.get_ident(), None)
                 self.results.put((job, verdict))
 
@@ -166,6 +169,7 @@ class Pool:
             self.jobs.put(None)
         for t in self._threads:
             t.join()
+        self.judge.close()
 
 
 def run_jobs(jobs: list[Job], pool: Pool, watchdog_s: float, emit, retime=None) -> None:
@@ -283,22 +287,36 @@ def execute(config: ExecuteConfig) -> Counter:
         done = comm.bcast(set(done), root=0)
     pending = [(key, row) for key, row in samples if key not in done]
 
-    pool = Pool(config.workers, config.sandbox, Judge(problems, reference_timeout(config)))
+    pool = Pool(config.workers, config.sandbox, Judge(problems, reference_timeout(config), config.sandbox))
+    errors: list[str] = []  # harness errors (after retries): not results; a rerun retries them
     try:
         limits = Limits(config, save=rank == 0)
         jobs = [Job(key, row, row["completion"], limits.get(problems[key[0]])) for key, row in pending]
         mine = jobs[rank * len(jobs) // size : (rank + 1) * len(jobs) // size]
 
         def run_mine(emit) -> None:
-            run_jobs(mine, pool, config.watchdog_s, emit, lambda late: limits.retime(late, problems, pool))
+            def judged(job: Job, verdict: Verdict) -> None:
+                if verdict.run.status == "error":
+                    errors.append(f"{job.key[0]} completion {job.key[1]}: {verdict.run.detail}")
+                else:
+                    emit(job, verdict)
+
+            run_jobs(mine, pool, config.watchdog_s, judged, lambda late: limits.retime(late, problems, pool))
 
         if rank == 0:
-            return _collect(config, run_mine, problems, comm, size)
-        run_mine(lambda job, verdict: comm.send(result_record(job, problems[job.key[0]], verdict), dest=0))
-        comm.send(None, dest=0)
-        return Counter()
+            written = _collect(config, run_mine, problems, comm, size)
+        else:
+            run_mine(lambda job, verdict: comm.send(result_record(job, problems[job.key[0]], verdict), dest=0))
+            comm.send(None, dest=0)
+            written = Counter()
     finally:
         pool.close()
+    if errors:
+        raise HarnessError(
+            f"{len(errors)} samples were not judged (the harness failed, also when retried; rerun to retry them), "
+            f"first: {errors[0]}"
+        )
+    return written
 
 
 def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm, size: int) -> Counter:

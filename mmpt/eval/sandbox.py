@@ -8,8 +8,9 @@ the host's files), a private /tmp, a clean environment, no capabilities, rlimits
     with Sandbox(SandboxConfig()) as box:
         box.run(program_text, timeout=3.0)   # -> RunResult(status="passed", ...)
 
-The per-program isolation (fresh namespaces, tmpfs, rlimits, the completion token) lives in
-`mmpt/eval/zygote.py`, which runs inside the sandbox; see its docstring for the design.
+The per-program isolation (cgroups of its own, fresh namespaces and tmpfs, rlimits, a seccomp
+filter) lives in `mmpt/eval/isolation.py`, the completion token and the process layout in
+`mmpt/eval/zygote.py` and `candidates.py`, which run inside the sandbox; see their docstrings.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from pathlib import Path
 MODES = ("auto", "bwrap", "none")
 STATUSES = ("passed", "failed", "timeout", "error")
 ZYGOTE = Path(__file__).with_name("zygote.py")
-CHECKER = Path(__file__).with_name("checker.py")
-WIRE = Path(__file__).with_name("wire.py")
+# what runs inside the sandbox: the zygote, the candidates' zygote and the modules they import
+IN_SANDBOX = tuple(Path(__file__).with_name(f"{m}.py") for m in ("zygote", "candidates", "isolation", "checker", "wire"))
 _INSIDE_ZYGOTE = "/mmpt/zygote.py"
 _START_TIMEOUT_S = 30.0  # the zygote's interpreter start on a loaded machine
 _ANSWER_GRACE_S = 10.0  # the zygote enforces the time limit; this only catches a wedged zygote
@@ -106,7 +107,10 @@ def _interpreter() -> str:
 
 def _bwrap_command(config: SandboxConfig) -> list[str]:
     """bubblewrap arguments for the long-lived zygote sandbox."""
-    args = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000"]
+    # every namespace but the cgroup one (--unshare-all's list without it): the zygote makes each
+    # program's cgroups beside its own, which a cgroup namespace rooted at its own would forbid
+    args = ["bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+    args += ["--uid", "1000", "--gid", "1000"]
     # the zygote needs these inside its user namespace to give each program fresh mount and pid
     # namespaces; each program drops all of them before it runs
     args += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP"]
@@ -125,39 +129,62 @@ def _bwrap_command(config: SandboxConfig) -> list[str]:
             args += ["--ro-bind", real, real]
         if real != os.path.abspath(path):
             args += ["--symlink", real, os.path.abspath(path)]
-    for module in (ZYGOTE, CHECKER, WIRE):  # /mmpt/zygote.py imports the other two from its folder
+    for module in IN_SANDBOX:  # /mmpt/zygote.py imports the others from its folder
         args += ["--ro-bind", str(module), f"/mmpt/{module.name}"]
     args += ["--dev", "/dev", "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     args += ["--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp"]
     return args
 
 
+def _cgroup_roots() -> dict[str, Path]:
+    """The hierarchies a sandbox's cgroups go in: "v2" (cgroup.kill; pid and memory limits too
+    on a pure v2 host), and on a hybrid host the v1 "pids" and "memory" ones."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        return {"v2": root}
+    roots = {"v2": root / "unified"} if (root / "unified" / "cgroup.controllers").exists() else {}
+    roots.update({kind: root / kind for kind in ("pids", "memory") if (root / kind / "cgroup.procs").exists()})
+    return roots
+
+
+def _remove_tree(group: Path, tries: int = 1) -> bool:
+    """rmdir `group` and its child cgroups (bottom up); False where a process is still in one."""
+    for _ in range(tries):
+        try:
+            for child in sorted((c for c in group.iterdir() if c.is_dir()), key=lambda c: -len(c.parts)):
+                _remove_tree(child)
+            group.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            time.sleep(0.01)
+    return False
+
+
 def _remove_stale(root: Path) -> None:
-    """Remove empty cgroups left by sandboxes of processes that died without closing them."""
+    """Remove cgroups left by sandboxes of processes that died without closing them."""
     for group in root.glob("mmpt-sandbox-*"):
         pid = group.name.split("-")[2]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            try:
-                group.rmdir()
-            except OSError:
-                pass
+            _remove_tree(group)
 
 
-def _make_cgroups(name: str, pids_max: int, memory_bytes: int) -> list[Path]:
-    """Per-sandbox pids and memory cgroups where this host lets us make them, else [].
+def _make_cgroups(name: str, config: SandboxConfig) -> tuple[dict[str, Path], list[str]]:
+    """The sandbox's own cgroup in each hierarchy this host lets us use, with a leaf `zygote` for
+    the sandbox's long-lived processes; the zygote makes one more per program beside it (see
+    `mmpt/eval/isolation.py`). Returns ({hierarchy: the sandbox's cgroup}, the v2 controllers
+    enabled for its children); ({}, []) where cgroups cannot be made (then each program's pid
+    namespace and rlimits still bound it).
 
     RLIMIT_NPROC does not bind a sandbox whose user maps to root outside (the kernel exempts
-    root's processes), so a pids cgroup is what stops a fork bomb there; the memory cgroup bounds
-    a program's processes together (RLIMIT_AS bounds each one).
+    root's processes), so a pids cgroup is what stops a fork bomb there. The sandbox's own limits
+    leave room for one program dying while the next starts (each has the program limits).
     """
-    made = []
-    v2 = Path("/sys/fs/cgroup")
-    settings = (
-        [(v2, {"pids.max": pids_max, "memory.max": memory_bytes})]
-        if (v2 / "cgroup.controllers").exists()
-        else [(v2 / "pids", {"pids.max": pids_max}), (v2 / "memory", {"memory.limit_in_bytes": memory_bytes})]
-    )
-    for root, files in settings:
+    made: dict[str, Path] = {}
+    controllers: list[str] = []
+    pids_max, memory = 4 * config.nproc + 16, 2 * config.memory_bytes + (1 << 30)
+    for kind, root in _cgroup_roots().items():
         _remove_stale(root)
         group = root / name
         try:
@@ -165,12 +192,22 @@ def _make_cgroups(name: str, pids_max: int, memory_bytes: int) -> list[Path]:
         except OSError:
             continue
         try:
-            for key, value in files.items():
-                (group / key).write_text(str(value))
-            made.append(group)
+            if kind == "v2":
+                available = (root / "cgroup.subtree_control").read_text().split()
+                if available:  # a pure v2 host: its limits live here
+                    controllers = [c for c in ("pids", "memory") if c in available]
+                    (group / "cgroup.subtree_control").write_text(" ".join("+" + c for c in controllers))
+                    for c in controllers:
+                        (group / f"{c}.max").write_text(str(pids_max if c == "pids" else memory))
+            elif kind == "pids":
+                (group / "pids.max").write_text(str(pids_max))
+            else:
+                (group / "memory.limit_in_bytes").write_text(str(memory))
+            (group / "zygote").mkdir()
+            made[kind] = group
         except OSError:
-            group.rmdir()
-    return made
+            _remove_tree(group)
+    return made, controllers
 
 
 class Sandbox:
@@ -199,6 +236,13 @@ class Sandbox:
                 "output_bytes": c.output_bytes,
             },
         }
+        groups, controllers = _make_cgroups(f"mmpt-sandbox-{os.getpid()}-{id(self)}", c)
+        self._cgroups = list(groups.values())
+        procs = [str(g / "zygote" / "cgroup.procs") for g in self._cgroups]
+        # the zygote makes each program's cgroups through these descriptors: the sandbox mounts no
+        # cgroup file system, and no program holds them
+        dirs = {kind: os.open(g, os.O_RDONLY | os.O_DIRECTORY) for kind, g in groups.items()}
+        settings["cgroups"] = {"dirs": dirs, "controllers": controllers} if dirs else None
         req_r, self._req_w = os.pipe()
         self._ans_r, ans_w = os.pipe()
         settings["fds"] = [req_r, ans_w]  # inherited with the same numbers (bwrap passes them on)
@@ -209,10 +253,6 @@ class Sandbox:
         else:
             command = [*python, str(ZYGOTE), json.dumps(settings)]
             env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"}
-
-        # zygote + relay + runner, then the program's own processes
-        self._cgroups = _make_cgroups(f"mmpt-sandbox-{os.getpid()}-{id(self)}", c.nproc + 4, c.memory_bytes)
-        procs = [str(g / "cgroup.procs") for g in self._cgroups]
 
         def enter_cgroups() -> None:  # in the child, before bwrap starts
             for path in procs:
@@ -225,11 +265,11 @@ class Sandbox:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             env=env,
-            pass_fds=(req_r, ans_w),
+            pass_fds=(req_r, ans_w, *dirs.values()),
             close_fds=True,
         )
-        os.close(req_r)
-        os.close(ans_w)
+        for fd in (req_r, ans_w, *dirs.values()):
+            os.close(fd)
         hello = self._receive(_START_TIMEOUT_S)
         if not hello or not hello.get("ready"):
             self.close()
@@ -254,12 +294,13 @@ class Sandbox:
             pass
         self._proc = None
         for group in self._cgroups:
-            for _ in range(100):  # the kernel empties it as the killed processes go
+            if (group / "cgroup.kill").exists():  # whatever of the sandbox is left (v2)
                 try:
-                    group.rmdir()
-                    break
+                    (group / "cgroup.kill").write_text("1")
                 except OSError:
-                    time.sleep(0.01)
+                    pass
+        for group in self._cgroups:
+            _remove_tree(group, tries=200)  # the kernel empties them as the killed processes go
         self._cgroups = []
 
     def __enter__(self) -> Sandbox:
@@ -317,13 +358,19 @@ class Sandbox:
             self.close()
             detail = answer["error"] if answer else "the sandbox stopped answering"
             return RunResult("error", detail[:200], 0.0)
-        return judge(answer, token)
+        result = judge(answer, token)
+        if result.status == "error":  # a setup step failed: the next program gets a fresh sandbox
+            self.close()
+        return result
 
 
 def judge(answer: dict, token: str) -> RunResult:
-    """Verdict of one zygote answer: a pass needs the run's token, written after the tests."""
+    """Verdict of one zygote answer: a pass needs the run's token, written after the tests; a
+    failure of the harness (a setup step) is an error, no verdict."""
     result, code, seconds = answer["result"], answer["exit"], answer["seconds"]
     output = answer.get("output", "")
+    if answer.get("harness"):
+        return RunResult("error", answer["harness"][:200], seconds, output)
     if answer["timed_out"]:
         return RunResult("timeout", "wall-clock limit", seconds, output)
     if result == "T" + token:

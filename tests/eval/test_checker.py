@@ -7,6 +7,7 @@ checker's code is what is under test); `serve` is tested against it in `test_ser
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
 
@@ -19,6 +20,7 @@ def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_
     but the first), or that runs `checker.serve(serve_code)`; returns the exception or None."""
     call_r, call_w = os.pipe()
     reply_r, reply_w = os.pipe()
+    status_r, status_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the candidate
         try:
@@ -32,10 +34,13 @@ def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_
                         checker.read_frame(call_r)
                     os.write(reply_w, frame)
         finally:
+            os.close(reply_w)  # as the candidate's exit would, then its status, as its relay sends it
+            os.write(status_w, struct.pack(">?i", True, 0))
             os._exit(0)
     os.close(call_r)
     os.close(reply_w)
-    channel = Channel(call_w, reply_r, pid)
+    os.close(status_w)
+    channel = Channel(call_w, reply_r, status_r)
     try:
         checker.check("", test, list(proxies), list(ahead), channel)
         error = None
@@ -43,6 +48,7 @@ def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_
         error = e
     os.close(call_w)
     os.close(reply_r)
+    os.close(status_r)
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from mmpt.eval import wire
-from mmpt.eval.judging import Judge, plan
+from mmpt.eval.judging import RETRIES, HarnessError, Judge, plan
 from mmpt.eval.problems import Problem, load_problems
-from mmpt.eval.sandbox import Sandbox, SandboxConfig
+from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig
 
 MBPP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp.jsonl"
 
@@ -57,7 +57,7 @@ def test_static_reasons_for_one_process(test, reason):
 
 @pytest.mark.heavy
 def test_judge_falls_back_only_where_the_reference_needs_it_and_records_forgeries():
-    counter_test = "from collections import Counter\nassert f('aab') == {'a': 2, 'b': 1}\n"
+    counter_test = "assert f('aab') == {'a': 2, 'b': 1}\n"
     counter = Problem(
         "T/counter",
         "T/counter",
@@ -67,7 +67,7 @@ def test_judge_falls_back_only_where_the_reference_needs_it_and_records_forgerie
         "f",
         "def f(s):\n",
         counter_test,
-        reference="    from collections import Counter\n    return Counter(s)\n",
+        reference="    from collections import OrderedDict\n    return OrderedDict((c, s.count(c)) for c in s)\n",
     )
     plain = Problem(
         "T/plain",
@@ -83,10 +83,13 @@ def test_judge_falls_back_only_where_the_reference_needs_it_and_records_forgerie
     judge = Judge({p.task_id: p for p in (counter, plain)}, 30.0)
     forgery = "    class D(dict):\n        def __eq__(self, other):\n            return True\n    return D()\n"
     with Sandbox(SandboxConfig()) as box:
-        # the reference returns a Counter: the task is judged in one process, and says why
+        # the reference returns an OrderedDict: the task is judged in one process, and says why
         v = judge.judge(box, "T/counter", counter.reference, 5.0)
-        assert (v.run.status, v.mode) == ("passed", "shared") and "returned an object of type Counter" in v.shared_reason
-        # where the reference passes split, a Counter (or a forged dict) fails and the difference is recorded
+        assert (v.run.status, v.mode) == ("passed", "shared") and "returned an object of type OrderedDict" in v.shared_reason
+        # from then on its samples run in one process only
+        v = judge.judge(box, "T/counter", "    return {}\n", 5.0)
+        assert (v.run.status, v.mode) == ("failed", "shared")
+        # where the reference passes split, an OrderedDict (or a forged dict) fails and the difference is recorded
         v = judge.judge(box, "T/plain", counter.reference, 5.0)
         assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "passed")
         v = judge.judge(box, "T/plain", forgery, 5.0)
@@ -103,3 +106,62 @@ def test_judge_falls_back_only_where_the_reference_needs_it_and_records_forgerie
         box.run = lambda program, timeout: runs.append(program) or real_run(program, timeout)
         v = judge.judge(box, "T/plain", "    return (\n", 5.0)
         assert (v.run.status, v.mode, len(runs)) == ("failed", "split", 1) and v.run.detail.startswith("SyntaxError")
+
+
+class FakeBox:
+    """A sandbox that answers each run from a script: {kind ("split"|"shared"): [RunResult, ...]}."""
+
+    def __init__(self, script: dict) -> None:
+        self.script, self.runs = script, []
+
+    def run(self, program, timeout):
+        kind = "shared" if isinstance(program, str) else "split"
+        self.runs.append(kind)
+        return self.script[kind].pop(0) if len(self.script[kind]) > 1 else self.script[kind][0]
+
+    def close(self) -> None:
+        pass
+
+
+PLAIN = Problem("T/p", "T/p", "", "", "", "f", "def f(s):\n", "assert f(1) == 1\n", reference="    return s\n")
+ERROR, FAILED, PASSED = (
+    RunResult("error", "sandbox setup: x", 0.0),
+    RunResult("failed", "AssertionError", 0.0),
+    RunResult("passed", "", 0.0),
+)
+
+
+def test_a_harness_error_is_retried_and_never_a_verdict_nor_a_forgery(monkeypatch):
+    # an error, then a pass: the retry's verdict
+    box = FakeBox({"split": [ERROR, PASSED], "shared": [PASSED]})
+    v = Judge({"T/p": PLAIN}, 30.0).judge(box, "T/p", "    return s\n", 5.0)
+    assert (v.run.status, v.mode, box.runs) == ("passed", "split", ["split", "split"])
+    # errors every time: the verdict is an error (not written as a result), nothing else is run
+    box = FakeBox({"split": [ERROR], "shared": [PASSED]})
+    v = Judge({"T/p": PLAIN}, 30.0).judge(box, "T/p", "    return s\n", 5.0)
+    assert (v.run.status, v.one_process, box.runs) == ("error", "", ["split"] * RETRIES)
+    # a failed split run whose one-process run errs: the split failure, never labelled a forgery
+    monkeypatch.setattr("mmpt.eval.judging.Sandbox", lambda config: FakeBox({"split": [PASSED], "shared": [PASSED]}))
+    box = FakeBox({"split": [FAILED], "shared": [ERROR]})
+    v = Judge({"T/p": PLAIN}, 30.0).judge(box, "T/p", "    return 0\n", 5.0)
+    assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "")
+
+
+def test_the_reference_check_runs_in_the_judges_own_sandbox_and_is_not_cached_on_errors(monkeypatch):
+    probes = []
+
+    def probe(config):
+        probes.append(FakeBox({"split": [ERROR], "shared": [PASSED]}))
+        return probes[-1]
+
+    monkeypatch.setattr("mmpt.eval.judging.Sandbox", probe)
+    judge = Judge({"T/p": PLAIN}, 30.0)
+    sample_box = FakeBox({"split": [FAILED], "shared": [PASSED]})  # a forgery: fails split, passes alone
+    with pytest.raises(HarnessError, match="the reference of T/p could not be checked"):
+        judge.judge(sample_box, "T/p", "    return 0\n", 5.0)
+    assert len(probes) == RETRIES and all(p.runs == ["split"] for p in probes)  # a fresh sandbox each time
+    assert sample_box.runs == ["split", "shared"]  # the reference never ran in the sample's sandbox
+    # nothing was cached: once the probe works, the task is split and the forgery labelled
+    monkeypatch.setattr("mmpt.eval.judging.Sandbox", lambda config: FakeBox({"split": [PASSED], "shared": [PASSED]}))
+    v = judge.judge(sample_box, "T/p", "    return 0\n", 5.0)
+    assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "passed")

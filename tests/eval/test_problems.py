@@ -70,7 +70,7 @@ def test_mbpp_test_split_and_layout():
 def test_mbpp_references_pass():
     problems = load_problems("mbpp", MBPP, limit=40)
     for p in problems:
-        assert runs(p.prompt + p.reference + "\n" + p.test), p.task_id
+        assert runs(p.program(p.reference)), p.task_id
 
 
 def _code_lines(code: str) -> set[str]:
@@ -90,12 +90,12 @@ def test_mbpp_prompts_hold_no_reference_code_but_the_signature_line():
         helpers += len(reference) > len(_code_lines(p.reference)) + 1
     assert helpers > 19  # MBPP/152 and others do define code beside the entry point
     p = next(p for p in problems if p.task_id == "MBPP/1")
-    assert p.signature == "def min_cost(cost, m, n): " and p.test.startswith("R = 3\nC = 3\n")
+    assert p.signature == "def min_cost(cost, m, n): " and p.setup.startswith("R = 3\nC = 3\n")
 
 
 def test_mbpp_test_split_references_pass_with_their_helpers():
     for p in load_problems("mbpp", MBPP)[130:160]:  # MBPP/152's merge sort calls a helper
-        assert runs(p.prompt + p.reference + "\n" + p.test), p.task_id
+        assert runs(p.program(p.reference)), p.task_id
 
 
 def test_mbpp_hub_sanitized_format_and_errors(tmp_path):
@@ -110,7 +110,7 @@ def test_mbpp_hub_sanitized_format_and_errors(tmp_path):
     path.write_text(json.dumps(row) + "\n")
     [p] = load_problems("mbpp", path)
     assert (p.signature, p.reference) == ("def add(a, b):", "    return a + b\n")
-    assert runs(p.prompt + p.reference + "\n" + p.test)
+    assert runs(p.program(p.reference))
     path.write_text(json.dumps({**row, "test_list": ["assert nothing(1) == 3"]}) + "\n")
     with pytest.raises(ValueError, match=r"m.jsonl:1: field 'code' of task 11"):
         load_problems("mbpp", path)

