@@ -207,3 +207,54 @@ def test_generate_under_paper_records_the_style_and_counts_dropped_characters(im
     dropped = sum(r["dropped_last_char"] for r in records)
     assert f"{dropped} samples without <eot> lost their last character" in capsys.readouterr().out
     assert dropped == 2  # 3 random tokens and no <eot>: both lose one
+
+
+# --- executed programs, in the sandbox ------------------------------------------------------------
+
+USES_MATH = (
+    "\n    return any(math.fabs(a - b) < threshold for i, a in enumerate(numbers) for j, b in enumerate(numbers) if i != j)"
+)
+
+
+def _execute(tmp_path: Path, samples: list[dict], *flags: str) -> list[dict]:
+    from mmpt.eval.execute import main as execute_main
+    from mmpt.jsonl import read_jsonl, write_jsonl
+
+    write_jsonl(tmp_path / "s.jsonl", samples)
+    out = tmp_path / "r.jsonl"
+    out.unlink(missing_ok=True)
+    args = ["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(out), "--workers", "1", *flags]
+    assert execute_main(args) == 0
+    return sorted((r for _, r in read_jsonl(out)), key=lambda r: (r["task_id"], r["completion_id"]))
+
+
+def test_paper_programs_run_the_helper_imports_and_only_the_signature(tmp_path: Path):
+    from mmpt.eval.humaneval import load
+
+    he = {p.task_id: p for p in load()}
+    paper_settings = {"prompt_style": "paper"}
+    samples = [
+        # `math` without an import: the official helper block has it
+        {"task_id": "HumanEval/0", "completion_id": 0, "completion": USES_MATH, "settings": paper_settings},
+        # HumanEval/38's reference calls the prompt's helper encode_cyclic, which the official program lacks
+        {
+            "task_id": "HumanEval/38",
+            "completion_id": 0,
+            "completion": "\n" + he["HumanEval/38"].reference,
+            "settings": paper_settings,
+        },
+    ]
+    assert [r["passed"] for r in _execute(tmp_path, samples)] == [True, False]  # the samples' style: paper
+    mmpt = [{**s, "settings": {"prompt_style": "mmpt"}, "completion": s["completion"].removeprefix("\n")} for s in samples]
+    mmpt[1]["completion"] = he["HumanEval/38"].reference
+    assert [r["passed"] for r in _execute(tmp_path, mmpt)] == [False, True]  # the whole prompt runs, no helper imports
+
+
+def test_execute_refuses_a_style_the_samples_were_not_made_with(tmp_path: Path, capsys):
+    from mmpt.eval.execute import main as execute_main
+    from mmpt.jsonl import write_jsonl
+
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "", "settings": {"prompt_style": "paper"}}])
+    args = ["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]
+    assert execute_main([*args, "--prompt-style", "mmpt"]) == 2
+    assert "generated with prompt style 'paper', not 'mmpt'" in capsys.readouterr().err
