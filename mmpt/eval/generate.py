@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,21 +34,23 @@ from mmpt.cli import command_parser
 from mmpt.data.codeformat import encode_flat_prompt, flat_completion
 from mmpt.data.instances import encode_prompt, sentinel_ids
 from mmpt.distributed import detect
+from mmpt.eval import paper
 from mmpt.eval.completion import CodeText, end_of_function
 from mmpt.eval.engines import ENGINES, Checkpoint, Engine, SamplingConfig, pick_engine, sample_seed
 from mmpt.eval.engines.ours import context_length
-from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
+from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import (
     check_settings,
     merge,
     rank_file,
+    read_records,
     records_on_disk,
     sample_record,
     shard,
     wait_for_all,
 )
 from mmpt.jsonl import JsonlAppender
-from mmpt.model.checkpoint_folder import read_folder
+from mmpt.model.checkpoint_folder import PROMPT_STYLES, read_folder
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class GenerateConfig:
     engine: str = "auto"  # ours | vllm | auto (vLLM when installed and the checkpoint is causal)
     tensor_parallel: int = 1  # vLLM only: GPUs per engine (one process, one rank)
     progress: bool = True  # a progress bar per rank on stderr
+    prompt_style: str | None = None  # mmpt | paper (mmpt.eval.paper); None: the checkpoint's (mmpt.json)
+    max_total_tokens: int | None = None  # paper: prompt + new ids <= this over a batch of 16 (official rule)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -74,6 +78,8 @@ class GenerateConfig:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.tensor_parallel < 1:
             raise ValueError(f"tensor_parallel must be >= 1, got {self.tensor_parallel}")
+        if self.prompt_style not in (None, *PROMPT_STYLES):
+            raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
 
 
 def vllm_installed() -> bool:
@@ -114,9 +120,27 @@ def open_engine(name: str, config: GenerateConfig, checkpoint: Checkpoint, text:
     )  # fmt: skip
 
 
-def settings_of(config: GenerateConfig, engine: str) -> dict:
+def settings_of(config: GenerateConfig, engine: str, style: str = "mmpt") -> dict:
     """What makes a sample what it is, stored in every record: a rerun must match it to add samples."""
-    return {"model": str(config.model.resolve()), "engine": engine, "seed": config.seed, **asdict(config.sampling)}
+    settings = {"model": str(config.model.resolve()), "engine": engine, "seed": config.seed, **asdict(config.sampling)}
+    settings["prompt_style"] = style
+    if style == "paper" and config.max_total_tokens:
+        settings["max_total_tokens"] = config.max_total_tokens
+    return settings
+
+
+def encode_prompts(checkpoint: Checkpoint, problems: list[Problem], style: str) -> tuple[list[list[int]], list]:
+    """(prompt ids, per-prompt extra) of `problems` under prompt style `style`, exactly as the engine
+    gets them. extra: paper, where the decoded text starts (`paper.prompt_ids`); mmpt on a flat
+    checkpoint, the indentation level the completion continues from; else None."""
+    tok, smap, layout = checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout
+    if style == "paper":
+        encoded = [paper.prompt_ids(tok, smap, layout, p) for p in problems]
+        return [ids for ids, _ in encoded], [start for _, start in encoded]
+    if checkpoint.meta.code_format == "flat":
+        encoded = [encode_flat_prompt(tok, smap, layout, p.docstring, p.signature, p.given) for p in problems]
+        return [ids for ids, _, _ in encoded], [level for _, _, level in encoded]
+    return [encode_prompt(tok, smap, layout, p.docstring, p.signature, p.given)[0] for p in problems], [None] * len(problems)
 
 
 def completion_text(text: CodeText, prompt: list[int], generated: list[int], flat_level: int | None = None) -> str:
@@ -131,31 +155,50 @@ def completion_text(text: CodeText, prompt: list[int], generated: list[int], fla
     return decoded if cut is None else decoded[:cut]
 
 
+def paper_record(checkpoint: Checkpoint, problem: Problem, completion_id: int, prompt: list[int], start: int,
+                 ids: list[int], budget: int, settings: dict) -> dict:  # fmt: skip
+    """The record of one sample under prompt style paper: the official decoding of GIVEN + the
+    generated ids cut to the sample's budget (no `<eot>` within it: the last character is dropped)."""
+    ended = len(ids) < budget
+    completion, generation, dropped = paper.completion(
+        checkpoint.tokenizer, checkpoint.smap, prompt[start:] + ids[:budget], ended
+    )
+    record = sample_record(replace(problem, given=""), completion_id, completion, settings)
+    # the program is prompt + completion as they are: no newline may be taken off
+    record.update(completion=completion, generated=generation, dropped_last_char=dropped)
+    return record
+
+
 def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
-    """Generate this rank's shard of all (problem, sample) pairs; rank 0 merges. Returns OUT on rank 0."""
+    """Generate this rank's shard of all (problem, sample) pairs; rank 0 merges. Returns OUT on rank 0.
+
+    `problems` must be loaded for the prompt style the run uses (`load_problems_for`)."""
     task_ids = [p.task_id for p in problems]
     if len(set(task_ids)) != len(task_ids):
         raise ValueError("problems have duplicate task ids")
     where = detect()  # torchrun, deepspeed, srun or mpiexec; a plain python is rank 0 of 1
     checkpoint = open_checkpoint(config.model)
+    style = config.prompt_style or checkpoint.meta.prompt_style
     # trained on the paper's <NEW_LINE>/<INDENT> format (`mmpt import-checkpoint`): flattened prompts, and the
-    # text has no line breaks until decoded, so it ends at <eot> (our engine; vLLM's stop rule reads lines)
-    flat = checkpoint.meta.code_format == "flat"
+    # text has no line breaks until decoded, so it ends at <eot> (our engine; vLLM's stop rule reads lines);
+    # the paper's style ends at <eot> only, as the official generation does
+    flat = checkpoint.meta.code_format == "flat" or style == "paper"
     if flat and config.engine == "vllm":
-        raise ValueError("--engine vllm cannot serve a checkpoint trained on flattened code; use --engine ours (or auto)")
+        raise ValueError("--engine vllm cannot serve flattened code or prompt style paper; use --engine ours (or auto)")
     name = pick_engine(config.engine, checkpoint.meta, vllm_installed() and not flat)
-    settings = settings_of(config, name)
+    settings = settings_of(config, name, style)
     text = CodeText(checkpoint.tokenizer, checkpoint.smap)
-    tok, smap, layout = checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout
-    if flat:
-        encoded = [encode_flat_prompt(tok, smap, layout, p.docstring, p.signature, p.given) for p in problems]
-        prompts, levels = [ids for ids, _, _ in encoded], [level for _, _, level in encoded]
-    else:
-        prompts = [encode_prompt(tok, smap, layout, p.docstring, p.signature, p.given)[0] for p in problems]
+    prompts, extra = encode_prompts(checkpoint, problems, style)
     limit = context_length(AutoConfig.from_pretrained(config.model).get_text_config())
     too_long = [f"{p.task_id} ({len(x)} tokens)" for p, x in zip(problems, prompts) if limit and len(x) >= limit]
     if too_long:
         raise ValueError(f"prompts that fill the model's context of {limit} tokens: {', '.join(too_long[:5])}")
+    budgets = [config.sampling.max_new_tokens] * len(problems)
+    if style == "paper" and config.max_total_tokens:
+        budgets = paper.new_token_budgets(prompts, config.max_total_tokens)
+        # one engine limit for all; each sample is cut to its own budget (a sample's ids do not
+        # depend on how long it may run: it draws from its own seed)
+        config = replace(config, sampling=replace(config.sampling, max_new_tokens=max(1, *budgets)))
 
     config.out.parent.mkdir(parents=True, exist_ok=True)
     items = [(i, c) for i in range(len(problems)) for c in range(config.n)]
@@ -175,7 +218,10 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
             generated = engine.generate(batch_prompts, seeds)
             with JsonlAppender(rank_file(config.out, where.rank)) as appender:
                 for (i, c), prompt, ids in zip(batch, batch_prompts, generated):
-                    completion = completion_text(text, prompt, ids, levels[i] if flat else None)
+                    if style == "paper":
+                        appender.write(paper_record(checkpoint, problems[i], c, prompt, extra[i], ids, budgets[i], settings))
+                        continue
+                    completion = completion_text(text, prompt, ids, extra[i] if flat else None)
                     appender.write(sample_record(problems[i], c, completion, settings))
             bar.update(len(batch))
         bar.close()
@@ -204,8 +250,11 @@ def _parser() -> argparse.ArgumentParser:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--greedy", action="store_true", help="argmax decoding (the default without --temperature)")
     mode.add_argument("--temperature", type=float, default=None, help="sample at this temperature")
-    ap.add_argument("--top-p", type=float, default=None, help="nucleus mass when sampling (default 1.0)")
-    ap.add_argument("--max-new-tokens", type=int, default=300, help="longest completion")
+    ap.add_argument("--top-p", type=float, default=None, help="nucleus mass when sampling (default 1.0; paper style 0.8)")
+    ap.add_argument("--max-new-tokens", type=int, default=None,
+                    help="longest completion (default 300; paper style: 1024 ids in total, as the official)")  # fmt: skip
+    ap.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None,
+                    help="mmpt | paper (the official evaluation); default: the checkpoint's (paper when imported)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=20, help="samples decoded together (ours)")
     ap.add_argument("--seed", type=int, default=0, help="with (task, sample) seeds each sample")
     ap.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine (vllm: pip install 'mmpt[vllm]')")
@@ -215,16 +264,20 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def config_from_args(args: argparse.Namespace) -> GenerateConfig:
-    """The typed config of parsed command-line arguments (errors name the flag)."""
+def config_from_args(args: argparse.Namespace, style: str = "mmpt") -> GenerateConfig:
+    """The typed config of parsed command-line arguments (errors name the flag). Under prompt style
+    paper, what is not given is the official setting: top-p 0.8, 1,024 ids in total."""
     greedy = args.temperature is None
     if greedy and args.top_p is not None:
         raise ValueError("--top-p needs --temperature (greedy decoding has no nucleus)")
+    official = style == "paper"
+    top_p = args.top_p if args.top_p is not None else paper.SAMPLING_TOP_P if official else 1.0
+    total = paper.TOTAL_LENGTH if official and args.max_new_tokens is None else None
     sampling = SamplingConfig(
         greedy=greedy,
         temperature=1.0 if greedy else args.temperature,
-        top_p=1.0 if args.top_p is None else args.top_p,
-        max_new_tokens=args.max_new_tokens,
+        top_p=1.0 if greedy else top_p,
+        max_new_tokens=args.max_new_tokens or (total or 300),
     )
     return GenerateConfig(
         model=args.model,
@@ -236,20 +289,27 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         engine=args.engine,
         tensor_parallel=args.tensor_parallel,
         progress=not args.no_progress,
+        prompt_style=style,
+        max_total_tokens=total,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = config_from_args(args)
-        problems = load_problems(args.benchmark, data_file=args.data_file, incremental=args.incremental, limit=args.limit)
+        style = paper.resolve_style(args.prompt_style, args.model)
+        config = config_from_args(args, style)
+        problems = paper.load_styled_problems(style, args.benchmark, args.data_file, args.incremental, args.limit)
         out = run(config, problems)
     except (ValueError, FileNotFoundError) as e:
         print(f"mmpt generate: {e}", file=sys.stderr)
         return 2
     if out is not None:
-        print(f"mmpt generate: {config.n} samples x {len(problems)} tasks -> {out}")
+        summary = f"mmpt generate: {config.n} samples x {len(problems)} tasks -> {out} (prompt style {style})"
+        if style == "paper":
+            dropped = sum(bool(r.get("dropped_last_char")) for r in read_records(out))
+            summary += f"; {dropped} samples without <eot> lost their last character (the official decoding's bug)"
+        print(summary)
     return 0
 
 

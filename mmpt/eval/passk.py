@@ -6,7 +6,9 @@ prints the metrics as JSON on stdout and a table on stderr. For incremental resu
 `X#i`, records with given_lines/total_lines) the top-level pass@k is the *macro* incremental pass@k
 (every incremental task weighs the same) and `incremental_micro` adds the *micro* one (the samples
 of all tasks of one original problem pooled, then averaged over problems), as the paper's official
-evaluation reports both; `by_fraction` breaks the macro one down by fraction of the solution given.
+evaluation reports both; `by_fraction` breaks the macro one down by fraction of the solution given. As the official
+evaluation, a pass@k (macro and micro alike) is reported only where every task has at least k
+samples; `not_reported` says why a requested k is missing, and a run that can report none fails.
 """
 
 from __future__ import annotations
@@ -64,6 +66,17 @@ def _mean_pass(counts: list[tuple[int, int]], ks: list[int]) -> dict[str, float]
     }
 
 
+def missing_ks(counts: dict[str, list[int]], ks: list[int]) -> dict[str, str]:
+    """{"pass@k": why} for each k that some task has fewer than k samples for (it is not reported)."""
+    why = {}
+    for k in ks:
+        short = sorted((n, t) for t, (n, _) in counts.items() if n < k)
+        if short:
+            n, task = short[0]
+            why[f"pass@{k}"] = f"{len(short)} of {len(counts)} tasks have fewer than {k} samples ({task} has {n})"
+    return why
+
+
 def pass_at_k_metrics(results: Iterable[dict], ks: Iterable[int], per_task: bool = False) -> dict:
     """{"pass@k": ...} over tasks (a k only where every task has >= k samples), plus `n_tasks`,
     `n_samples`; `by_fraction` for incremental results; `per_task` ({task: {n, c, pass@k}}) on request."""
@@ -84,13 +97,20 @@ def pass_at_k_metrics(results: Iterable[dict], ks: Iterable[int], per_task: bool
     metrics: dict = {**_mean_pass(counts, ks), "n_tasks": len(tasks), "n_samples": sum(n for n, _ in counts)}
     if bins:
         metrics["incremental_macro"] = {**_mean_pass(counts, ks), "n_tasks": len(tasks)}
-        metrics["incremental_micro"] = {**_mean_pass([tuple(v) for v in problems.values()], ks), "n_problems": len(problems)}
+        # the official rule: micro pass@k only for the k every incremental task has samples for
+        reported = [k for k in ks if all(n >= k for n, _ in counts)]
+        metrics["incremental_micro"] = {
+            **_mean_pass([tuple(v) for v in problems.values()], reported),
+            "n_problems": len(problems),
+        }
         by_fraction = {}
         for lo, hi in FRACTION_BINS:
             inside = [tuple(tasks[t]) for t, b in bins.items() if b == bin_name(lo, hi)]
             if inside:
                 by_fraction[bin_name(lo, hi)] = {**_mean_pass(inside, ks), "n_tasks": len(inside)}
         metrics["by_fraction"] = by_fraction
+    if missing := missing_ks(tasks, ks):
+        metrics["not_reported"] = missing
     if per_task:
         metrics["per_task"] = {
             t: {"n": n, "c": c, **{f"pass@{k}": estimate_pass_at_k(n, c, k) for k in ks if k <= n}} for t, (n, c) in tasks.items()
@@ -155,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         metrics = pass_at_k_metrics(read_results(a.results), ks, per_task=a.per_task)
     except (ValueError, FileNotFoundError) as e:
         print(f"mmpt passk: {e}", file=sys.stderr)
+        return 2
+    for key, why in metrics.get("not_reported", {}).items():
+        print(f"mmpt passk: {key} not reported: {why} (pass@k needs k samples of every task)", file=sys.stderr)
+    if not any(key.startswith("pass@") for key in metrics):
+        print(f"mmpt passk: {a.results}: none of --k {a.k} can be reported", file=sys.stderr)
         return 2
     print(json.dumps(metrics))
     print(format_table(metrics), file=sys.stderr)

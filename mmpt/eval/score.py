@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,13 @@ from mmpt.cli import command_parser
 from mmpt.data.codeformat import encode_flat_instance, encode_flat_prompt
 from mmpt.data.instances import encode_instance, encode_prompt, sentinel_ids
 from mmpt.distributed import detect
+from mmpt.eval import paper
 from mmpt.eval.engines.ours import load_checkpoint
-from mmpt.eval.problems import BENCHMARKS, Problem, load_problems
+from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import merge, rank_file, records_on_disk, shard, wait_for_all
 from mmpt.jsonl import JsonlAppender, read_jsonl, require
 from mmpt.model.attention import packed_forward
+from mmpt.model.checkpoint_folder import PROMPT_STYLES
 from mmpt.model.split_embeddings import restrict_to_code
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -50,10 +52,21 @@ class ScoreConfig:
     out: Path  # one record per problem, JSON lines; ranks write OUT.rank{r}.jsonl beside it
     batch_size: int = 8  # instances per forward pass
     progress: bool = True
+    prompt_style: str | None = None  # mmpt | paper (mmpt.eval.paper); None: the checkpoint's (mmpt.json)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def paper_scored_instance(tokenizer, smap, layout: str, problem: Problem) -> tuple[list[int], int]:
+    """(ids, start) under prompt style paper: the official prompt with every line of the reference
+    written (flattened as its incremental tasks are) and `<eot>`; scored from the prompt's end."""
+    prompt, _ = paper.prompt_ids(tokenizer, smap, layout, problem)
+    lines = paper.flat_lines(problem.reference, problem.signature)
+    whole = replace(problem, given=lines[-1] if lines else problem.given)
+    ids = paper.prompt_ids(tokenizer, smap, layout, whole)[0] + smap.to_code([sentinel_ids(tokenizer).eot])
+    return ids, max(len(prompt), 1)
 
 
 def scored_instance(tokenizer, smap, layout: str, problem: Problem, code_format: str = "plain") -> tuple[list[int], int]:
@@ -119,6 +132,7 @@ def run(config: ScoreConfig, problems: list[Problem]) -> Path | None:
     sentinels = sentinel_ids(tokenizer)
     code_mask = smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1]
     prefix_id = sentinels.python if meta.prefix_lm else None
+    style = config.prompt_style or meta.prompt_style
 
     config.out.parent.mkdir(parents=True, exist_ok=True)
     done = records_on_disk(config.out).keys()
@@ -126,7 +140,10 @@ def run(config: ScoreConfig, problems: list[Problem]) -> Path | None:
     bar = tqdm(total=len(todo), desc=f"score rank {where.rank}", unit="problem", disable=not config.progress)
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start : start + config.batch_size]
-        instances = [scored_instance(tokenizer, smap, meta.layout, p, meta.code_format) for p in batch]
+        if style == "paper":
+            instances = [paper_scored_instance(tokenizer, smap, meta.layout, p) for p in batch]
+        else:
+            instances = [scored_instance(tokenizer, smap, meta.layout, p, meta.code_format) for p in batch]
         scores = instance_nll(model, instances, sentinels.pad, code_mask, prefix_id)
         with JsonlAppender(rank_file(config.out, where.rank)) as appender:
             for p, (nll_sum, tokens) in zip(batch, scores):
@@ -214,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="scores JSON lines")
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="compare two scores files (A − B)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None, help="default: the checkpoint's (paper when imported)")
     a = ap.parse_args(argv)
     try:
         if a.compare:
@@ -223,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.model is None or a.benchmark is None or a.out is None:
             raise ValueError("--model, --benchmark and --out are required (or --compare A B)")
-        problems = load_problems(a.benchmark, data_file=a.data_file, limit=a.limit)
-        out = run(ScoreConfig(a.model, a.out, a.batch_size, not a.no_progress), problems)
+        style = paper.resolve_style(a.prompt_style, a.model)
+        problems = paper.load_styled_problems(style, a.benchmark, a.data_file, limit=a.limit)
+        out = run(ScoreConfig(a.model, a.out, a.batch_size, not a.no_progress, style), problems)
         if out is not None:
             print(json.dumps({"out": str(out), **summarize(read_scores(out))}))
     except (ValueError, FileNotFoundError) as e:

@@ -25,6 +25,7 @@ from mmpt.modality import LAYOUTS, OBJECTIVES, SEPARATIONS
 
 META_FILE = "mmpt.json"
 CODE_FORMATS = ("plain", "flat")
+PROMPT_STYLES = ("mmpt", "paper")  # paper: the official evaluation's prompts (mmpt.eval.paper)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class CheckpointMeta:
     attn_implementation: str | None = None  # None: sdpa where verified, else eager
     separation: str = "none"  # informational: the id map itself is separation.json
     code_format: str = "plain"  # plain | flat: trained on the paper's <NEW_LINE> format (imported checkpoints)
+    prompt_style: str = "mmpt"  # the default --prompt-style of generate/score/prompts/execute (imported: paper)
 
     @property
     def prefix_lm(self) -> bool:
@@ -53,7 +55,8 @@ class CheckpointMeta:
         raw = read_json(path, dict)
         known = {f.name for f in dataclasses.fields(cls)}
         meta = cls(**{k: v for k, v in raw.items() if k in known})
-        checks = (("layout", LAYOUTS), ("objective", OBJECTIVES), ("separation", SEPARATIONS), ("code_format", CODE_FORMATS))
+        checks = (("layout", LAYOUTS), ("objective", OBJECTIVES), ("separation", SEPARATIONS), ("code_format", CODE_FORMATS),
+                  ("prompt_style", PROMPT_STYLES))  # fmt: skip
         for name, allowed in checks:
             if getattr(meta, name) not in allowed:
                 raise ValueError(f"{path}: field {name!r} must be one of {allowed}, got {getattr(meta, name)!r}")

@@ -69,8 +69,21 @@ def test_command_prints_json_and_table(tmp_path, capsys):
     path.write_text("".join(json.dumps(r) + "\n" for r in results("a", [True, False]) + results("b", [False, False])))
     assert main(["--results", str(path), "--k", "1,2,10"]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"pass@1": 0.25, "pass@2": 0.5, "n_tasks": 2, "n_samples": 4}
-    assert "pass@1" in err and "pass@10" not in err
+    assert json.loads(out) == {
+        "pass@1": 0.25, "pass@2": 0.5, "n_tasks": 2, "n_samples": 4,
+        "not_reported": {"pass@10": "2 of 2 tasks have fewer than 10 samples (a has 2)"},
+    }  # fmt: skip
+    assert "pass@10 not reported: 2 of 2 tasks have fewer than 10 samples" in err
+
+
+def test_a_k_no_task_has_samples_for_is_an_error_that_says_why(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in results("a", [True, False, True]) + results("b", [True] * 5)))
+    assert main(["--results", str(path), "--k", "5"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "pass@5 not reported: 1 of 2 tasks have fewer than 5 samples (a has 3)" in err
+    assert "none of --k 5 can be reported" in err
 
 
 def test_command_names_a_bad_line(tmp_path, capsys):
@@ -109,6 +122,20 @@ def test_incremental_macro_and_micro():
     assert m["incremental_micro"]["pass@2"] == pytest.approx((float(exact(6, 3, 2)) + 0) / 2)
     assert (m["incremental_macro"]["n_tasks"], m["incremental_micro"]["n_problems"]) == (4, 2)
     assert "incremental_micro" not in pass_at_k_metrics(results("a", [True]), [1])  # plain results: no split
+    assert "micro" in format_table(m) and "macro" in format_table(m)
+
+
+def test_micro_pass_at_k_only_where_every_task_has_k_samples():
+    # the official rule: X/0 pools 3 samples, but its task X/0#1 has 1, so micro pass@2 is not reported
+    rows = (
+        results("X/0#0", [True, False], given_lines=0, total_lines=2)
+        + results("X/0#1", [True], given_lines=1, total_lines=2)
+        + results("Y/1#0", [False, True], given_lines=0, total_lines=1)
+    )
+    m = pass_at_k_metrics(rows, [1, 2])
+    assert m["incremental_micro"] == {"pass@1": pytest.approx((2 / 3 + 1 / 2) / 2), "n_problems": 2}
+    assert "pass@2" not in m["incremental_macro"]
+    assert m["not_reported"] == {"pass@2": "1 of 3 tasks have fewer than 2 samples (X/0#1 has 1)"}
     assert "micro" in format_table(m) and "macro" in format_table(m)
 
 

@@ -51,12 +51,16 @@ def test_checkpoint_meta_round_trip_and_errors(tmp_path):
         "attn_implementation": "sdpa",
         "separation": "partial",
         "code_format": "plain",
+        "prompt_style": "mmpt",
     }
     assert CheckpointMeta.load(tmp_path) == meta and meta.prefix_lm and not CheckpointMeta().prefix_lm
     (tmp_path / META_FILE).write_text('{"objective": "code-clm", "future_key": 1}')  # older/newer writers
     assert CheckpointMeta.load(tmp_path) == CheckpointMeta(objective="code-clm")
     (tmp_path / META_FILE).write_text('{"code_format": "flat"}')
     assert CheckpointMeta.load(tmp_path).code_format == "flat"
+    (tmp_path / META_FILE).write_text('{"prompt_style": "official"}')
+    with pytest.raises(ValueError, match=r"mmpt.json: field 'prompt_style' must be one of \('mmpt', 'paper'\)"):
+        CheckpointMeta.load(tmp_path)
     (tmp_path / META_FILE).write_text('{"separation": "most"}')
     with pytest.raises(ValueError, match=r"mmpt.json: field 'separation' must be one of"):
         CheckpointMeta.load(tmp_path)

@@ -1,0 +1,260 @@
+"""Tests of mmpt/eval/paper.py: prompt style `paper` reproduces the official evaluation, as data.
+
+Every expected value here is a fact worked out from the official scripts' rules (generation.py and
+utils.read_problems of NLP/text2code_mrpt, CodeGeeX's Python harness and the authors' MBPP script)
+and checked once by running that code outside this repository; none of it is computed here by the
+code under test. `tests/assets/paper_prompts.json` holds the official prompt ids of nine tasks for
+the tokenizer `_source` builds (the tiny BPE of tests/assets with the sentinels and the paper's
+`[_DUP_]` copies), renumbered as `mmpt import-checkpoint` renumbers.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from mmpt.eval import paper
+from mmpt.eval.prompts import main as prompts_main
+from mmpt.eval.prompts import prompt_records
+from mmpt.import_checkpoint import import_checkpoint
+from mmpt.model.checkpoint_folder import CheckpointMeta
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DATA = json.loads((ASSETS / "paper_prompts.json").read_text())
+SPECIALS = [
+    "<eod>",
+    "<eot>",
+    "<pad>",
+    "<python>",
+    "<comments>",
+    "<NEW_LINE>",
+    "<INDENT>",
+    "<DEDENT>",
+    "<mask>",
+    "<|beginoftext|>",
+]
+ENTRIES = ["return", "if", "for", "in", "(", ")", ":", "=", "zzqq"]  # separated, bare and space-prefixed
+
+HE0_DOC = (
+    "Check if in given list of numbers, are any two numbers closer to each other than\ngiven threshold.\n"
+    ">>> has_close_elements([1.0, 2.0, 3.0], 0.5)\nFalse\n>>> has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3)\nTrue\n"
+)
+HE0_SIG = "def has_close_elements(numbers: List[float], threshold: float):"
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> dict[str, Path]:
+    """A tiny GPT-Neo in the authors' layout, imported twice: signature-first (PyCodeGPT) and
+    docstring-first (PanGu's prompt layout, on the same tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoConfig
+
+    src = tmp_path_factory.mktemp("src")
+    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
+    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
+    vocab, count, new, pairs = tok.get_vocab(), len(tok), [], {}
+    for entry in sorted(set(ENTRIES + ["Ġ" + e for e in ENTRIES])):
+        if entry in vocab:
+            new.append("[_DUP_]" + entry)
+            pairs[vocab[entry]] = count
+            count += 1
+        else:  # no token yet: the official code adds it, then its copy
+            new += [entry, "[_DUP_]" + entry]
+            pairs[count] = count + 1
+            count += 2
+    tok.add_tokens(new)
+    tok.save_pretrained(src)
+    (src / "replicated_tokens_map.pkl").write_bytes(pickle.dumps(pairs))
+    torch.manual_seed(0)
+    config = GPTNeoConfig(vocab_size=len(tok), hidden_size=8, num_layers=1, num_heads=2, max_position_embeddings=1024,
+                          attention_types=[[["global"], 1]], bos_token_id=None, eos_token_id=None)  # fmt: skip
+    AutoModelForCausalLM.from_config(config).save_pretrained(src)
+    root = tmp_path_factory.mktemp("imported")
+    return {layout: import_checkpoint(src, root / layout, layout=layout) for layout in ("signature-first", "docstring-first")}
+
+
+@pytest.fixture(scope="module")
+def mbpp_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("mbpp") / "mbpp.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in DATA["mbpp_rows"]))
+    return path
+
+
+# --- the official rules, as facts -------------------------------------------------------------
+
+
+def test_humaneval_docstring_and_signature():
+    from mmpt.eval.humaneval import load
+
+    problems = {p.task_id: p for p in load()}
+    assert paper.split_humaneval_prompt(problems["HumanEval/0"].prompt) == (HE0_DOC, HE0_SIG)  # annotation gone
+    # the entry point's def after two helpers' docstrings; a docstring that opens on its own line
+    assert paper.split_humaneval_prompt(problems["HumanEval/38"].prompt) == (
+        "\ntakes as input string encoded with encode_cyclic function. Returns decoded string.\n",
+        "def decode_cyclic(s: str):",
+    )
+    assert paper.split_humaneval_prompt(problems["HumanEval/10"].prompt)[1] == "def make_palindrome(string: str):"
+    assert paper.drop_return_annotation("def f(a,\nb) -> Dict[str, int] :") == "def f(a,\nb):"
+
+
+def test_mbpp_rules(mbpp_file: Path):
+    problems = {p.task_id: p for p in paper.load_paper_problems("mbpp", mbpp_file)}
+    vol = problems["MBPP/14"]
+    assert (vol.docstring, vol.signature) == (
+        "Write a python function to find the volume of a triangular prism.",
+        "def find_Volume(l,b,h) :",
+    )
+    # the tests: test_list inside check(NAME), NAME between the first "def " and the first "("
+    assert vol.test == (
+        "\ndef check(find_Volume):\n    assert find_Volume(10,8,6) == 240\n    assert find_Volume(3,2,2) == 6\n"
+        "    assert find_Volume(1,2,1) == 1\n\ncheck(find_Volume)\n"
+    )
+    program = vol.prompt + paper.program_code("\n    return ((l * b * h) / 2)\nprint(1)") + "\n" + vol.test
+    assert program == paper.HELPER_BLOCK + "def find_Volume(l,b,h) :\n    return ((l * b * h) / 2)\n" + vol.test
+    # the first def of the reference is a helper (MBPP/18): it is the signature, the entry point is not defined
+    assert problems["MBPP/18"].signature == "def str_to_list(string):" and problems["MBPP/18"].entry_point == "remove_dirty_chars"
+
+
+def test_incremental_given_lines():
+    # one <DEDENT> however many levels close; blank lines as extra <NEW_LINE>s (after a <DEDENT>,
+    # before an <INDENT>); the whole solution is no task; CRLF leaves a blank first line
+    solution = "    if a:\n        for x in a:\n\n            y = 1\n\n    return y\n    z = 2\n"
+    assert paper.flat_given(solution, "def f(a):") == [
+        "",
+        "<NEW_LINE><INDENT>if a:<NEW_LINE>",
+        "<NEW_LINE><INDENT>if a:<NEW_LINE><INDENT>for x in a:<NEW_LINE>",
+        "<NEW_LINE><INDENT>if a:<NEW_LINE><INDENT>for x in a:<NEW_LINE><NEW_LINE><INDENT>y = 1<NEW_LINE>",
+        "<NEW_LINE><INDENT>if a:<NEW_LINE><INDENT>for x in a:<NEW_LINE><NEW_LINE><INDENT>y = 1<NEW_LINE><DEDENT><NEW_LINE>return y<NEW_LINE>",
+    ]
+    assert paper.flat_given("def f(x):\r\n\treturn x\r\n\tpass", "def f(x):") == [
+        "",
+        "<NEW_LINE><NEW_LINE><INDENT>return x<NEW_LINE>",
+    ]
+
+
+def test_decoding_one_level_per_line_negative_levels_and_the_dropped_character():
+    text = "x <NEW_LINE> <INDENT> <INDENT> a <NEW_LINE> <DEDENT> <DEDENT> <DEDENT> b <NEW_LINE> c <NEW_LINE> <INDENT> d"
+    # "<INDENT> <INDENT>" opens one level; three <DEDENT>s take it to -2, where lines have no indent
+    # and the next <INDENT> reaches -1 only
+    assert paper.post_process(text) == "x\n    a\nb\nc\nd"
+    assert paper.post_process("\u2581return\u2581[_DUP_]x") == "return x"
+    assert paper.program_code("\n    a\n\n    b\nc\n    d") == "\n    a\n\n    b"
+    assert paper.program_code("\tif x:\n  y\n") == "\tif x:\n  y\n"
+
+
+def test_generation_text_drops_the_last_character_without_eot(imported):
+    from mmpt.eval.generate import open_checkpoint
+
+    ck = open_checkpoint(imported["signature-first"])
+    ids = ck.tokenizer.encode("<NEW_LINE> <INDENT> return x <NEW_LINE>", add_special_tokens=False)
+    ids = ck.smap.to_code(ids)
+    assert paper.generation_text(ck.tokenizer, ck.smap, ids, ended=True) == ("<NEW_LINE> <INDENT> return x <NEW_LINE>", False)
+    # no <eot>: the last character goes, and the broken marker stays in the code as text
+    completion, generation, dropped = paper.completion(ck.tokenizer, ck.smap, ids, ended=False)
+    assert dropped and generation == completion == "\n    return x <NEW_LINE"
+    assert paper.completion(ck.tokenizer, ck.smap, [], ended=False) == ("", "", False)
+
+
+def test_token_budgets_count_a_batch_of_16_left_padded():
+    prompts = [[0] * n for n in [10] * 15 + [900] + [5, 7]]
+    assert paper.new_token_budgets(prompts) == [124] * 16 + [1017, 1017]
+
+
+# --- prompt ids: the official ones, for both layouts, plain and incremental ----------------------
+
+
+@pytest.mark.parametrize("layout", ["signature-first", "docstring-first"])
+def test_prompt_ids_equal_the_official(imported, mbpp_file: Path, layout: str):
+    expected = {task: ids[layout] for task, ids in DATA["prompts"].items()}
+    got = {}
+    for bench, data in (("humaneval", None), ("mbpp", mbpp_file)):
+        for incremental in (False, True):
+            problems = paper.load_paper_problems(bench, data, incremental)
+            wanted = [p for p in problems if p.task_id in expected]
+            got.update({r["task_id"]: r["ids"] for r in prompt_records(imported[layout], wanted, "paper")})
+    assert got.keys() == expected.keys()
+    for task in expected:
+        assert got[task] == expected[task], task
+
+
+def test_prompts_command_defaults_to_paper_for_imported_checkpoints(imported, tmp_path: Path, capsys):
+    model = imported["signature-first"]
+    assert CheckpointMeta.load(model).prompt_style == "paper"
+    out = tmp_path / "p.jsonl"
+    assert prompts_main(["--model", str(model), "--benchmark", "humaneval", "--limit", "1", "--out", str(out)]) == 0
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["ids"] == DATA["prompts"]["HumanEval/0"]["signature-first"]
+    assert record["text"].startswith("<|beginoftext|>" + HE0_SIG + "<comments>")
+    assert record["text"].endswith('True\n    \n    """<python>')  # the trailing blank line, quoted
+    assert prompts_main(["--model", str(model), "--benchmark", "humaneval", "--limit", "1", "--incremental",
+                         "--prompt-style", "mmpt", "--out", str(out)]) == 0  # fmt: skip
+    assert [json.loads(line)["task_id"] for line in out.read_text().splitlines()][:2] == ["HumanEval/0#0", "HumanEval/0#1"]
+    assert "style mmpt" in capsys.readouterr().err
+
+
+def test_generate_under_paper_records_the_style_and_counts_dropped_characters(imported, tmp_path: Path, capsys):
+    from mmpt.eval.generate import main as generate_main
+
+    out = tmp_path / "s.jsonl"
+    args = ["--model", str(imported["signature-first"]), "--benchmark", "humaneval", "--limit", "2",
+            "--max-new-tokens", "3", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert generate_main(args) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["settings"]["prompt_style"] for r in records] == ["paper", "paper"]
+    dropped = sum(r["dropped_last_char"] for r in records)
+    assert f"{dropped} samples without <eot> lost their last character" in capsys.readouterr().out
+    assert dropped == 2  # 3 random tokens and no <eot>: both lose one
+
+
+# --- executed programs, in the sandbox ------------------------------------------------------------
+
+USES_MATH = (
+    "\n    return any(math.fabs(a - b) < threshold for i, a in enumerate(numbers) for j, b in enumerate(numbers) if i != j)"
+)
+
+
+def _execute(tmp_path: Path, samples: list[dict], *flags: str) -> list[dict]:
+    from mmpt.eval.execute import main as execute_main
+    from mmpt.jsonl import read_jsonl, write_jsonl
+
+    write_jsonl(tmp_path / "s.jsonl", samples)
+    out = tmp_path / "r.jsonl"
+    out.unlink(missing_ok=True)
+    args = ["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(out), "--workers", "1", *flags]
+    assert execute_main(args) == 0
+    return sorted((r for _, r in read_jsonl(out)), key=lambda r: (r["task_id"], r["completion_id"]))
+
+
+def test_paper_programs_run_the_helper_imports_and_only_the_signature(tmp_path: Path):
+    from mmpt.eval.humaneval import load
+
+    he = {p.task_id: p for p in load()}
+    paper_settings = {"prompt_style": "paper"}
+    samples = [
+        # `math` without an import: the official helper block has it
+        {"task_id": "HumanEval/0", "completion_id": 0, "completion": USES_MATH, "settings": paper_settings},
+        # HumanEval/38's reference calls the prompt's helper encode_cyclic, which the official program lacks
+        {
+            "task_id": "HumanEval/38",
+            "completion_id": 0,
+            "completion": "\n" + he["HumanEval/38"].reference,
+            "settings": paper_settings,
+        },
+    ]
+    assert [r["passed"] for r in _execute(tmp_path, samples)] == [True, False]  # the samples' style: paper
+    mmpt = [{**s, "settings": {"prompt_style": "mmpt"}, "completion": s["completion"].removeprefix("\n")} for s in samples]
+    mmpt[1]["completion"] = he["HumanEval/38"].reference
+    assert [r["passed"] for r in _execute(tmp_path, mmpt)] == [False, True]  # the whole prompt runs, no helper imports
+
+
+def test_execute_refuses_a_style_the_samples_were_not_made_with(tmp_path: Path, capsys):
+    from mmpt.eval.execute import main as execute_main
+    from mmpt.jsonl import write_jsonl
+
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "", "settings": {"prompt_style": "paper"}}])
+    args = ["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]
+    assert execute_main([*args, "--prompt-style", "mmpt"]) == 2
+    assert "generated with prompt style 'paper', not 'mmpt'" in capsys.readouterr().err
