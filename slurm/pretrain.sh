@@ -24,8 +24,10 @@
 # is passed on to srun, which passes it to the ranks. The ranks finish the step, save a
 # checkpoint, write "stopped" in OUTPUT_DIR/run_state.json and exit 0. Whoever sent the request,
 # the script then requeues the job, which resumes from that checkpoint (--resume auto), unless
-# Slurm will not (a cancelled job). A finished run ("finished" in run_state.json) and a run that
-# failed, before or after a request, are never requeued: the job ends with its status.
+# Slurm is ending the job itself (SIGTERM to this script too: plain `scancel`, the time limit,
+# preemption, whose PreemptMode decides on a requeue): then it is saved, not requeued, and
+# submitting it again resumes. A finished run ("finished" in run_state.json) and a run that failed,
+# before or after a request, are never requeued: the job ends with its status.
 # Output is appended across restarts.
 #
 #SBATCH --job-name=mmpt-pretrain
@@ -70,10 +72,12 @@ resume=()
 echo "mmpt pretrain: job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}: $SLURM_JOB_NUM_NODES node(s) x $ranks_per_node rank(s)" \
      "x $cpus cpu(s), rendezvous $MASTER_ADDR:$MASTER_PORT, ${DS_ACCELERATOR:-gpu}"
 
-step=""
-# A request to this script alone goes on to srun, which signals the ranks; bash would die of TERM.
+step="" ending=0
+# A request to this script alone goes on to srun, which signals the ranks. SIGTERM reaches this
+# script only when Slurm ends the job (plain `scancel`, the time limit, preemption): save, but
+# leave the job's fate to Slurm (bash would die of it, and srun with it, before the save).
 trap 'echo "mmpt pretrain: USR1: asking the ranks to save"; kill -USR1 "$step" 2>/dev/null' USR1
-trap 'echo "mmpt pretrain: TERM: asking the ranks to save"; kill -TERM "$step" 2>/dev/null' TERM
+trap 'ending=1; echo "mmpt pretrain: TERM: the job is ending; asking the ranks to save"; kill -TERM "$step" 2>/dev/null' TERM
 
 srun --kill-on-bad-exit=1 --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node="$ranks_per_node" \
      --ntasks=$(( SLURM_JOB_NUM_NODES * ranks_per_node )) --cpus-per-task="$cpus" \
@@ -89,9 +93,13 @@ if [[ $status != 0 ]]; then
 fi
 # How the run ended, as rank 0 recorded it in OUTPUT_DIR/run_state.json: stopped | finished
 state=$("$PYTHON" -m mmpt.checkpoint run-state "$@")
-if [[ $state == stopped ]]; then
-    echo "mmpt pretrain: the ranks saved on request; requeueing job $SLURM_JOB_ID to resume from that checkpoint"
-    scontrol requeue "$SLURM_JOB_ID" && exit 0
-    echo "mmpt pretrain: Slurm did not requeue job $SLURM_JOB_ID (cancelled?); the same sbatch command resumes it" >&2
+[[ $state == stopped ]] || exit 0
+if [[ $ending == 1 ]]; then
+    echo "mmpt pretrain: the ranks saved; job $SLURM_JOB_ID was ended by Slurm (scancel, time limit, preemption):" \
+         "not requeueing it myself (the same sbatch command resumes it)"
+    exit 0
 fi
+echo "mmpt pretrain: the ranks saved on request; requeueing job $SLURM_JOB_ID to resume from that checkpoint"
+scontrol requeue "$SLURM_JOB_ID" && exit 0
+echo "mmpt pretrain: Slurm did not requeue job $SLURM_JOB_ID; the same sbatch command resumes it" >&2
 exit 0

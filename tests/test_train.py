@@ -636,7 +636,7 @@ def _signal_group_and_check_the_save(proc: subprocess.Popen, out: Path, sig: int
     _wait_for_step(out, 2, proc)
     tree = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
     job = {p.pid for p in job_processes(out)} - {proc.pid}
-    assert len(tree) >= 3 and job <= tree, (tree, job)  # the ranks (and launch.py) run below the launcher
+    assert len(job) >= 2 and job <= tree, (tree, job)  # the ranks (and launch.py) run below the launcher
     if before_signal is not None:
         before_signal()
     os.killpg(proc.pid, sig)
