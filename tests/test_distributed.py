@@ -106,7 +106,9 @@ print("left")
 def test_the_shutdown_barrier_runs_under_the_watchdog(tmp_path):
     init = f"file://{tmp_path / 'rendezvous'}"
     procs = [
-        subprocess.Popen([sys.executable, "-c", SHUTDOWN, str(r), init], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", SHUTDOWN, str(r), init], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for r in range(2)
     ]
     try:
