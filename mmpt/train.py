@@ -155,12 +155,17 @@ class StopFlag:
     def __init__(self, save_signal: str) -> None:
         self.raised = False
         self.name = ""
-        for name in dict.fromkeys(("SIGTERM", "SIGINT", save_signal)):
-            signal.signal(getattr(signal, name), self._handler)
+        names = dict.fromkeys(("SIGTERM", "SIGINT", save_signal))
+        self._previous = {getattr(signal, n): signal.signal(getattr(signal, n), self._handler) for n in names}
 
     def _handler(self, signum, frame) -> None:
         self.raised = True
         self.name = self.name or signal.Signals(signum).name
+
+    def close(self) -> None:
+        """Give the signals back to their previous handlers (another run in the same process)."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
@@ -178,6 +183,14 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
         print(f"mmpt train: {e}", file=sys.stderr)
         return 2
     stop = StopFlag(config.save_signal)  # from the start: a request during the set-up stops after the first step
+    try:
+        return _run(config, leave_group, stop)
+    finally:
+        stop.close()
+
+
+def _run(config: TrainConfig, leave_group: bool, stop: StopFlag) -> int:
+    """`main` once the config is read: data, training, leaving the group, the export (rank 0)."""
     env = distributed.detect()
     try:
         rows, meta, tokenizer, smap = load_data(config)

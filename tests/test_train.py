@@ -729,6 +729,7 @@ def test_ctrl_c_with_a_dead_reader_then_sigkill_then_resume_gives_the_uninterrup
     proc.stdout_path = log1
     close_pipe = _pipe_to_log(proc, log1)
     stopped = _signal_group_and_check_the_save(proc, out, signal.SIGINT, before_signal=close_pipe)
+    assert "save requested" not in log1.read_text()  # rank 0 printed it into the broken pipe, and saved
     # 2: resume, then SIGKILL the whole process group mid-run (possibly mid-save)
     log2 = driver_run / "resume2.log"
     proc = launch(deepspeed_cmd(29642, *args), log2)
@@ -777,5 +778,22 @@ def test_bad_input_fails_fast_with_a_message(setup_dir, tmp_path, capsys, overri
         train_tokenizer(setup_dir / "pairs.jsonl", 300, tmp_path / "other")
         override = ["--tokenizer", str(tmp_path / "other")]
     argv = run_args(setup_dir, "code-clm", tmp_path / "out") + override
-    assert main(argv) == 2
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)]
+    assert main(argv + ["--save_signal", "SIGUSR1"]) == 2
     assert message in capsys.readouterr().err
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)] == handlers  # given back
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+def test_sigterm_sigint_and_the_save_signal_each_request_a_save(sig):
+    from mmpt.train import StopFlag
+
+    stop = StopFlag("SIGUSR1")
+    try:
+        assert not stop.raised
+        os.kill(os.getpid(), sig)
+        os.kill(os.getpid(), signal.SIGTERM)  # a second request (the launcher's own) changes nothing
+        assert stop.raised and stop.name == signal.Signals(sig).name
+    finally:
+        stop.close()
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
