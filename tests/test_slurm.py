@@ -258,7 +258,13 @@ def _submit_and_signal(cwd: Path, data_dir: Path, env: dict[str, str], scancel: 
             time.sleep(0.5)
         assert job_id is not None, f"training never reached step 2 (sbatch exit {submit.poll()})"
         subprocess.run(["scancel", *scancel, job_id], env=env, check=True, timeout=60)
-    _, err = submit.communicate(timeout=900)
+    out, err = submit.communicate(timeout=900)
+    # `sbatch --wait` returns as soon as a job is cancelled, while its script and ranks still run
+    job_id = re.search(r"Submitted batch job (\d+)", out).group(1)
+    deadline = time.monotonic() + 120
+    while subprocess.run(["squeue", "-h", "-j", job_id], env=env, capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, f"job {job_id} still in the queue"
+        time.sleep(0.5)
     return {"dir": output_dir, "log": _log(cwd, "pretrain"), "status": submit.returncode, "stderr": err}
 
 
