@@ -45,8 +45,7 @@ PYCODEGPT = {  # GPT-Neo 125M, the architecture of microsoft/PyCodeGPT (Daoguang
 def _rank_peaks(config: Path, peaks: dict[int, int]) -> None:
     """Update rank -> peak RSS (KiB) from the VmHWM of every `--local_rank=R` process of this launch.
 
-    Found by command line, not by the launcher's process tree: each rank's work runs in a worker
-    outside that tree (`mmpt.distributed.outlive_launcher`) with its rank's command line.
+    Found by command line: each rank is a process of its own with `--local_rank=R` in it.
     """
     mine = str(config).encode()
     for entry in Path("/proc").iterdir():

@@ -4,11 +4,17 @@ Layout of OUTPUT_DIR/checkpoints/step_00000120/:
     (DeepSpeed files)   model shards, optimizer shards, scheduler (written by every rank)
     rng_rank{r}.pt      this rank's Python/NumPy/torch RNG states
     hf/                 config.json, tokenizer, separation.json, mmpt.json: what export needs
-    complete.json       written by rank 0 after every rank has finished; {"step": 120, ...}
-A directory without `complete.json` (a job killed mid-save) is never resumed from. Every rank
-fsyncs its files before the barrier that precedes the marker, so a marker on a shared filesystem
-never points at shards still in some node's page cache; rank 0 alone picks the checkpoint to
-resume and broadcasts it, so that ranks with different views of the directory load the same step.
+    complete.json       written by rank 0 after every rank has finished; {"step": 120,
+                        "world_size": 8, "per_device_batch_size": ..., ...}: the batch layout
+A directory without `complete.json` (a job killed mid-save) is never resumed from, nor one saved
+with another batch layout (the data position and the schedule count in its global batches). Every
+rank fsyncs the files it wrote before the barrier that precedes the marker, so a marker on a shared
+filesystem never points at shards still in some node's page cache; rank 0 alone picks the
+checkpoint to resume and broadcasts it, so that ranks with different views of the directory load
+the same step. OUTPUT_DIR must be one directory that every rank sees (`require_shared`).
+OUTPUT_DIR/run_state.json says how the last run ended: {"state": "stopped", "step": 40} after a
+save request (a signal), {"state": "finished", ...} at the end; `slurm/pretrain.sh` requeues a
+stopped run only (`python -m mmpt.checkpoint run-state --config X [--field value]...`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import os
 import random
 import re
 import shutil
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +35,10 @@ from mmpt.jsonl import read_json, write_json
 
 MARKER = "complete.json"
 HF_DIR = "hf"
+RUN_STATE = "run_state.json"
 _STEP_DIR = re.compile(r"step_(\d+)$")
+# the files of a rank in a step directory: DeepSpeed's ZeRO shards (data-parallel rank r) and our RNG
+_RANK_FILE = re.compile(r"(?:^|_)zero_pp_rank_(\d+)_|^rng_rank(\d+)\.pt$")
 
 
 def checkpoints_dir(output_dir: str | Path) -> Path:
@@ -86,13 +98,24 @@ def choose_resume(resume: str, output_dir: str | Path) -> Path | None:
     return None if picked[0] is None else Path(picked[0])
 
 
-def fsync_tree(path: Path) -> None:
-    """Flush every file under `path` and the directories themselves to stable storage.
+def owner(name: str) -> int:
+    """The rank that writes the step directory's file `name`: its ZeRO/RNG rank, else rank 0
+    (DeepSpeed's unpartitioned model states and `latest`, hf/, the marker)."""
+    m = _RANK_FILE.search(name)
+    return int(m.group(1) or m.group(2)) if m else 0
 
-    Other ranks write into the same folder meanwhile (rank 0's hf/ files go through a temporary
-    name and a rename): a file gone by the time it is opened is theirs to flush, not an error."""
+
+def fsync_own(path: Path, rank: int) -> None:
+    """Flush the files under `path` that rank `rank` wrote, and the directories, to stable storage.
+
+    One fsync per own file (O(files per rank), not O(world x files) on every rank: each one is a
+    round trip to the servers of a parallel filesystem). A file of ours gone by the time it is
+    opened (hf/'s temporary names, renamed meanwhile) needs none.
+    """
     for root, _, files in os.walk(path):
         for name in files:
+            if owner(name) != rank:
+                continue
             try:
                 fd = os.open(os.path.join(root, name), os.O_RDONLY)
             except FileNotFoundError:
@@ -127,11 +150,12 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(engine, output_dir: str | Path, step: int, client_state: dict, write_hf, keep: int) -> Path:
+def save(engine, output_dir: str | Path, step: int, client_state: dict, write_hf, keep: int, layout: dict | None = None) -> Path:
     """Save on every rank (collective); rank 0 then marks the checkpoint complete and rotates old ones.
 
     `client_state` (the data position, tokens seen) goes into DeepSpeed's own files; `write_hf(dir)`
-    writes the export metadata (rank 0 only).
+    writes the export metadata (rank 0 only); `layout` (the batch layout `load` checks) goes into
+    the marker.
     """
     import deepspeed.comm as dist
 
@@ -143,10 +167,11 @@ def save(engine, output_dir: str | Path, step: int, client_state: dict, write_hf
     if dist.get_rank() == 0:
         write_hf(path / HF_DIR)
     # this rank's shards and RNG on stable storage (a file another node wrote flushes nothing here)
-    fsync_tree(path)
+    fsync_own(path, dist.get_rank())
     dist.barrier()  # every rank's shards and RNG are on disk before the marker
     if dist.get_rank() == 0:
-        write_json(path / MARKER, {"step": step, "world_size": dist.get_world_size()})  # atomic: complete or not
+        marker = {"step": step, "world_size": dist.get_world_size(), **(layout or {})}
+        write_json(path / MARKER, marker)  # atomic: complete or not
         _fsync_dir(path)
         rotate(output_dir, keep, newest=path)
     dist.barrier()
@@ -165,12 +190,28 @@ def rotate(output_dir: str | Path, keep: int, newest: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def load(engine, path: Path, world_size: int, rank: int) -> dict:
-    """Restore model, optimizer, scheduler and this rank's RNG from `path`; returns the client state."""
-    saved_world = read_json(path / MARKER, dict)["world_size"]
-    if saved_world != world_size:
-        # the data position is counted in global batches, which would change meaning
-        raise ValueError(f"{path}: saved by {saved_world} ranks, resumed with {world_size}; use the same world size")
+def check_layout(path: Path, layout: dict) -> None:
+    """Refuse to resume `path` with another batch layout (world size, batch size, accumulation, seed).
+
+    The data position is a count of global batches in the epoch's seeded order, and the schedule a
+    count of steps: with any of these changed, a resume would silently skip or repeat rows.
+    """
+    from mmpt.config import ConfigError
+
+    saved = read_json(path / MARKER, dict)
+    for key, now in layout.items():
+        if key in saved and saved[key] != now:
+            raise ConfigError(
+                f"{path}: saved with {key}={saved[key]}, this run has {key}={now}; resume with the same value "
+                f"(the data position and the schedule count in its global batches), or start afresh "
+                f"(--resume never, or another output_dir)"
+            )
+
+
+def load(engine, path: Path, layout: dict, rank: int) -> dict:
+    """Restore model, optimizer, scheduler and this rank's RNG from `path` after `check_layout`;
+    returns the client state."""
+    check_layout(path, layout)
     load_path, client_state = engine.load_checkpoint(
         str(path.parent), tag=path.name, load_optimizer_states=True, load_lr_scheduler_states=True
     )
@@ -180,3 +221,76 @@ def load(engine, path: Path, world_size: int, rank: int) -> dict:
     if rng.is_file():
         _set_rng_state(torch.load(rng, weights_only=False))
     return client_state
+
+
+def require_shared(output_dir: str | Path, timeout_s: float = 10.0) -> None:
+    """Refuse an `output_dir` that is not one directory for every rank (a node-local path).
+
+    Collective: rank 0 writes a probe file of a fresh name, every rank looks for it (for up to
+    `timeout_s`: a shared filesystem's attribute cache may be late), and every rank raises the same
+    ConfigError if any of them does not see it. Checkpoints need it: rank 0 writes the marker and
+    the export files, every rank its shards, and every rank reads them all back on resume.
+    """
+    import socket
+
+    import torch.distributed as torch_dist
+
+    from mmpt.config import ConfigError
+
+    out = Path(output_dir)
+    if not (torch_dist.is_available() and torch_dist.is_initialized()) or torch_dist.get_world_size() == 1:
+        out.mkdir(parents=True, exist_ok=True)
+        return
+    rank = torch_dist.get_rank()
+    name = [f".shared-probe-{uuid.uuid4().hex}" if rank == 0 else None]
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / name[0]).write_text(socket.gethostname())
+    torch_dist.broadcast_object_list(name, src=0)
+    probe = out / name[0]
+    deadline = time.monotonic() + timeout_s
+    while not probe.is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    seen = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(seen, probe.is_file())  # objects: on the current device under NCCL
+    if rank == 0:
+        probe.unlink()
+    ranks = [r for r, ok in enumerate(seen) if not ok]
+    if ranks:
+        raise ConfigError(
+            f"config field 'output_dir': {str(out)!r} is not shared by every rank (rank(s) {ranks} do not see "
+            f"the files rank 0 writes there, e.g. a node-local disk); use a directory on a filesystem every node mounts"
+        )
+
+
+def write_run_state(output_dir: str | Path, state: str, **info) -> None:
+    """Record how the run ended (rank 0): "stopped" (saved on a request, to be resumed) or "finished"."""
+    write_json(Path(output_dir) / RUN_STATE, {"state": state, **info})
+
+
+def read_run_state(output_dir: str | Path) -> dict:
+    """How the last run in `output_dir` ended: {"state": "stopped" | "finished" | "running", ...};
+    {"state": "none"} before any."""
+    path = Path(output_dir) / RUN_STATE
+    return read_json(path, dict) if path.is_file() else {"state": "none"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mmpt.checkpoint run-state --config X [--field value]...`: print the run's state."""
+    from mmpt.config import ConfigError, config_from_argv
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "run-state":
+        print("usage: python -m mmpt.checkpoint run-state --config X [--field value]...", file=sys.stderr)
+        return 2
+    try:
+        config = config_from_argv(argv[1:])
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"mmpt checkpoint: {e}", file=sys.stderr)
+        return 2
+    print(read_run_state(config.output_dir)["state"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -83,7 +83,7 @@ class TrainConfig:
     eval_steps: int = 1000  # loss, loss_code, loss_nl on the validation rows every N steps (0 = never)
 
     # robustness
-    save_signal: str = "SIGTERM"  # on this signal every rank finishes its step, saves and exits 0
+    save_signal: str = "SIGTERM"  # this signal too (SIGTERM and SIGINT always) makes every rank finish its step, save and exit 0
     hang_timeout_s: float = 120.0  # a rank that makes no progress this long (dead peer) exits non-zero
     process_group_timeout_s: float = 1800.0  # bound on one collective (a slow shared-filesystem save, a late rendezvous)
     peak_tflops: float = 0.0  # MFU denominator; 0 = the card's bf16 peak on GPU, a measured matmul peak on CPU
@@ -237,6 +237,19 @@ def load_config(path: str | Path | None, overrides: dict[str, str] | None = None
     config = TrainConfig(**values)
     validate(config)
     return config
+
+
+def config_from_argv(argv: list[str]) -> TrainConfig:
+    """The TrainConfig of a trainer command line: `[--config X] [--field value]...` (a launcher's
+    `--local_rank=N` is ignored: the rank comes from the environment)."""
+    argv = [a for a in argv if not a.startswith("--local_rank")]
+    path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ConfigError("command line: --config needs a value")
+        path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    return load_config(path, parse_overrides(argv))
 
 
 def validate(config: TrainConfig) -> None:

@@ -152,20 +152,6 @@ def init(dist: DistEnv, timeout_s: float, backend: str | None = None) -> None:
     )
 
 
-def shutdown() -> None:
-    """Leave the process group once every rank got here.
-
-    Exiting with the group still up lets the interpreter tear down gloo's (and DeepSpeed's shared
-    memory) threads in any order, which now and then aborts a finished rank ("terminate called
-    without an active exception", exit status 250 from the launcher).
-    """
-    import torch.distributed as torch_dist
-
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.barrier()
-        torch_dist.destroy_process_group()
-
-
 class Watchdog:
     """Exit the process (status 1, stacks on stderr) when `beat` is not called for `timeout_s`.
 
@@ -184,117 +170,20 @@ class Watchdog:
         faulthandler.cancel_dump_traceback_later()
 
 
-# ---- outliving the launcher's kill timer ------------------------------------------------------------
+def shutdown(watchdog: Watchdog | None = None) -> None:
+    """Leave the process group once every rank got here (under `watchdog`: a peer that died at the
+    end makes this rank exit non-zero after its timeout, not the process group's 30 min).
 
-SIGNALLING_LAUNCHERS = ("deepspeed", "torchrun")
-_LAUNCHER_NAMES = ("deepspeed", "torchrun", "torch.distributed.run", "torch.distributed.launch")
-
-
-def _launcher_processes() -> list:
-    """The processes above this one that belong to the launcher (`deepspeed` runner and its
-    `launch.py`, or the `torchrun` agent), nearest first."""
-    import psutil
-
-    found, p = [], psutil.Process().parent()
-    while p is not None:
-        try:
-            cmdline = " ".join(p.cmdline())
-        except psutil.Error:
-            break
-        if not any(name in cmdline for name in _LAUNCHER_NAMES):
-            break
-        found.append(p)
-        p = p.parent()
-    return found
-
-
-def outlive_launcher(run, save_signal: str) -> int:
-    """Run `run()` in a worker that a signalled launcher cannot kill before it has saved.
-
-    The `deepspeed` launcher signals its ranks one at a time and SIGKILLs each one's process tree
-    30 s later; `torchrun` signals all of them and SIGKILLs 30 s later; the `deepspeed` runner
-    itself dies on SIGTERM without telling anyone. None of that leaves a ZeRO-3 save time to finish.
-    So the launcher's child becomes a relay, and the rank's work runs in a worker that is not in
-    the launcher's process tree (double fork, own session: outside its snapshot of children and
-    its process group). The relay
-    - passes the launcher's SIGTERM/SIGINT/save signal on as a save request (one byte on a pipe;
-      the worker raises `save_signal` on itself), and so does the launcher's death;
-    - exits with the worker's exit status once the worker has exited.
-    If the relay dies without having asked for a save (SIGKILL of the job, a peer's crash), the
-    worker exits at once (status 1), as it would have died with it. Returns the exit status in
-    the worker; never returns in the relay.
+    Exiting with the group still up lets the interpreter tear down gloo's (and DeepSpeed's shared
+    memory) threads in any order, which now and then aborts a finished rank ("terminate called
+    without an active exception", exit status 250 from the launcher).
     """
-    import select
-    import signal
-    import threading
-    import traceback
+    import torch.distributed as torch_dist
 
-    launchers = _launcher_processes()
-    status_r, status_w = os.pipe()  # worker -> relay: its pid, then its exit status; EOF when it is gone
-    request_r, request_w = os.pipe()  # relay -> worker: b"s" = save and stop; EOF = the relay is gone
-    if os.fork() == 0:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        # ---- the worker
-        os.close(status_r)
-        os.close(request_w)
-        os.write(status_w, os.getpid().to_bytes(4, "little"))
-
-        def listen() -> None:
-            asked = False
-            while True:
-                got = os.read(request_r, 1)
-                if not got:
-                    if not asked:
-                        print("mmpt train: the launcher's rank process died; exiting", file=sys.stderr, flush=True)
-                        os._exit(1)
-                    return  # killed by the launcher after its grace period: the save goes on
-                asked = True
-                signal.raise_signal(getattr(signal, save_signal))
-
-        threading.Thread(target=listen, daemon=True, name="mmpt-relay-listener").start()
-        try:
-            status = run()
-        except SystemExit as e:
-            status = e.code if isinstance(e.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-            status = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            os.write(status_w, bytes([status & 0xFF]))
-        except OSError:
-            pass  # the relay is gone (killed by the launcher after its grace period)
-        return status
-    # ---- the relay
-    os.close(status_w)
-    os.close(request_r)
-    os.wait()  # the intermediate process, which exits at once
-    worker = int.from_bytes(os.read(status_r, 4), "little")
-    asked = False
-
-    def ask(*_) -> None:
-        nonlocal asked
-        if not asked:
-            asked = True
-            try:
-                os.write(request_w, b"s")
-            except OSError:
-                pass  # the worker is gone already
-
-    for name in {"SIGTERM", "SIGINT", save_signal}:
-        signal.signal(getattr(signal, name), ask)
-    status = b""
-    while True:
-        ready, _, _ = select.select([status_r], [], [], 1.0)
-        if ready:
-            got = os.read(status_r, 1)
-            if not got:
-                break  # the worker exited
-            status = got
-        elif not asked and not all(p.is_running() for p in launchers):
-            print(f"mmpt train: the launcher exited; rank process {worker} saves and stops", file=sys.stderr, flush=True)
-            ask()
-    os._exit(status[0] if status else 1)
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        if watchdog is not None:
+            watchdog.beat()
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+    if watchdog is not None:
+        watchdog.stop()

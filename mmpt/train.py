@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmpt import checkpoint, distributed
-from mmpt.config import ConfigError, TrainConfig, deepspeed_config, dump, load_config, parse_overrides, resolve_precision
+from mmpt import checkpoint, console, distributed
+from mmpt.config import ConfigError, TrainConfig, config_from_argv, deepspeed_config, dump, resolve_precision
 from mmpt.data.separation import SeparationMap
 from mmpt.modality import CODE, NL
 from mmpt.model import pangu  # noqa: F401  (registers PanGu-α with the Auto classes before any load)
@@ -181,14 +181,27 @@ def load_data(config: TrainConfig):
 
 
 class StopFlag:
-    """Set by the save signal (e.g. Slurm's --signal); every rank acts on it at the same step."""
+    """Set by a save request: SIGTERM (a scheduler's preemption or time limit, `scancel`, a launcher
+    passing on its own), SIGINT (Ctrl-C reaches the launcher's whole process group) or the
+    configured save signal (Slurm's `--signal=USR1@T`). Every rank acts on it at the same step:
+    it finishes the step, saves and exits 0. A repeated signal (the launcher's own SIGTERM after
+    the group's) asks nothing more; the launcher's grace period bounds the save.
+    """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, save_signal: str) -> None:
         self.raised = False
-        signal.signal(getattr(signal, name), self._handler)
+        self.name = ""
+        names = dict.fromkeys(("SIGTERM", "SIGINT", save_signal))
+        self._previous = {getattr(signal, n): signal.signal(getattr(signal, n), self._handler) for n in names}
 
     def _handler(self, signum, frame) -> None:
         self.raised = True
+        self.name = self.name or signal.Signals(signum).name
+
+    def close(self) -> None:
+        """Give the signals back to their previous handlers (another run in the same process)."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def default_device_type() -> str:
@@ -239,11 +252,6 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
     collective, so that however long it takes, no peer times out waiting for it.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    argv = [a for i, a in enumerate(argv) if not a.startswith("--local_rank")]  # the deepspeed launcher's; we read env
-    config_path = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        config_path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     dry_run = "--dry-run" in argv
     argv, device_type, world_size = take_preflight_options([a for a in argv if a != "--dry-run"])
     if not dry_run and (device_type or world_size):
@@ -251,45 +259,63 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
             "mmpt train: --device and --world-size are options of --dry-run (a run takes both from its launch)", file=sys.stderr
         )
         return 2
+    console.tolerate_broken_pipes()  # a launcher that died must not fail a save through a print
     try:
-        config = load_config(config_path, parse_overrides(argv))
+        config = config_from_argv(argv)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"mmpt train: {e}", file=sys.stderr)
         return 2
-    env = distributed.detect()
     if dry_run:
         try:
-            print(preflight(config, device_type or default_device_type(), world_size or env.world_size))
+            print(preflight(config, device_type or default_device_type(), world_size or distributed.detect().world_size))
         except ConfigError as e:
             print(f"mmpt train: {e}", file=sys.stderr)
             return 2
         return 0
+    stop = StopFlag(config.save_signal)  # from the start: a request during the set-up stops after the first step
+    try:
+        return _run(config, leave_group, stop)
+    finally:
+        stop.close()
 
-    def run() -> int:
-        try:
-            rows, meta, tokenizer, smap = load_data(config)
-        except (ConfigError, ValueError, FileNotFoundError) as e:
-            print(f"mmpt train: {e}", file=sys.stderr)
-            return 2
-        status, final = train(config, env, rows, meta, tokenizer, smap)
-        if leave_group:
-            distributed.shutdown()
-        if final is not None and env.rank == 0:
-            from mmpt.export import export_checkpoint
 
-            print(f"mmpt train: exported {export_checkpoint(final, Path(config.output_dir) / 'final')}")
-        return status
+def _run(config: TrainConfig, leave_group: bool, stop: StopFlag) -> int:
+    """`main` once the config is read: data, training, leaving the group, the export (rank 0)."""
+    env = distributed.detect()
+    try:
+        rows, meta, tokenizer, smap = load_data(config)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"mmpt train: {e}", file=sys.stderr)
+        return 2
+    watchdog = distributed.Watchdog(config.hang_timeout_s)
+    try:
+        status, final = train(config, env, rows, meta, tokenizer, smap, stop, watchdog)
+    except ConfigError as e:  # the same on every rank (a resume that does not fit, an output_dir not shared)
+        print(f"mmpt train: {e}", file=sys.stderr)
+        status, final = 2, None
+    if leave_group:
+        distributed.shutdown(watchdog)  # a peer that died at the end: exit after hang_timeout_s, not 30 min
+    else:
+        watchdog.stop()
+    if final is not None and env.rank == 0:
+        from mmpt.export import export_checkpoint
 
-    if env.launcher in distributed.SIGNALLING_LAUNCHERS and leave_group:
-        # the deepspeed and torchrun launchers SIGKILL a signalled rank after 30 s, before a ZeRO-3 save is done
-        return distributed.outlive_launcher(run, config.save_signal)
-    return run()
+        print(f"mmpt train: exported {export_checkpoint(final, Path(config.output_dir) / 'final')}")
+    return status
 
 
 def train(
-    config: TrainConfig, env: distributed.DistEnv, rows, meta: dict, tokenizer, smap: SeparationMap
+    config: TrainConfig,
+    env: distributed.DistEnv,
+    rows,
+    meta: dict,
+    tokenizer,
+    smap: SeparationMap,
+    stop: StopFlag | None = None,
+    watchdog: distributed.Watchdog | None = None,
 ) -> tuple[int, Path | None]:
-    """Train; returns (exit status, the checkpoint to export or None)."""
+    """Train; returns (exit status, the checkpoint to export or None). `watchdog` is left armed for
+    the caller's `distributed.shutdown`."""
     import deepspeed
     import deepspeed.comm as dist
     from deepspeed.accelerator import get_accelerator
@@ -309,10 +335,21 @@ def train(
     device = torch.device(accel.current_device_name())  # every collective's tensors live here (NCCL: the GPU)
     precision = resolve_precision(config.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
     ds_config = deepspeed_config(config, world, precision, device.type)
-    stop = StopFlag(config.save_signal)
-    watchdog = distributed.Watchdog(config.hang_timeout_s)
+    stop = stop or StopFlag(config.save_signal)
+    watchdog = watchdog or distributed.Watchdog(config.hang_timeout_s)
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"mmpt train: {env.launcher} launch, {world} rank(s), {device.type}, {precision}, {config.deepspeed}")
+    checkpoint.require_shared(config.output_dir)  # before any work: checkpoints need one directory for all ranks
+    # what the data position and the schedule mean: a resume with any of these changed is refused
+    layout = {
+        "world_size": world,
+        "per_device_batch_size": config.per_device_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "seed": config.seed,
+    }
+    resume_from = checkpoint.choose_resume(config.resume, config.output_dir)
+    if resume_from is not None:
+        checkpoint.check_layout(resume_from, layout)  # before the model is built: a refusal costs nothing
 
     # ---- model and engine: built partitioned, optimizer and schedule owned by DeepSpeed ---------
     torch.manual_seed(config.seed)
@@ -338,16 +375,16 @@ def train(
 
     # ---- resume: rank 0 picks the checkpoint, every rank loads that one ------------------------
     step, tokens_seen = 0, 0
-    resume_from = checkpoint.choose_resume(config.resume, config.output_dir)
     if resume_from is not None:
-        state = checkpoint.load(engine, resume_from, world, rank)
+        state = checkpoint.load(engine, resume_from, layout, rank)
         if state.get("n_rows") != len(rows):
-            raise ValueError(f"{resume_from}: saved for {state.get('n_rows')} rows, the data has {len(rows)}")
+            raise ConfigError(f"{resume_from}: saved for {state.get('n_rows')} rows, the data has {len(rows)}")
         step, tokens_seen = state["step"], state["tokens_seen"]
         say(f"mmpt train: resumed from step {step} ({resume_from})")
     log = metrics.MetricsLog(config.output_dir, enabled=rank == 0)
     if rank == 0:
         Path(config.output_dir, "train_config.yaml").write_text(dump(config))
+        checkpoint.write_run_state(config.output_dir, "running", step=step)
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
     tied = engine.module.get_output_embeddings().weight is emb
     n_matmul = n_params - (0 if tied else getattr(emb, "ds_numel", emb.numel()))  # a lookup is no matmul
@@ -444,6 +481,7 @@ def train(
                 world,
                 nl_mask,
                 code_mask,
+                beat=watchdog.beat,
             )
             say(f"step {step}/{total_steps} validation loss {validation['loss']:.4f}")
         if step % config.logging_steps == 0 or step == total_steps or validation is not None:
@@ -473,12 +511,15 @@ def train(
         if (config.save_steps and step % config.save_steps == 0) or step == total_steps or stop_votes:
             watchdog.beat(allow_s=10 * config.hang_timeout_s)
             client = {"n_rows": len(rows), "tokens_seen": tokens_seen, "epoch": epoch}
-            checkpoint.save(engine, config.output_dir, step, client, write_hf, config.keep_checkpoints)
+            checkpoint.save(engine, config.output_dir, step, client, write_hf, config.keep_checkpoints, layout)
             watchdog.beat()
         if stop_votes:
-            say(f"mmpt train: {config.save_signal} received, stopped after step {step}; resume with --resume auto")
+            if rank == 0:
+                checkpoint.write_run_state(config.output_dir, "stopped", step=step)
+            say(
+                f"mmpt train: save requested ({stop.name or 'by another rank'}), stopped after step {step}; resume with --resume auto"
+            )
             prefetch.shutdown(cancel_futures=True)
-            watchdog.stop()
             log.close()
             return 0, None
 
@@ -487,8 +528,10 @@ def train(
     watchdog.beat(allow_s=10 * config.hang_timeout_s)
     if smap.separated:
         log.projector(step, metrics.separated_rows(engine, smap.separated, smap.base_vocab_size), smap.tokens)
-    watchdog.stop()
+    watchdog.beat()
     log.close()
+    if rank == 0:
+        checkpoint.write_run_state(config.output_dir, "finished", step=step)
     final = checkpoint.checkpoints_dir(config.output_dir) / checkpoint.step_dir_name(step)  # the loop saved the last step
     return 0, final if config.export else None
 

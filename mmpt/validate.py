@@ -22,11 +22,13 @@ def rank_batches(n_rows: int, rank: int, world: int, batch: int) -> list[list[in
 
 
 @torch.no_grad()
-def evaluate(engine, fetch, n_rows: int, batch: int, rank: int, world: int, nl_mask, code_mask) -> dict[str, float]:
+def evaluate(engine, fetch, n_rows: int, batch: int, rank: int, world: int, nl_mask, code_mask, beat=None) -> dict[str, float]:
     """Mean token losses over every validation row: {"loss", "loss_code"[, "loss_nl"]}.
 
     `fetch(indices)` collates validation rows into a batch (a stand-in row for `[]`); the losses
     are the same sums over trained tokens as in training, normalised by the global counts.
+    `beat()` (the hang watchdog's) is called after every forward pass, so that a peer that dies
+    mid-evaluation ends this rank within the watchdog's timeout.
     """
     import deepspeed.comm as dist
 
@@ -41,6 +43,8 @@ def evaluate(engine, fetch, n_rows: int, batch: int, rank: int, world: int, nl_m
         b = {k: v.to(device) for k, v in b.items()}
         s = packed_loss(engine, b, nl_mask, code_mask)  # the head fused into the loss: no (B, N, V) logits
         sums += torch.stack([s.code_sum, s.code_count, s.nl_sum, s.nl_count]).double()
+        if beat is not None:
+            beat()
     engine.train(was_training)
     if world > 1:
         dist.all_reduce(sums)

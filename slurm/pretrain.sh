@@ -16,11 +16,18 @@
 # Rendezvous: the allocation's first node, on a port derived from the job id so that two jobs
 # sharing a node do not collide.
 #
-# Preemption: Slurm sends USR1 to this script 600 s before the time limit (--signal below: leave
-# room for one step and a checkpoint save); the script passes it to the ranks, which finish the
-# step, save a checkpoint and exit 0; only then does the script requeue the job, which resumes
-# from that checkpoint (--resume auto). A run that fails, before or after the signal, is never
-# requeued: the job ends with its status. `scancel --batch --signal=USR1 JOBID` saves by hand.
+# Preemption: a save request is a signal to the ranks. srun delivers to them what the job's steps
+# get: USR1 600 s before the time limit (--signal below: leave room for one step and a checkpoint
+# save), `scancel --signal=USR1 JOBID` by hand, and the SIGTERM of a plain `scancel`, of
+# preemption or of the time limit itself (then the save has the site's KillWait, 30 s by
+# default); a signal to this script alone (`scancel --batch --signal=USR1`, `--signal=B:USR1@T`)
+# is passed on to srun, which passes it to the ranks. The ranks finish the step, save a
+# checkpoint, write "stopped" in OUTPUT_DIR/run_state.json and exit 0. Whoever sent the request,
+# the script then requeues the job, which resumes from that checkpoint (--resume auto), unless
+# Slurm is ending the job itself (SIGTERM to this script too: plain `scancel`, the time limit,
+# preemption, whose PreemptMode decides on a requeue): then it is saved, not requeued, and
+# submitting it again resumes. A finished run ("finished" in run_state.json) and a run that failed,
+# before or after a request, are never requeued: the job ends with its status.
 # Output is appended across restarts.
 #
 #SBATCH --job-name=mmpt-pretrain
@@ -30,7 +37,7 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --exclusive
 #SBATCH --time=24:00:00
-#SBATCH --signal=B:USR1@600
+#SBATCH --signal=USR1@600
 #SBATCH --requeue
 #SBATCH --open-mode=append
 #SBATCH --output=slurm-%x-%j.out
@@ -65,8 +72,12 @@ resume=()
 echo "mmpt pretrain: job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}: $SLURM_JOB_NUM_NODES node(s) x $ranks_per_node rank(s)" \
      "x $cpus cpu(s), rendezvous $MASTER_ADDR:$MASTER_PORT, ${DS_ACCELERATOR:-gpu}"
 
-preempted=0 step=""
-trap 'preempted=1; echo "mmpt pretrain: USR1 (time limit near): saving"; kill -USR1 "$step" 2>/dev/null' USR1
+step="" ending=0
+# A request to this script alone goes on to srun, which signals the ranks. SIGTERM reaches this
+# script only when Slurm ends the job (plain `scancel`, the time limit, preemption): save, but
+# leave the job's fate to Slurm (bash would die of it, and srun with it, before the save).
+trap 'echo "mmpt pretrain: USR1: asking the ranks to save"; kill -USR1 "$step" 2>/dev/null' USR1
+trap 'ending=1; echo "mmpt pretrain: TERM: the job is ending; asking the ranks to save"; kill -TERM "$step" 2>/dev/null' TERM
 
 srun --kill-on-bad-exit=1 --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node="$ranks_per_node" \
      --ntasks=$(( SLURM_JOB_NUM_NODES * ranks_per_node )) --cpus-per-task="$cpus" \
@@ -76,10 +87,19 @@ step=$!
 while kill -0 "$step" 2>/dev/null; do wait "$step"; done
 wait "$step"; status=$?
 
-if [[ $preempted == 1 && $status == 0 ]]; then
-    echo "mmpt pretrain: saved on the signal; requeueing job $SLURM_JOB_ID to resume from that checkpoint"
-    scontrol requeue "$SLURM_JOB_ID" && exit 0
-elif [[ $preempted == 1 ]]; then
-    echo "mmpt pretrain: the run failed (status $status) after the signal; not requeueing" >&2
+if [[ $status != 0 ]]; then
+    echo "mmpt pretrain: the run failed (status $status); not requeueing" >&2
+    exit "$status"
 fi
-exit "$status"
+# How the run ended, as rank 0 recorded it in OUTPUT_DIR/run_state.json: stopped | finished
+state=$("$PYTHON" -m mmpt.checkpoint run-state "$@")
+[[ $state == stopped ]] || exit 0
+if [[ $ending == 1 ]]; then
+    echo "mmpt pretrain: the ranks saved; job $SLURM_JOB_ID was ended by Slurm (scancel, time limit, preemption):" \
+         "not requeueing it myself (the same sbatch command resumes it)"
+    exit 0
+fi
+echo "mmpt pretrain: the ranks saved on request; requeueing job $SLURM_JOB_ID to resume from that checkpoint"
+scontrol requeue "$SLURM_JOB_ID" && exit 0
+echo "mmpt pretrain: Slurm did not requeue job $SLURM_JOB_ID; the same sbatch command resumes it" >&2
+exit 0

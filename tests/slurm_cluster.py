@@ -127,9 +127,10 @@ ReturnToService=2
 # Refuse a job the node can never run at submission instead of leaving it pending forever.
 EnforcePartLimits=ALL
 JobRequeue=1
-# Short waits keep tests fast: SIGTERM -> SIGKILL after 5 s. `sbatch --wait` sleeps 2 s between
-# polls and quadruples that (to 32 s) only while it is under MinJobAge / 2: 5 keeps it at 2 s.
-KillWait=5
+# SIGTERM -> SIGKILL after 30 s (Slurm's default): a save on a plain `scancel` must fit in it.
+# `sbatch --wait` sleeps 2 s between polls and quadruples that (to 32 s) only while it is under
+# MinJobAge / 2: 5 keeps it at 2 s.
+KillWait=30
 MinJobAge=5
 InactiveLimit=0
 SlurmctldTimeout=30

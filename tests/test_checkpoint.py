@@ -93,7 +93,7 @@ def test_every_shard_is_fsynced_before_the_marker(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     write_hf = lambda d: (d.mkdir(parents=True), (d / "config.json").write_text("{}"))
-    path = checkpoint.save(_Engine(), tmp_path, 3, {"n_rows": 1}, write_hf, keep=2)
+    path = checkpoint.save(_Engine(), tmp_path, 3, {"n_rows": 1}, write_hf, keep=2, layout={"seed": 1})
     files = {str(p) for p in path.rglob("*") if p.is_file() and p.name != checkpoint.MARKER}
     assert len(files) == 4  # two shards, this rank's RNG, hf/config.json
     [durable] = marked
@@ -133,10 +133,106 @@ def test_rank0_chooses_the_checkpoint_every_rank_resumes(tmp_path):
     assert outs == ["step_00000010", "step_00000010"], outs
 
 
-def test_fsync_tree_skips_a_file_another_rank_renamed_meanwhile(tmp_path, monkeypatch):
+def test_fsync_own_skips_a_file_renamed_meanwhile(tmp_path, monkeypatch):
     import os
 
     (tmp_path / "shard.pt").write_bytes(b"x")
     # the listing still names rank 0's temporary file, which its rename has taken away since
     monkeypatch.setattr(os, "walk", lambda path: iter([(str(tmp_path), [], ["shard.pt", ".mmpt.json.tmp123"])]))
-    checkpoint.fsync_tree(tmp_path)  # no FileNotFoundError: that file is the other rank's to flush
+    checkpoint.fsync_own(tmp_path, 0)  # no FileNotFoundError: a file gone needs no flush
+
+
+# the files of a 2-rank ZeRO-3 (bf16) checkpoint as DeepSpeed 0.19 names them, plus ours
+ZERO3_FILES = {
+    "zero_pp_rank_0_mp_rank_00_model_states.pt": 0,
+    "zero_pp_rank_1_mp_rank_00_model_states.pt": 1,
+    "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt": 0,
+    "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt": 1,
+    "zero_pp_rank_12_mp_rank_00_model_states.pt": 12,
+    "mp_rank_00_model_states.pt": 0,  # ZeRO-1/2: the unpartitioned model, written by rank 0
+    "rng_rank0.pt": 0,
+    "rng_rank1.pt": 1,
+    "rng_rank11.pt": 11,
+    "config.json": 0,  # hf/
+    "tokenizer.json": 0,
+}
+
+
+def test_each_file_has_one_owner():
+    assert {name: checkpoint.owner(name) for name in ZERO3_FILES} == ZERO3_FILES
+
+
+def test_each_rank_fsyncs_only_its_own_files(tmp_path, monkeypatch):
+    import os
+
+    for name in ZERO3_FILES:
+        (tmp_path / ("hf" if name.endswith(".json") else "") / name).parent.mkdir(exist_ok=True)
+        (tmp_path / ("hf" if name.endswith(".json") else "") / name).write_bytes(b"x")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    for rank in (0, 1):
+        synced.clear()
+        checkpoint.fsync_own(tmp_path, rank)
+        files = {Path(p).name for p in synced if Path(p).is_file()}
+        assert files == {n for n, r in ZERO3_FILES.items() if r == rank}, (rank, files)
+        assert {str(tmp_path), str(tmp_path / "hf")} <= set(synced)  # the directory entries too
+
+
+def test_a_resume_with_another_batch_layout_is_refused(tmp_path):
+    from mmpt.config import ConfigError
+
+    path = make(tmp_path, 5, True)
+    layout = {"world_size": 2, "per_device_batch_size": 3, "gradient_accumulation_steps": 2, "seed": 7}
+    (path / checkpoint.MARKER).write_text(json.dumps({"step": 5, **layout}))
+    checkpoint.check_layout(path, layout)  # the same: fine
+    for key, value in (("world_size", 4), ("per_device_batch_size", 4), ("gradient_accumulation_steps", 1), ("seed", 8)):
+        with pytest.raises(ConfigError, match=f"saved with {key}={layout[key]}, this run has {key}={value}"):
+            checkpoint.check_layout(path, {**layout, key: value})
+
+
+SHARED_WORKER = """
+import sys, torch.distributed as dist
+from mmpt import checkpoint
+from mmpt.config import ConfigError
+rank, out, init = int(sys.argv[1]), sys.argv[2 + int(sys.argv[1])], sys.argv[4]
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+try:
+    checkpoint.require_shared(out, timeout_s=1)
+    print("shared")
+except ConfigError as e:
+    print(e)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_an_output_dir_not_shared_by_every_rank_is_refused(tmp_path, local):
+    import subprocess
+    import sys
+
+    # rank 1 sees another directory under the same name (a node-local disk), or the same one
+    dirs = [tmp_path / "out", tmp_path / ("node1" if local else "") / "out"]
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", SHARED_WORKER, str(r), *map(str, dirs), init], stdout=subprocess.PIPE, text=True)
+        for r in range(2)
+    ]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    if local:
+        assert all("'output_dir'" in o and "not shared by every rank (rank(s) [1]" in o for o in outs), outs
+    else:
+        assert outs == ["shared", "shared"]
+    assert not list((tmp_path / "out").glob(".shared-probe-*"))  # the probe is removed
+
+
+def test_run_state_names_how_the_run_ended(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run-state", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out), "--per_device_batch_size", "2"]
+    assert checkpoint.main(argv) == 0 and capsys.readouterr().out.strip() == "none"
+    out.mkdir()
+    for state in ("running", "stopped", "finished"):
+        checkpoint.write_run_state(out, state, step=3)
+        assert checkpoint.main(argv) == 0 and capsys.readouterr().out.strip() == state
+    assert checkpoint.main(["run-state", "--nope", "1"]) == 2 and "unknown field 'nope'" in capsys.readouterr().err

@@ -1,11 +1,10 @@
-"""mmpt/distributed.py: launcher detection from environment variables, and the hang watchdog."""
+"""mmpt/distributed.py: launcher detection from environment variables, the hang watchdog, the shutdown."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from mmpt.distributed import _first_host, detect, mpi_launched
 
@@ -90,68 +89,33 @@ def test_device_index_where_one_gpu_is_bound_per_task():
         device_index(5, 2)
 
 
-# A stand-in launcher (its command line names torchrun): starts one rank that trains until the save
-# signal, then "saves" for longer than the launcher would wait, like a ZeRO-3 checkpoint.
-FAKE_LAUNCHER = """
-import subprocess, sys, time
-rank = subprocess.Popen([sys.executable, "-c", sys.argv[1], *sys.argv[2:]])
-rank.wait()
-"""
-RANK = """
-import os, signal, sys, time
-from pathlib import Path
-from mmpt.distributed import outlive_launcher
-out = Path(sys.argv[1])
-
-def run():
-    stop = []
-    signal.signal(signal.SIGUSR1, lambda *a: stop.append(1))
-    (out / "worker.pid").write_text(str(os.getpid()))
-    while not stop:
-        time.sleep(0.05)
-    time.sleep(3)  # the save outlasts the rank process the launcher knows
-    (out / "saved").write_text("yes")
-    return 0
-
-sys.exit(outlive_launcher(run, "SIGUSR1"))
+# Two gloo ranks; rank 1 never reaches the end (it died, or hangs in its own last step), rank 0
+# leaves the group under a watchdog of 2 s.
+SHUTDOWN = """
+import sys, time, torch.distributed as dist
+from mmpt.distributed import Watchdog, shutdown
+rank, init = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+if rank == 1:
+    time.sleep(60)
+shutdown(Watchdog(2.0))
+print("left")
 """
 
 
-def _start(tmp_path):
-    import os
-    import signal
-
-    import psutil
-
-    script = tmp_path / "fake_torchrun.py"
-    script.write_text(FAKE_LAUNCHER)
-    launcher = subprocess.Popen(
-        [sys.executable, str(script), RANK, str(tmp_path)],
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
-    )
-    deadline = time.time() + 60
-    while not (tmp_path / "worker.pid").exists():
-        assert time.time() < deadline and launcher.poll() is None
-        time.sleep(0.1)
-    relay = psutil.Process(launcher.pid).children()[0]
-    worker = psutil.Process(int((tmp_path / "worker.pid").read_text()))
-    assert worker.pid not in {p.pid for p in psutil.Process(launcher.pid).children(recursive=True)}  # outside the tree
-    return launcher, relay, worker, signal
-
-
-def test_a_signalled_launcher_cannot_kill_the_save(tmp_path):
-    launcher, relay, worker, signal = _start(tmp_path)
-    launcher.send_signal(signal.SIGTERM)  # the launcher dies at once; the relay notices and asks for a save
-    launcher.wait(timeout=10)
-    time.sleep(1.5)
-    relay.kill()  # what the launcher's kill timer does to the process it knows
-    worker.wait(timeout=30)
-    assert (tmp_path / "saved").read_text() == "yes"
-
-
-def test_a_killed_relay_takes_its_worker_down(tmp_path):
-    launcher, relay, worker, signal = _start(tmp_path)
-    relay.kill()  # no save asked for: SIGKILL of the job, or the launcher cleaning up after a crash
-    worker.wait(timeout=10)
-    launcher.wait(timeout=10)
-    assert not (tmp_path / "saved").exists()
+def test_the_shutdown_barrier_runs_under_the_watchdog(tmp_path):
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SHUTDOWN, str(r), init], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for r in range(2)
+    ]
+    try:
+        t = time.time()
+        out, err = procs[0].communicate(timeout=45)  # not the process group's 30 min
+        assert procs[0].returncode != 0 and time.time() - t < 40, (procs[0].returncode, err[-2000:])
+        assert "left" not in out and "Timeout" in err and "shutdown" in err  # the stack of the barrier
+    finally:
+        procs[1].kill()
+        procs[1].wait()

@@ -2,8 +2,10 @@
 Slurm/MPI/sandbox checks of `mmpt doctor`.
 
 The pipeline runs once per module: `mmpt prepare` on tests/assets, then `sbatch --wait
-slurm/pretrain.sh` (2 tasks) which gets USR1 mid-run the way `--signal=B:USR1@T` delivers it, saves,
-requeues itself and resumes; then `sbatch --wait slurm/eval.sh` on its final/ model.
+slurm/pretrain.sh` (2 tasks), once uninterrupted and once for each way a save request arrives
+(USR1 to the job's steps as `--signal=USR1@T` sends it, USR1 to the batch script alone, plain
+`scancel`): it saves, requeues itself where Slurm lets it, and resumes with the uninterrupted
+losses; then `sbatch --wait slurm/eval.sh` on its final/ model.
 Without Slurm installed these skip, which CI (CI=true) counts as a failure.
 """
 
@@ -215,16 +217,11 @@ def data_dir(workdir, job_env) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def preempted_run(workdir, data_dir, job_env) -> dict:
-    """`sbatch --wait slurm/pretrain.sh` that is sent USR1 once training runs (as `--signal=B:USR1@T`
-    would near the time limit); returns the run's output dir, log, exit status and job id."""
-    output_dir = workdir / "train"
-    args = [
-        "--wait",
+def _pretrain_args(data_dir: Path, output_dir: Path, job_name: str) -> list[str]:
+    return [
         *CPU_JOB,
         "--ntasks-per-node=2",
-        "--job-name=pretrain",
+        f"--job-name={job_name}",
         str(REPO / "slurm" / "pretrain.sh"),
         "--config",
         str(REPO / "mmpt" / "configs" / "tiny-cpu.yaml"),
@@ -241,31 +238,104 @@ def preempted_run(workdir, data_dir, job_env) -> dict:
         "--per_device_batch_size",
         "1",
     ]
-    env = {**job_env, "MMPT_DEVICE": "cpu"}
-    submit = subprocess.Popen(["sbatch", *args], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    job_id, deadline = None, time.monotonic() + 600  # a loaded 2-core machine: imports and setup take minutes
-    while time.monotonic() < deadline and submit.poll() is None:
-        logs = list(workdir.glob("slurm-pretrain-*.out"))
-        if logs and re.search(r"^step 2/", logs[0].read_text(), re.M):
-            job_id = logs[0].name.removeprefix("slurm-pretrain-").removesuffix(".out")
-            break
+
+
+def _submit_and_signal(cwd: Path, data_dir: Path, env: dict[str, str], scancel: list[str] | None, output_dir=None) -> dict:
+    """`sbatch --wait slurm/pretrain.sh` in `cwd`; once training reached step 2, `scancel SCANCEL
+    JOBID` (None: no signal). Returns the run's output dir (default CWD/train), log, exit status
+    and stderr."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    output_dir = output_dir or cwd / "train"
+    args = ["sbatch", "--wait", *_pretrain_args(data_dir, output_dir, "pretrain")]
+    submit = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if scancel is not None:
+        job_id, deadline = None, time.monotonic() + 600  # a loaded 2-core machine: imports and setup take minutes
+        while time.monotonic() < deadline and submit.poll() is None:
+            logs = list(cwd.glob("slurm-pretrain-*.out"))
+            if logs and re.search(r"^step 2/", logs[0].read_text(), re.M):
+                job_id = logs[0].name.removeprefix("slurm-pretrain-").removesuffix(".out")
+                break
+            time.sleep(0.5)
+        assert job_id is not None, f"training never reached step 2 (sbatch exit {submit.poll()})"
+        subprocess.run(["scancel", *scancel, job_id], env=env, check=True, timeout=60)
+    out, err = submit.communicate(timeout=900)
+    # `sbatch --wait` returns as soon as a job is cancelled, while its script and ranks still run
+    job_id = re.search(r"Submitted batch job (\d+)", out).group(1)
+    deadline = time.monotonic() + 120
+    while subprocess.run(["squeue", "-h", "-j", job_id], env=env, capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, f"job {job_id} still in the queue"
         time.sleep(0.5)
-    assert job_id is not None, f"training never reached step 2 (sbatch exit {submit.poll()})"
-    # exactly what Slurm does for --signal=B:USR1@T: the signal goes to the batch shell only
-    subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], env=job_env, check=True, timeout=60)
-    _, err = submit.communicate(timeout=600)
-    return {"dir": output_dir, "log": _log(workdir, "pretrain"), "status": submit.returncode, "stderr": err}
+    return {"dir": output_dir, "log": _log(cwd, "pretrain"), "status": submit.returncode, "stderr": err}
 
 
-def test_pretrain_requeues_on_the_signal_and_resumes(preempted_run):
-    log = preempted_run["log"]
-    assert preempted_run["status"] == 0, preempted_run["stderr"] + log[-3000:]
+@pytest.fixture(scope="module")
+def uninterrupted_run(workdir, data_dir, job_env) -> dict:
+    """The reference: the same job, never signalled."""
+    run = _submit_and_signal(workdir / "uninterrupted", data_dir, {**job_env, "MMPT_DEVICE": "cpu"}, None)
+    assert run["status"] == 0, run["stderr"] + run["log"][-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def preempted_run(workdir, data_dir, job_env) -> dict:
+    """USR1 to the job's steps once training runs, as `--signal=USR1@T` sends it near the time
+    limit and `scancel --signal=USR1 JOBID` by hand: srun's tasks get it, the batch script does not."""
+    return _submit_and_signal(workdir / "steps", data_dir, {**job_env, "MMPT_DEVICE": "cpu"}, ["--signal=USR1"])
+
+
+def _assert_requeued_once_and_resumed(run: dict) -> int:
+    log = run["log"]
+    assert run["status"] == 0, run["stderr"] + log[-3000:]
     # SLURM_RESTART_COUNT, as Slurm counts requeues of the job
     assert "restart 0: 1 node(s) x 2 rank(s)" in log and "restart 1: 1 node(s) x 2 rank(s)" in log
+    assert "restart 2:" not in log  # the finished run was not requeued again
     assert "slurm launch, 2 rank(s), cpu" in log  # srun was the launcher, DS_ACCELERATOR=cpu
-    stopped = int(re.search(r"SIGUSR1 received, stopped after step (\d+)", log).group(1))
+    stopped = int(re.search(r"save requested \(SIGUSR1\), stopped after step (\d+)", log).group(1))
     resumed = int(re.search(r"resumed from step (\d+)", log).group(1))
     assert 2 <= stopped == resumed < MAX_STEPS
+    assert json.loads((run["dir"] / "run_state.json").read_text()) == {"state": "finished", "step": MAX_STEPS}
+    return stopped
+
+
+def _assert_the_uninterrupted_losses(run: dict, reference: dict) -> None:
+    want = {r["step"]: r["loss"] for r in map(json.loads, (reference["dir"] / "metrics.jsonl").read_text().splitlines())}
+    got = {r["step"]: r["loss"] for r in map(json.loads, (run["dir"] / "metrics.jsonl").read_text().splitlines())}
+    assert sorted(want) == sorted(got) == list(range(1, MAX_STEPS + 1))
+    for step in want:
+        assert abs(got[step] - want[step]) <= 1e-6 * abs(want[step]), (step, got[step], want[step])
+
+
+def test_pretrain_requeues_on_usr1_to_the_steps_and_resumes(preempted_run, uninterrupted_run):
+    _assert_requeued_once_and_resumed(preempted_run)
+    # the batch script never saw the signal: the ranks' run_state.json told it to requeue
+    assert "asking the ranks to save" not in preempted_run["log"]
+    _assert_the_uninterrupted_losses(preempted_run, uninterrupted_run)
+
+
+def test_pretrain_requeues_on_usr1_to_the_batch_script_and_resumes(workdir, data_dir, job_env, uninterrupted_run):
+    """`scancel --batch --signal=USR1` (and `--signal=B:USR1@T`): the script passes it to srun."""
+    run = _submit_and_signal(workdir / "batch", data_dir, {**job_env, "MMPT_DEVICE": "cpu"}, ["--batch", "--signal=USR1"])
+    _assert_requeued_once_and_resumed(run)
+    assert "USR1: asking the ranks to save" in run["log"]
+    _assert_the_uninterrupted_losses(run, uninterrupted_run)
+
+
+def test_plain_scancel_saves_and_the_same_sbatch_resumes(workdir, data_dir, job_env, uninterrupted_run):
+    """Plain `scancel` (SIGTERM to every process of the job, the batch script too; SIGKILL after
+    KillWait): the ranks save within KillWait; a cancelled job stays cancelled, and submitting it
+    again resumes."""
+    env = {**job_env, "MMPT_DEVICE": "cpu"}
+    cancelled = _submit_and_signal(workdir / "cancel", data_dir, env, [])
+    log = cancelled["log"]
+    assert "TERM: the job is ending" in log and "was ended by Slurm" in log and "requeueing job" not in log, log
+    stopped = int(re.search(r"save requested \(SIGTERM\), stopped after step (\d+)", log).group(1))
+    assert json.loads((cancelled["dir"] / "run_state.json").read_text()) == {"state": "stopped", "step": stopped}
+    assert (cancelled["dir"] / "checkpoints" / f"step_{stopped:08d}" / "complete.json").is_file()
+    assert "restart 1:" not in log
+    again = _submit_and_signal(workdir / "resubmitted", data_dir, env, None, output_dir=cancelled["dir"])
+    assert again["status"] == 0, again["stderr"] + again["log"][-3000:]
+    assert f"resumed from step {stopped}" in again["log"] and "requeueing" not in again["log"]
+    _assert_the_uninterrupted_losses(again, uninterrupted_run)
 
 
 def test_pretrain_logs_every_step_once_across_the_restart(preempted_run):

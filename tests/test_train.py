@@ -578,6 +578,19 @@ def test_export_loads_and_gives_the_reference_loss(driver_run):
 
 
 @pytest.mark.heavy
+def test_each_file_of_a_real_checkpoint_is_fsynced_by_the_rank_that_wrote_it(driver_run):
+    from mmpt.checkpoint import list_complete, owner
+
+    newest = list_complete(driver_run / "run-text-code-clm")[-1]
+    files = [p.name for p in newest.rglob("*") if p.is_file()]
+    ranks = {name: owner(name) for name in files}
+    assert {r for r in ranks.values()} == {0, 1}, ranks  # both ranks flush some, none flushes all
+    # every file DeepSpeed or we name after rank 1 is rank 1's to flush, and only those
+    assert {n for n, r in ranks.items() if r == 1} == {n for n in files if "rank_1_" in n or n == "rng_rank1.pt"}, ranks
+    assert len([n for n, r in ranks.items() if r == 1]) >= 3, ranks  # model and optimizer shards, RNG
+
+
+@pytest.mark.heavy
 def test_tensorboard_and_metrics_jsonl(driver_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -602,21 +615,26 @@ def test_tensorboard_and_metrics_jsonl(driver_run):
 
 
 def signal_job(launcher: subprocess.Popen, sig: int, timeout: float = 120) -> None:
-    """Send `sig` to every process of the job (launchers and ranks) and wait until all have exited."""
+    """Send `sig` to the launcher's process group (launchers and ranks) and wait until all have exited."""
     import psutil
 
     procs = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(recursive=True)]
-    # the ranks' workers left the launcher's tree (mmpt.distributed.outlive_launcher) but keep their
-    # rank's command line: wait for them too, or the next launch races a dying run's last steps
-    lines = {tuple(p.cmdline()) for p in procs[1:]}
-    known = {q.pid for q in procs}
-    for p in psutil.process_iter(["cmdline"]):
-        if p.pid not in known and tuple(p.info["cmdline"] or ()) in lines:
-            procs.append(p)
     os.killpg(launcher.pid, sig)
     launcher.wait(timeout=timeout)
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     assert not alive, f"still running after {signal.Signals(sig).name}: {alive}"
+
+
+def job_processes(out: Path) -> list:
+    """Every process on the machine whose command line names the run's output dir: its launcher
+    processes and its ranks, wherever they are in the process tree."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(str(out) in arg for arg in p.info["cmdline"] or ()):
+            found.append(p)
+    return found
 
 
 def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -629,51 +647,111 @@ def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float 
     raise TimeoutError(f"step {step} not reached")
 
 
-def _signal_launcher_and_check_the_save(proc: subprocess.Popen, out: Path) -> int:
-    """SIGTERM to the launcher process `proc` mid-run; returns the step every rank saved at."""
+def _signal_group_and_check_the_save(proc: subprocess.Popen, out: Path, sig: int, before_signal=None) -> int:
+    """`sig` to the launcher's process group mid-run, as Ctrl-C or a scheduler's kill sends it;
+    returns the step every rank saved at. Checks that every rank is a descendant of the launcher
+    while it runs, and that none outlives it."""
     import psutil
 
-    from mmpt.checkpoint import list_complete
+    from mmpt.checkpoint import list_complete, read_run_state
 
     _wait_for_step(out, 2, proc)
-    tree = psutil.Process(proc.pid).children(recursive=True)  # the launcher's own processes
-    proc.send_signal(signal.SIGTERM)
+    tree = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+    job = {p.pid for p in job_processes(out)} - {proc.pid}
+    assert len(job) >= 2 and job <= tree, (tree, job)  # the ranks (and launch.py) run below the launcher
+    if before_signal is not None:
+        before_signal()
+    os.killpg(proc.pid, sig)
     proc.wait(timeout=180)
-    _, alive = psutil.wait_procs(tree, timeout=180)  # they exit when the ranks have saved and exited
-    assert not alive, alive
-    text = _log_of(proc)
-    stopped = int(text.split("received, stopped after step ")[1].split(";")[0])
-    assert list_complete(out)[-1].name == f"step_{stopped:08d}", text[-3000:]
-    return stopped
+    _, alive = psutil.wait_procs([psutil.Process(pid) for pid in tree if psutil.pid_exists(pid)], timeout=180)
+    assert not alive and not job_processes(out), alive  # nothing outlives the launcher
+    state = read_run_state(out)
+    assert state["state"] == "stopped", state
+    assert list_complete(out)[-1].name == f"step_{state['step']:08d}", _log_of(proc)[-3000:]
+    return state["step"]
 
 
 def _log_of(proc: subprocess.Popen) -> str:
     return Path(proc.stdout_path).read_text()
 
 
-@pytest.mark.heavy
-def test_sigterm_to_torchrun_saves_and_resumes_with_the_uninterrupted_losses(driver_run):
-    out = driver_run / "torchrun"
-    args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100)]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), *args]
-    stopped = _signal_launcher_and_check_the_save(launch(torchrun, driver_run / "torchrun1.log"), out)
-    proc = launch(torchrun, driver_run / "torchrun2.log")
-    assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
-    assert f"resumed from step {stopped}" in _log_of(proc)
-    want, got = read_losses(driver_run / "run-text-code-clm"), read_losses(out)
+def _check_the_uninterrupted_losses(out: Path, reference: Path) -> None:
+    want, got = read_losses(reference), read_losses(out)
     assert sorted(got) == list(range(1, STEPS + 1))
     for step in range(1, STEPS + 1):
         assert abs(got[step] - want[step]) <= 1e-6 * abs(want[step]), (step, got[step], want[step])
 
 
 @pytest.mark.heavy
-def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_losses(driver_run):
-    """Preempt with SIGTERM (graceful save), then SIGKILL every process, then finish: same losses."""
+def test_sigterm_to_torchrun_saves_and_resumes_with_the_uninterrupted_losses(driver_run):
+    """SIGTERM to torchrun's process group (a scheduler's kill): torchrun passes it on too and gives
+    the workers --shutdown-timeout seconds; every rank saves and exits 0."""
+    out = driver_run / "torchrun"
+    args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100)]
+    port = str(free_port())
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    torchrun += ["--signals-to-handle", "SIGTERM,SIGINT,SIGUSR1", "--shutdown-timeout", "300", *args]
+    stopped = _signal_group_and_check_the_save(launch(torchrun, driver_run / "torchrun1.log"), out, signal.SIGTERM)
+    assert "save requested (SIGTERM), stopped after step" in (driver_run / "torchrun1.log").read_text()
+    proc = launch(torchrun, driver_run / "torchrun2.log")
+    assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
+    assert f"resumed from step {stopped}" in _log_of(proc)
+    assert json.loads((out / "run_state.json").read_text()) == {"state": "finished", "step": STEPS}
+    _check_the_uninterrupted_losses(out, driver_run / "run-text-code-clm")
+
+
+def _pipe_to_log(proc: subprocess.Popen, log: Path):
+    """Copy the launcher's stdout (a pipe, as pdsh gives the ranks) into `log`; returns a function
+    that closes the pipe, as a dying runner does."""
+    import select
+    import threading
+
+    stop = threading.Event()
+
+    def pump() -> None:
+        fd = proc.stdout.fileno()
+        with log.open("ab") as f:
+            while not stop.is_set():
+                if select.select([fd], [], [], 0.1)[0]:
+                    data = os.read(fd, 1 << 16)
+                    if not data:
+                        break
+                    f.write(data)
+                    f.flush()
+        proc.stdout.close()
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join()
+
+    return close
+
+
+@pytest.mark.heavy
+def test_ctrl_c_with_a_dead_reader_then_sigkill_then_resume_gives_the_uninterrupted_losses(driver_run):
+    """Ctrl-C to the `deepspeed` launcher's process group after its stdout reader has gone away
+    (a dead pdsh runner: every print is a broken pipe), then SIGKILL mid-run, then finish: same losses."""
     out = driver_run / "resumed"
     args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=4)]
-    # 1: SIGTERM to the `deepspeed` launcher process alone (a scheduler's or a user's kill): it dies
-    # at once without telling its ranks; they notice, finish the step, save and exit 0
-    stopped = _signal_launcher_and_check_the_save(launch(deepspeed_cmd(29641, *args), driver_run / "resume1.log"), out)
+    # 1: SIGINT reaches every rank at once; they finish the step, save and exit 0 within the
+    # launcher's grace period, though nobody reads what they print any more
+    log1 = driver_run / "resume1.log"
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        deepspeed_cmd(29641, *args),
+        stdout=subprocess.PIPE,
+        stderr=(driver_run / "resume1.err").open("w"),
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    proc.stdout_path = log1
+    close_pipe = _pipe_to_log(proc, log1)
+    stopped = _signal_group_and_check_the_save(proc, out, signal.SIGINT, before_signal=close_pipe)
+    assert "save requested" not in log1.read_text()  # rank 0 printed it into the broken pipe, and saved
     # 2: resume, then SIGKILL the whole process group mid-run (possibly mid-save)
     log2 = driver_run / "resume2.log"
     proc = launch(deepspeed_cmd(29642, *args), log2)
@@ -686,11 +764,7 @@ def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_losses(driver_
     assert proc.wait(timeout=300) == 0, log3.read_text()[-3000:]
     resumed_at = int(log3.read_text().split("resumed from step ")[1].split()[0])
     assert stopped < resumed_at <= stopped + 8
-    want = read_losses(driver_run / "run-text-code-clm")
-    got = read_losses(out)
-    assert sorted(got) == list(range(1, STEPS + 1))
-    for step in range(1, STEPS + 1):
-        assert abs(got[step] - want[step]) <= 1e-6 * abs(want[step]), (step, got[step], want[step])
+    _check_the_uninterrupted_losses(out, driver_run / "run-text-code-clm")
 
 
 @pytest.mark.heavy
@@ -726,8 +800,25 @@ def test_bad_input_fails_fast_with_a_message(setup_dir, tmp_path, capsys, overri
         train_tokenizer(setup_dir / "pairs.jsonl", 300, tmp_path / "other")
         override = ["--tokenizer", str(tmp_path / "other")]
     argv = run_args(setup_dir, "code-clm", tmp_path / "out") + override
-    assert main(argv) == 2
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)]
+    assert main(argv + ["--save_signal", "SIGUSR1"]) == 2
     assert message in capsys.readouterr().err
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)] == handlers  # given back
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+def test_sigterm_sigint_and_the_save_signal_each_request_a_save(sig):
+    from mmpt.train import StopFlag
+
+    stop = StopFlag("SIGUSR1")
+    try:
+        assert not stop.raised
+        os.kill(os.getpid(), sig)
+        os.kill(os.getpid(), signal.SIGTERM)  # a second request (the launcher's own) changes nothing
+        assert stop.raised and stop.name == signal.Signals(sig).name
+    finally:
+        stop.close()
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
 
 
 def _dry_run(*args: str) -> tuple[str, dict]:
