@@ -1,7 +1,7 @@
 """`mmpt demo`'s stages: the whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.
 
-    mmpt demo                       # → runs/demo/report.md, under 10 minutes on 2 cores (README)
-    mmpt demo --out DIR --quick     # about 2 minutes: tiny data, a handful of steps and problems
+    mmpt demo                       # → runs/demo/report.md; budget 10 minutes on 2 idle cores
+    mmpt demo --out DIR --quick     # budget 3 minutes: tiny data, a handful of steps and problems
 
 Stages: stdlib pairs → BPE tokenizer → rows (no separation, and partial separation, same tokenizer)
 → a short modality-agnostic pre-training from random init (the stand-in "already pre-trained"
@@ -95,7 +95,9 @@ class DemoConfig:
         return tuple(sorted({1, self.n_samples}))
 
 
-QUICK_BUDGET = "3 minutes on 2 idle cores"  # `mmpt demo --quick`; README, "Measured figures"
+# wall-time budgets on 2 idle cores, checked by bench/demo_time.py (README, "Measured figures")
+BUDGET_S = 600.0  # mmpt demo
+QUICK_BUDGET_S = 180.0  # mmpt demo --quick
 
 
 def quick_config(out: Path) -> DemoConfig:
@@ -404,13 +406,13 @@ def _parser() -> argparse.ArgumentParser:
     ap = command_parser(
         "mmpt demo",
         "The whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md. "
-        'Under 10 minutes on 2 idle cores (README, "Measured figures"); it prints each stage\'s time and the total.',
+        f"Budget: {BUDGET_S / 60:.0f} minutes on 2 idle cores (bench/demo_time.py); it prints the time of each stage and the total.",
     )
     ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     ap.add_argument(
         "--quick",
         action="store_true",
-        help=f"a reduced run for tests and CI: tiny data, few steps and problems; budget {QUICK_BUDGET}",
+        help=f"a reduced run for tests and CI: tiny data, few steps and problems; budget {QUICK_BUDGET_S / 60:.0f} minutes on 2 idle cores",
     )
     ap.add_argument("--limit", type=int, default=None, metavar="N", help="plain HumanEval problems (default: all 164)")
     ap.add_argument(
