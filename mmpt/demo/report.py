@@ -211,9 +211,10 @@ def timing_table(times: list[tuple[str, float, float | None]]) -> str:
     rows.append(["**total**", f"**{total:.0f}** ({_clock(total)})", f"{total_cpu:.0f}"])
     return "\n".join([
         _table(["stage", "wall seconds", "CPU seconds"], rows), "",
-        "CPU seconds: user + system of the stage's processes (for a launch's commands, of its ranks), "
-        "so that a run on a busy machine can be compared with one on an idle machine; the wall seconds of "
-        "the commands of a launch add up to less than the launch's, which also starts and stops the ranks.",
+        "CPU seconds: user + system of the processes a stage waited for (for a launch's commands, of its "
+        "ranks; the sandbox's checkers are not among them), so that a run on a busy machine can be compared "
+        "with one on an idle machine. The commands of a launch add up to less than the launch, which also "
+        "starts and stops the ranks.",
     ])  # fmt: skip
 
 
