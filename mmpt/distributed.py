@@ -147,6 +147,13 @@ def init(dist: DistEnv, timeout_s: float, backend: str | None = None) -> None:
         backend = "gloo" if accelerator.device_name() == "cpu" else accelerator.communication_backend_name()
     if accelerator.device_name() != "cpu":
         accelerator.set_device(device_index(dist.local_rank, accelerator.device_count()))
+    if backend == "gloo":
+        # DeepSpeed's TorchBackend JIT-compiles its shared-memory all-reduce op (a C++ build, about a
+        # minute per install) whenever DeepSpeed counts that op as compatible, yet only its
+        # inference_all_reduce uses it, never training: gloo serves alone. DeepSpeed's own switch:
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(
         dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s), verbose=False
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -68,6 +69,19 @@ def test_first_host_forms():
     assert _first_host("node1") == "node1"
     assert _first_host("a[01-04]") == "a01"
     assert _first_host("a[3,5-6],b[1-2]") == "a3"
+
+
+def test_a_cpu_process_group_builds_no_deepspeed_op(tmp_path):
+    # DeepSpeed's TorchBackend would JIT-compile its shm all-reduce op into TORCH_EXTENSIONS_DIR (~1 min)
+    code = (
+        "import deepspeed.comm.comm as c; from mmpt.distributed import detect, init, shutdown; "
+        "init(detect({}), timeout_s=60); print('shm op:', c.cdb.shm_comm_op); shutdown()"
+    )
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "shm op: None" in proc.stdout and "built successfully" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "ext").exists()
 
 
 def test_watchdog_exits_a_stuck_process():

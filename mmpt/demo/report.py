@@ -19,12 +19,11 @@ from pathlib import Path
 
 from mmpt.cli import command_parser
 from mmpt.demo.plots import fraction_label, plot_incremental, plot_loss, plot_passk, plot_similarity
-from mmpt.demo.stages import MODELS, Paths
+from mmpt.demo.stages import KINDS, MODELS, Paths
 from mmpt.eval.execute import OUTCOMES, outcome
 from mmpt.eval.passk import FRACTION_BINS, bin_name, fraction_bin, pass_at_k_metrics, read_results
 from mmpt.jsonl import read_json, read_jsonl
 
-KINDS = ("greedy", "sampled", "incremental")
 SIMILARITY_TAG = "embeddings/nl_code_cosine"  # written by mmpt.metrics.MetricsLog.similarity
 NEAR_ZERO = 0.02  # a pass rate this low is "near zero" in the prose
 
@@ -175,6 +174,54 @@ def sign_test_p(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def incremental_subset_words(problems: set[str], total: int) -> str:
+    """Which of the benchmark's `total` problems the incremental tasks come from, in words (the demo
+    takes the first N, `--incremental-limit`)."""
+    n = len(problems)
+    if n >= total:
+        return f"all {total} problems"
+    if problems == {f"HumanEval/{i}" for i in range(n)}:
+        return (f"the first {n} of the {total} problems (HumanEval/0 to HumanEval/{n - 1}: a fixed subset, the "
+                "demo's `--incremental-limit`, which keeps it within its time)")  # fmt: skip
+    shown = sorted(problems)
+    return f"{n} of the {total} problems ({', '.join(shown[:5])}{', ...' if n > 5 else ''})"
+
+
+PART = "· "  # a command of a launch stage, listed under it
+
+
+def read_times(out: Path) -> list[tuple[str, float, float | None]]:
+    """(stage, wall seconds, CPU seconds or None) of each finished stage of a demo run, in run order;
+    after a launch stage, each of its commands as ("· command", ...) (CPU: its ranks' own)."""
+    from mmpt.demo.batch import finished
+
+    markers = [(read_json(path, dict), path.stem) for path in (out / "stages").glob("*.json")]
+    rows: list[tuple[str, float, float | None]] = []
+    for marker, name in sorted(markers, key=lambda mn: mn[0].get("finished", 0)):
+        rows.append((name, marker["seconds"], marker.get("cpu_seconds")))
+        rows += [(PART + c, t["seconds"], t["cpu_seconds"]) for c, t in finished(out / "stages" / f"{name}.parts").items()]
+    return rows
+
+
+def timing_table(times: list[tuple[str, float, float | None]]) -> str:
+    """The markdown table of `read_times`, with the total wall time of the stages."""
+    rows = [[name, f"{s:.0f}", "–" if c is None else f"{c:.0f}"] for name, s, c in times]
+    total = sum(s for name, s, _ in times if not name.startswith(PART))
+    total_cpu = sum(c or 0.0 for name, _, c in times if not name.startswith(PART))
+    rows.append(["**total**", f"**{total:.0f}** ({_clock(total)})", f"{total_cpu:.0f}"])
+    return "\n".join([
+        _table(["stage", "wall seconds", "CPU seconds"], rows), "",
+        "CPU seconds: user + system of the processes a stage waited for (for a launch's commands, of its "
+        "ranks; the sandbox's checkers are not among them), so that a run on a busy machine can be compared "
+        "with one on an idle machine. The commands of a launch add up to less than the launch, which also "
+        "starts and stops the ranks.",
+    ])  # fmt: skip
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60} min {int(seconds) % 60:02d} s"
+
+
 # ---- the report ---------------------------------------------------------------------------------
 
 
@@ -227,8 +274,8 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     }
     incremental = {m: pass_at_k_metrics(results[m]["incremental"], [1]) for m in MODELS}
     data_meta = {s: read_json(p.data[s] / "meta.json", dict) for s in p.data}
-    markers = [(read_json(p, dict), p.stem) for p in (out / "stages").glob("*.json")]
-    times = {name: m["seconds"] for m, name in sorted(markers, key=lambda mn: mn[0].get("finished", 0))}  # run order
+    times = read_times(out)
+    seconds = {name: t for name, t, _ in times}
     curve = read_similarity(p.run["separated"] / "tensorboard")
     final = final_similarity(p.run["separated"] / "final")
     n_params = {m: runs[m].parameters for m in MODELS}
@@ -250,11 +297,13 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     plot_similarity(curve, final, plots / "similarity.png")
 
     n_plain = plain["separated"]["greedy"]["n_tasks"]
-    n_inc_problems = len({r["task_id"].split("#")[0] for r in results["separated"]["incremental"]})
+    inc_problems = {r["task_id"].split("#")[0] for r in results["separated"]["incremental"]}
+    n_problems = benchmark_size()
+    inc_subset = incremental_subset_words(inc_problems, n_problems)
     n_inc_tasks = incremental["separated"]["n_tasks"]
     tokens_per_step = settings["per_device_batch_size"] * settings["max_seq_length"] * settings["ranks"]
     seen = backbone[-1].get("tokens_seen", 0) + further["separated"][-1].get("tokens_seen", 0)
-    train_minutes = sum(v for k, v in times.items() if k in ("train-backbone", "train-separated")) / 60
+    train_minutes = sum(seconds.get(PART + k, 0.0) for k in ("train-backbone", "train-separated")) / 60
     sources = ", ".join(Path(s).name for s in settings["sources"])
     md: list[str] = ["# mmpt demo report", ""]
 
@@ -286,8 +335,8 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
             f"(~{tokens_per_step:,} tokens)."
         ),
         (
-            f"- HumanEval: {n_plain} of {benchmark_size()} problems plain (greedy, and {settings['n_samples']} samples at "
-            f"T={settings['temperature']}, top-p {settings['top_p']}); {n_inc_problems} problems made into "
+            f"- HumanEval: {n_plain} of {n_problems} problems plain (greedy, and {settings['n_samples']} samples at "
+            f"T={settings['temperature']}, top-p {settings['top_p']}); {inc_subset} made into "
             f"{n_inc_tasks} incremental tasks (greedy); at most {settings['max_new_tokens']} new tokens; "
             "executed in the sandbox."
         ),
@@ -359,7 +408,8 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
         (
             "Task t_i of a problem gives the first i non-empty lines of the reference body as already written "
-            "and asks for the rest (t_0 is the plain task). Tasks are grouped by i / L, L the body's non-empty lines."
+            "and asks for the rest (t_0 is the plain task). Tasks are grouped by i / L, L the body's non-empty lines. "
+            f"The tasks are those of {inc_subset}."
         ),
         "",
         _table(["fraction given", *(labels[m] for m in MODELS), "tasks"], rows),
@@ -460,8 +510,7 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     md += report_section(out / "eval")  # separated vs baseline by `mmpt score`, when the demo ran it
 
     # ---- time
-    md += ["## Where the time went", "", _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in times.items()])]
-    md += ["", f"Total: {sum(times.values()) / 60:.1f} minutes.", ""]
+    md += ["## Where the time went", "", timing_table(times), ""]
 
     path = out / "report.md"
     path.write_text("\n".join(md))

@@ -1,21 +1,25 @@
 """`mmpt demo`'s stages: the whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.
 
-    mmpt demo                       # → runs/demo/report.md, about 15 minutes on 2 cores
-    mmpt demo --out DIR --quick     # a few minutes: tiny data, a handful of steps and problems
+    mmpt demo                       # → runs/demo/report.md; budget 10 minutes on 2 idle cores
+    mmpt demo --out DIR --quick     # budget 3 minutes: tiny data, a handful of steps and problems
 
 Stages: stdlib pairs → BPE tokenizer → rows (no separation, and partial separation, same tokenizer)
 → a short modality-agnostic pre-training from random init (the stand-in "already pre-trained"
 backbone, Text-Code CLM) → two further pre-trainings of that backbone with the same steps and data
 order: partial separation + Code CLM, and the baseline without separation → for each, greedy and
-sampled HumanEval generation and incremental tasks (`mmpt generate` on 2 ranks) → `mmpt execute`
-in the sandbox → the NLL of every HumanEval reference under each (`mmpt score`) → OUT/report.md
-(`mmpt report`, mmpt/demo/report.py).
+sampled HumanEval generation, and incremental tasks of the first `incremental_limit` problems
+(`mmpt generate` on 2 ranks) → the NLL of every HumanEval reference under each (`mmpt score`) →
+`mmpt execute` in the sandbox → OUT/report.md (`mmpt report`, mmpt/demo/report.py).
 
-Training is a real `deepspeed --num_gpus 2` launch of the shipped configs/tiny-cpu.yaml with ZeRO-3
-on CPU (gloo); generation is `torchrun --standalone` of `mmpt generate`, and execution `mmpt execute`.
-The launchers start, watch and stop the ranks (one dead rank stops the others). Each stage writes OUT/logs/STAGE.log and, when it finishes,
-OUT/stages/STAGE.json (its wall time); a rerun skips finished stages, and the commands themselves
-resume half-done work (training from its last checkpoint, generation and execution per sample).
+The three trainings are one `deepspeed --num_gpus 2` launch of the shipped configs/tiny-cpu.yaml
+with ZeRO-3 on CPU (gloo), and generation and scoring for both models one `torchrun --standalone`
+launch: the ranks run the commands in turn (`mmpt.demo.batch`), so torch, transformers and
+DeepSpeed start once per launch, not once per command. Execution is `mmpt execute`. The launchers
+start, watch and stop the ranks (one dead rank stops the others). Each stage writes OUT/logs/STAGE.log
+and, when it finishes, OUT/stages/STAGE.json (its wall and CPU seconds; a launch's commands each
+their own in OUT/stages/STAGE.parts.rank*.jsonl); a rerun skips finished stages and commands, and
+the commands themselves resume half-done work (training from its last checkpoint, generation and
+execution per sample).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import select
 import subprocess
 import sys
@@ -39,6 +44,7 @@ from mmpt.jsonl import read_json, write_json
 PACKAGE = Path(__file__).resolve().parents[1]  # mmpt/, in a checkout or an installed wheel
 TRAIN_CONFIG = "configs/tiny-cpu.yaml"  # shipped (mmpt.shipped): the tiny architecture and its optimiser
 MODELS = ("separated", "baseline")  # the two further pre-trainings compared in the report
+KINDS = ("greedy", "sampled", "incremental")  # what each of them generates for
 
 
 class DemoError(RuntimeError):
@@ -47,7 +53,7 @@ class DemoError(RuntimeError):
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of one demo run. The defaults fit ~15 minutes on 2 CPU cores (see README)."""
+    """Sizes of one demo run. The defaults fit 10 minutes on 2 CPU cores (README, "Measured figures")."""
 
     out: Path = Path("runs/demo")
     sources: tuple[str, ...] = ("stdlib",)  # what `mmpt extract` mines pairs from
@@ -62,7 +68,9 @@ class DemoConfig:
     logging_steps: int = 5
     seed: int = 42
     limit: int | None = None  # plain HumanEval problems (None: all 164)
-    incremental_limit: int | None = None  # problems expanded into incremental tasks (None: all 164)
+    # the first N problems are made into incremental tasks (None: all 164): 64 give 313 tasks, at least
+    # 55 in every fraction bin, for a third of the time of all 1,033
+    incremental_limit: int | None = 64
     n_samples: int = 5  # sampled completions per plain problem
     temperature: float = 0.8
     top_p: float = 0.95
@@ -85,6 +93,11 @@ class DemoConfig:
     def ks(self) -> tuple[int, ...]:
         """The ks reported for sampled generation."""
         return tuple(sorted({1, self.n_samples}))
+
+
+# wall-time budgets on 2 idle cores, checked by bench/demo_time.py (README, "Measured figures")
+BUDGET_S = 600.0  # mmpt demo
+QUICK_BUDGET_S = 180.0  # mmpt demo --quick
 
 
 def quick_config(out: Path) -> DemoConfig:
@@ -126,8 +139,14 @@ def _clock(seconds: float) -> str:
 def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Run the stages in order, skipping those with a marker; {name: seconds} of every stage.
 
-    A failing stage raises DemoError naming the stage and its log; nothing after it runs.
+    A failing stage raises DemoError naming the stage and its log; nothing after it runs. A stage's
+    marker holds its wall seconds and its CPU seconds (this process's and its waited-for children's).
     """
+    from mmpt.demo.batch import cpu_seconds
+
+    def cpu() -> float:
+        return cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN)
+
     (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(parents=True, exist_ok=True)
     start, times = time.monotonic(), {}
@@ -140,7 +159,7 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
             continue
         log = out / "logs" / f"{stage.name}.log"
         echo(f"\n{head}  (log: {log}, demo time {_clock(time.monotonic() - start)})")
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), cpu()
         try:
             stage.run(log)
         except DemoError:
@@ -151,7 +170,7 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
             raise DemoError(f"stage {stage.name!r} failed: {type(e).__name__}: {e} (traceback in {log})") from e
         seconds = time.monotonic() - t0
         times[stage.name] = seconds
-        write_json(marker, {"seconds": seconds, "finished": time.time()}, indent=None)
+        write_json(marker, {"seconds": seconds, "cpu_seconds": cpu() - c0, "finished": time.time()}, indent=None)
         echo(f"{head}: done in {_clock(seconds)} (demo time {_clock(time.monotonic() - start)})")
     return times
 
@@ -186,12 +205,12 @@ def torchrun(ranks: int, module_args: list[str]) -> list[str]:
             "-m", *module_args]  # fmt: skip
 
 
-def deepspeed(ranks: int, script: Path, args: list[str]) -> list[str]:
-    """`deepspeed --num_gpus RANKS SCRIPT ARGS` on a free port (the launcher's default 29500 may be taken)."""
+def deepspeed(ranks: int, module_args: list[str]) -> list[str]:
+    """`deepspeed --num_gpus RANKS --module MODULE ARGS` on a free port (the launcher's default 29500 may be taken)."""
     from mmpt.distributed import free_port  # the project's one copy
 
     return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),
-            "--master_port", str(free_port()), str(script), *args]  # fmt: skip
+            "--master_port", str(free_port()), "--module", *module_args]  # fmt: skip
 
 
 # ---- the stages ---------------------------------------------------------------------------------
@@ -221,8 +240,8 @@ class Paths:
         return self.eval / model / f"{kind}.results.jsonl"
 
 
-def _train_stage(config: DemoConfig, name: str, title: str, env: dict, steps: int, learning_rate: float, **fields) -> Stage:
-    """A `deepspeed --num_gpus RANKS mmpt/train.py` launch of the shipped tiny config with `fields` overridden."""
+def _train_argv(config: DemoConfig, steps: int, learning_rate: float, **fields) -> list[str]:
+    """`mmpt train` of the shipped tiny config with `fields` overridden."""
     overrides = {
         **fields,
         "max_steps": steps,
@@ -236,11 +255,18 @@ def _train_stage(config: DemoConfig, name: str, title: str, env: dict, steps: in
         "gradient_checkpointing": "false",
         "precision": "fp32",
     }
-    args = [x for k, v in overrides.items() for x in (f"--{k}", str(v))]
+    return ["train", "--config", TRAIN_CONFIG, *(x for k, v in overrides.items() for x in (f"--{k}", str(v)))]
+
+
+def _launch_stage(config: DemoConfig, name: str, title: str, launcher: Callable[[int, list[str]], list[str]],
+                  commands: list[tuple[str, list[str]]], env: dict) -> Stage:  # fmt: skip
+    """One launch of `config.ranks` ranks that run the `(name, mmpt argv)` commands in turn (`mmpt.demo.batch`)."""
 
     def run(log: Path) -> None:
-        cmd = deepspeed(config.ranks, PACKAGE / "train.py", ["--config", TRAIN_CONFIG, *args])
-        run_logged(name, cmd, log, {**env, "DS_ACCELERATOR": "cpu"})
+        plan = config.out / "logs" / f"{name}.plan.json"
+        done = config.out / "stages" / f"{name}.parts"  # the ranks' DONE.rank{r}.jsonl: a rerun skips what is in them
+        write_json(plan, {"done": str(done), "commands": [{"name": n, "argv": a} for n, a in commands]})
+        run_logged(name, launcher(config.ranks, ["mmpt.demo.batch", str(plan)]), log, env)
 
     return Stage(name, title, run)
 
@@ -282,69 +308,66 @@ def build_stages(config: DemoConfig) -> list[Stage]:
 
         return run
 
-    stages = [
+    training = [("train-backbone", _train_argv(
+        config, config.backbone_steps, config.backbone_learning_rate,
+        data_dir=p.data["none"], output_dir=p.backbone, objective="text-code-clm",
+    ))]  # fmt: skip
+    for model, separation in zip(MODELS, ("partial", "none")):
+        training.append((f"train-{model}", _train_argv(
+            config, config.further_steps, config.further_learning_rate,
+            model=p.backbone / "final", data_dir=p.data[separation], output_dir=p.run[model], objective="code-clm",
+        )))  # fmt: skip
+    evaluation = [(f"generate-{m}-{kind}", _generate_argv(config, p, m, kind)) for m in MODELS for kind in KINDS]
+    evaluation += [(f"score-{m}", _score_argv(p, m)) for m in MODELS]  # the reference NLL: a metric that is not 0
+    return [
         Stage("pairs", f"extract NL→code pairs from {', '.join(config.sources)}", pairs),
         Stage("tokenizer", f"train a {config.vocab_size}-token byte-level BPE", tokenizer),
         Stage("prepare-none", "pack rows without separation", prepare("none")),
         Stage("prepare-partial", "pack rows with partial separation (same tokenizer)", prepare("partial")),
-        _train_stage(
-            config, "train-backbone",
-            f"pre-train the backbone from random init ({config.backbone_steps} steps, Text-Code CLM, no separation)",
-            env, config.backbone_steps, config.backbone_learning_rate,
-            data_dir=p.data["none"], output_dir=p.backbone, objective="text-code-clm",
+        _launch_stage(
+            config, "train",
+            f"pre-train the backbone from random init ({config.backbone_steps} steps, Text-Code CLM, no separation), "
+            f"then further pre-train it twice ({config.further_steps} steps each, Code CLM): partial separation "
+            "(separated) and none (baseline); one deepspeed launch",
+            deepspeed, training, env,
         ),
+        _launch_stage(
+            config, "generate",
+            f"generate for HumanEval with both models ({_words(config)}) and score the reference solutions "
+            "(NLL per code token); one torchrun launch",
+            torchrun, evaluation, env,
+        ),
+        *(_execute_stage(config, p, m, kind, env) for m in MODELS for kind in KINDS),
+        Stage("report", "write the report", lambda log: _report(config, p)),
     ]  # fmt: skip
-    for model, separation in zip(MODELS, ("partial", "none")):
-        title = f"further pre-train the backbone: {separation} separation, Code CLM ({config.further_steps} steps)"
-        stages.append(_train_stage(
-            config, f"train-{model}", title, env, config.further_steps, config.further_learning_rate,
-            model=p.backbone / "final", data_dir=p.data[separation], output_dir=p.run[model], objective="code-clm",
-        ))  # fmt: skip
-    for model in MODELS:
-        for kind in ("greedy", "sampled", "incremental"):
-            stages.append(_generate_stage(config, p, model, kind, env))
-            stages.append(_execute_stage(config, p, model, kind, env))
-    stages += [_score_stage(config, p, model, env) for model in MODELS]  # the reference NLL: a metric that is not 0
-    stages.append(Stage("report", "write the report", lambda log: _report(config, p)))
-    return stages
 
 
-def _generate_stage(config: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
+def _words(config: DemoConfig) -> str:
+    inc = "all" if config.incremental_limit is None else f"the first {config.incremental_limit}"
+    return (f"greedy and {config.n_samples} samples at T={config.temperature} on {config.limit or 'all'} problems; "
+            f"greedy on the incremental tasks of {inc}")  # fmt: skip
+
+
+def _generate_argv(config: DemoConfig, p: Paths, model: str, kind: str) -> list[str]:
     # `--num-samples`, not `--n`: torchrun's own parser would take `--n` as an abbreviation of its `--nnodes`
     sampling = ["--num-samples", str(config.n_samples), "--temperature", str(config.temperature), "--top-p", str(config.top_p)]
-    what = {
-        "greedy": (["--greedy"], config.limit, "greedy, plain"),
-        "sampled": (sampling, config.limit, f"{config.n_samples} samples at T={config.temperature}, plain"),
-        "incremental": (["--greedy", "--incremental"], config.incremental_limit, "greedy, incremental tasks"),
-    }
-    flags, limit, words = what[kind]
-    name = f"generate-{model}-{kind}"
-
-    def run(log: Path) -> None:
-        p.samples(model, kind).parent.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            "mmpt", "generate", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval", *flags,
-            "--max-new-tokens", str(config.max_new_tokens), "--batch-size", str(config.generate_batch_size),
-            "--seed", str(config.seed), "--out", str(p.samples(model, kind)),
-        ]  # fmt: skip
-        if limit is not None:
-            cmd += ["--limit", str(limit)]
-        run_logged(name, torchrun(config.ranks, cmd), log, env)  # ranks write their shares, rank 0 merges
-
-    return Stage(name, f"generate for HumanEval with the {model} model ({words})", run)
+    flags, limit = {
+        "greedy": (["--greedy"], config.limit),
+        "sampled": (sampling, config.limit),
+        "incremental": (["--greedy", "--incremental"], config.incremental_limit),
+    }[kind]
+    argv = [
+        "generate", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval", *flags,
+        "--max-new-tokens", str(config.max_new_tokens), "--batch-size", str(config.generate_batch_size),
+        "--seed", str(config.seed), "--out", str(p.samples(model, kind)),
+    ]  # fmt: skip
+    return argv + (["--limit", str(limit)] if limit is not None else [])
 
 
-def _score_stage(config: DemoConfig, p: Paths, model: str, env: dict) -> Stage:
-    name = f"score-{model}"
-
-    def run(log: Path) -> None:
-        cmd = [
-            "mmpt", "score", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval",
-            "--out", str(p.eval / model / "score.jsonl"), "--no-progress",
-        ]  # fmt: skip
-        run_logged(name, torchrun(config.ranks, cmd), log, env)  # every problem: one forward pass each, cheap
-
-    return Stage(name, f"score the reference solutions under the {model} model (NLL per code token)", run)
+def _score_argv(p: Paths, model: str) -> list[str]:
+    # every problem: one forward pass each, cheap
+    return ["score", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval",
+            "--out", str(p.eval / model / "score.jsonl"), "--no-progress"]  # fmt: skip
 
 
 def _execute_stage(config: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:
@@ -380,11 +403,25 @@ def _settings(config: DemoConfig) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = command_parser("mmpt demo", "The whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md.")
+    ap = command_parser(
+        "mmpt demo",
+        "The whole pipeline on a laptop CPU, stage by stage, resumable, ending in OUT/report.md. "
+        f"Budget: {BUDGET_S / 60:.0f} minutes on 2 idle cores (bench/demo_time.py); it prints the time of each stage and the total.",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
-    ap.add_argument("--quick", action="store_true", help="a reduced run: tiny data, few steps and problems")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a reduced run for tests and CI: tiny data, few steps and problems; budget {QUICK_BUDGET_S / 60:.0f} minutes on 2 idle cores",
+    )
     ap.add_argument("--limit", type=int, default=None, metavar="N", help="plain HumanEval problems (default: all 164)")
-    ap.add_argument("--incremental-limit", type=int, default=None, metavar="N", help="problems made incremental (default: all)")
+    ap.add_argument(
+        "--incremental-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"the first N problems are made incremental (default: {DemoConfig.incremental_limit})",
+    )
     ap.add_argument("--backbone-steps", type=int, default=None, metavar="N", help="steps of the backbone's pre-training")
     ap.add_argument("--further-steps", type=int, default=None, metavar="N", help="steps of each further pre-training")
     ap.add_argument("--n-samples", type=int, default=None, metavar="N", help="sampled completions per problem")
@@ -431,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     except DemoError as e:
         print(f"\nmmpt demo: {e}", file=sys.stderr)
         return 1
+    from mmpt.demo.report import read_times, timing_table
+
+    print(f"\n{timing_table(read_times(config.out))}")
     print(f"\nmmpt demo: finished in {_clock(time.monotonic() - start)}; open {config.out / 'report.md'}")
     return 0
 

@@ -108,8 +108,13 @@ def run_dir(tmp_path_factory) -> Path:
         ]  # fmt: skip
         write_jsonl(eval_ / model / "incremental.results.jsonl", rows)
     (out / "stages").mkdir()
-    for i, name in enumerate(("train-backbone", "pairs")):  # finished in this order
-        (out / "stages" / f"{name}.json").write_text(json.dumps({"seconds": 60.0 * (i + 1), "finished": i}))
+    # finished in this order: a launch stage (its commands per rank), then an old marker without CPU seconds
+    (out / "stages" / "train.json").write_text(json.dumps({"seconds": 300.0, "cpu_seconds": 500.0, "finished": 0}))
+    (out / "stages" / "pairs.json").write_text(json.dumps({"seconds": 60.0, "finished": 1}))
+    for rank, (seconds, cpu) in enumerate(((200.0, 190.0), (199.0, 180.0))):
+        (out / "stages" / f"train.parts.rank{rank}.jsonl").write_text(
+            json.dumps({"name": "train-backbone", "rank": rank, "seconds": seconds, "cpu_seconds": cpu}) + "\n"
+        )
     report.write_report(out)
     return out
 
@@ -121,7 +126,7 @@ def test_passk_tables_match_the_binomial_formula(run_dir: Path) -> None:
     row = f"| {LABELS['separated']} | 50.0% | {100 * sep_p1:.1f}% | {100 * sep_p5:.1f}% |"
     assert row in md
     assert f"| {LABELS['baseline']} | 0.0% | 0.0% | 0.0% |" in md
-    assert "2 of 164 problems plain" in md and "2 problems made into 8 incremental tasks" in md
+    assert "2 of 164 problems plain" in md and "2 of the 164 problems (A, B) made into 8 incremental tasks" in md
 
 
 def test_incremental_breakdown_by_fraction(run_dir: Path) -> None:
@@ -135,6 +140,10 @@ def test_incremental_breakdown_by_fraction(run_dir: Path) -> None:
     assert "2 tasks pass only with the separated model and 0 only with the baseline" in md
     assert "p = 0.50" in md
     assert "A#2, 2 of 4 lines" in md  # the example: the passing task given the least
+    assert "The tasks are those of 2 of the 164 problems (A, B)." in md
+    first = report.incremental_subset_words({f"HumanEval/{i}" for i in range(64)}, 164)
+    assert first.startswith("the first 64 of the 164 problems (HumanEval/0 to HumanEval/63: a fixed subset")
+    assert report.incremental_subset_words({f"HumanEval/{i}" for i in range(164)}, 164) == "all 164 problems"
 
 
 def test_loss_table_and_honest_prose(run_dir: Path) -> None:
@@ -144,7 +153,15 @@ def test_loss_table_and_honest_prose(run_dir: Path) -> None:
     assert "| baseline | code | 6.000 | 4.500 | 20 | 999 |" in md
     assert "near zero" not in md  # the best pass@5 is 50%: the near-zero sentence must not appear
     stages = md[md.index("## Where the time went") :]
-    assert stages.index("train-backbone") < stages.index("pairs")  # run order, not alphabetical
+    assert stages.index("| train |") < stages.index("train-backbone") < stages.index("pairs")  # run order
+
+
+def test_timing_table_lists_a_launch_its_commands_and_the_total(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    assert "| train | 300 | 500 |" in md
+    assert "| · train-backbone | 200 | 370 |" in md  # the slowest rank's wall, both ranks' CPU
+    assert "| pairs | 60 | – |" in md  # a marker written before CPU seconds were
+    assert "| **total** | **360** (6 min 00 s) | 500 |" in md  # the stages, not their commands again
 
 
 def test_similarity_from_tensorboard_and_checkpoint(run_dir: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mmpt.demo import stages as demo
+from mmpt.demo.batch import finished
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,8 +103,14 @@ def test_quick_demo_end_to_end_and_resume(tmp_path: Path) -> None:
         assert (out / "stages" / f"{s.name}.json").exists(), s.name
         assert f"] {s.title}: done in" in proc.stdout  # a header and a time per stage
 
-    # training: the deepspeed launches on 2 ranks, the backbone learnt, both further runs started from it
-    assert "2 rank(s), cpu" in (out / "logs" / "train-separated.log").read_text()
+    # training: one deepspeed launch of 2 ranks ran the three runs in turn, building no DeepSpeed op;
+    # one torchrun launch generated for both models and scored them
+    log = (out / "logs" / "train.log").read_text()
+    assert log.count("2 rank(s), cpu") == 3 and "built successfully" not in log
+    assert list(finished(out / "stages" / "train.parts")) == ["train-backbone", "train-separated", "train-baseline"]
+    evaluation = finished(out / "stages" / "generate.parts")
+    assert len(evaluation) == 8 and {"generate-baseline-incremental", "score-separated"} <= set(evaluation)
+    assert "| · score-baseline |" in proc.stdout and "| **total** |" in proc.stdout  # the timing table, printed
     backbone = [json.loads(line) for line in (out / "backbone" / "metrics.jsonl").read_text().splitlines()]
     assert backbone[-1]["loss"] < backbone[0]["loss"]
     for model in demo.MODELS:

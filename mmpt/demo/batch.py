@@ -1,0 +1,95 @@
+"""Several `mmpt` commands in the ranks of one launch, so that their start-up is paid once.
+
+    deepspeed --num_gpus 2 mmpt/demo/batch.py PLAN.json          (training runs)
+    torchrun --standalone --nproc-per-node 2 -m mmpt.demo.batch PLAN.json   (generate, score)
+
+PLAN.json is {"done": DONE, "commands": [{"name": NAME, "argv": ["train", ...]}, ...]}. Every
+rank runs the commands in order in one process, each as `mmpt ARGV` would (`mmpt.cli`): importing
+torch, transformers and DeepSpeed, a launcher and its rendezvous cost about 15 CPU-seconds a rank,
+several times what a demo-sized generate or score does. Training runs keep the process group for
+the next one (`mmpt.train.main(leave_group=False)`) and the ranks meet after each, since rank 0's
+export is the next run's model. Each rank appends {"name", "rank", "seconds", "cpu_seconds"} to
+DONE.rank{r}.jsonl when it is through a command; rank 0's record marks the command done, and a rerun
+of the plan skips it (the commands themselves also resume half-done work).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+from mmpt.eval.samples import rank_file, rank_files
+from mmpt.jsonl import JsonlAppender, read_json, read_jsonl
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF) or of its waited-for children."""
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def finished(done: Path) -> dict[str, dict[str, float]]:
+    """{command: {"seconds": wall (its slowest rank), "cpu_seconds": summed over ranks}} of the commands
+    rank 0 finished, in the order it finished them, from the DONE.rank{r}.jsonl files."""
+    records = [r for path in rank_files(done) for _, r in read_jsonl(path, skip_torn_tail=True)]
+    by_name: dict[str, list[dict]] = {}
+    for r in records:
+        by_name.setdefault(r["name"], []).append(r)
+    order = [r["name"] for r in records if r["rank"] == 0]
+    return {
+        n: {"seconds": max(r["seconds"] for r in by_name[n]), "cpu_seconds": sum(r["cpu_seconds"] for r in by_name[n])}
+        for n in order
+    }
+
+
+def _command(argv: list[str]) -> int:
+    if argv[0] == "train":  # keep the process group for the next run; left once at the end
+        from mmpt.train import main as train
+
+        return train(argv[1:], leave_group=False)
+    from mmpt.cli import main as mmpt
+
+    return mmpt(argv)
+
+
+def _meet() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("--local_rank")]  # deepspeed's
+    if len(argv) != 1:
+        print("usage: python -m mmpt.demo.batch PLAN.json (under a launcher)", file=sys.stderr)
+        return 2
+    from mmpt.distributed import detect, shutdown
+
+    plan = read_json(argv[0], dict)
+    done = Path(plan["done"])
+    rank = detect().rank
+    skip = finished(done)
+    for command in plan["commands"]:
+        if command["name"] in skip:
+            continue
+        t0, c0 = time.monotonic(), cpu_seconds()
+        status = _command(command["argv"])
+        if status:
+            print(
+                f"mmpt demo: {command['name']} (`mmpt {' '.join(command['argv'][:3])} ...`) exited with {status}", file=sys.stderr
+            )
+            return status
+        _meet()
+        with JsonlAppender(rank_file(done, rank)) as out:
+            out.write(
+                {"name": command["name"], "rank": rank, "seconds": time.monotonic() - t0, "cpu_seconds": cpu_seconds() - c0}
+            )
+    shutdown()  # the training runs' process group, when there was one
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
