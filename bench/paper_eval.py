@@ -1,0 +1,165 @@
+"""What remains between prompt style `paper` and the official evaluation, measured on a tiny imported checkpoint.
+
+    python bench/paper_eval.py [--problems 16] [--steps 300]
+
+Builds a checkpoint in the authors' released layout (the tiny BPE of tests/assets with the sentinels
+and `[_DUP_]` copies of a partial list, a tiny GPT-Neo), imports it with `mmpt import-checkpoint`,
+trains the imported model for a few steps on the official instances of the first N HumanEval
+problems (so that it passes some), then:
+
+- generates greedily with `mmpt generate` under `--prompt-style paper` and `mmpt`, executes both
+  in the sandbox, and reports pass@1 and how many samples lost their last character;
+- drives the same model the official way (Hugging Face `generate`, prompts left-padded in batches
+  of 16, `max_length` 1024, `<eot>` as eos, the code vocabulary only, then the official decoding)
+  and counts the completions that equal ours (what batching and padding change);
+- counts completions that use numpy (guarded in the helper block: the sandbox may lack it) and
+  samples judged differently in one process (`one_process`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECIALS = [
+    "<eod>",
+    "<eot>",
+    "<pad>",
+    "<python>",
+    "<comments>",
+    "<NEW_LINE>",
+    "<INDENT>",
+    "<DEDENT>",
+    "<mask>",
+    "<|beginoftext|>",
+]
+ENTRIES = ["return", "if", "for", "in", "(", ")", ":", "=", "+", "==", "not", "else", "len", "range"]
+
+
+def build(tmp: Path, problems, steps: int) -> Path:
+    """A tiny authors'-layout GPT-Neo, imported, then trained on the problems' official instances."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoConfig
+
+    from mmpt.eval.engines.ours import load_checkpoint
+    from mmpt.eval.score import paper_scored_instance
+    from mmpt.import_checkpoint import import_checkpoint
+
+    src = tmp / "src"
+    tok = AutoTokenizer.from_pretrained(ROOT / "tests" / "assets" / "tokenizer")
+    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
+    vocab, count, new, pairs = tok.get_vocab(), len(tok), [], {}
+    for entry in sorted(set(ENTRIES + ["Ġ" + e for e in ENTRIES])):
+        if entry in vocab:
+            new.append("[_DUP_]" + entry)
+            pairs[vocab[entry]] = count
+            count += 1
+        else:
+            new += [entry, "[_DUP_]" + entry]
+            pairs[count] = count + 1
+            count += 2
+    tok.add_tokens(new)
+    tok.save_pretrained(src)
+    (src / "replicated_tokens_map.pkl").write_bytes(pickle.dumps(pairs))
+    torch.manual_seed(0)
+    config = GPTNeoConfig(vocab_size=len(tok), hidden_size=96, num_layers=2, num_heads=4, max_position_embeddings=1024,
+                          attention_types=[[["global"], 2]], bos_token_id=None, eos_token_id=None)  # fmt: skip
+    AutoModelForCausalLM.from_config(config).save_pretrained(src)
+    out = import_checkpoint(src, tmp / "imported")
+
+    model, tokenizer, smap, meta = load_checkpoint(out, torch.device("cpu"))
+    data = [torch.tensor([paper_scored_instance(tokenizer, smap, meta.layout, p)[0]]) for p in problems]
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(steps):
+        ids = data[step % len(data)]
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval().save_pretrained(out)
+    print(f"trained {steps} steps on {len(data)} official instances; last loss {loss.item():.3f}", file=sys.stderr)
+    return out
+
+
+def official_way(model_dir: Path, problems) -> list[str]:
+    """Completions of the model driven as generation.py drives it (Hugging Face generate, batches of 16)."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from mmpt.eval import paper
+    from mmpt.eval.engines.ours import load_checkpoint
+
+    model, tok, smap, meta = load_checkpoint(model_dir, torch.device("cpu"))
+    code = smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1]  # (V,) bool: the code vocabulary
+
+    class CodeOnly(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return scores.masked_fill(~code[: scores.shape[-1]], float("-inf"))
+
+    eot, pad = tok.convert_tokens_to_ids("<eot>"), tok.convert_tokens_to_ids("<pad>")
+    eot_code = smap.to_code([eot])[0]
+    out = []
+    encoded = [paper.prompt_ids(tok, smap, meta.layout, p) for p in problems]
+    for start in range(0, len(encoded), paper.BATCH_SIZE):
+        batch = encoded[start : start + paper.BATCH_SIZE]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in batch])  # left-padded
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in batch])
+        with torch.no_grad():
+            seqs = model.generate(input_ids=input_ids, attention_mask=mask, max_length=paper.TOTAL_LENGTH, do_sample=False,
+                                  eos_token_id=eot_code, pad_token_id=pad, logits_processor=LogitsProcessorList([CodeOnly()]))  # fmt: skip
+        for (ids, given_at), row in zip(batch, seqs.tolist()):
+            # the official: tokens from the prompt's GIVEN on, joined, cut at the first <eot> (or -1)
+            tail = [t for t in row[width - len(ids) + given_at :]]
+            tokens = tok.convert_ids_to_tokens(smap.to_original(tail))
+            text = tok.convert_tokens_to_string(tokens)
+            text = text[: text.find("<eot>")]
+            out.append(paper.program_code(paper.post_process(text)))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--problems", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=300)
+    args = ap.parse_args()
+
+    from mmpt.eval import paper
+    from mmpt.eval.execute import main as execute_main
+    from mmpt.eval.generate import main as generate_main
+    from mmpt.eval.passk import pass_at_k_metrics
+
+    problems = paper.load_paper_problems("humaneval", limit=args.problems)
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = build(tmp, problems, args.steps)
+        for style in ("paper", "mmpt"):
+            samples, results = tmp / f"{style}.samples.jsonl", tmp / f"{style}.results.jsonl"
+            generate_main(["--model", str(model), "--benchmark", "humaneval", "--limit", str(args.problems), "--greedy",
+                           "--prompt-style", style, "--no-progress", "--out", str(samples)])  # fmt: skip
+            execute_main(["--benchmark", "humaneval", "--samples", str(samples), "--out", str(results), "--workers", "2"])
+            rows = [json.loads(line) for line in results.open()]
+            report[style] = {
+                "pass@1": pass_at_k_metrics(rows, [1])["pass@1"],
+                "dropped_last_char": sum(bool(r.get("dropped_last_char")) for r in rows),
+                "one_process_passed": sum(r.get("one_process") == "passed" for r in rows),
+                "uses_numpy": sum("np." in r["completion"] or "numpy" in r["completion"] for r in rows),
+            }
+            if style == "paper":
+                ours = {r["task_id"]: r["completion"] for r in rows}
+        theirs = official_way(model, problems)
+        same = sum(ours[p.task_id] == c for p, c in zip(problems, theirs))
+        report["official_way_equal_completions"] = f"{same}/{len(problems)}"
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
