@@ -560,6 +560,7 @@ def test_export_loads_and_gives_the_reference_loss(driver_run):
         "attn_implementation": "sdpa",
         "separation": "partial",
         "code_format": "plain",
+        "prompt_style": "mmpt",
     }
     assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
     exported = AutoModelForCausalLM.from_pretrained(final, attn_implementation="sdpa")
