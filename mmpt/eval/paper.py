@@ -193,14 +193,10 @@ def mbpp_problem(row: dict, problem: Problem) -> Problem:
 
 def mbpp_problems(data_file: str | Path | None, problems: list[Problem], incremental: bool, split: str = "test") -> list[Problem]:
     """Our MBPP problems under the official rules (rows read again for `text`, `code`, `test_list`)."""
-    from mmpt.eval import mbpp
+    from mmpt.eval import data
+    from mmpt.jsonl import read_jsonl
 
-    if data_file is None:
-        rows = {f"MBPP/{r['task_id']}": r for r in mbpp._hub_rows(split)}
-    else:
-        from mmpt.jsonl import read_jsonl
-
-        rows = {f"MBPP/{r.get('task_id')}": r for _, r in read_jsonl(data_file)}
+    rows = {f"MBPP/{r.get('task_id')}": r for _, r in read_jsonl(data_file if data_file is not None else data.MBPP)}
     out = []
     for p in problems:
         row = rows[p.base_task_id]

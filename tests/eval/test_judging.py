@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from mmpt.eval import wire
+from mmpt.eval import data, wire
 from mmpt.eval.judging import RETRIES, HarnessError, Judge, plan
 from mmpt.eval.problems import Problem, load_problems
 from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig
 
-MBPP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp.jsonl"
+MBPP = data.MBPP  # the shipped release
 
 
 def problem(test: str, reference: str = "    return x\n", prompt: str = "def f(x):\n") -> Problem:

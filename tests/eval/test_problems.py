@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from mmpt.eval import data
 from mmpt.eval.problems import load_problems
 from mmpt.jsonl import read_jsonl
 
-MBPP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp.jsonl"
+MBPP = data.MBPP  # the shipped release
 
 
 def runs(program: str) -> bool:

@@ -12,6 +12,7 @@ from unittest.mock import ANY
 
 import pytest
 
+from mmpt.eval import data
 from mmpt.eval.judging import Judge, Verdict
 from mmpt.eval.problems import Problem
 from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, judge, resolve_mode
@@ -499,7 +500,7 @@ def test_an_oracle_that_parses_the_asserts_from_memory_does_not_pass(box):
     assert (run.status, run.detail) == ("failed", "AssertionError: zq8301775zq"), run
 
 
-MBPP_FILE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp.jsonl"
+MBPP_FILE = data.MBPP  # the shipped release
 ALWAYS_EQUAL_ANY = """\
     class Anything:
         def __eq__(self, other):
