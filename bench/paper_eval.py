@@ -20,52 +20,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECIALS = [
-    "<eod>",
-    "<eot>",
-    "<pad>",
-    "<python>",
-    "<comments>",
-    "<NEW_LINE>",
-    "<INDENT>",
-    "<DEDENT>",
-    "<mask>",
-    "<|beginoftext|>",
-]
+sys.path.insert(0, str(ROOT / "tests"))  # the authors' layout, shared with the tests
+
+from authors_layout import official_tokenizer  # noqa: E402
+
 ENTRIES = ["return", "if", "for", "in", "(", ")", ":", "=", "+", "==", "not", "else", "len", "range"]
 
 
 def build(tmp: Path, problems, steps: int) -> Path:
     """A tiny authors'-layout GPT-Neo, imported, then trained on the problems' official instances."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoConfig
+    from transformers import AutoModelForCausalLM, GPTNeoConfig
 
     from mmpt.eval.engines.ours import load_checkpoint
     from mmpt.eval.score import paper_scored_instance
     from mmpt.import_checkpoint import import_checkpoint
 
     src = tmp / "src"
-    tok = AutoTokenizer.from_pretrained(ROOT / "tests" / "assets" / "tokenizer")
-    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    vocab, count, new, pairs = tok.get_vocab(), len(tok), [], {}
-    for entry in sorted(set(ENTRIES + ["Ġ" + e for e in ENTRIES])):
-        if entry in vocab:
-            new.append("[_DUP_]" + entry)
-            pairs[vocab[entry]] = count
-            count += 1
-        else:
-            new += [entry, "[_DUP_]" + entry]
-            pairs[count] = count + 1
-            count += 2
-    tok.add_tokens(new)
-    tok.save_pretrained(src)
-    (src / "replicated_tokens_map.pkl").write_bytes(pickle.dumps(pairs))
+    tok, _ = official_tokenizer(src, ENTRIES)
     torch.manual_seed(0)
     config = GPTNeoConfig(vocab_size=len(tok), hidden_size=96, num_layers=2, num_heads=4, max_position_embeddings=1024,
                           attention_types=[[["global"], 2]], bos_token_id=None, eos_token_id=None)  # fmt: skip
