@@ -14,58 +14,48 @@ problems (so that it passes some), then:
   and counts the completions that equal ours (what batching and padding change);
 - counts completions that use numpy (guarded in the helper block: the sandbox may lack it) and
   samples judged differently in one process (`one_process`).
+
+    python bench/paper_eval.py --parity OFFICIAL --official-python PY [--limit N]
+
+Verdict parity with the official evaluation, per benchmark: the canonical solutions and mutated ones
+(the last line dropped, the first `return` negated, the first `<` turned to `>`; a few that sleep
+3.6 s or 6 s, for the 5 s rule) are judged by `mmpt execute` under prompt style `paper` and by the
+official evaluators themselves (OFFICIAL: the `NLP/text2code_mrpt` folder of a noah-research
+checkout; its codegeex_changes scripts for HumanEval-X and MBPP, at 5 s), run with PY: a Python
+with CodeGeeX's package (`pip install --no-deps codegeex==1.0`, plus torch, numpy, fire, regex,
+tqdm; the official harness imports them). The official harness runs the programs unsandboxed:
+only trusted solutions and these mutations are given to it. Prints the verdicts that agree and
+those that do not, per benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import pickle
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECIALS = [
-    "<eod>",
-    "<eot>",
-    "<pad>",
-    "<python>",
-    "<comments>",
-    "<NEW_LINE>",
-    "<INDENT>",
-    "<DEDENT>",
-    "<mask>",
-    "<|beginoftext|>",
-]
+sys.path.insert(0, str(ROOT / "tests"))  # the authors' layout, shared with the tests
+
+from authors_layout import official_tokenizer  # noqa: E402
+
 ENTRIES = ["return", "if", "for", "in", "(", ")", ":", "=", "+", "==", "not", "else", "len", "range"]
 
 
 def build(tmp: Path, problems, steps: int) -> Path:
     """A tiny authors'-layout GPT-Neo, imported, then trained on the problems' official instances."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoConfig
+    from transformers import AutoModelForCausalLM, GPTNeoConfig
 
     from mmpt.eval.engines.ours import load_checkpoint
     from mmpt.eval.score import paper_scored_instance
     from mmpt.import_checkpoint import import_checkpoint
 
     src = tmp / "src"
-    tok = AutoTokenizer.from_pretrained(ROOT / "tests" / "assets" / "tokenizer")
-    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    vocab, count, new, pairs = tok.get_vocab(), len(tok), [], {}
-    for entry in sorted(set(ENTRIES + ["Ġ" + e for e in ENTRIES])):
-        if entry in vocab:
-            new.append("[_DUP_]" + entry)
-            pairs[vocab[entry]] = count
-            count += 1
-        else:
-            new += [entry, "[_DUP_]" + entry]
-            pairs[count] = count + 1
-            count += 2
-    tok.add_tokens(new)
-    tok.save_pretrained(src)
-    (src / "replicated_tokens_map.pkl").write_bytes(pickle.dumps(pairs))
+    tok, _ = official_tokenizer(src, ENTRIES)
     torch.manual_seed(0)
     config = GPTNeoConfig(vocab_size=len(tok), hidden_size=96, num_layers=2, num_heads=4, max_position_embeddings=1024,
                           attention_types=[[["global"], 2]], bos_token_id=None, eos_token_id=None)  # fmt: skip
@@ -124,11 +114,92 @@ def official_way(model_dir: Path, problems) -> list[str]:
     return out
 
 
+def mutations(problem, slow: bool) -> list[tuple[str, str]]:
+    """(name, generation) of the canonical solution and its mutations (module doc)."""
+    canonical = problem.reference
+    lines = canonical.rstrip("\n").split("\n")
+    out = [("canonical", canonical), ("drop-last-line", "\n".join(lines[:-1]) + "\n")]
+    if "return " in canonical:
+        out.append(("negate-return", canonical.replace("return ", "return not ", 1)))
+    if "<" in canonical:
+        out.append(("less-to-greater", canonical.replace("<", ">", 1)))
+    if slow:  # the first call sleeps: the program takes about that long, once
+        for seconds in (3.6, 6):
+            sleep = f"\n    import time\n    if not hasattr(time, 'slept'):\n        time.slept = time.sleep({seconds})"
+            out.append((f"sleep-{seconds}", sleep + canonical))
+    return out
+
+
+def parity(official: Path, python: str, limit: int | None) -> dict:
+    """Verdicts of `mmpt execute` (prompt style paper) and the official evaluators on the same generations."""
+    from mmpt.eval import data, paper
+    from mmpt.eval.execute import main as execute_main
+    from mmpt.jsonl import read_jsonl, write_jsonl
+
+    scripts = {
+        "humaneval": (
+            official / "codegeex_changes/codegeex/benchmark/humaneval-x/evaluate_humaneval_x.py",
+            data.HUMANEVAL_X_PYTHON,
+        ),
+        "mbpp": (official / "codegeex_changes/codegeex/benchmark/mbpp/evaluate_mbpp.py", data.MBPP),
+    }
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for bench, (script, problem_file) in scripts.items():
+            if not script.exists():
+                raise SystemExit(f"{script}: missing; --parity takes the NLP/text2code_mrpt folder of a noah-research checkout")
+            problems = paper.load_paper_problems(bench, limit=limit)
+            ours, theirs, names = [], [], {}
+            for i, p in enumerate(problems):
+                number = p.task_id.split("/")[1]
+                official_id = f"Python/{number}" if bench == "humaneval" else int(number)
+                for cid, (name, generation) in enumerate(mutations(p, slow=i < 2)):
+                    ours.append({"task_id": p.task_id, "completion_id": cid, "completion": paper.program_code(generation),
+                                 "settings": {"prompt_style": "paper"}})  # fmt: skip
+                    theirs.append({"task_id": official_id, "completion_id": cid, "prompt": p.signature, "generation": generation})
+                    names[(p.task_id, cid)] = name
+            write_jsonl(tmp / f"{bench}.ours.jsonl", ours)
+            write_jsonl(tmp / f"{bench}.official.jsonl", theirs)
+            rc = execute_main(["--benchmark", bench, "--samples", str(tmp / f"{bench}.ours.jsonl"),
+                               "--out", str(tmp / f"{bench}.ours.results.jsonl"), "--workers", "2"])  # fmt: skip
+            if rc != 0:
+                raise SystemExit(f"mmpt execute failed on {bench}")
+            command = [python, str(script), "--input_file", str(tmp / f"{bench}.official.jsonl"), "--problem_file",
+                       str(problem_file), "--timeout", "5", "--n_workers", "2", "--tmp_dir", str(tmp)]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
+            if done.returncode != 0:
+                raise SystemExit(f"the official evaluator failed: {done.stderr[-2000:]}")
+            mine = {(r["task_id"], r["completion_id"]): r["passed"] for _, r in read_jsonl(tmp / f"{bench}.ours.results.jsonl")}
+            official_results = tmp / f"{bench}.official_results.jsonl"
+            prefix = "HumanEval/" if bench == "humaneval" else "MBPP/"
+            other = {
+                (prefix + str(r["task_id"]).split("/")[-1], r["completion_id"]): r["passed"]
+                for _, r in read_jsonl(official_results)
+            }
+            assert mine.keys() == other.keys(), "both judged every generation once"
+            differ = sorted(k for k in mine if mine[k] != other[k])
+            report[bench] = {
+                "generations": len(mine),
+                "canonical": sum(1 for k in mine if names[k] == "canonical"),
+                "agree": len(mine) - len(differ),
+                "passed_both": sum(mine[k] and other[k] for k in mine),
+                "differ": [f"{t} {names[(t, c)]}: ours {mine[(t, c)]}, official {other[(t, c)]}" for t, c in differ],
+            }
+    return report
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--problems", type=int, default=16)
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--parity", type=Path, default=None, help="the official code folder: verdict parity instead")
+    ap.add_argument("--official-python", default=sys.executable, help="a Python with CodeGeeX's package (--parity)")
+    ap.add_argument("--limit", type=int, default=None, help="--parity: first N problems of each benchmark")
     args = ap.parse_args()
+    if args.parity is not None:
+        print(json.dumps(parity(args.parity, args.official_python, args.limit), indent=1))
+        return 0
 
     from mmpt.eval import paper
     from mmpt.eval.execute import main as execute_main

@@ -20,6 +20,7 @@ COMMANDS = {
     "execute": ("mmpt.eval.execute", "run samples against the tests in a sandbox"),
     "passk": ("mmpt.eval.passk", "pass@k and incremental pass@k from execution results"),
     "import-checkpoint": ("mmpt.import_checkpoint", "an mmpt checkpoint from the paper's released ones"),
+    "paper-table": ("mmpt.eval.paper_table", "the paper's table of pass@k from the authors' released checkpoints"),
     "score": ("mmpt.eval.score", "NLL per code token of the reference solutions"),
     "doctor": ("mmpt.doctor", "preflight checks before a long job"),
     "demo": ("mmpt.demo.stages", "the whole pipeline on a laptop CPU"),

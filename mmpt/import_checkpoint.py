@@ -40,12 +40,12 @@ from pathlib import Path
 from mmpt.cli import command_parser
 from mmpt.data.separation import SeparationMap
 from mmpt.jsonl import read_json, write_json
-from mmpt.modality import LAYOUTS, OBJECTIVES
+from mmpt.modality import LAYOUTS, OBJECTIVES, OFFICIAL_BOS
 from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
 
 MAP_FILE = "replicated_tokens_map.pkl"
 DUP_PREFIX = "[_DUP_]"
-BOS_TOKEN = "<|beginoftext|>"  # opens a signature-first instance in the official code
+BOS_TOKEN = OFFICIAL_BOS  # opens a signature-first instance in the official code
 
 
 class CheckpointImportError(ValueError):
@@ -344,8 +344,9 @@ def _import(src: Path, tok_dir: Path, out: Path, layout: str | None, objective: 
     return save_model(model, smap, out, meta=meta)
 
 
-def _resolve(source: str) -> Path:
-    """A local folder as is; otherwise a hub repository downloaded (needs network)."""
+def resolve_source(source: str) -> Path:
+    """A local folder as is; otherwise a hub repository downloaded (needs network). Offline, a
+    one-line error that says how to pass a folder instead."""
     if Path(source).is_dir():
         return Path(source)
     from huggingface_hub import snapshot_download
@@ -353,7 +354,11 @@ def _resolve(source: str) -> Path:
     try:
         return Path(snapshot_download(source))
     except Exception as e:  # offline, gated, no such repository
-        raise CheckpointImportError(f"{source}: not a local folder, and the hub download failed ({e})") from None
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+        raise CheckpointImportError(
+            f"{source}: not a local folder, and the hub download failed ({why}); where there is network, "
+            f"`hf download {source} --local-dir DIR`, then pass the folder DIR instead"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = import_checkpoint(
-            _resolve(args.source), args.out, layout=args.layout, objective=args.objective, code_format=args.code_format
+            resolve_source(args.source), args.out, layout=args.layout, objective=args.objective, code_format=args.code_format
         )
     except (CheckpointImportError, FileNotFoundError, OSError) as e:
         print(f"mmpt import-checkpoint: {e}", file=sys.stderr)

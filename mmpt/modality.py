@@ -11,6 +11,8 @@ EOT = "<eot>"
 MASK = "<mask>"
 PAD = "<pad>"
 SENTINELS = (COMMENTS, PYTHON, EOT, MASK, PAD)
+# The official code opens every signature-first instance with this token (`prepare --code-format keep-flat`, imports)
+OFFICIAL_BOS = "<|beginoftext|>"
 
 LAYOUTS = ("docstring-first", "signature-first")
 SEPARATIONS = ("none", "partial", "full")

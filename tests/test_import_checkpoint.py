@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from authors_layout import official_tokenizer, save_official_pangu
 from mmpt.data.codeformat import flatten
 from mmpt.eval.generate import GenerateConfig, SamplingConfig, end_of_function, run
 from mmpt.eval.problems import Problem
@@ -30,18 +31,6 @@ from mmpt.import_checkpoint import CheckpointImportError, import_checkpoint, mai
 from mmpt.model.checkpoint_folder import CheckpointMeta
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-SPECIALS = [
-    "<eod>",
-    "<eot>",
-    "<pad>",
-    "<python>",
-    "<comments>",
-    "<NEW_LINE>",
-    "<INDENT>",
-    "<DEDENT>",
-    "<mask>",
-    "<|beginoftext|>",
-]
 ENTRIES = ["return", "if", "(", "+", "zzqq"]  # "zzqq" is no token: added, then copied
 FUNCTIONS = [
     ("Add two numbers.", "def add(a, b):\n    if a:\n        return a + b\n    return b\n"),
@@ -50,28 +39,7 @@ FUNCTIONS = [
 
 
 def _official_tokenizer(directory: Path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
-    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    vocab, specials = tok.get_vocab(), set(tok.all_special_tokens)
-    count, new_tokens, pairs = len(vocab), [], {}
-    for entry in sorted(set(ENTRIES + ["Ġ" + e for e in ENTRIES])):
-        if entry in specials:
-            continue
-        if entry in vocab:
-            new_tokens.append("[_DUP_]" + entry)
-            pairs[vocab[entry]] = count
-            count += 1
-        else:
-            new_tokens += [entry, "[_DUP_]" + entry]
-            pairs[count] = count + 1
-            count += 2
-    tok.add_tokens(new_tokens)
-    assert len(tok) == count
-    tok.save_pretrained(directory)
-    (directory / "replicated_tokens_map.pkl").write_bytes(pickle.dumps(pairs))
-    return tok, pairs
+    return official_tokenizer(directory, ENTRIES)
 
 
 def _quoted(doc: str) -> str:
@@ -95,26 +63,6 @@ def _official_ids(tok, pairs, layout: str, doc: str, code: str, flat_code: str |
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _save_official_pangu(model, directory: Path, pairs: dict[int, int], vocab: int) -> None:
-    """Save a PanGu-α the way the official PanguAlphaModel does: config tagged `gpt2`, no head weight
-    (logits use the token embedding), and its buffers (causal masks, -1e4, the vocabulary masks)."""
-    config = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version")}
-    config.update(model_type="gpt2", architectures=["PanguAlphaModel"])
-    (directory / "config.json").write_text(json.dumps(config))
-    state = {k: v.clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    n = model.config.n_positions
-    for i in range(model.config.n_layer):
-        state[f"transformer.h.{i}.attn.bias"] = torch.ones(n, n, dtype=torch.uint8).tril().view(1, 1, n, n)
-        state[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
-    state["top_query_layer.attn.bias"] = torch.ones(n, n, dtype=torch.uint8).tril().view(1, 1, n, n)
-    state["top_query_layer.attn.masked_bias"] = torch.tensor(-1e4)
-    code, doc = torch.ones(vocab), torch.ones(vocab)  # the official rule: code excludes originals, doc the copies
-    code[list(pairs)] = 0
-    doc[list(pairs.values())] = 0
-    state["code_tokens_mask"], state["doc_tokens_mask"] = code, doc
-    torch.save(state, directory / "pytorch_model.bin")
 
 
 def _build_source(directory: Path, kind: str) -> tuple:
@@ -149,7 +97,7 @@ def _build_source(directory: Path, kind: str) -> tuple:
         loss.backward()
         opt.step()
     if kind == "pangu":
-        _save_official_pangu(model.eval(), directory, pairs, len(tok))
+        save_official_pangu(model.eval(), directory, pairs, len(tok))
     else:
         model.eval().save_pretrained(directory)
     return model, tok, pairs, layout
@@ -262,14 +210,12 @@ def test_a_map_that_does_not_name_its_copies_is_refused(tmp_path: Path, capsys):
 
 
 def test_a_checkpoint_without_separation_imports_unchanged(tmp_path: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
+    from transformers import AutoModelForCausalLM, GPT2Config
 
     from mmpt.model.checkpoint_folder import load_model
 
     src = tmp_path / "src"
-    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
-    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    tok.save_pretrained(src)
+    tok, _ = official_tokenizer(src, separation="none")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2))
     model.save_pretrained(src)
@@ -298,7 +244,7 @@ def test_pangu_imports_with_every_weight_and_equal_logits(tmp_path: Path):
     with torch.no_grad():  # wide weights: every part of the network shows in the logits
         for p in source.parameters():
             p.add_(torch.randn(p.shape) * 0.2)
-    _save_official_pangu(source, src, pairs, len(tok))
+    save_official_pangu(source, src, pairs, len(tok))
     out = import_checkpoint(src, tmp_path / "o")
     model, tokenizer, smap = load_model(out, attn_implementation="eager")
     assert isinstance(model, PanguForCausalLM) and model.config.model_type == "mmpt_pangu"
@@ -320,16 +266,13 @@ def test_pangu_imports_with_every_weight_and_equal_logits(tmp_path: Path):
 
 
 def _tiny_pangu_source(tmp_path: Path) -> tuple[Path, dict]:
-    from transformers import AutoTokenizer
 
     from mmpt.model.pangu import PanguConfig, PanguForCausalLM
 
     src = tmp_path / "src"
-    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
-    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    tok.save_pretrained(src)
+    tok, _ = official_tokenizer(src, separation="none")
     model = PanguForCausalLM(PanguConfig(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=32))
-    _save_official_pangu(model, src, {}, len(tok))
+    save_official_pangu(model, src, {}, len(tok))
     return src, torch.load(src / "pytorch_model.bin", weights_only=True)
 
 
@@ -459,7 +402,7 @@ def test_a_pangu_checkpoint_imports_with_its_sentencepiece_tokenizer(tmp_path: P
     pairs = read_replicated_map(src / "replicated_tokens_map.pkl")
     torch.manual_seed(0)
     config = PanguConfig(vocab_size=327, n_embd=16, n_layer=1, n_head=2, n_positions=64, bos_token_id=None, eos_token_id=None)
-    _save_official_pangu(PanguForCausalLM(config), src, pairs, 327)
+    save_official_pangu(PanguForCausalLM(config), src, pairs, 327)
     out = import_checkpoint(src, tmp_path / "o")
     _, tokenizer, smap = load_model(out)
     assert len(tokenizer) == 327 - len(pairs) == smap.base_vocab_size and len(smap.separated) == len(pairs)
@@ -472,18 +415,11 @@ def test_a_pangu_checkpoint_imports_with_its_sentencepiece_tokenizer(tmp_path: P
 
 def test_the_official_full_separation_imports_as_full(tmp_path: Path):
     """Their full separation copies every token but the special ones: that is `full`, not `partial`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
+    from transformers import AutoModelForCausalLM, GPT2Config
 
     src = tmp_path / "src"
-    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
-    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    vocab, specials = tok.get_vocab(), set(tok.all_special_tokens)
-    pairs = {}
-    for token in sorted(t for t in vocab if t not in specials):
-        pairs[vocab[token]] = len(vocab) + len(pairs)
-    tok.add_tokens(["[_DUP_]" + t for t in sorted(t for t in vocab if t not in specials)])
-    tok.save_pretrained(src)
-    (src / "replicated_tokens_map.pkl").write_bytes(pickle.dumps(pairs))
+    tok, _ = official_tokenizer(src, separation="full")
+    specials = set(tok.all_special_tokens)
     AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2)).save_pretrained(src)
     meta = CheckpointMeta.load(import_checkpoint(src, tmp_path / "o"))
     assert meta.separation == "full"

@@ -37,16 +37,17 @@ from mmpt.data.codeformat import CODE_FORMATS, MARKERS, as_flat, quoted_docstrin
 from mmpt.data.instances import SentinelIds, assemble_instance, encode_instance, sentinel_ids
 from mmpt.data.packing import pack, row_layout
 from mmpt.data.pairs import PairsError, drop_unparsable, load_pairs
-from mmpt.data.separation import SeparationMap, build_separation_map, with_space_forms
+from mmpt.data.separation import SeparationMap, add_entry_tokens, build_separation_map, with_space_forms
 from mmpt.data.tokenizer import add_sentinels, load_tokenizer
 from mmpt.jsonl import read_json, write_json
-from mmpt.modality import LAYOUTS, SEPARATIONS
+from mmpt.modality import LAYOUTS, OFFICIAL_BOS, SEPARATIONS
 
 META_FILE = "meta.json"
 ROWS_DIR = "rows"
 TOKENIZER_DIR = "tokenizer"
 VALIDATION_DIR = "validation"
 KEEP_FLAT = "keep-flat"  # train on the flattened text, the markers special tokens (the official scripts)
+SPLIT_TOKENS = ("add", "report")  # list entries that are not one token: added as tokens (the official way), or reported
 PREPARE_CODE_FORMATS = (*CODE_FORMATS, KEEP_FLAT)
 ROWS_PER_CHUNK = 4096  # rows laid out per Arrow write; bounds the gather arrays' memory
 LENGTHS_BLOCK = 1 << 16  # instances whose lengths are read at once while cutting chunks
@@ -77,6 +78,7 @@ class PrepareConfig:
     code_format: str = "auto"  # auto | plain | flat: the paper's flattened code is converted to Python;
     # keep-flat: every instance's code is trained flattened, <NEW_LINE>/<INDENT>/<DEDENT> added as special tokens
     separate_special_tokens: bool = True  # full: special tokens get code copies too (the official never copies them)
+    split_tokens: str | None = None  # add | report: separate_tokens entries that are not one token; None: add under keep-flat
     validation_fraction: float = 0.0  # share of instances held out as DIR/validation
     seed: int = 0  # which instances are held out
     chunk_tokens: int = 1 << 24  # tokens packed at once: memory ∝ this, not the corpus; fill loss ∝ 1/this
@@ -94,6 +96,8 @@ class PrepareConfig:
             raise ValueError("separate_special_tokens=False only applies to separation 'full'")
         if self.separate_tokens and self.separation != "partial":
             raise ValueError("separate_tokens only applies to separation 'partial'")
+        if self.split_tokens not in (None, *SPLIT_TOKENS):
+            raise ValueError(f"split_tokens must be one of {SPLIT_TOKENS}, got {self.split_tokens!r}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
         if not self.max_seq_length <= self.chunk_tokens < 1 << 30:  # a chunk of list<int32> stays < 2^31 tokens
@@ -348,7 +352,14 @@ def prepare(config: PrepareConfig) -> dict:
     if keep_flat:  # the official scripts add the markers as special tokens: never split, never copied
         missing = [m for m in MARKERS if m not in tokenizer.get_vocab()]
         tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+        if config.layout == "signature-first":  # the official opens these instances with it, not the backbone's bos
+            tokenizer.add_special_tokens({"bos_token": OFFICIAL_BOS})
     tokens = read_separate_tokens(config.separate_tokens) if config.separate_tokens else None
+    added: list[str] = []
+    if tokens is not None and (config.split_tokens or ("add" if keep_flat else "report")) == "add":
+        # as the official scripts: an entry that is not one token becomes one (an added token, which also
+        # splits off the space before each of its occurrences, in NL and code alike)
+        added = add_entry_tokens(tokenizer, tokens)
     if tokens is not None and config.space_forms:
         tokens = with_space_forms(tokens)
     smap, split = build_separation_map(tokenizer, config.separation, tokens, config.separate_special_tokens)
@@ -397,6 +408,7 @@ def prepare(config: PrepareConfig) -> dict:
         "separation": config.separation,
         "separate_special_tokens": config.separate_special_tokens,
         "separated_tokens": len(smap.separated),
+        "added_tokens": added,
         "split_tokens": split,
         "tokenizer": _tokenizer_record(tokenizer, config.tokenizer, out / TOKENIZER_DIR, backbone_vocab_size),
         "id_map": smap.to_dict(),
@@ -460,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-separate-special-tokens", dest="separate_special_tokens", action="store_false",
         help="--separation full: special tokens keep one shared row (the official full separation)",
     )  # fmt: skip
+    parser.add_argument(
+        "--split-tokens", choices=SPLIT_TOKENS, default=None,
+        help="--separate-tokens entries that are not one token: add them as tokens (the official way; keep-flat's default) or report them",
+    )  # fmt: skip
     parser.add_argument("--max-seq-length", type=int, required=True, help="tokens per packed row")
     parser.add_argument("--num-proc", type=int, default=None, help="tokenizer processes (default: in-process)")
     parser.add_argument("--out", required=True, help="folder for rows, tokenizer, separation.json, meta.json")
@@ -478,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             layout=args.layout,
             code_format=args.code_format,
             separate_special_tokens=args.separate_special_tokens,
+            split_tokens=args.split_tokens,
             max_seq_length=args.max_seq_length,
             num_proc=args.num_proc,
             validation_fraction=args.validation_fraction,
@@ -488,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     except (PairsError, ValueError, FileNotFoundError) as e:
         print(f"mmpt prepare: {e}", file=sys.stderr)
         return 2
+    if meta["added_tokens"]:
+        shown = ", ".join(repr(t) for t in meta["added_tokens"])
+        print(
+            f"mmpt prepare: {len(meta['added_tokens'])} list entries added as tokens (the official way): {shown}", file=sys.stderr
+        )
     if meta["split_tokens"]:
         # reported, not used: these strings take several pieces in this tokenizer
         # (all of them for a list the user gave, e.g. the paper's; meta.json always has all)

@@ -153,6 +153,27 @@ def with_space_forms(tokens: list[str]) -> list[str]:
     return list(seen)
 
 
+def add_entry_tokens(tokenizer, entries: list[str]) -> list[str]:
+    """Add each entry of a separation list that `tokenizer` encodes as several pieces as a token of its
+    own, as the official scripts do (lm_trainer.py adds it, then its copy); returns those entries.
+
+    An added token is matched in the raw text before the backbone's pre-tokenizer, so it also splits
+    off the space before each occurrence: " isinstance" becomes "Ġ" + "isinstance", in NL and code
+    alike. Space-prefixed entries are not added: the official adds their "Ġ" spelling, which no text
+    produces. Flags as the official's (transformers 4.19's `add_tokens`): not special, normalized,
+    no stripping, matched inside words too.
+    """
+    from tokenizers import AddedToken
+
+    bare = [e for e in dict.fromkeys(entries) if e and not e.startswith(" ")]
+    encoded = tokenizer(bare, add_special_tokens=False)["input_ids"] if bare else []
+    new = [e for e, ids in zip(bare, encoded) if len(ids) != 1]
+    tokenizer.add_tokens(
+        [AddedToken(e, single_word=False, lstrip=False, rstrip=False, normalized=True, special=False) for e in new]
+    )
+    return new
+
+
 def build_separation_map(
     tokenizer, separation: str, tokens: list[str] | None = None, special_tokens: bool = True
 ) -> tuple[SeparationMap, list[str]]:

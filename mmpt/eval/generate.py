@@ -246,10 +246,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--incremental", action="store_true", help="incremental tasks t_0..t_{L-1} per problem")
     ap.add_argument("--limit", type=int, default=None, help="first N problems only")
     # `-n`/`--num-samples`: launchers' own parsers (torchrun) reject `--n` as an ambiguous prefix
-    ap.add_argument("--n", "-n", "--num-samples", dest="n", type=int, default=1, help="samples per task")
+    ap.add_argument("--n", "-n", "--num-samples", dest="n", type=int, default=None,
+                    help="samples per task (default 1; paper style 200 when sampling)")  # fmt: skip
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--greedy", action="store_true", help="argmax decoding (the default without --temperature)")
-    mode.add_argument("--temperature", type=float, default=None, help="sample at this temperature")
+    mode.add_argument(
+        "--greedy", action="store_true", help="argmax decoding (the default without --temperature; not under paper)"
+    )
+    mode.add_argument("--temperature", type=float, default=None, help="sample at this temperature (paper style default 0.95)")
     ap.add_argument("--top-p", type=float, default=None, help="nucleus mass when sampling (default 1.0; paper style 0.8)")
     ap.add_argument("--max-new-tokens", type=int, default=None,
                     help="longest completion (default 300; paper style: 1024 ids in total, as the official)")  # fmt: skip
@@ -266,23 +269,25 @@ def _parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, style: str = "mmpt") -> GenerateConfig:
     """The typed config of parsed command-line arguments (errors name the flag). Under prompt style
-    paper, what is not given is the official setting: top-p 0.8, 1,024 ids in total."""
-    greedy = args.temperature is None
+    paper, what is not given is the official setting (geneval.sh): sampling at temperature 0.95 with
+    top-p 0.8, 200 samples per task (1 with --greedy), 1,024 ids in total."""
+    official = style == "paper"
+    greedy = args.greedy or (args.temperature is None and not official)
     if greedy and args.top_p is not None:
         raise ValueError("--top-p needs --temperature (greedy decoding has no nucleus)")
-    official = style == "paper"
+    temperature = args.temperature if args.temperature is not None else paper.SAMPLING_TEMPERATURE
     top_p = args.top_p if args.top_p is not None else paper.SAMPLING_TOP_P if official else 1.0
     total = paper.TOTAL_LENGTH if official and args.max_new_tokens is None else None
     sampling = SamplingConfig(
         greedy=greedy,
-        temperature=1.0 if greedy else args.temperature,
+        temperature=1.0 if greedy else temperature,
         top_p=1.0 if greedy else top_p,
         max_new_tokens=args.max_new_tokens or (total or 300),
     )
     return GenerateConfig(
         model=args.model,
         out=args.out,
-        n=args.n,
+        n=args.n if args.n is not None else paper.SAMPLES if official and not greedy else 1,
         sampling=sampling,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -292,6 +297,14 @@ def config_from_args(args: argparse.Namespace, style: str = "mmpt") -> GenerateC
         prompt_style=style,
         max_total_tokens=total,
     )
+
+
+def describe(config: GenerateConfig) -> str:
+    """The sampling settings of a run, as its summary prints them."""
+    s = config.sampling
+    how = "greedy" if s.greedy else f"temperature {s.temperature:g}, top-p {s.top_p:g}"
+    length = f"{config.max_total_tokens} ids in total" if config.max_total_tokens else f"at most {s.max_new_tokens} new ids"
+    return f"{how}, n {config.n}, {length}, seed {config.seed}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmpt generate: {e}", file=sys.stderr)
         return 2
     if out is not None:
-        summary = f"mmpt generate: {config.n} samples x {len(problems)} tasks -> {out} (prompt style {style})"
+        summary = f"mmpt generate: {config.n} samples x {len(problems)} tasks -> {out} (prompt style {style}; {describe(config)})"
         if style == "paper":
             dropped = sum(bool(r.get("dropped_last_char")) for r in read_records(out))
             summary += f"; {dropped} samples without <eot> lost their last character (the official decoding's bug)"

