@@ -111,9 +111,12 @@ class PanguForCausalLM(GPT2PreTrainedModel, GenerationMixin):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, TopQueryAttention):  # GPT-2's scaled init of the residual projections
-            # transformers' init skips weights loaded from a checkpoint (torch.nn.init would overwrite them)
-            init.normal_(module.c_proj.weight, mean=0.0, std=self.config.initializer_range / (2 * self.config.n_layer) ** 0.5)
+        # GPT-2's scaled init of the residual projections, done on the projections themselves:
+        # transformers calls `_init_weights` on a module that owns no parameter directly only for
+        # classes of its own package, so a branch on TopQueryAttention or GPT2MLP (GPT-2's own) never
+        # runs here. transformers' init skips weights loaded from a checkpoint (torch.nn.init would not).
+        if module is self.top_query_layer.attn.c_proj or module is self.top_query_layer.mlp.c_proj:
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range / (2 * self.config.n_layer) ** 0.5)
 
     @property
     def cache_layers(self) -> int:

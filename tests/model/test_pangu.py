@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from mmpt.model.pangu import MODEL_TYPE, PanguForCausalLM
+from mmpt.model.pangu import MODEL_TYPE, PanguConfig, PanguForCausalLM
 from mmpt.model.tiny import tiny_model
 
 VOCAB = 96
@@ -68,6 +68,32 @@ def top_layer_by_hand(sd: dict, h: torch.Tensor, positions: torch.Tensor, heads:
         + sd[p + "mlp.c_proj.bias"]
     )
     return (a + y) @ sd["transformer.wte.weight"].T
+
+
+def gpt2_init_std(name: str, config) -> float | None:
+    """GPT-2's init of a weight, by name: N(0, range), residual projections N(0, range/√(2·n_layer)),
+    None for LayerNorm weights (ones) and biases (zeros)."""
+    if name.endswith(".bias") or ".ln_" in name:
+        return None
+    scaled = name.endswith("c_proj.weight")
+    return config.initializer_range / (2 * config.n_layer) ** 0.5 if scaled else config.initializer_range
+
+
+@pytest.mark.parametrize("build", ["constructor", "_from_config"])
+def test_fresh_weights_are_drawn_as_gpt2_draws_its_own(build):
+    """The top layer's residual projections too: transformers' init never visits a module without
+    parameters of its own in a class outside its package, so a rule on the attention block is skipped."""
+    config = PanguConfig(vocab_size=VOCAB, n_embd=128, n_layer=4, n_head=4, n_positions=128)
+    torch.manual_seed(0)
+    model = PanguForCausalLM(config) if build == "constructor" else PanguForCausalLM._from_config(config)
+    reference = GPT2LMHeadModel(GPT2Config(**{k: v for k, v in config.to_dict().items() if k != "model_type"}))
+    for m in (reference, model):  # the rule holds for transformers' GPT-2 itself, then for ours
+        for name, p in m.named_parameters():
+            std = gpt2_init_std(name, config)
+            if std is None:  # LayerNorm weights are ones, biases zeros
+                assert torch.all(p == (1.0 if name.endswith(".weight") else 0.0)), name
+            else:
+                assert abs(p.std().item() / std - 1) < 0.1 and abs(p.mean().item()) < std / 10, (name, p.std().item(), std)
 
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
