@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -16,6 +17,22 @@ def test_mfu_formula_and_peaks():
     assert metrics.peak_flops(torch.device("cpu"), override_tflops=2.5) == 2.5e12
     assert 1e8 < metrics.measure_cpu_peak(size=256) < 1e14
     assert metrics.peak_memory_gib(torch.device("cpu")) > 0.01
+
+
+@pytest.mark.parametrize(
+    "name, tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", 989),  # SXM
+        ("NVIDIA H100 NVL", 835),  # not the SXM figure, although the name contains "H100"
+        ("NVIDIA H100 PCIe", 756),
+        ("NVIDIA H200", 989),
+        ("NVIDIA H200 NVL", 835),
+        ("NVIDIA A100-SXM4-80GB", 312),
+    ],
+)
+def test_gpu_peak_by_device_name(monkeypatch, name, tflops):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert metrics.peak_flops(torch.device("cuda", 0)) == tflops * 1e12
 
 
 def test_code_row_similarity_matches_direct_cosine():
