@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from mmpt.distributed import to_device
 from mmpt.jsonl import JsonlAppender
 
 # Dense bf16 tensor-core peaks (FLOP/s) by substring of the device name; first match wins, so a
@@ -112,7 +113,8 @@ def gather_rows(weight: torch.nn.Parameter, rows: torch.Tensor) -> torch.Tensor 
     mine = (flat >= start) & (flat < start + size)
     device = torch.device(get_accelerator().current_device_name())  # NCCL reduces device tensors only
     buf = torch.zeros(flat.numel(), dtype=torch.float32, device=device)
-    buf[mine.to(device)] = part.detach()[(flat[mine] - start).to(part.device)].float().to(device)
+    # the index tensors go over without the host waiting; the rows' one read is the `.cpu()` below
+    buf[to_device(mine, device)] = part.detach()[to_device(flat[mine] - start, part.device)].float().to(device)
     dst = torch_dist.get_global_rank(group, 0) if group is not None else 0
     torch_dist.reduce(buf, dst=dst, group=group)  # slices are disjoint: the sum is the rows
     if torch_dist.get_rank() != dst:
