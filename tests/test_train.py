@@ -810,9 +810,10 @@ def test_sigterm_to_the_deepspeed_runner_alone_saves_and_a_second_run_is_refused
     from mmpt.checkpoint import list_complete, read_run_state
 
     out = driver_run / "runner"
-    args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100)]
+    args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100, hang_timeout_s=900)]
     proc = launch(deepspeed_cmd(free_port(), *args), driver_run / "runner1.log")
     _wait_for_step(out, 2, proc)
+    os.killpg(proc.pid, signal.SIGSTOP)  # the run stays alive (and holds output_dir) however slowly the second one starts
     second = subprocess.run(
         [sys.executable, "-m", "mmpt.train", *args[1:]],
         env=dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1"),
@@ -820,6 +821,7 @@ def test_sigterm_to_the_deepspeed_runner_alone_saves_and_a_second_run_is_refused
     )  # fmt: skip
     assert second.returncode == 2, second.stderr[-3000:]
     assert "is in use by a live run" in second.stderr and '"pid": ' in second.stderr and '"host": ' in second.stderr
+    os.killpg(proc.pid, signal.SIGCONT)
     os.kill(proc.pid, signal.SIGTERM)  # the runner alone, not its process group
     proc.wait(timeout=60)
     _wait_until_gone(out)
