@@ -72,7 +72,7 @@ QWEN_1_5B = dict(
 )
 TINY = dict(QWEN_1_5B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 SHAPES = {  # per device: model, vocabulary, rows of N tokens per step, instance lengths, steps (warm-up, timed)
-    "cuda": dict(arch=QWEN_1_5B, vocab=151_646, batch=4, seq=2048, inst=(100, 600), warmup=3, timed=8, precision="bf16"),
+    "cuda": dict(arch=QWEN_1_5B, vocab=151_646, batch=4, seq=2048, inst=(100, 600), warmup=2, timed=6, precision="bf16"),
     "cpu": dict(arch=TINY, vocab=512, batch=2, seq=128, inst=(8, 40), warmup=1, timed=2, precision="fp32"),
 }
 SENTINELS = dict(comments=1, python=2, eot=3, mask=4, pad=0, bos=3)
@@ -371,6 +371,11 @@ def run(a: argparse.Namespace) -> int:
     if a.device == "cuda":
         plan.insert(3, ("train", "flex_attention"))
     results, status = {}, 0
+    if a.device == "cuda":  # flex_attention compiles at run time: Triton builds a C helper against Python.h
+        from mmpt.doctor import DoctorConfig, check_compiler
+
+        for r in check_compiler(DoctorConfig(archs=("qwen2",), attn=("flex_attention",))):
+            print(f"{'ok  ' if r.ok else 'FAIL'}  compiler  {r.detail}", flush=True)
     for name, arg in plan:
         key = f"{name}-{arg}"
         cmd = [sys.executable, __file__, "leg", name, arg, "--device", a.device, "--out", str(out)]
