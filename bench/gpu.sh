@@ -106,7 +106,7 @@ fi
 # protobuf (only `mmpt import-checkpoint` reads SentencePiece files)
 DEEPSPEED=deepspeed==0.19.8
 PINS=(accelerate==1.16.0 transformers==5.25.0 datasets==5.2.0 tokenizers==0.23.3 safetensors==0.8.0
-      numpy==2.4.6 pyarrow==26.0.1 pyyaml==6.0.4 tensorboard==2.21.0 tqdm==4.70.1)
+      numpy==2.4.6 pyarrow==26.0.1 pyyaml==6.0.4 tensorboard==2.21.0 tqdm==4.70.1 psutil==7.2.2)
 export DS_BUILD_OPS=0
 if [ "$DRY_RUN" = 1 ]; then
   echo "install: skipped in DRY_RUN (CI's environment has CPU torch; it checks the pins instead)"

@@ -54,10 +54,12 @@ def catch_early(argv: list[str]) -> None:
     The save signal comes from the command line or the config file (`config_from_argv`, which reads
     YAML only); when they cannot be read, SIGTERM and SIGINT alone (the run then fails on that).
     """
-    try:
-        save_signal = config_from_argv([a for a in argv if a != "--dry-run"]).save_signal
-    except Exception:  # a bad command line is reported by `main`, with its message
-        save_signal = "SIGTERM"
+    save_signal = "SIGTERM"
+    if not {"-h", "--help", "--dry-run"} & set(argv):  # those print and exit in `main`
+        try:
+            save_signal = config_from_argv(argv).save_signal
+        except Exception:  # a bad command line is `main`'s to report, with its message
+            pass
     for name in dict.fromkeys(("SIGTERM", "SIGINT", save_signal)):
         signum = getattr(signal, name)
         if signum not in _early_previous:

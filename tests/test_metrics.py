@@ -78,3 +78,9 @@ def test_log_writes_jsonl_tensorboard_and_projector(tmp_path):
     quiet = metrics.MetricsLog(tmp_path / "other", enabled=False)  # ranks > 0 write nothing
     quiet.log(1, {"loss": 1.0})
     assert not (tmp_path / "other").exists()
+
+
+def test_where_to_look_names_the_output_tensorboard_and_metrics(tmp_path):
+    text = metrics.where_to_look(tmp_path / "run")
+    assert text.count("\n") == 2 and all(line.startswith("mmpt train: ") for line in text.splitlines())
+    assert f"tensorboard --logdir {tmp_path / 'run' / 'tensorboard'}" in text and str(tmp_path / "run" / "metrics.jsonl") in text

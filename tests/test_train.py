@@ -878,6 +878,8 @@ def test_usr1_in_the_import_window_then_signals_during_the_export(setup_dir, tmp
     assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
     assert "save requested (SIGUSR1), stopped after step 1" in _log_of(proc)
     assert read_run_state(out) == {"state": "stopped", "step": 1}
+    # where to look, printed at the start (rank 0): output, TensorBoard and metrics
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in _log_of(proc) and str(out / "metrics.jsonl") in _log_of(proc)
     # 2: SIGTERM once the export has written the weights: abandoned, nothing half written
     proc = launch([sys.executable, str(script), "term", *args], tmp_path / "2.log")
     assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
