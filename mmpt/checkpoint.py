@@ -14,15 +14,24 @@ checkpoint to resume and broadcasts it, so that ranks with different views of th
 the same step. OUTPUT_DIR must be one directory that every rank sees (`require_shared`).
 OUTPUT_DIR/run_state.json says how the last run ended: {"state": "stopped", "step": 40} after a
 save request (a signal), {"state": "finished", ...} at the end; `slurm/pretrain.sh` requeues a
-stopped run only (`python -m mmpt.checkpoint run-state --config X [--field value]...`).
+stopped run (`python -m mmpt.checkpoint run-state --config X [--field value]...`) and, a bounded
+number of times, a run that failed with a node of its job down, which it counts there
+(`"node_failure_requeues": n`, kept across the runs' own writes; `... node-failure-requeue`).
+OUTPUT_DIR/run.lock is held (flock) by rank 0 of the run that uses OUTPUT_DIR and names it: a second
+run there is refused while the first lives (`lock_output_dir`); the kernel drops the lock of a
+process that died, so a stale file blocks nothing.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
 import random
 import re
 import shutil
+import socket
 import sys
 import time
 import uuid
@@ -36,6 +45,8 @@ from mmpt.jsonl import read_json, write_json
 MARKER = "complete.json"
 HF_DIR = "hf"
 RUN_STATE = "run_state.json"
+LOCK = "run.lock"
+NODE_FAILURES = "node_failure_requeues"  # run_state.json's count of the script's node-failure requeues
 _STEP_DIR = re.compile(r"step_(\d+)$")
 # the files of a rank in a step directory: DeepSpeed's ZeRO shards (data-parallel rank r) and our RNG
 _RANK_FILE = re.compile(r"(?:^|_)zero_pp_rank_(\d+)_|^rng_rank(\d+)\.pt$")
@@ -47,6 +58,11 @@ def checkpoints_dir(output_dir: str | Path) -> Path:
 
 def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
+
+
+def step_of(path: str | Path) -> int:
+    """The step of a checkpoint directory (`step_00000120` -> 120)."""
+    return int(_STEP_DIR.match(Path(path).name).group(1))
 
 
 def is_complete(path: str | Path) -> bool:
@@ -183,7 +199,7 @@ def rotate(output_dir: str | Path, keep: int, newest: Path) -> None:
     done = list_complete(output_dir)
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    newest_step = int(_STEP_DIR.match(newest.name).group(1))
+    newest_step = step_of(newest)
     for p in checkpoints_dir(output_dir).iterdir():
         m = _STEP_DIR.match(p.name)
         if m and int(m.group(1)) < newest_step and not is_complete(p):
@@ -264,8 +280,10 @@ def require_shared(output_dir: str | Path, timeout_s: float = 10.0) -> None:
 
 
 def write_run_state(output_dir: str | Path, state: str, **info) -> None:
-    """Record how the run ended (rank 0): "stopped" (saved on a request, to be resumed) or "finished"."""
-    write_json(Path(output_dir) / RUN_STATE, {"state": state, **info})
+    """Record how the run ended (rank 0): "stopped" (saved on a request, to be resumed) or "finished"
+    (also "running" at the start); the Slurm script's node-failure count is kept."""
+    kept = {k: v for k, v in read_run_state(output_dir).items() if k == NODE_FAILURES}
+    write_json(Path(output_dir) / RUN_STATE, {"state": state, **info, **kept})
 
 
 def read_run_state(output_dir: str | Path) -> dict:
@@ -275,20 +293,101 @@ def read_run_state(output_dir: str | Path) -> dict:
     return read_json(path, dict) if path.is_file() else {"state": "none"}
 
 
+def count_node_failure(output_dir: str | Path) -> int:
+    """Add one to run_state.json's node-failure requeues; returns the new count."""
+    state = read_run_state(output_dir)
+    state[NODE_FAILURES] = int(state.get(NODE_FAILURES, 0)) + 1
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(output_dir) / RUN_STATE, state)
+    return state[NODE_FAILURES]
+
+
+class OutputDirLock:
+    """Rank 0's hold on OUTPUT_DIR/run.lock (an open file with an exclusive flock); `release` ends it."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _holder() -> dict:
+    """Who holds the lock, as the refusal names it: host, pid, Slurm job (if any), since when."""
+    who = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if os.environ.get("SLURM_JOB_ID"):
+        who["slurm_job"] = os.environ["SLURM_JOB_ID"]
+    return who
+
+
+def _take_lock(output_dir: Path) -> tuple[int | None, str | None]:
+    """(fd of the held lock, None) or (None, why it is refused); (None, None) where the filesystem
+    has no flock (a warning: the run goes on unguarded)."""
+    path = output_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None, (
+                f"config field 'output_dir': {str(output_dir)!r} is in use by a live run ({path}: {text or 'holder unknown'}); "
+                f"wait for it to end or stop it, or use another output_dir"
+            )
+        print(
+            f"mmpt train: warning: {path}: no file locking on this filesystem ({e}); two runs could share output_dir",
+            file=sys.stderr,
+        )
+        return None, None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(_holder()) + "\n").encode(), 0)
+    return fd, None
+
+
+def lock_output_dir(output_dir: str | Path) -> OutputDirLock:
+    """Hold `output_dir` for this run, or raise the same ConfigError on every rank (collective) when a
+    live run holds it. Only rank 0 locks; the lock goes with its process, however that ends."""
+    import torch.distributed as torch_dist
+
+    from mmpt.config import ConfigError
+
+    out = Path(output_dir)
+    distributed = torch_dist.is_available() and torch_dist.is_initialized()
+    fd, refused = (None, None)
+    if not distributed or torch_dist.get_rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, refused = _take_lock(out)
+    if distributed:
+        said = [refused]
+        torch_dist.broadcast_object_list(said, src=0)
+        refused = said[0]
+    if refused:
+        raise ConfigError(refused)
+    return OutputDirLock(fd)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m mmpt.checkpoint run-state --config X [--field value]...`: print the run's state."""
+    """`python -m mmpt.checkpoint run-state|node-failure-requeue --config X [--field value]...`:
+    print the run's state, or count one more node-failure requeue and print the count."""
     from mmpt.config import ConfigError, config_from_argv
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "run-state":
-        print("usage: python -m mmpt.checkpoint run-state --config X [--field value]...", file=sys.stderr)
+    if not argv or argv[0] not in ("run-state", "node-failure-requeue"):
+        print("usage: python -m mmpt.checkpoint run-state|node-failure-requeue --config X [--field value]...", file=sys.stderr)
         return 2
     try:
         config = config_from_argv(argv[1:])
     except (ConfigError, FileNotFoundError) as e:
         print(f"mmpt checkpoint: {e}", file=sys.stderr)
         return 2
-    print(read_run_state(config.output_dir)["state"])
+    if argv[0] == "run-state":
+        print(read_run_state(config.output_dir)["state"])
+    else:
+        print(count_node_failure(config.output_dir))
     return 0
 
 

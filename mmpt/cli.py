@@ -7,6 +7,8 @@ import importlib
 import shutil
 import sys
 
+from mmpt import stopping
+
 # subcommand -> (module with `main(argv) -> int`, one-line help). Modules are imported lazily so
 # that `mmpt --help` does not pay for torch.
 COMMANDS = {
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"mmpt: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if name == "train":  # a rank started as `mmpt train`: a save request during the imports is caught too
+        stopping.catch_early(rest)
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 

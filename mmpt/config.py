@@ -355,6 +355,10 @@ def deepspeed_config(config: TrainConfig, world_size: int, precision: str, devic
     # the small contributions). A JSON that sets either keeps its own value.
     ds.setdefault("communication_data_type", "fp32")
     ds.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
+    # DeepSpeed's throughput timer is on by default and, since mmpt hands it no dataloader, waits for
+    # the device (`synchronize`) twice per micro-batch from the third step on: mmpt measures its own
+    # rates from the one sync a step makes anyway. A JSON that sets it keeps its own value.
+    ds.setdefault("timers", {}).setdefault("throughput", {}).setdefault("enabled", False)
     optimizer = ds.get("optimizer", {})
     if str(optimizer.get("type", "")).lower() in ("adam", "adamw"):
         # torch's AdamW, not DeepSpeed's FusedAdam or CPU Adam: those are C++/CUDA ops that DeepSpeed

@@ -125,6 +125,29 @@ def device_index(local_rank: int, visible: int) -> int:
     raise RuntimeError(f"local rank {local_rank} but only {visible} visible device(s): start one rank per device")
 
 
+def set_compile_caches(environ: dict[str, str] | None = None) -> str:
+    """Point Triton's and Inductor's caches (flex_attention is compiled at run time) at a folder of
+    this job on the node's local disk, unless the user set them; returns the folder.
+
+    Their defaults are ~/.triton/cache and /tmp/torchinductor_USER: a home directory on a shared
+    filesystem is slow and shared by every node and job at once, and a job's first compile should
+    not depend on what an earlier job (another torch, another Triton) left there. The job is the
+    Slurm job, else the torchrun run, else the launcher process that the node's ranks share.
+    """
+    env = os.environ if environ is None else environ
+    job = env.get("SLURM_JOB_ID") or env.get("TORCHELASTIC_RUN_ID") or f"pid{os.getppid()}"
+    folder = os.path.join(env.get("TMPDIR") or "/tmp", f"mmpt-compile-{os.getuid()}-{job}")
+    env.setdefault("TRITON_CACHE_DIR", os.path.join(folder, "triton"))
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(folder, "inductor"))
+    return folder
+
+
+def to_device(t, device):
+    """Tensor `t` on `device` without the host waiting for the copy: from page-locked memory on a GPU
+    (a pinned tensor is pinned once), `non_blocking` everywhere."""
+    return (t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
+
+
 def init(dist: DistEnv, timeout_s: float, backend: str | None = None) -> None:
     """Join the process group (deepspeed.comm over torch.distributed, env:// rendezvous).
 

@@ -251,6 +251,47 @@ def check_packed(config: DoctorConfig) -> Iterable[CheckResult]:
             )
 
 
+def check_compiler(config: DoctorConfig) -> Iterable[CheckResult]:
+    """A C compiler and the Python headers, where flex_attention is checked: transformers runs flex
+    under `torch.compile`, and on a GPU Triton builds a C helper against Python.h with the node's
+    compiler (`$CC`, else gcc, else clang) at the first step ("Failed to find C compiler")."""
+    import os
+    import shutil
+    import subprocess
+    import sysconfig
+    import tempfile
+    from pathlib import Path
+
+    if not any(impl == "flex_attention" for _, impl in _targets(config)):
+        return
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+    include = sysconfig.get_paths()["include"]
+    if not cc or not shutil.which(cc.split()[0]):
+        yield CheckResult(
+            "compiler",
+            False,
+            f"no C compiler (CC={os.environ.get('CC', '')!r}, no gcc or clang): flex_attention cannot compile; install gcc or set CC",
+        )
+        return
+    if not (Path(include) / "Python.h").is_file():
+        yield CheckResult(
+            "compiler",
+            False,
+            f"{cc}: no Python headers ({include}/Python.h): install the python3-dev package of this interpreter",
+        )
+        return
+    with tempfile.TemporaryDirectory() as tmp:  # what Triton does: a shared object that includes Python.h
+        source = Path(tmp) / "probe.c"
+        source.write_text("#include <Python.h>\nint mmpt_probe(void) { return Py_IsInitialized(); }\n")
+        cmd = [*cc.split(), str(source), "-O1", "-shared", "-fPIC", f"-I{include}", "-o", str(Path(tmp) / "probe.so")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        yield CheckResult("compiler", False, f"{cc} cannot build against {include}/Python.h: {tail}")
+        return
+    yield CheckResult("compiler", True, f"{cc} builds against {include}/Python.h (flex_attention's run-time compile)")
+
+
 # ---------------------------------------------------------------------------- Slurm, MPI, sandbox
 # A component that is absent is reported, not failed (a laptop needs no Slurm); one that is present
 # but broken fails.
@@ -351,6 +392,7 @@ CHECKS: list[Check] = [
     check_sentinels,
     check_separation,
     check_packed,
+    check_compiler,
     check_slurm,
     check_mpi,
     check_sandbox,

@@ -9,12 +9,15 @@ in the training dtype (`config.json`'s dtype: bf16 for a bf16 run, half the size
 is built on the meta device (no random init, no memory until a tensor is assigned), so a 7B export
 costs the bf16 weights plus one fp32 tensor, not minutes of init and three copies. Tied input/output
 embeddings are re-tied after loading, since the consolidated state dict may hold the shared tensor
-only once.
+only once. DIR is written as a temporary sibling (`.DIR.partial-PID`) and renamed into place at the
+end, so a process killed mid-export leaves DIR as it was (absent, or the previous export), never
+half written.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -91,13 +94,43 @@ def write_hf_model(hf_dir: Path, state: dict, out: Path, where: str) -> Path:
     untied_missing = [k for k in missing if params[k].device.type == "meta"]  # a tied alias of a loaded tensor is fine
     if unexpected or untied_missing:
         raise ValueError(f"{where}: weights do not match the model config (missing {untied_missing}, unexpected {unexpected})")
-    out.mkdir(parents=True, exist_ok=True)
-    for item in hf_dir.iterdir():  # tokenizer, separation.json, mmpt.json (config.json is rewritten below)
-        if item.is_file():
-            shutil.copy2(item, out / item.name)
-    model.save_pretrained(out)
-    write_inference_configs(out, config, _tokenizer(out))  # also for checkpoints saved with use_cache false
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        partial.mkdir(parents=True)
+        for item in hf_dir.iterdir():  # tokenizer, separation.json, mmpt.json (config.json is rewritten below)
+            if item.is_file():
+                shutil.copy2(item, partial / item.name)
+        model.save_pretrained(partial)
+        write_inference_configs(partial, config, _tokenizer(partial))  # also for checkpoints saved with use_cache false
+        publish(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # interrupted (an exception, a save request): nothing half written
     return out
+
+
+def publish(partial: Path, out: Path) -> None:
+    """Rename the finished folder `partial` to `out`, replacing a previous export; `out` is at every
+    moment absent, the old folder or the new one. Leftovers of killed exports next to it (their
+    process is gone) are removed."""
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if stale != partial and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.rename(out, old)  # a directory cannot be renamed over a non-empty one
+    os.rename(partial, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _tokenizer(directory: Path):

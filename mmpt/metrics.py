@@ -13,11 +13,17 @@ from pathlib import Path
 
 import torch
 
+from mmpt.distributed import to_device
 from mmpt.jsonl import JsonlAppender
 
-# Dense bf16 tensor-core peaks (FLOP/s) by substring of the device name; first match wins.
+# Dense bf16 tensor-core peaks (FLOP/s) by substring of the device name; first match wins, so a
+# variant comes before its family: NVIDIA's datasheets give bf16 with sparsity, twice the dense rate
+# (SXM 1,979, NVL 1,671, PCIe 1,513 TFLOP/s), and the NVL cards (H100 NVL, H200 NVL; PCIe form
+# factor, lower clocks) report names such as "NVIDIA H100 NVL" that also contain "H100".
 GPU_BF16_PEAK = (
+    ("H200 NVL", 835e12),
     ("H200", 989e12),
+    ("H100 NVL", 835e12),
     ("H100 PCIe", 756e12),
     ("H100", 989e12),
     ("A100", 312e12),
@@ -107,7 +113,8 @@ def gather_rows(weight: torch.nn.Parameter, rows: torch.Tensor) -> torch.Tensor 
     mine = (flat >= start) & (flat < start + size)
     device = torch.device(get_accelerator().current_device_name())  # NCCL reduces device tensors only
     buf = torch.zeros(flat.numel(), dtype=torch.float32, device=device)
-    buf[mine.to(device)] = part.detach()[(flat[mine] - start).to(part.device)].float().to(device)
+    # the index tensors go over without the host waiting; the rows' one read is the `.cpu()` below
+    buf[to_device(mine, device)] = part.detach()[to_device(flat[mine] - start, part.device)].float().to(device)
     dst = torch_dist.get_global_rank(group, 0) if group is not None else 0
     torch_dist.reduce(buf, dst=dst, group=group)  # slices are disjoint: the sum is the rows
     if torch_dist.get_rank() != dst:
@@ -138,6 +145,19 @@ def separated_rows(model: torch.nn.Module, separated: list[int], base_vocab_size
     return torch.empty(0) if rows is None else rows
 
 
+TENSORBOARD_DIR, METRICS_FILE = "tensorboard", "metrics.jsonl"  # in OUTPUT_DIR
+
+
+def where_to_look(output_dir: str | Path) -> str:
+    """The lines a run prints at its start: where its output, TensorBoard and metrics are."""
+    out = Path(output_dir)
+    return (
+        f"mmpt train: output      {out}  (checkpoints/, final/, run_state.json)\n"
+        f"mmpt train: tensorboard tensorboard --logdir {out / TENSORBOARD_DIR}\n"
+        f"mmpt train: metrics     {out / METRICS_FILE}"
+    )
+
+
 class MetricsLog:
     """Rank 0's TensorBoard writer (OUTPUT_DIR/tensorboard) and OUTPUT_DIR/metrics.jsonl; no-op elsewhere."""
 
@@ -150,8 +170,8 @@ class MetricsLog:
 
             out = Path(output_dir)
             out.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(out / "tensorboard"))
-            self.jsonl = JsonlAppender(out / "metrics.jsonl", durable=False)
+            self.writer = SummaryWriter(str(out / TENSORBOARD_DIR))
+            self.jsonl = JsonlAppender(out / METRICS_FILE, durable=False)
 
     def log(self, step: int, scalars: dict[str, float], validation: dict[str, float] | None = None) -> None:
         """One record: training scalars as train/NAME, held-out ones as validation/NAME (TensorBoard)

@@ -15,9 +15,14 @@ Watch it with `tensorboard --logdir OUTPUT_DIR`.
 
 from __future__ import annotations
 
-import math
-import signal
 import sys
+
+from mmpt import stopping
+
+if __name__ == "__main__":  # a launched rank: a save request in the seconds of imports below must not kill it
+    stopping.catch_early(sys.argv[1:])
+
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +35,7 @@ from mmpt.config import ConfigError, TrainConfig, config_from_argv, deepspeed_co
 from mmpt.data.separation import SeparationMap
 from mmpt.modality import CODE, NL
 from mmpt.model import pangu  # noqa: F401  (registers PanGu-α with the Auto classes before any load)
+from mmpt.stopping import StopFlag, StopRequested
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -91,7 +97,14 @@ def collate_rows(source, collate, indices: list[int], width: int) -> tuple[dict[
     return batch, sum(len(ids) for ids in got["input_ids"][: len(indices)])
 
 
-def build_model(config: TrainConfig, smap: SeparationMap, ds_config: dict, precision: str, trained_rows: int | None = None):
+def build_model(
+    config: TrainConfig,
+    smap: SeparationMap,
+    ds_config: dict,
+    precision: str,
+    trained_rows: int | None = None,
+    max_seq_length: int | None = None,
+):
     """The backbone with its code-copy rows; under ZeRO-3 it is built already partitioned.
 
     `HfDeepSpeedConfig` must stay alive while transformers builds and resizes the model: it is what
@@ -99,27 +112,37 @@ def build_model(config: TrainConfig, smap: SeparationMap, ds_config: dict, preci
     rank ever holds the whole model. It dies on return, so that the export at the end builds a
     plain model. `extend_model` builds the larger embeddings partitioned too (inside
     `deepspeed.zero.Init` with this config), and fills them and the code-copy rows in gathers,
-    since writing `.data` of a ZeRO-3 parameter would change nothing.
+    since writing `.data` of a ZeRO-3 parameter would change nothing. A model type or attention
+    path not verified for packed rows, or rows (`max_seq_length`, the data's) longer than the
+    model's sliding window, is a ConfigError before anything is built.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
 
-    from mmpt.model.attention import check_supported
+    from mmpt.model.attention import check_supported, check_window
     from mmpt.model.split_embeddings import extend_model
 
-    zero3 = ds_config["zero_optimization"]["stage"] == 3
-    keep_alive = HfDeepSpeedConfig(ds_config) if zero3 else None
-    kwargs = {"attn_implementation": config.attn_implementation, "dtype": DTYPES[precision]}
     if isinstance(config.model, dict):
         arch = dict(config.model)
         model_type = arch.pop("model_type", None)
         if model_type is None:
             raise ConfigError("config field 'model': an architecture mapping needs 'model_type'")
         hf_config = AutoConfig.for_model(model_type, **arch, vocab_size=smap.base_vocab_size)
+    else:
+        hf_config = AutoConfig.from_pretrained(config.model)
+    try:
         check_supported(hf_config.model_type, config.attn_implementation)
+        check_window(hf_config, max_seq_length)
+    except ValueError as e:
+        raise ConfigError(
+            f"config field 'model' ({config.model if isinstance(config.model, str) else model_type}): {e}"
+        ) from None
+    zero3 = ds_config["zero_optimization"]["stage"] == 3
+    keep_alive = HfDeepSpeedConfig(ds_config) if zero3 else None
+    kwargs = {"attn_implementation": config.attn_implementation, "dtype": DTYPES[precision]}
+    if isinstance(config.model, dict):
         model = AutoModelForCausalLM.from_config(hf_config, **kwargs)
     else:
-        check_supported(AutoConfig.from_pretrained(config.model).model_type, config.attn_implementation)
         model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
     extend_model(model, smap, ds_config=ds_config if zero3 else None, trained_rows=trained_rows)
     if config.gradient_checkpointing:
@@ -178,30 +201,6 @@ def load_data(config: TrainConfig):
     if smap.base_vocab_size != len(tokenizer):
         raise ConfigError(f"{config.data_dir}/separation.json: base_vocab_size {smap.base_vocab_size} != {len(tokenizer)} tokens")
     return rows, meta, tokenizer, smap
-
-
-class StopFlag:
-    """Set by a save request: SIGTERM (a scheduler's preemption or time limit, `scancel`, a launcher
-    passing on its own), SIGINT (Ctrl-C reaches the launcher's whole process group) or the
-    configured save signal (Slurm's `--signal=USR1@T`). Every rank acts on it at the same step:
-    it finishes the step, saves and exits 0. A repeated signal (the launcher's own SIGTERM after
-    the group's) asks nothing more; the launcher's grace period bounds the save.
-    """
-
-    def __init__(self, save_signal: str) -> None:
-        self.raised = False
-        self.name = ""
-        names = dict.fromkeys(("SIGTERM", "SIGINT", save_signal))
-        self._previous = {getattr(signal, n): signal.signal(getattr(signal, n), self._handler) for n in names}
-
-    def _handler(self, signum, frame) -> None:
-        self.raised = True
-        self.name = self.name or signal.Signals(signum).name
-
-    def close(self) -> None:
-        """Give the signals back to their previous handlers (another run in the same process)."""
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def default_device_type() -> str:
@@ -280,28 +279,58 @@ def main(argv: list[str] | None = None, *, leave_group: bool = True) -> int:
 
 
 def _run(config: TrainConfig, leave_group: bool, stop: StopFlag) -> int:
-    """`main` once the config is read: data, training, leaving the group, the export (rank 0)."""
+    """`main` once the config is read: data, the process group and the output_dir's lock, training,
+    leaving the group, then on rank 0 the export and the run's end (`finish`)."""
     env = distributed.detect()
     try:
         rows, meta, tokenizer, smap = load_data(config)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"mmpt train: {e}", file=sys.stderr)
         return 2
+    stopping.watch_launcher(stop, env.launcher)  # no rank trains on once its launcher is gone, whatever ended it
+    distributed.set_compile_caches()  # flex_attention's Triton/Inductor builds: a folder of this job, node-local
+    distributed.init(env, timeout_s=config.process_group_timeout_s)
     watchdog = distributed.Watchdog(config.hang_timeout_s)
+    lock = None
     try:
-        status, final = train(config, env, rows, meta, tokenizer, smap, stop, watchdog)
-    except ConfigError as e:  # the same on every rank (a resume that does not fit, an output_dir not shared)
-        print(f"mmpt train: {e}", file=sys.stderr)
-        status, final = 2, None
-    if leave_group:
-        distributed.shutdown(watchdog)  # a peer that died at the end: exit after hang_timeout_s, not 30 min
-    else:
-        watchdog.stop()
-    if final is not None and env.rank == 0:
-        from mmpt.export import export_checkpoint
-
-        print(f"mmpt train: exported {export_checkpoint(final, Path(config.output_dir) / 'final')}")
+        try:
+            checkpoint.require_shared(config.output_dir)  # before any work: checkpoints need one directory for all ranks
+            lock = checkpoint.lock_output_dir(config.output_dir)  # a live run there: refused, before it is touched
+            status, last = train(config, env, rows, meta, tokenizer, smap, stop, watchdog)
+        except ConfigError as e:  # the same on every rank (output_dir not shared or held, a resume that does not fit)
+            print(f"mmpt train: {e}", file=sys.stderr)
+            status, last = 2, None
+        if leave_group:
+            distributed.shutdown(watchdog)  # a peer that died at the end: exit after hang_timeout_s, not 30 min
+        else:
+            watchdog.stop()
+        if last is not None and env.rank == 0:
+            status = finish(config, last, stop)
+    finally:
+        if lock is not None:
+            lock.release()
     return status
+
+
+def finish(config: TrainConfig, last: Path, stop: StopFlag) -> int:
+    """Rank 0 after the last step, outside the process group: the export (`config.export`), then
+    "finished" in run_state.json. A save request during the export abandons it (it is written to a
+    temporary folder, so final/ is never half written) and leaves the run "stopped" at its last
+    step, so that a requeued job resumes there and exports."""
+    from mmpt.export import export_checkpoint
+
+    step = checkpoint.step_of(last)
+    if config.export:
+        final = Path(config.output_dir) / "final"
+        try:
+            with stop.interruptible():
+                print(f"mmpt train: exported {export_checkpoint(last, final)}")
+        except StopRequested:
+            checkpoint.write_run_state(config.output_dir, "stopped", step=step)
+            print(f"mmpt train: save requested ({stop.name}) during the export: {final} not written; resume to export it")
+            return 0
+    checkpoint.write_run_state(config.output_dir, "finished", step=step)
+    return 0
 
 
 def train(
@@ -311,11 +340,12 @@ def train(
     meta: dict,
     tokenizer,
     smap: SeparationMap,
-    stop: StopFlag | None = None,
-    watchdog: distributed.Watchdog | None = None,
+    stop: StopFlag,
+    watchdog: distributed.Watchdog,
 ) -> tuple[int, Path | None]:
-    """Train; returns (exit status, the checkpoint to export or None). `watchdog` is left armed for
-    the caller's `distributed.shutdown`."""
+    """Train in the process group `_run` joined; returns (exit status, the checkpoint of the last
+    step, or None when the run stopped on a request). `watchdog` is left armed for the caller's
+    `distributed.shutdown`."""
     import deepspeed
     import deepspeed.comm as dist
     from deepspeed.accelerator import get_accelerator
@@ -329,17 +359,14 @@ def train(
     from mmpt.validate import evaluate
 
     # ---- ranks, device, precision -------------------------------------------------------------
-    distributed.init(env, timeout_s=config.process_group_timeout_s)
     rank, world = env.rank, env.world_size
     accel = get_accelerator()
     device = torch.device(accel.current_device_name())  # every collective's tensors live here (NCCL: the GPU)
     precision = resolve_precision(config.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
     ds_config = deepspeed_config(config, world, precision, device.type)
-    stop = stop or StopFlag(config.save_signal)
-    watchdog = watchdog or distributed.Watchdog(config.hang_timeout_s)
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"mmpt train: {env.launcher} launch, {world} rank(s), {device.type}, {precision}, {config.deepspeed}")
-    checkpoint.require_shared(config.output_dir)  # before any work: checkpoints need one directory for all ranks
+    say(metrics.where_to_look(config.output_dir))
     # what the data position and the schedule mean: a resume with any of these changed is refused
     layout = {
         "world_size": world,
@@ -353,7 +380,9 @@ def train(
 
     # ---- model and engine: built partitioned, optimizer and schedule owned by DeepSpeed ---------
     torch.manual_seed(config.seed)
-    model = build_model(config, smap, ds_config, precision, meta["tokenizer"].get("backbone_vocab_size"))
+    model = build_model(
+        config, smap, ds_config, precision, meta["tokenizer"].get("backbone_vocab_size"), meta.get("max_seq_length")
+    )
     global_batch = config.per_device_batch_size * config.gradient_accumulation_steps * world
     steps_per_epoch = math.ceil(len(rows) / global_batch)
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
@@ -405,8 +434,7 @@ def train(
     pin = device.type == "cuda"  # page-locked host memory: a copy to the GPU then runs without the host waiting
 
     def to_device(t: torch.Tensor) -> torch.Tensor:
-        """`t` on the device, copied asynchronously (no host sync) from page-locked memory."""
-        return (t.pin_memory() if pin else t).to(device, non_blocking=True)
+        return distributed.to_device(t, device)
 
     def fetch(source, collate, indices: list[int]) -> tuple[dict[str, torch.Tensor], int]:
         return collate_rows(source, collate, indices, config.per_device_batch_size if one_shape else max(len(indices), 1))
@@ -462,15 +490,22 @@ def train(
             sums += torch.stack([s.code_sum.detach(), s.code_count, s.nl_sum.detach(), s.nl_count]).double()
             watchdog.beat()
         step += 1
-        # one collective and one host sync per step: loss sums, tokens, rows, and whether any rank got the save signal
+        evaluate_now = held_out is not None and (step % config.eval_steps == 0 or step == total_steps)
+        log_now = step % config.logging_steps == 0 or step == total_steps or evaluate_now
+        # one collective and one host sync per step: loss sums, tokens, rows, and whether any rank got
+        # the save signal; on a log step the gradient norm (a device scalar under ZeRO-3) rides along
         host = torch.tensor([sum(n_tokens), sum(map(len, micro)), float(stop.raised)], dtype=torch.float64)
         report = torch.cat([sums, to_device(host)])
         dist.all_reduce(report)
-        code_sum, code_count, nl_sum, nl_count, tokens, n_rows, stop_votes = report.tolist()
+        grad_norm = engine.get_global_grad_norm() if log_now else None
+        if torch.is_tensor(grad_norm):
+            report = torch.cat([report, grad_norm.detach().reshape(1).to(report.dtype)])
+        code_sum, code_count, nl_sum, nl_count, tokens, n_rows, stop_votes, *norm = report.tolist()
+        grad_norm = norm[0] if norm else grad_norm
         tokens_seen += int(tokens)
         window += [code_sum, code_count, nl_sum, nl_count, tokens, n_rows, time.perf_counter() - t0]
         validation = None
-        if held_out is not None and (step % config.eval_steps == 0 or step == total_steps):
+        if evaluate_now:
             watchdog.beat(allow_s=10 * config.hang_timeout_s)
             validation = evaluate(
                 engine,
@@ -484,7 +519,7 @@ def train(
                 beat=watchdog.beat,
             )
             say(f"step {step}/{total_steps} validation loss {validation['loss']:.4f}")
-        if step % config.logging_steps == 0 or step == total_steps or validation is not None:
+        if log_now:
             # losses and rates are means over the window, not the last step's (less noise between log lines)
             code_sum, code_count, nl_sum, nl_count, tokens, n_rows, dt = window
             window[:] = 0
@@ -492,7 +527,7 @@ def train(
                 "loss": (code_sum + nl_sum) / max(code_count + nl_count, 1),
                 "loss_code": code_sum / max(code_count, 1),
                 "lr": engine.get_lr()[0],
-                "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                "grad_norm": float(grad_norm or 0.0),  # a host value by now (None before the first step)
                 "tokens_per_s": tokens / dt,
                 "samples_per_s": n_rows / dt,
                 "mfu": metrics.mfu(n_matmul, tokens / dt, peak, world),
@@ -530,10 +565,7 @@ def train(
         log.projector(step, metrics.separated_rows(engine, smap.separated, smap.base_vocab_size), smap.tokens)
     watchdog.beat()
     log.close()
-    if rank == 0:
-        checkpoint.write_run_state(config.output_dir, "finished", step=step)
-    final = checkpoint.checkpoints_dir(config.output_dir) / checkpoint.step_dir_name(step)  # the loop saved the last step
-    return 0, final if config.export else None
+    return 0, checkpoint.checkpoints_dir(config.output_dir) / checkpoint.step_dir_name(step)  # the loop saved the last step
 
 
 if __name__ == "__main__":

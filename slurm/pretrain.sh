@@ -18,16 +18,19 @@
 #
 # Preemption: a save request is a signal to the ranks. srun delivers to them what the job's steps
 # get: USR1 600 s before the time limit (--signal below: leave room for one step and a checkpoint
-# save), `scancel --signal=USR1 JOBID` by hand, and the SIGTERM of a plain `scancel`, of
-# preemption or of the time limit itself (then the save has the site's KillWait, 30 s by
-# default); a signal to this script alone (`scancel --batch --signal=USR1`, `--signal=B:USR1@T`)
-# is passed on to srun, which passes it to the ranks. The ranks finish the step, save a
-# checkpoint, write "stopped" in OUTPUT_DIR/run_state.json and exit 0. Whoever sent the request,
-# the script then requeues the job, which resumes from that checkpoint (--resume auto), unless
-# Slurm is ending the job itself (SIGTERM to this script too: plain `scancel`, the time limit,
-# preemption, whose PreemptMode decides on a requeue): then it is saved, not requeued, and
-# submitting it again resumes. A finished run ("finished" in run_state.json) and a run that failed,
-# before or after a request, are never requeued: the job ends with its status.
+# save), `scancel --signal=SIG JOBID` by hand, and the SIGTERM of a plain `scancel`, of the time
+# limit or of preemption (then the save has the site's KillWait, 30 s by default; under
+# PreemptMode with a GraceTime, Slurm signals the steps alone and the grace time bounds the save).
+# Any signal to this script (`scancel --batch --signal=SIG`, `--signal=B:SIG@T`, and the SIGTERM a
+# plain `scancel` sends it too) goes on to srun as USR1, the save signal of the ranks: srun would
+# turn a SIGTERM into SIGKILL for every task. The ranks finish the step, save a checkpoint, write
+# "stopped" in OUTPUT_DIR/run_state.json and exit 0. The script then requeues the job, which
+# resumes from that checkpoint (--resume auto), unless Slurm is ending it (its JobState in
+# `scontrol show job` is no longer RUNNING: cancelled, timed out, preempted): then it is saved and
+# submitting it again resumes. A finished run ("finished") is never requeued, nor a run that
+# failed, except where a node of the job is DOWN or NOT_RESPONDING: such a job is requeued up to
+# MMPT_NODE_FAILURE_REQUEUES times (default 3; the count is "node_failure_requeues" in
+# run_state.json) and resumes from its last checkpoint.
 # Output is appended across restarts.
 #
 #SBATCH --job-name=mmpt-pretrain
@@ -72,12 +75,14 @@ resume=()
 echo "mmpt pretrain: job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}: $SLURM_JOB_NUM_NODES node(s) x $ranks_per_node rank(s)" \
      "x $cpus cpu(s), rendezvous $MASTER_ADDR:$MASTER_PORT, ${DS_ACCELERATOR:-gpu}"
 
-step="" ending=0
-# A request to this script alone goes on to srun, which signals the ranks. SIGTERM reaches this
-# script only when Slurm ends the job (plain `scancel`, the time limit, preemption): save, but
-# leave the job's fate to Slurm (bash would die of it, and srun with it, before the save).
-trap 'echo "mmpt pretrain: USR1: asking the ranks to save"; kill -USR1 "$step" 2>/dev/null' USR1
-trap 'ending=1; echo "mmpt pretrain: TERM: the job is ending; asking the ranks to save"; kill -TERM "$step" 2>/dev/null' TERM
+step="" asked=""
+# Every signal to this script becomes the ranks' save request (USR1, which srun forwards as it is).
+ask_save() {
+    asked=$1
+    echo "mmpt pretrain: $1: asking the ranks to save"
+    kill -USR1 "$step" 2>/dev/null
+}
+for sig in TERM INT HUP USR1 USR2; do trap "ask_save $sig" "$sig"; done
 
 srun --kill-on-bad-exit=1 --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node="$ranks_per_node" \
      --ntasks=$(( SLURM_JOB_NUM_NODES * ranks_per_node )) --cpus-per-task="$cpus" \
@@ -87,19 +92,37 @@ step=$!
 while kill -0 "$step" 2>/dev/null; do wait "$step"; done
 wait "$step"; status=$?
 
+# The nodes of this job that Slurm sees DOWN or NOT_RESPONDING (a node that died under the run).
+down_nodes() {
+    scontrol show node -o "$SLURM_JOB_NODELIST" 2>/dev/null |
+        awk '/State=[^ ]*(DOWN|NOT_RESPONDING)/ { sub("NodeName=", "", $1); print $1 }'
+}
 if [[ $status != 0 ]]; then
+    # the survivors of a dead node exit non-zero after hang_timeout_s; Slurm may mark the node a little later
+    down=$(down_nodes)
+    for (( i = 0; i < ${MMPT_NODE_CHECK_S:-30} && status != 2 && -z $down; i += 5 )); do sleep 5; down=$(down_nodes); done
+    if [[ -n $down ]]; then
+        count=$("$PYTHON" -m mmpt.checkpoint node-failure-requeue "$@")
+        if [[ $count -le ${MMPT_NODE_FAILURE_REQUEUES:-3} ]]; then
+            echo "mmpt pretrain: the run failed (status $status) with node(s) $(echo $down) down;" \
+                 "requeueing job $SLURM_JOB_ID (node failure requeue $count of ${MMPT_NODE_FAILURE_REQUEUES:-3})" >&2
+            scontrol requeue "$SLURM_JOB_ID" && exit 0
+        fi
+        echo "mmpt pretrain: node(s) $(echo $down) down and $(( count - 1 )) node-failure requeue(s) done already" >&2
+    fi
     echo "mmpt pretrain: the run failed (status $status); not requeueing" >&2
     exit "$status"
 fi
 # How the run ended, as rank 0 recorded it in OUTPUT_DIR/run_state.json: stopped | finished
 state=$("$PYTHON" -m mmpt.checkpoint run-state "$@")
 [[ $state == stopped ]] || exit 0
-if [[ $ending == 1 ]]; then
-    echo "mmpt pretrain: the ranks saved; job $SLURM_JOB_ID was ended by Slurm (scancel, time limit, preemption):" \
+job_state=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
+if [[ -n $job_state && $job_state != RUNNING ]]; then
+    echo "mmpt pretrain: the ranks saved; job $SLURM_JOB_ID is $job_state (scancel, time limit, preemption):" \
          "not requeueing it myself (the same sbatch command resumes it)"
     exit 0
 fi
-echo "mmpt pretrain: the ranks saved on request; requeueing job $SLURM_JOB_ID to resume from that checkpoint"
+echo "mmpt pretrain: the ranks saved on request${asked:+ ($asked to this script)}; requeueing job $SLURM_JOB_ID to resume from that checkpoint"
 scontrol requeue "$SLURM_JOB_ID" && exit 0
 echo "mmpt pretrain: Slurm did not requeue job $SLURM_JOB_ID; the same sbatch command resumes it" >&2
 exit 0

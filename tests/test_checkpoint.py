@@ -236,3 +236,43 @@ def test_run_state_names_how_the_run_ended(tmp_path, capsys):
         checkpoint.write_run_state(out, state, step=3)
         assert checkpoint.main(argv) == 0 and capsys.readouterr().out.strip() == state
     assert checkpoint.main(["run-state", "--nope", "1"]) == 2 and "unknown field 'nope'" in capsys.readouterr().err
+
+
+def test_node_failure_requeues_are_counted_and_kept_across_the_runs_writes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["node-failure-requeue", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out)]
+    assert checkpoint.main(argv) == 0 and capsys.readouterr().out.strip() == "1"
+    checkpoint.write_run_state(out, "running", step=0)  # the requeued run's own write keeps the count
+    assert checkpoint.read_run_state(out) == {"state": "running", "step": 0, checkpoint.NODE_FAILURES: 1}
+    assert checkpoint.main(argv) == 0 and capsys.readouterr().out.strip() == "2"
+    assert checkpoint.read_run_state(out)["state"] == "running"
+
+
+HOLDER = """
+import sys, time
+from mmpt import checkpoint
+checkpoint.lock_output_dir(sys.argv[1])
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_an_output_dir_held_by_a_live_run_is_refused_and_a_dead_ones_is_not(tmp_path):
+    import subprocess
+    import sys
+
+    from mmpt.config import ConfigError
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=rf"is in use by a live run .*\"pid\": {holder.pid}"):
+            checkpoint.lock_output_dir(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f'"pid": {holder.pid}' in (out / checkpoint.LOCK).read_text()  # the stale file is still there...
+    lock = checkpoint.lock_output_dir(out)  # ...and blocks nothing: its process is gone
+    lock.release()
+    checkpoint.lock_output_dir(out).release()  # released: taken again

@@ -150,3 +150,19 @@ def test_another_optimizer_type_is_left_alone(tmp_path):
     (tmp_path / "ds.json").write_text(json.dumps(ds))
     c = load_config(None, {"data_dir": "d", "deepspeed": str(tmp_path / "ds.json")})
     assert set(deepspeed_config(c, 1, "bf16", "cuda")["optimizer"]["params"]) == {"lr", "betas", "eps", "weight_decay"}
+
+
+@pytest.mark.parametrize("timers, want", [(None, False), ({"throughput": {"enabled": True}}, True)])
+def test_deepspeeds_throughput_timer_is_off_unless_the_json_turns_it_on(tmp_path, timers, want):
+    """DeepSpeed's default timer waits for the device twice per micro-batch (mmpt gives it no dataloader)."""
+    ds = json.loads((shipped.PACKAGE / "ds_configs" / "zero3.json").read_text())
+    ds.pop("timers", None)
+    if timers is not None:
+        ds["timers"] = timers
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
+    c = load_config(None, {"data_dir": "d", "deepspeed": str(tmp_path / "ds.json")})
+    assert deepspeed_config(c, 1, "bf16", "cuda")["timers"]["throughput"]["enabled"] is want
+    for name in ("zero2", "zero3", "zero3_offload"):  # the shipped JSONs say it themselves
+        assert (
+            json.loads((shipped.PACKAGE / "ds_configs" / f"{name}.json").read_text())["timers"]["throughput"]["enabled"] is False
+        )

@@ -133,3 +133,15 @@ def test_the_shutdown_barrier_runs_under_the_watchdog(tmp_path):
     finally:
         procs[1].kill()
         procs[1].wait()
+
+
+def test_compile_caches_go_to_a_folder_of_the_job_unless_set():
+    from mmpt.distributed import set_compile_caches
+
+    env = {"SLURM_JOB_ID": "4242", "TMPDIR": "/scratch/local"}
+    folder = set_compile_caches(env)
+    assert folder.startswith("/scratch/local/mmpt-compile-") and folder.endswith("-4242")
+    assert env["TRITON_CACHE_DIR"] == f"{folder}/triton" and env["TORCHINDUCTOR_CACHE_DIR"] == f"{folder}/inductor"
+    mine = {"TORCHELASTIC_RUN_ID": "r1", "TRITON_CACHE_DIR": "/mine"}
+    set_compile_caches(mine)
+    assert mine["TRITON_CACHE_DIR"] == "/mine" and mine["TORCHINDUCTOR_CACHE_DIR"].endswith("-r1/inductor")  # a user's own stays

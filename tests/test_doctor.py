@@ -64,3 +64,26 @@ def test_checkpoint_with_separation_passes(tmp_path, capsys):
     SeparationMap("partial", len(tok) + 1, [6]).save(tmp_path)  # disagrees with the tokenizer
     assert doctor.main(["--model", str(tmp_path), "--attn", "sdpa"]) == 1
     assert "base_vocab_size 65 != tokenizer length 64" in capsys.readouterr().out
+
+
+def test_starcoder2_packed_rows_pass(capsys):
+    assert cli_main(["doctor", "--arch", "starcoder2", "--attn", "eager,sdpa"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok    packed starcoder2/") == 2 * len(OBJECTIVES), out
+
+
+def test_flex_attention_needs_a_c_compiler_and_the_python_headers(monkeypatch, tmp_path):
+    import sysconfig
+
+    flex = DoctorConfig(archs=("llama",), attn=("flex_attention",))
+    [result] = doctor.check_compiler(flex)
+    assert result.ok and "Python.h" in result.detail, result
+    assert list(doctor.check_compiler(DoctorConfig(archs=("llama",), attn=("sdpa",)))) == []  # no flex: nothing to build
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    [result] = doctor.check_compiler(flex)
+    assert not result.ok and "no C compiler" in result.detail, result
+    monkeypatch.delenv("CC")
+    paths = sysconfig.get_paths()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: paths | {"include": str(tmp_path)})
+    [result] = doctor.check_compiler(flex)
+    assert not result.ok and "no Python headers" in result.detail, result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -16,6 +17,22 @@ def test_mfu_formula_and_peaks():
     assert metrics.peak_flops(torch.device("cpu"), override_tflops=2.5) == 2.5e12
     assert 1e8 < metrics.measure_cpu_peak(size=256) < 1e14
     assert metrics.peak_memory_gib(torch.device("cpu")) > 0.01
+
+
+@pytest.mark.parametrize(
+    "name, tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", 989),  # SXM
+        ("NVIDIA H100 NVL", 835),  # not the SXM figure, although the name contains "H100"
+        ("NVIDIA H100 PCIe", 756),
+        ("NVIDIA H200", 989),
+        ("NVIDIA H200 NVL", 835),
+        ("NVIDIA A100-SXM4-80GB", 312),
+    ],
+)
+def test_gpu_peak_by_device_name(monkeypatch, name, tflops):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert metrics.peak_flops(torch.device("cuda", 0)) == tflops * 1e12
 
 
 def test_code_row_similarity_matches_direct_cosine():
@@ -61,3 +78,9 @@ def test_log_writes_jsonl_tensorboard_and_projector(tmp_path):
     quiet = metrics.MetricsLog(tmp_path / "other", enabled=False)  # ranks > 0 write nothing
     quiet.log(1, {"loss": 1.0})
     assert not (tmp_path / "other").exists()
+
+
+def test_where_to_look_names_the_output_tensorboard_and_metrics(tmp_path):
+    text = metrics.where_to_look(tmp_path / "run")
+    assert text.count("\n") == 2 and all(line.startswith("mmpt train: ") for line in text.splitlines())
+    assert f"tensorboard --logdir {tmp_path / 'run' / 'tensorboard'}" in text and str(tmp_path / "run" / "metrics.jsonl") in text

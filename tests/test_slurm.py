@@ -54,6 +54,7 @@ def job_env(cluster) -> dict[str, str]:
     env["PYTHON"] = sys.executable
     for name in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
         del env[name]  # when the suite itself runs inside a Slurm job
+    env["MMPT_NODE_CHECK_S"] = "0"  # a failed run: look for a dead node once, not for 30 s
     return env
 
 
@@ -186,6 +187,84 @@ def test_pretrain_never_requeues_a_run_that_failed_after_the_signal(job_env, tmp
     log = _log(tmp_path, "crash")
     assert submit.returncode != 0, log
     assert "crashing" in log and "not requeueing" in log and "requeueing job" not in log and "restart 1" not in log, log
+
+
+# A stand-in for the interpreter that plays both parts pretrain.sh gives it: `-m mmpt.checkpoint
+# run-state|node-failure-requeue` (from files in $STUB_DIR) and a rank, which saves ("stopped") on
+# the save signal or SIGTERM and finishes once the job has been requeued. MODE=fail: a rank exits 7.
+STUB_RANK = """
+if [[ $2 == mmpt.checkpoint ]]; then
+    case $3 in
+        run-state) cat "$STUB_DIR/state" 2>/dev/null || echo none ;;
+        node-failure-requeue) n=$(( $(cat "$STUB_DIR/count" 2>/dev/null || echo 0) + 1 )); echo $n > "$STUB_DIR/count"; echo $n ;;
+    esac
+    exit 0
+fi
+save() { echo "rank $SLURM_PROCID saved on $1"; echo stopped > "$STUB_DIR/state"; exit 0; }
+trap "save USR1" USR1
+trap "save TERM" TERM
+echo "rank $SLURM_PROCID up, restart ${SLURM_RESTART_COUNT:-0}"
+[[ ${MODE:-} == fail ]] && { sleep 1; exit 7; }
+[[ ${SLURM_RESTART_COUNT:-0} -gt 0 ]] && { echo finished > "$STUB_DIR/state"; exit 0; }
+while true; do sleep 0.2; done
+"""
+
+
+def _stub_job(tmp_path: Path, job_env: dict[str, str], scancel: list[str] | None, **env) -> tuple[int, str]:
+    """pretrain.sh with 2 stub ranks (STUB_RANK); `scancel SCANCEL JOBID` once both ranks are up.
+    Returns the job's exit status and log."""
+    stub = _stub(tmp_path, STUB_RANK)
+    env = {**job_env, "PYTHON": str(stub), "MMPT_DEVICE": "cpu", "STUB_DIR": str(tmp_path), **env}
+    args = ["sbatch", "--wait", *CPU_JOB, "--ntasks-per-node=2", "--job-name=stubrun", str(REPO / "slurm" / "pretrain.sh")]
+    submit = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if scancel is not None:
+        deadline = time.monotonic() + 120
+        while not any(p.read_text().count("up, restart 0") == 2 for p in tmp_path.glob("slurm-stubrun-*.out")):
+            assert time.monotonic() < deadline and submit.poll() is None, "the stub ranks never started"
+            time.sleep(0.3)
+        job_id = next(tmp_path.glob("slurm-stubrun-*.out")).name.removeprefix("slurm-stubrun-").removesuffix(".out")
+        subprocess.run(["scancel", *scancel, job_id], env=job_env, check=True, timeout=60)
+    submit.communicate(timeout=300)
+    return submit.returncode, _log(tmp_path, "stubrun")
+
+
+@pytest.mark.parametrize(
+    "scancel, received",
+    [
+        (["--batch", "--signal=TERM"], "USR1"),  # also --signal=B:TERM@T: the script passes it on as USR1
+        (["--batch", "--signal=INT"], "USR1"),
+        (["--signal=TERM"], "TERM"),  # the steps alone (--signal=TERM@T, preemption's GraceTime): the ranks save
+    ],
+)
+def test_every_signal_form_saves_and_requeues(job_env, tmp_path, scancel, received):
+    """A TERM to the batch script used to reach srun, which turns it into SIGKILL for every task
+    ("tasks 0-1: Killed", no checkpoint, job FAILED)."""
+    status, log = _stub_job(tmp_path, job_env, scancel)
+    assert status == 0, log
+    assert log.count(f"saved on {received}") == 2 and "Killed" not in log, log
+    assert "requeueing job" in log and "up, restart 1" in log and "restart 2" not in log, log
+    assert (tmp_path / "state").read_text().strip() == "finished"
+
+
+def test_a_dead_node_is_requeued_a_bounded_number_of_times(job_env, tmp_path):
+    """The ranks fail while `scontrol show node` has a node of the job DOWN: requeued
+    MMPT_NODE_FAILURE_REQUEUES times (counted in run_state.json by the real interpreter), then the
+    job ends with the ranks' status."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    real = subprocess.run(["which", "scontrol"], env=job_env, capture_output=True, text=True).stdout.strip()
+    (fake / "scontrol").write_text(
+        "#!/bin/bash\n"
+        'if [[ $1 == show && $2 == node ]]; then echo "NodeName=$(hostname -s) Arch=x86_64 State=IDLE+NOT_RESPONDING"; exit 0; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    (fake / "scontrol").chmod(0o755)
+    env = {"PATH": f"{fake}{os.pathsep}{job_env['PATH']}", "MODE": "fail", "MMPT_NODE_FAILURE_REQUEUES": "1"}
+    status, log = _stub_job(tmp_path, job_env, None, **env)
+    assert status != 0, log
+    assert "node failure requeue 1 of 1" in log and "up, restart 1" in log and "restart 2" not in log, log
+    assert "1 node-failure requeue(s) done already" in log and "the run failed (status 7)" in log, log
+    assert (tmp_path / "count").read_text().strip() == "2"
 
 
 @pytest.fixture(scope="module")
@@ -327,8 +406,9 @@ def test_plain_scancel_saves_and_the_same_sbatch_resumes(workdir, data_dir, job_
     env = {**job_env, "MMPT_DEVICE": "cpu"}
     cancelled = _submit_and_signal(workdir / "cancel", data_dir, env, [])
     log = cancelled["log"]
-    assert "TERM: the job is ending" in log and "was ended by Slurm" in log and "requeueing job" not in log, log
-    stopped = int(re.search(r"save requested \(SIGTERM\), stopped after step (\d+)", log).group(1))
+    assert "TERM: asking the ranks to save" in log and "not requeueing it myself" in log and "requeueing job" not in log, log
+    # slurmd's SIGTERM reaches the ranks, and so does the script's USR1: whichever came first
+    stopped = int(re.search(r"save requested \(SIG(?:TERM|USR1)\), stopped after step (\d+)", log).group(1))
     assert json.loads((cancelled["dir"] / "run_state.json").read_text()) == {"state": "stopped", "step": stopped}
     assert (cancelled["dir"] / "checkpoints" / f"step_{stopped:08d}" / "complete.json").is_file()
     assert "restart 1:" not in log

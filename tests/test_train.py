@@ -62,6 +62,7 @@ def setup_dir(tmp_path_factory) -> Path:
     # the shipped ZeRO-3 config, but no parameter is small enough to stay whole on every rank
     ds = json.loads((ROOT / "mmpt" / "ds_configs" / "zero3.json").read_text())
     ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    ds.pop("timers")  # a JSON of a user's own that leaves DeepSpeed's throughput timer to its default (on)
     (root / "zero3.json").write_text(json.dumps(ds))
     make_pairs(root / "pairs.jsonl")
     prepare(PrepareConfig(str(root / "pairs.jsonl"), str(ASSETS / "tokenizer"), str(root / "data"), "partial", max_seq_length=96))
@@ -275,8 +276,25 @@ PROBE = textwrap.dedent(
     def capture(*a, **k):
         out = initialize(*a, **k)
         engines.append(out[0])
+        grad_norm = out[0].get_global_grad_norm
+        def on_device():  # ZeRO-3's norm is a tensor on the engine's device: reading it is a sync
+            g = grad_norm()
+            if isinstance(g, torch.Tensor):
+                g._dev = True
+            return g
+        out[0].get_global_grad_norm = on_device
         return out
     deepspeed.initialize = capture
+
+    # DeepSpeed's own waits for the device (its throughput timer's, e.g.): on CPU a no-op, counted as a sync
+    from deepspeed.accelerator import get_accelerator
+    accelerator = get_accelerator()
+    synchronize = accelerator.synchronize
+    def counted_synchronize(*a, **k):
+        frame = sys._getframe(1)
+        events.append(("sync", "synchronize", f"{frame.f_code.co_filename.rsplit('site-packages/', 1)[-1]}:{frame.f_lineno}"))
+        return synchronize(*a, **k)
+    accelerator.synchronize = counted_synchronize
 
     epoch_order = train.epoch_order
     def counted(*a):
@@ -405,10 +423,18 @@ def test_per_step_host_overheads(probe_run):
                 per_step.append(current)
             elif event[0] == "sync" and current is not None:
                 current.append(event)
-        quiet = [k for k in range(1, PROBE_STEPS + 1) if k % PROBE_LOG and k % PROBE_EVAL and k != PROBE_STEPS]
+        # no other wait of the host for the device, neither of mmpt's nor of DeepSpeed's (its
+        # throughput timer is off); a log step adds only the read of the NL/code similarity it logs
+        # (its gradient norm rides in the report)
+        quiet = [k for k in range(1, PROBE_STEPS + 1) if k % PROBE_EVAL and k != PROBE_STEPS]
+        assert PROBE_LOG in quiet
         for k in quiet:  # step k's events run from its first collective to the next step's
-            got = [(e[1], e[2].split(":")[0].endswith("mmpt/train.py")) for e in per_step[k - 1]]
-            assert got == [("tolist", True)], (k, per_step[k - 1])
+            got = [(e[1], e[2].split(":")[0].rsplit("/", 1)[-1]) for e in per_step[k - 1]]
+            logged = [("cpu", "metrics.py")] if k % PROBE_LOG == 0 and rank == 0 else []
+            assert got == [("tolist", "train.py"), *logged], (k, per_step[k - 1])
+        # evaluation: the batches go to the device without the host waiting, one sync at its end
+        blocking = [e for e in report["events"] if e[0] == "sync" and "mmpt/validate.py" in e[2] and e[1] != "tolist"]
+        assert blocking == [], blocking
         # the similarity: only the separated rows (2S x H) travel, to rank 0, and they are the right ones
         sims = [c for c in report["collectives"] if c["caller"] == "mmpt/metrics.py"]
         from mmpt.data.separation import SeparationMap
@@ -768,6 +794,109 @@ def test_ctrl_c_with_a_dead_reader_then_sigkill_then_resume_gives_the_uninterrup
     _check_the_uninterrupted_losses(out, driver_run / "run-text-code-clm")
 
 
+def _wait_until_gone(out: Path, timeout: float = 180) -> None:
+    """Until no process names the run's output dir (its ranks, launch.py), wherever they are."""
+    deadline = time.time() + timeout
+    while job_processes(out):
+        assert time.time() < deadline, f"still running: {job_processes(out)}"
+        time.sleep(0.5)
+
+
+@pytest.mark.heavy
+def test_sigterm_to_the_deepspeed_runner_alone_saves_and_a_second_run_is_refused(driver_run):
+    """`kill -TERM <runner pid>` (what a container runtime sends its PID 1, what a user types): on one
+    node DeepSpeed's runner has no handler and dies alone, leaving launch.py and the ranks. The ranks
+    see their launcher gone, save and stop; `--resume auto` continues with the uninterrupted losses.
+    While the run lives, a second run on its output_dir is refused, naming the holder."""
+    from mmpt.checkpoint import list_complete, read_run_state
+
+    out = driver_run / "runner"
+    args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100, hang_timeout_s=900)]
+    proc = launch(deepspeed_cmd(free_port(), *args), driver_run / "runner1.log")
+    _wait_for_step(out, 2, proc)
+    os.killpg(proc.pid, signal.SIGSTOP)  # the run stays alive (and holds output_dir) however slowly the second one starts
+    second = subprocess.run(
+        [sys.executable, "-m", "mmpt.train", *args[1:]],
+        env=dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1"),
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert "is in use by a live run" in second.stderr and '"pid": ' in second.stderr and '"host": ' in second.stderr
+    os.killpg(proc.pid, signal.SIGCONT)
+    os.kill(proc.pid, signal.SIGTERM)  # the runner alone, not its process group
+    proc.wait(timeout=60)
+    _wait_until_gone(out)
+    log = _log_of(proc)
+    assert "is gone: saving and stopping" in log, log[-3000:]
+    state = read_run_state(out)
+    assert state["state"] == "stopped" and state["step"] < STEPS, state  # it did not train on to the end
+    assert list_complete(out)[-1].name == f"step_{state['step']:08d}"
+    proc = launch(deepspeed_cmd(free_port(), *args), driver_run / "runner2.log")
+    assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
+    assert f"resumed from step {state['step']}" in _log_of(proc)
+    _check_the_uninterrupted_losses(out, driver_run / "run-text-code-clm")
+
+
+# A one-process run whose export is interrupted once its weights are written (its configs not yet):
+# `term`: a save request (SIGTERM) to the trainer; `kill`: SIGKILL to `mmpt export`.
+INTERRUPTED_EXPORT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from mmpt import export, train
+
+    mode, argv = sys.argv[1], sys.argv[2:]
+    write_configs = export.write_inference_configs
+    def interrupted(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL if mode == "kill" else signal.SIGTERM)
+        time.sleep(30)
+        return write_configs(*a, **k)
+    export.write_inference_configs = interrupted
+    sys.exit(export.main(argv) if mode == "kill" else train.main(argv))
+    """
+)
+
+
+@pytest.mark.heavy
+def test_usr1_in_the_import_window_then_signals_during_the_export(setup_dir, tmp_path):
+    """A one-process run: USR1 while torch is being imported (the trainer's handlers are not up yet)
+    is a save request, not the default action's death; a save request during the final export
+    abandons it (no half final/) and leaves the run "stopped", which a resume finishes; a SIGKILL
+    of `mmpt export` mid-write leaves no folder behind."""
+    from mmpt.checkpoint import read_run_state
+
+    out = tmp_path / "run"
+    args = run_args(setup_dir, "code-clm", out, max_steps=3, save_steps=100, save_signal="SIGUSR1")
+    script = tmp_path / "interrupted_export.py"
+    script.write_text(INTERRUPTED_EXPORT)
+    # 1: USR1 as soon as torch's library is mapped (mid-import, seconds before `main` runs)
+    proc = launch([sys.executable, "-m", "mmpt.train", *args], tmp_path / "1.log")
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.time() + 120
+    while "libtorch_cpu" not in maps.read_text():
+        assert time.time() < deadline and proc.poll() is None, "torch never loaded"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGUSR1)
+    assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
+    assert "save requested (SIGUSR1), stopped after step 1" in _log_of(proc)
+    assert read_run_state(out) == {"state": "stopped", "step": 1}
+    # where to look, printed at the start (rank 0): output, TensorBoard and metrics
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in _log_of(proc) and str(out / "metrics.jsonl") in _log_of(proc)
+    # 2: SIGTERM once the export has written the weights: abandoned, nothing half written
+    proc = launch([sys.executable, str(script), "term", *args], tmp_path / "2.log")
+    assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
+    assert "during the export" in _log_of(proc)
+    assert not (out / "final").exists() and not list(out.glob(".final.*")), list(out.iterdir())
+    assert read_run_state(out) == {"state": "stopped", "step": 3}
+    # 3: the resumed run has no step left: it exports, and the run is finished
+    proc = launch([sys.executable, "-m", "mmpt.train", *args], tmp_path / "3.log")
+    assert proc.wait(timeout=300) == 0, _log_of(proc)[-3000:]
+    assert "resumed from step 3" in _log_of(proc) and (out / "final" / "generation_config.json").is_file()
+    assert read_run_state(out) == {"state": "finished", "step": 3}
+    # 4: `mmpt export` killed after writing the weights: its --out never appears
+    again = tmp_path / "again"
+    proc = subprocess.run([sys.executable, str(script), "kill", str(out), "--out", str(again)], cwd=ROOT, timeout=300)
+    assert proc.returncode == -signal.SIGKILL and not again.exists()
+
+
 @pytest.mark.heavy
 def test_dead_rank_makes_the_others_exit_nonzero(driver_run):
     """Ranks started by hand (as srun would, without a launcher that kills siblings); kill rank 1."""
@@ -947,3 +1076,19 @@ def test_weight_decay_all_decays_biases_and_norms():
     assert vectors["weight_decay"] == 0.0 and any(p.dim() == 1 for p in vectors["params"])
     (everything,) = param_groups(model, 0.1, decay_all=True)
     assert everything["weight_decay"] == 0.1 and len(everything["params"]) == len(list(model.parameters()))
+
+
+def test_starcoder2_rows_longer_than_its_window_are_a_config_error(setup_dir):
+    from mmpt.config import ConfigError, load_config
+    from mmpt.data.separation import SeparationMap
+    from mmpt.train import build_model
+
+    arch = {"model_type": "starcoder2", **ARCH, "sliding_window": 64, "bos_token_id": 0, "eos_token_id": 0}
+    config = load_config(None, {"data_dir": str(setup_dir / "data"), "gradient_checkpointing": "false"})
+    config.model = arch
+    smap = SeparationMap.load(setup_dir / "data")
+    ds = {"zero_optimization": {"stage": 2}}
+    with pytest.raises(ConfigError, match="max_seq_length 96 is longer than the sliding window of 'starcoder2'"):
+        build_model(config, smap, ds, "fp32", max_seq_length=96)
+    model = build_model(config, smap, ds, "fp32", max_seq_length=64)
+    assert model.config.model_type == "starcoder2"

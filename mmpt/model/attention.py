@@ -44,10 +44,11 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "qwen2": ("eager", "sdpa"),
     "codegen": ("eager", "sdpa"),
     "mmpt_pangu": ("eager", "sdpa"),  # PanGu-α (mmpt/model/pangu.py): its top-query layer gets the same mask
+    "starcoder2": ("eager", "sdpa"),  # its sliding window is replaced by the packed mask: `check_window`
 }
 # Model types whose flex_attention (BlockMask) forward equals the dense-mask path (max abs diff
 # <= 1e-5, CPU fp32, transformers 5.24 / torch 2.13). gpt2, gpt_neo and mmpt_pangu have no flex implementation.
-FLEX: tuple[str, ...] = ("llama", "qwen2", "codegen")
+FLEX: tuple[str, ...] = ("llama", "qwen2", "codegen", "starcoder2")
 
 # Why an implementation is refused for every model; shown in the error.
 _REFUSED_IMPLEMENTATIONS = {
@@ -79,6 +80,22 @@ def check_supported(model_type: str, impl: str) -> None:
         f"attention implementation {impl!r} for model type {model_type!r} is refused: {why}. "
         f"Verified combinations: {_supported_text()}. Pick one with `attn_implementation=...` when loading the model."
     )
+
+
+def check_window(hf_config, max_seq_length: int | None) -> None:
+    """Raise a ValueError when rows may be longer than the model's sliding window (StarCoder2: 4096).
+
+    The packed 4-D mask (and the BlockMask) replaces the model's own mask, sliding window included:
+    within an instance every earlier token is visible. That equals the model's attention only while
+    no instance is longer than the window, which rows of at most `sliding_window` tokens guarantee.
+    """
+    window = getattr(hf_config, "sliding_window", None)  # None where the model (or Qwen2's setting) has none
+    if window and max_seq_length and max_seq_length > window:
+        raise ValueError(
+            f"max_seq_length {max_seq_length} is longer than the sliding window of {hf_config.model_type!r} "
+            f"({window} tokens): packed rows attend to the whole instance, so attention past the window would "
+            f"differ from the model's; prepare the data with --max-seq-length {window} or less"
+        )
 
 
 def instance_ids(position_ids: torch.Tensor) -> torch.Tensor:

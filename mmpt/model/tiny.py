@@ -30,6 +30,8 @@ TINY_CONFIGS: dict[str, dict] = {
     "qwen2": _LLAMA_SHAPE,  # Qwen2 is Llama's shape (plus q/k/v biases, which its config adds itself)
     "codegen": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128, n_ctx=128),
     "mmpt_pangu": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),  # PanGu-α: GPT-2's shape + top query
+    # StarCoder2 with a sliding window longer than the tiny rows (the instance alone runs the model's own window)
+    "starcoder2": _LLAMA_SHAPE | dict(sliding_window=64),
 }
 
 

@@ -307,3 +307,19 @@ def test_block_mask_refuses_a_prefix_that_is_not_a_run_from_the_instance_start()
 def test_block_mask_refuses_positions_that_skip():
     with pytest.raises(RuntimeError, match="count up by 1"):
         block_mask(torch.tensor([[0, 1, 3, 4, 0, 1]]))
+
+
+def test_rows_longer_than_the_sliding_window_are_refused():
+    """StarCoder2's sliding window is replaced by the packed mask: exact only while rows fit in it."""
+    from transformers import AutoConfig
+
+    from mmpt.model.attention import check_window
+
+    config = AutoConfig.for_model("starcoder2", sliding_window=4096, vocab_size=64, bos_token_id=0, eos_token_id=0)
+    check_window(config, 4096)  # a row of the window's length: every instance fits
+    with pytest.raises(
+        ValueError,
+        match=r"max_seq_length 4097 is longer than the sliding window of 'starcoder2' \(4096 tokens\).*--max-seq-length 4096",
+    ):
+        check_window(config, 4097)
+    check_window(AutoConfig.for_model("qwen2"), 32768)  # no window unless use_sliding_window
