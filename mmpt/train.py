@@ -28,6 +28,7 @@ import torch
 from mmpt import checkpoint, console, distributed
 from mmpt.config import ConfigError, TrainConfig, config_from_argv, deepspeed_config, dump, resolve_precision
 from mmpt.data.separation import SeparationMap
+from mmpt.hub import from_hub
 from mmpt.modality import CODE, NL
 from mmpt.model import pangu  # noqa: F401  (registers PanGu-α with the Auto classes before any load)
 
@@ -119,8 +120,9 @@ def build_model(config: TrainConfig, smap: SeparationMap, ds_config: dict, preci
         check_supported(hf_config.model_type, config.attn_implementation)
         model = AutoModelForCausalLM.from_config(hf_config, **kwargs)
     else:
-        check_supported(AutoConfig.from_pretrained(config.model).model_type, config.attn_implementation)
-        model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
+        with from_hub(config.model, "config field 'model'"):  # a hub miss: one line (a ConfigError), no traceback
+            check_supported(AutoConfig.from_pretrained(config.model).model_type, config.attn_implementation)
+            model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
     extend_model(model, smap, ds_config=ds_config if zero3 else None, trained_rows=trained_rows)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -164,9 +166,9 @@ def load_data(config: TrainConfig):
     rows, meta = load_prepared(config.data_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(Path(config.data_dir) / "tokenizer"))
     if config.tokenizer:
-        check_same_tokenizer(
-            tokenizer, AutoTokenizer.from_pretrained(config.tokenizer), f"tokenizer={config.tokenizer!r}", config.data_dir
-        )
+        with from_hub(config.tokenizer, "config field 'tokenizer'"):
+            other = AutoTokenizer.from_pretrained(config.tokenizer)
+        check_same_tokenizer(tokenizer, other, f"tokenizer={config.tokenizer!r}", config.data_dir)
     elif isinstance(config.model, str):
         try:
             model_tokenizer = AutoTokenizer.from_pretrained(config.model)
