@@ -30,7 +30,7 @@ from mmpt.distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 151_665  # Qwen2.5's tokenizer: the size of a current code LM's vocabulary
-PYCODEGPT = {  # GPT-Neo 125M, the architecture of microsoft/PyCodeGPT (Daoguang/PyCodeGPT)
+PYCODEGPT = {  # GPT-Neo 125M, the architecture of PyCodeGPT (Daoguang/PyCodeGPT)
     "model_type": "gpt_neo",
     "hidden_size": 768,
     "num_layers": 12,

@@ -40,7 +40,7 @@ class TrainConfig:
     """
 
     # model and data
-    model: str | dict = "microsoft/PyCodeGPT"  # hub name or local path; a mapping = architecture config, random init
+    model: str | dict = "Daoguang/PyCodeGPT"  # hub name or local path; a mapping = architecture config, random init
     tokenizer: str = ""  # "" = the prepared data's own DATA_DIR/tokenizer; else it must be the one the data used
     data_dir: str = ""  # output of `mmpt prepare` (rows/, tokenizer/, meta.json)
     output_dir: str = "runs/mmpt"  # checkpoints/, tensorboard/, metrics.jsonl, final/

@@ -3,10 +3,11 @@
     mmpt doctor                                   # tiny random gpt2, gpt_neo, llama; every verified attention
     mmpt doctor --arch gpt_neo --attn eager
     mmpt doctor --model path/to/checkpoint --attn sdpa
+    mmpt doctor --vllm-python .venv-vllm/bin/python   # and the vLLM engine in its own venv
 
 Each check is a small function `(DoctorConfig) -> Iterable[CheckResult]`, listed once in `CHECKS`:
 model checks (sentinels, separation, packed attention), then the environment (Slurm, MPI, sandbox,
-DeepSpeed). The tiny random models live in `mmpt.model.tiny`.
+the vLLM engine, DeepSpeed). The tiny random models live in `mmpt.model.tiny`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class DoctorConfig:
     attn: tuple[str, ...] | None = None  # attention implementations to check; None = every verified one
     tol: float = 1e-5  # max abs logit difference accepted (fp32)
     seed: int = 0
+    vllm_python: str | None = None  # the interpreter of the vLLM venv to check; None = this one (vLLM optional)
 
 
 class CheckResult(NamedTuple):
@@ -292,9 +294,11 @@ def check_compiler(config: DoctorConfig) -> Iterable[CheckResult]:
     yield CheckResult("compiler", True, f"{cc} builds against {include}/Python.h (flex_attention's run-time compile)")
 
 
-# ---------------------------------------------------------------------------- Slurm, MPI, sandbox
+# ---------------------------------------------------------------------------- Slurm, MPI, sandbox, vLLM
 # A component that is absent is reported, not failed (a laptop needs no Slurm); one that is present
 # but broken fails.
+
+_ABSENT = 3  # exit status of a probe child that found an optional component not installed
 
 
 def _command(cmd: list[str], timeout: float = 60) -> tuple[int, str]:
@@ -336,14 +340,33 @@ def check_slurm(config: DoctorConfig) -> Iterable[CheckResult]:
 
 
 def check_mpi(config: DoctorConfig) -> Iterable[CheckResult]:
-    """mpi4py loads an MPI library (in a child: MPI_Init stays out of this process) and mpiexec exists."""
+    """mpi4py loads an MPI library (in a child: MPI_Init stays out of this process) and mpiexec exists.
+
+    No MPI library at all is optional, not a failure: only `mpiexec -n K mmpt execute` and
+    slurm/eval.sh's execution step need one (the `mpi` extra brings MPICH)."""
     import shutil
 
-    probe = "from mpi4py import MPI; print(' '.join(MPI.Get_library_version().splitlines()[0].split()))"
+    probe = (
+        "import sys\n"
+        "try:\n"
+        "    from mpi4py import MPI\n"
+        "except RuntimeError as e:\n"  # mpi4py's own message when it finds no libmpi to load
+        "    if not str(e).startswith('cannot load MPI library'): raise\n"
+        f"    sys.exit({_ABSENT})\n"
+        "print(' '.join(MPI.Get_library_version().splitlines()[0].split()))"
+    )
     status, out = _command([sys.executable, "-c", probe])
+    if status == _ABSENT:
+        yield CheckResult(
+            "mpi",
+            True,
+            "optional, not installed: mpi4py finds no MPI library (`mpiexec -n K mmpt execute` and slurm/eval.sh "
+            "need one: pip install 'mmpt[mpi]', or the site's MPI)",
+        )
+        return
     if status != 0:
         tail = out.splitlines()[-1] if out else f"exit {status}"
-        yield CheckResult("mpi", False, f"mpi4py cannot load an MPI library: {tail} (pip install mpich)")
+        yield CheckResult("mpi", False, f"mpi4py cannot load its MPI library: {tail}")
         return
     mpiexec = shutil.which("mpiexec") or "no mpiexec on PATH (srun --mpi=pmi2 still works)"
     yield CheckResult("mpi", True, f"mpi4py with {out.splitlines()[-1]}; {mpiexec}")
@@ -367,6 +390,35 @@ def check_sandbox(config: DoctorConfig) -> Iterable[CheckResult]:
         ok,
         f"bwrap: passing program {good.status}, failing program {bad.status}" + ("" if ok else f" ({good.detail or bad.detail})"),
     )
+
+
+def check_vllm(config: DoctorConfig) -> Iterable[CheckResult]:
+    """The vLLM engine (`mmpt generate --engine vllm`) imports in `config.vllm_python`: vLLM, then
+    mmpt's engine module on top of it (the API it uses). vLLM pins its own torch and transformers,
+    so it lives in a venv of its own; absent from this interpreter it is optional, absent from an
+    interpreter named with --vllm-python it fails."""
+    python = config.vllm_python or sys.executable
+    probe = (
+        "import importlib.util, sys\n"
+        f"if importlib.util.find_spec('vllm') is None: sys.exit({_ABSENT})\n"
+        "import torch, transformers, vllm, mmpt.eval.engines.vllm\n"
+        "print('mmpt-vllm', vllm.__version__, torch.__version__, transformers.__version__)"
+    )
+    status, out = _command([python, "-c", probe], timeout=600)  # vLLM's import takes seconds to a minute
+    found = [line.split()[1:] for line in out.splitlines() if line.startswith("mmpt-vllm ")]
+    if status == _ABSENT and config.vllm_python is None:
+        yield CheckResult(
+            "vllm",
+            True,
+            "optional, not installed here: `--engine vllm` runs from a venv of its own (README, Evaluation); "
+            "`mmpt doctor --vllm-python VENV/bin/python` checks one",
+        )
+    elif status == 0 and found:
+        vllm, torch_version, transformers = found[-1]
+        yield CheckResult("vllm", True, f"vllm {vllm} (torch {torch_version}, transformers {transformers}) in {python}")
+    else:
+        reason = "no vLLM installed" if status == _ABSENT else (out.splitlines()[-1] if out else f"exit {status}")
+        yield CheckResult("vllm", False, f"{python}: the vLLM engine cannot load: {reason}")
 
 
 # ---------------------------------------------------------------------------- DeepSpeed (training)
@@ -396,6 +448,7 @@ CHECKS: list[Check] = [
     check_slurm,
     check_mpi,
     check_sandbox,
+    check_vllm,
     check_deepspeed,
 ]
 
@@ -426,8 +479,9 @@ def parse_args(argv: list[str] | None) -> DoctorConfig:
     which.add_argument("--arch", type=_csv, default=DEFAULT_ARCHS, help="tiny random models of these model types")
     p.add_argument("--attn", type=_csv, default=None, help="attention implementations (default: every verified one)")
     p.add_argument("--tol", type=float, default=1e-5, help="max abs logit difference accepted")
+    p.add_argument("--vllm-python", metavar="PY", help="check the vLLM engine in this interpreter (its own venv's python)")
     a = p.parse_args(argv)
-    return DoctorConfig(model=a.model, archs=a.arch, attn=a.attn, tol=a.tol)
+    return DoctorConfig(model=a.model, archs=a.arch, attn=a.attn, tol=a.tol, vllm_python=a.vllm_python)
 
 
 def main(argv: list[str] | None = None) -> int:

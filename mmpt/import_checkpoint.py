@@ -39,6 +39,7 @@ from pathlib import Path
 
 from mmpt.cli import command_parser
 from mmpt.data.separation import SeparationMap
+from mmpt.hub import HubMiss, from_hub
 from mmpt.jsonl import read_json, write_json
 from mmpt.modality import LAYOUTS, OBJECTIVES, OFFICIAL_BOS
 from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
@@ -351,14 +352,8 @@ def resolve_source(source: str) -> Path:
         return Path(source)
     from huggingface_hub import snapshot_download
 
-    try:
+    with from_hub(source, "source"):  # offline, gated, no such repository: one line
         return Path(snapshot_download(source))
-    except Exception as e:  # offline, gated, no such repository
-        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
-        raise CheckpointImportError(
-            f"{source}: not a local folder, and the hub download failed ({why}); where there is network, "
-            f"`hf download {source} --local-dir DIR`, then pass the folder DIR instead"
-        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         out = import_checkpoint(
             resolve_source(args.source), args.out, layout=args.layout, objective=args.objective, code_format=args.code_format
         )
-    except (CheckpointImportError, FileNotFoundError, OSError) as e:
+    except (CheckpointImportError, HubMiss, FileNotFoundError, OSError) as e:
         print(f"mmpt import-checkpoint: {e}", file=sys.stderr)
         return 2
     meta = CheckpointMeta.load(out)

@@ -33,6 +33,7 @@ import torch
 from mmpt import checkpoint, console, distributed
 from mmpt.config import ConfigError, TrainConfig, config_from_argv, deepspeed_config, dump, resolve_precision
 from mmpt.data.separation import SeparationMap
+from mmpt.hub import from_hub
 from mmpt.modality import CODE, NL
 from mmpt.model import pangu  # noqa: F401  (registers PanGu-α with the Auto classes before any load)
 from mmpt.stopping import StopFlag, StopRequested
@@ -129,7 +130,8 @@ def build_model(
             raise ConfigError("config field 'model': an architecture mapping needs 'model_type'")
         hf_config = AutoConfig.for_model(model_type, **arch, vocab_size=smap.base_vocab_size)
     else:
-        hf_config = AutoConfig.from_pretrained(config.model)
+        with from_hub(config.model, "config field 'model'"):  # a hub miss: one line (a ConfigError), no traceback
+            hf_config = AutoConfig.from_pretrained(config.model)
     try:
         check_supported(hf_config.model_type, config.attn_implementation)
         check_window(hf_config, max_seq_length)
@@ -143,7 +145,8 @@ def build_model(
     if isinstance(config.model, dict):
         model = AutoModelForCausalLM.from_config(hf_config, **kwargs)
     else:
-        model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
+        with from_hub(config.model, "config field 'model'"):  # a hub miss: one line (a ConfigError), no traceback
+            model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
     extend_model(model, smap, ds_config=ds_config if zero3 else None, trained_rows=trained_rows)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -187,9 +190,9 @@ def load_data(config: TrainConfig):
     rows, meta = load_prepared(config.data_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(Path(config.data_dir) / "tokenizer"))
     if config.tokenizer:
-        check_same_tokenizer(
-            tokenizer, AutoTokenizer.from_pretrained(config.tokenizer), f"tokenizer={config.tokenizer!r}", config.data_dir
-        )
+        with from_hub(config.tokenizer, "config field 'tokenizer'"):
+            other = AutoTokenizer.from_pretrained(config.tokenizer)
+        check_same_tokenizer(tokenizer, other, f"tokenizer={config.tokenizer!r}", config.data_dir)
     elif isinstance(config.model, str):
         try:
             model_tokenizer = AutoTokenizer.from_pretrained(config.model)

@@ -37,6 +37,16 @@ def test_defaults_are_the_papers():
     assert c.per_device_batch_size == 32 and c.gradient_checkpointing
 
 
+def test_the_default_model_is_the_one_the_paper_config_and_readme_name():
+    from mmpt.config import help_text
+
+    default = load_config(None, {"data_dir": "d"}).model
+    assert default == load_config("pycodegpt-110m", {"data_dir": "d"}).model == "Daoguang/PyCodeGPT"
+    assert json.dumps(default) in help_text()  # what `mmpt train --help` shows
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"--tokenizer {default}" in readme and "microsoft/PyCodeGPT" not in readme
+
+
 def test_unknown_field_in_yaml_names_file_and_suggests(tmp_path):
     path = write(tmp_path, "data_dir: d\nlearning_rte: 1e-4\n")
     with pytest.raises(ConfigError, match=r"c.yaml: unknown field 'learning_rte' \(did you mean 'learning_rate'\?\)"):

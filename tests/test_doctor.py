@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import torch
 
 from mmpt import doctor
@@ -87,3 +90,27 @@ def test_flex_attention_needs_a_c_compiler_and_the_python_headers(monkeypatch, t
     monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: paths | {"include": str(tmp_path)})
     [result] = doctor.check_compiler(flex)
     assert not result.ok and "no Python headers" in result.detail, result
+
+
+def test_no_mpi_library_is_optional_not_a_failure(monkeypatch):
+    """After `pip install '.[demo]'` (no `mpi` extra) mpi4py finds no MPI library: reported, not failed."""
+    monkeypatch.setenv("MPI4PY_LIBMPI", "/nonexistent/libmpi.so")  # mpi4py's own search finds nothing
+    [result] = doctor.check_mpi(DoctorConfig())
+    assert result.ok and "optional, not installed" in result.detail and "mmpt[mpi]" in result.detail, result
+
+
+def test_vllm_absent_from_this_interpreter_is_optional():
+    [result] = doctor.check_vllm(DoctorConfig())
+    assert result.ok, result
+    if importlib.util.find_spec("vllm") is None:
+        assert result.detail.startswith("optional, not installed here") and "--vllm-python" in result.detail
+
+
+def test_vllm_absent_from_a_named_interpreter_fails(tmp_path):
+    python = tmp_path / "python"  # this interpreter without its site-packages: no vLLM there
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    python.chmod(0o755)
+    [result] = doctor.check_vllm(DoctorConfig(vllm_python=str(python)))
+    assert not result.ok and result.detail == f"{python}: the vLLM engine cannot load: no vLLM installed", result
+    [result] = doctor.check_vllm(DoctorConfig(vllm_python=str(tmp_path / "missing")))
+    assert not result.ok and "No such file" in result.detail

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mmpt import shipped
-from mmpt.config import ConfigError, find_deepspeed_file, load_config
+from mmpt.config import ConfigError, TrainConfig, find_deepspeed_file, load_config
 
 
 def test_shipped_names_from_any_directory(tmp_path, monkeypatch):
@@ -23,7 +23,7 @@ def test_a_users_file_shadows_the_shipped_one(tmp_path, monkeypatch):
     (tmp_path / "configs" / "tiny-cpu.yaml").write_text("data_dir: mine\nmax_steps: 3\n")
     assert shipped.find_file("configs/tiny-cpu.yaml", "configs").resolve() == tmp_path / "configs" / "tiny-cpu.yaml"
     assert load_config("configs/tiny-cpu.yaml").data_dir == "mine"
-    assert load_config("tiny-cpu", {"data_dir": "d"}).model != "microsoft/PyCodeGPT"  # the shipped tiny architecture
+    assert load_config("tiny-cpu", {"data_dir": "d"}).model != TrainConfig().model  # the shipped tiny architecture
 
 
 def test_unknown_name_lists_what_is_shipped(tmp_path, monkeypatch):

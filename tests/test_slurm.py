@@ -489,6 +489,18 @@ def test_eval_generates_executes_over_mpi_and_writes_passk(preempted_run, workdi
         assert passk[f"pass@{k}"] == pytest.approx(expected)
 
 
+def test_eval_as_written_fits_a_small_node(cluster, job_env, tmp_path):
+    """`sbatch slurm/eval.sh ...` with its header alone: Slurm accepts it on a node of few CPUs (here
+    os.cpu_count()), and it runs as one task with a sandbox worker per CPU."""
+    script = str(REPO / "slurm" / "eval.sh")
+    args = [script, "--model", "m", "--benchmark", "mbpp", "--out", "o"]
+    test = subprocess.run(["sbatch", "--test-only", *args], cwd=tmp_path, env=job_env, capture_output=True, text=True, timeout=60)
+    assert test.returncode == 0 and "to start at" in test.stderr, (cluster.cpus, test.stderr)
+    proc = _sbatch(args, tmp_path, {**job_env, "PYTHON": "false"})  # the interpreter fails at once: only the sizes run
+    log = next(tmp_path.glob("slurm-mmpt-eval-*.out")).read_text()  # the log name the header and README give
+    assert proc.returncode != 0 and f"execute on 1 task(s) x {cluster.cpus} sandbox worker(s)" in log, log
+
+
 def test_eval_rejects_a_missing_out(job_env, tmp_path):
     script = str(REPO / "slurm" / "eval.sh")
     proc = _sbatch(["--ntasks-per-node=1", "--job-name=noout", script, "--model", "m", "--benchmark", "mbpp"], tmp_path, job_env)

@@ -19,6 +19,7 @@ import datasets
 
 from mmpt.data.codeformat import CODE_FORMATS, parses, to_python
 from mmpt.data.extract import header_end
+from mmpt.hub import from_hub
 from mmpt.jsonl import JsonlError, read_json, read_jsonl, require
 
 REQUIRED = ("docstring", "code")  # string fields every record must have
@@ -164,8 +165,8 @@ def load_pairs(
     """The pairs of `source` as a Dataset with the columns `docstring`, `code`, `signature`, `body`,
     `converted`.
 
-    `source`: a .jsonl/.json/.parquet file, a folder written by `Dataset.save_to_disk`, or a hub
-    dataset name. `code_format`: `flat` converts every record from the paper's flattened format,
+    `source`: a .jsonl/.json/.parquet file, a folder written by `Dataset.save_to_disk`, a folder of
+    a dataset's data files (a hub dataset downloaded), or a hub dataset name. `code_format`: `flat` converts every record from the paper's flattened format,
     `auto` each record that looks flattened (`codeformat.is_flat`), `plain` none. Missing
     `signature`/`body` columns are derived from `code` (empty when the code has no parsable function).
     """
@@ -177,20 +178,21 @@ def load_pairs(
         builder = "parquet" if path.suffix.lower() == ".parquet" else "json"
         dataset = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir)
         where = str(path)
-    elif path.is_dir():
-        try:
-            dataset = datasets.load_from_disk(str(path))
-        except FileNotFoundError:
-            raise PairsError(f"{path}: a folder but not a dataset saved with save_to_disk") from None
+    elif (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():  # Dataset.save_to_disk
+        dataset = datasets.load_from_disk(str(path))
         if isinstance(dataset, datasets.DatasetDict):
             dataset = dataset[split]
         where = str(path)
+    elif path.is_dir():  # a hub dataset's files downloaded (`hf download NAME --repo-type dataset --local-dir DIR`)
+        where = f"{path} ({split})"
+        try:
+            dataset = datasets.load_dataset(str(path), split=split, cache_dir=cache_dir)
+        except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as e:
+            raise PairsError(f"{path}: a folder, but neither a saved dataset nor data files of one ({e})") from None
     else:
         where = f"hub dataset {source!r} ({split})"
-        try:
+        with from_hub(str(source), "--pairs", dataset=True):
             dataset = datasets.load_dataset(str(source), split=split, cache_dir=cache_dir)
-        except (OSError, ValueError) as e:  # ConnectionError, DatasetNotFoundError, unknown split
-            raise PairsError(f"{source}: not a local file or folder, and {where} cannot be loaded ({e})") from None
     missing = [name for name in REQUIRED if name not in dataset.column_names]
     if missing:
         raise PairsError(f"{where}: missing columns {missing} (has {dataset.column_names})")

@@ -113,14 +113,21 @@ def add_sentinels(tokenizer):
     return tokenizer
 
 
-def load_tokenizer(name_or_dir: str, sentinels: bool = True):
-    """`AutoTokenizer.from_pretrained(name_or_dir)` (fast only) with the sentinels added (unless not `sentinels`)."""
+def load_tokenizer(name_or_dir: str, sentinels: bool = True, option: str = "--tokenizer"):
+    """`AutoTokenizer.from_pretrained(name_or_dir)` (fast only) with the sentinels added (unless not `sentinels`).
+
+    A hub name the hub cannot give is a one-line `HubMiss` naming `option`, how the name was given."""
     from transformers import AutoTokenizer
 
+    from mmpt.hub import HubMiss, from_hub
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_dir)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load tokenizer {name_or_dir!r}: {e}") from None
+        with from_hub(name_or_dir, option):
+            tokenizer = AutoTokenizer.from_pretrained(name_or_dir)
+    except HubMiss:
+        raise
+    except (OSError, ValueError) as e:  # a local folder without (readable) tokenizer files
+        raise ValueError(f"{option}: cannot load a tokenizer from {name_or_dir!r} ({' '.join(str(e).split())})") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"tokenizer {name_or_dir!r} is not a fast (Rust) tokenizer; prepare needs one")
     return add_sentinels(tokenizer) if sentinels else tokenizer

@@ -118,6 +118,8 @@ def read_folder(directory: str | Path, tokenizer=None) -> tuple[object, Separati
     from transformers import AutoTokenizer
 
     directory = Path(directory)
+    if not directory.exists():
+        raise FileNotFoundError(not_a_folder(str(directory)))
     if not (directory / "config.json").exists():
         raise FileNotFoundError(
             f"{directory}: no config.json; expected a checkpoint folder written by `mmpt export` or `mmpt import-checkpoint`"
@@ -130,6 +132,19 @@ def read_folder(directory: str | Path, tokenizer=None) -> tuple[object, Separati
             f"tokenizer's {len(tokenizer)} tokens"
         )
     return tokenizer, smap, CheckpointMeta.load(directory)
+
+
+def not_a_folder(name: str) -> str:
+    """The one-line error for a checkpoint folder that does not exist, perhaps a hub name (read
+    locally only: generation and scoring never download)."""
+    from mmpt.hub import REPO_ID, download_hint
+
+    if not REPO_ID.fullmatch(name):
+        return f"{name}: no such checkpoint folder"
+    return (
+        f"{name}: no such checkpoint folder; generation and scoring read a local one. For a hub model, "
+        f"{download_hint(name)} or import the authors' checkpoints (`mmpt import-checkpoint {name} --out DIR`), and give DIR"
+    )
 
 
 def load_model(directory: str | Path, tokenizer=None, **from_pretrained):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmpt.data.pairs import PairsError, check_pairs_file, load_pairs, split_pair_code
+from mmpt.hub import HubMiss
 
 
 def _fixture_records(assets: Path) -> list[dict]:
@@ -127,8 +128,29 @@ def test_hub_dataset_branch(monkeypatch, assets: Path):
     missing = r"hub dataset 'owner/no-docstring' \(train\): missing columns \['docstring'\]"
     with pytest.raises(PairsError, match=missing):
         load_pairs("owner/no-docstring")
-    with pytest.raises(PairsError, match=r"^offline/pairs: not a local file or folder.*Couldn't reach"):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    unreachable = (
+        r"^--pairs: 'offline/pairs' is not a local file or folder, .*\(ConnectionError: Couldn't reach .*--repo-type dataset"
+    )
+    with pytest.raises(HubMiss, match=unreachable):
         load_pairs("offline/pairs")
+
+
+def test_a_downloaded_hub_dataset_folder(tmp_path: Path, assets: Path):
+    """What `hf download NAME --repo-type dataset --local-dir DIR` leaves: data files in a folder, no save_to_disk."""
+    records = _fixture_records(assets)
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    (tmp_path / "repo" / "README.md").write_text("a dataset card\n")
+    for i, part in enumerate((records[:5], records[5:])):
+        table = pa.table({"docstring": [r["docstring"] for r in part], "code": [r["code"] for r in part]})
+        pq.write_table(table, tmp_path / "repo" / "data" / f"train-0000{i}-of-00002.parquet")
+    pairs = load_pairs(tmp_path / "repo", cache_dir=str(tmp_path / "cache"))
+    assert sorted(pairs["code"]) == sorted(r["code"] for r in records)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_bytes(b"\xff\xfe not text")
+    with pytest.raises(PairsError, match=r"notes: a folder, but neither a saved dataset nor data files of one"):
+        load_pairs(tmp_path / "notes", cache_dir=str(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize("name, text", [("empty.jsonl", ""), ("blank.jsonl", "\n\n"), ("empty.json", "[]")])

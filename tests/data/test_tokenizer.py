@@ -75,8 +75,11 @@ def test_add_sentinels_keeps_an_existing_pad():
 
 
 def test_load_tokenizer_error_names_the_path(tmp_path: Path):
-    with pytest.raises(ValueError, match="cannot load tokenizer"):
+    with pytest.raises(ValueError, match=r"--tokenizer: no such file or folder '.*/nowhere'"):
         load_tokenizer(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"--tokenizer: cannot load a tokenizer from '.*/empty'"):
+        load_tokenizer(str(tmp_path / "empty"))
 
 
 @pytest.mark.parametrize("size", [300, 70_000])  # two-byte tokens only; into the three-byte ones

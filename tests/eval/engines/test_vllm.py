@@ -112,3 +112,15 @@ def test_vllm_samples_do_not_depend_on_batching(agreement: dict) -> None:
         assert got["batch"][-3:] == got["alone"], case
         rows += got["batch"]
     assert len({tuple(row) for row in rows}) > 10 and max(map(len, rows)) > 5  # whole samples, and they differ
+
+
+@pytest.mark.heavy
+def test_doctor_finds_the_engine_in_its_venv() -> None:
+    """`mmpt doctor --vllm-python PY`: the README's separate venv (vLLM, then mmpt with --no-deps) serves the engine."""
+    from mmpt.doctor import DoctorConfig, check_vllm
+
+    python = vllm_python()
+    if python is None:
+        pytest.skip("no Python with vLLM: set MMPT_VLLM_PYTHON or create .venv-vllm (see .ci/run)")
+    [result] = check_vllm(DoctorConfig(vllm_python=python))
+    assert result.ok and result.detail.startswith("vllm 0.32.0 "), result
