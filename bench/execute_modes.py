@@ -24,8 +24,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    from mmpt.eval.execute import main as execute_main
     from mmpt.eval.problems import load_problems
+    from mmpt.eval.sandbox.execute import main as execute_main
 
     problems = load_problems(args.benchmark, args.data_file)
     with tempfile.TemporaryDirectory() as tmp:

@@ -131,9 +131,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from mmpt.eval import paper
-    from mmpt.eval.execute import main as execute_main
     from mmpt.eval.generate import main as generate_main
     from mmpt.eval.passk import pass_at_k_metrics
+    from mmpt.eval.sandbox.execute import main as execute_main
 
     problems = paper.load_paper_problems("humaneval", limit=args.problems)
     report = {}

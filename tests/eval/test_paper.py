@@ -217,7 +217,7 @@ USES_MATH = (
 
 
 def _execute(tmp_path: Path, samples: list[dict], *flags: str) -> list[dict]:
-    from mmpt.eval.execute import main as execute_main
+    from mmpt.eval.sandbox.execute import main as execute_main
     from mmpt.jsonl import read_jsonl, write_jsonl
 
     write_jsonl(tmp_path / "s.jsonl", samples)
@@ -251,7 +251,7 @@ def test_paper_programs_run_the_helper_imports_and_only_the_signature(tmp_path: 
 
 
 def test_execute_refuses_a_style_the_samples_were_not_made_with(tmp_path: Path, capsys):
-    from mmpt.eval.execute import main as execute_main
+    from mmpt.eval.sandbox.execute import main as execute_main
     from mmpt.jsonl import write_jsonl
 
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "", "settings": {"prompt_style": "paper"}}])

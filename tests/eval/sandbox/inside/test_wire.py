@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from mmpt.eval.wire import MAX_DEPTH, WireError, decode, encode
+from mmpt.eval.sandbox.inside.wire import MAX_DEPTH, WireError, decode, encode
 
 VALUES = [
     None,

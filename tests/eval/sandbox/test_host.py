@@ -13,9 +13,9 @@ from unittest.mock import ANY
 import pytest
 
 from mmpt.eval import data
-from mmpt.eval.judging import Judge, Verdict
 from mmpt.eval.problems import Problem
-from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, judge, resolve_mode
+from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, judge, resolve_mode
+from mmpt.eval.sandbox.judging import Judge, Verdict
 
 # a correct program: what every hostile run is followed by, to show the worker goes on
 GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
@@ -466,7 +466,7 @@ def leaks():
 
 @pytest.mark.heavy
 def test_candidate_memory_holds_neither_the_tests_nor_the_token(box, monkeypatch):
-    monkeypatch.setattr("mmpt.eval.sandbox.secrets.token_hex", lambda n: FIXED_TOKEN)
+    monkeypatch.setattr("mmpt.eval.sandbox.host.secrets.token_hex", lambda n: FIXED_TOKEN)
     # the search works: a one-process program finds both, as any code in the checker's process would
     shared = box.run(LEAKS + "print(leaks())\n" + MARKER_TEST, timeout=30.0)
     assert shared.status == "passed" and shared.output.strip() == "['test', 'token']", shared

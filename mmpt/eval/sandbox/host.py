@@ -9,8 +9,8 @@ the host's files), a private /tmp, a clean environment, no capabilities, rlimits
         box.run(program_text, timeout=3.0)   # -> RunResult(status="passed", ...)
 
 The per-program isolation (cgroups of its own, fresh namespaces and tmpfs, rlimits, a seccomp
-filter) lives in `mmpt/eval/isolation.py`, the completion token and the process layout in
-`mmpt/eval/zygote.py` and `candidates.py`, which run inside the sandbox; see their docstrings.
+filter) lives in `inside/isolation.py`, the completion token and the process layout in
+`inside/zygote.py` and `candidates.py`, which run inside the sandbox; see their docstrings.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from pathlib import Path
 
 MODES = ("auto", "bwrap", "none")
 STATUSES = ("passed", "failed", "timeout", "error")
-ZYGOTE = Path(__file__).with_name("zygote.py")
+INSIDE = Path(__file__).with_name("inside")
+ZYGOTE = INSIDE / "zygote.py"
 # what runs inside the sandbox: the zygote, the candidates' zygote and the modules they import
-IN_SANDBOX = tuple(Path(__file__).with_name(f"{m}.py") for m in ("zygote", "candidates", "isolation", "checker", "wire"))
+IN_SANDBOX = tuple(INSIDE / f"{m}.py" for m in ("zygote", "candidates", "isolation", "checker", "wire"))
 _INSIDE_ZYGOTE = "/mmpt/zygote.py"
 _START_TIMEOUT_S = 30.0  # the zygote's interpreter start on a loaded machine
 _ANSWER_GRACE_S = 10.0  # the zygote enforces the time limit; this only catches a wedged zygote
@@ -62,7 +63,7 @@ class SandboxConfig:
 
 @dataclass(frozen=True)
 class SplitProgram:
-    """A program judged in two processes (`mmpt/eval/checker.py`): the candidate's runs `candidate`
+    """A program judged in two processes (`inside/checker.py`): the candidate's runs `candidate`
     (prompt + completion) and answers calls; the checker's runs the trusted `setup` (the prompt's
     imports and helpers) and `test`, with each name in `proxies` forwarding calls to the candidate."""
 
@@ -173,7 +174,7 @@ def _remove_stale(root: Path) -> None:
 def _make_cgroups(name: str, config: SandboxConfig) -> tuple[dict[str, Path], list[str]]:
     """The sandbox's own cgroup in each hierarchy this host lets us use, with a leaf `zygote` for
     the sandbox's long-lived processes; the zygote makes one more per program beside it (see
-    `mmpt/eval/isolation.py`). Returns ({hierarchy: the sandbox's cgroup}, the v2 controllers
+    `inside/isolation.py`). Returns ({hierarchy: the sandbox's cgroup}, the v2 controllers
     enabled for its children); ({}, []) where cgroups cannot be made (then each program's pid
     namespace and rlimits still bound it).
 

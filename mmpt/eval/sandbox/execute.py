@@ -28,10 +28,10 @@ from pathlib import Path
 from mmpt.cli import command_parser
 from mmpt.distributed import mpi_launched
 from mmpt.eval import paper
-from mmpt.eval.judging import HarnessError, Judge, Verdict
 from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import Key
-from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
+from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
+from mmpt.eval.sandbox.judging import HarnessError, Judge, Verdict
 from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_json, read_jsonl, require, write_json
 from mmpt.model.checkpoint_folder import PROMPT_STYLES
 

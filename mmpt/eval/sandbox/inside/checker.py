@@ -36,7 +36,7 @@ from collections import deque
 try:  # inside the sandbox this file and wire.py sit side by side in /mmpt
     import wire
 except ImportError:  # pragma: no cover - imported from the package (tests)
-    from mmpt.eval import wire
+    from mmpt.eval.sandbox.inside import wire
 
 _LEN = struct.Struct(">I")
 _STATUS = struct.Struct(">?i")  # (the candidate's setup finished, its exit status) from its relay

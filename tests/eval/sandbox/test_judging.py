@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mmpt.eval import data, wire
-from mmpt.eval.judging import RETRIES, HarnessError, Judge, plan
+from mmpt.eval import data
 from mmpt.eval.problems import Problem, load_problems
-from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig
+from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig
+from mmpt.eval.sandbox.inside import wire
+from mmpt.eval.sandbox.judging import RETRIES, HarnessError, Judge, plan
 
 MBPP = data.MBPP  # the shipped release
 
@@ -139,7 +140,7 @@ def test_a_harness_error_is_retried_and_never_a_verdict_nor_a_forgery(monkeypatc
     v = Judge({"T/p": PLAIN}, 30.0).judge(box, "T/p", "    return s\n", 5.0)
     assert (v.run.status, v.one_process, box.runs) == ("error", "", ["split"] * RETRIES)
     # a failed split run whose one-process run errs: the split failure, never labelled a forgery
-    monkeypatch.setattr("mmpt.eval.judging.Sandbox", lambda config: FakeBox({"split": [PASSED], "shared": [PASSED]}))
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: FakeBox({"split": [PASSED], "shared": [PASSED]}))
     box = FakeBox({"split": [FAILED], "shared": [ERROR]})
     v = Judge({"T/p": PLAIN}, 30.0).judge(box, "T/p", "    return 0\n", 5.0)
     assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "")
@@ -152,7 +153,7 @@ def test_the_reference_check_runs_in_the_judges_own_sandbox_and_is_not_cached_on
         probes.append(FakeBox({"split": [ERROR], "shared": [PASSED]}))
         return probes[-1]
 
-    monkeypatch.setattr("mmpt.eval.judging.Sandbox", probe)
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", probe)
     judge = Judge({"T/p": PLAIN}, 30.0)
     sample_box = FakeBox({"split": [FAILED], "shared": [PASSED]})  # a forgery: fails split, passes alone
     with pytest.raises(HarnessError, match="the reference of T/p could not be checked"):
@@ -160,6 +161,6 @@ def test_the_reference_check_runs_in_the_judges_own_sandbox_and_is_not_cached_on
     assert len(probes) == RETRIES and all(p.runs == ["split"] for p in probes)  # a fresh sandbox each time
     assert sample_box.runs == ["split", "shared"]  # the reference never ran in the sample's sandbox
     # nothing was cached: once the probe works, the task is split and the forgery labelled
-    monkeypatch.setattr("mmpt.eval.judging.Sandbox", lambda config: FakeBox({"split": [PASSED], "shared": [PASSED]}))
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: FakeBox({"split": [PASSED], "shared": [PASSED]}))
     v = judge.judge(sample_box, "T/p", "    return 0\n", 5.0)
     assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "passed")

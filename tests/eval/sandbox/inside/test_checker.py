@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
-from mmpt.eval import checker, wire
-from mmpt.eval.checker import Channel, NeedsShared, Violation
+from mmpt.eval.sandbox.inside import checker, wire
+from mmpt.eval.sandbox.inside.checker import Channel, NeedsShared, Violation
 
 
 def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_code: str | None = None):

