@@ -35,7 +35,7 @@ from pathlib import Path
 
 from mmpt.data.codeformat import DEDENT, INDENT, NEW_LINE, quoted_docstring
 from mmpt.eval.problems import Problem
-from mmpt.model.checkpoint_folder import PROMPT_STYLES
+from mmpt.modality import PROMPT_STYLES
 
 TOTAL_LENGTH = 1024  # generation.py's --max_seq_length in geneval.sh: prompt + generated ids, padding included
 BATCH_SIZE = 16  # geneval.sh's BS: prompts are left-padded to the longest of their batch

@@ -33,7 +33,7 @@ from mmpt.eval.samples import Key
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
 from mmpt.eval.sandbox.judging import HarnessError, Judge, Verdict
 from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_json, read_jsonl, require, write_json
-from mmpt.model.checkpoint_folder import PROMPT_STYLES
+from mmpt.modality import PROMPT_STYLES
 
 # ---- how a sample failed: one outcome per result record (the demo's report tallies them)
 OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")

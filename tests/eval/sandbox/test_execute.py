@@ -255,3 +255,19 @@ def test_outcomes_of_failed_samples() -> None:
     assert outcome({**base, "detail": "NameError: name 'x' is not defined"}) == "runtime error"
     assert outcome({"passed": False, "status": "timeout", "detail": "wall-clock limit"}) == "timeout"
     assert outcome(base) == "runtime error" and set(OUTCOMES) >= {"passed", "timeout", "does not parse"}
+
+
+@pytest.mark.heavy
+def test_execute_imports_neither_torch_nor_transformers(tmp_path):
+    """`mmpt execute` (and all it runs per sample) needs neither: every rank would pay seconds to import them."""
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return False\n"}])
+    code = (
+        "import sys\nfrom mmpt.cli import main\n"
+        "rc = main(['execute', '--benchmark', 'humaneval', '--samples', sys.argv[1], '--out', sys.argv[2], '--workers', '1'])\n"
+        "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'deepspeed', 'datasets'}))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.jsonl"), str(tmp_path / "r.jsonl")], capture_output=True, text=True
+    )
+    assert run.stdout.strip() == "0 []", run.stdout + run.stderr[-2000:]
+    assert len(read_results(tmp_path / "r.jsonl")) == 1
