@@ -165,8 +165,10 @@ def humaneval_problems(problems: list[Problem], incremental: bool) -> list[Probl
     out = []
     for p in problems:
         docstring, signature = split_humaneval_prompt(p.prompt)
+        # the prompt's helpers are not in the official program, but its tests call some (/32's poly)
+        helpers = p.prompt[: p.prompt.rfind(f"def {p.entry_point}(")]
         paper = replace(p, docstring=docstring, signature=signature, prompt=HELPER_BLOCK + signature,
-                        reference="\n" + p.reference)  # fmt: skip
+                        reference="\n" + p.reference, test_helpers=helpers)  # fmt: skip
         out += _tasks(paper, p.reference, incremental)
     return out
 

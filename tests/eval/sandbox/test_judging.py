@@ -55,7 +55,7 @@ def test_static_reasons_for_one_process(test, reason):
 
 
 @pytest.mark.heavy
-def test_judge_falls_back_only_where_the_reference_needs_it_and_records_forgeries():
+def test_judge_falls_back_only_where_the_reference_needs_it_and_never_reruns_a_failure():
     counter_test = "assert f('aab') == {'a': 2, 'b': 1}\n"
     counter = Problem(
         "T/counter",
@@ -88,23 +88,21 @@ def test_judge_falls_back_only_where_the_reference_needs_it_and_records_forgerie
         # from then on its samples run in one process only
         v = judge.judge(box, "T/counter", "    return {}\n", 5.0)
         assert (v.run.status, v.mode) == ("failed", "shared")
-        # where the reference passes split, an OrderedDict (or a forged dict) fails and the difference is recorded
-        v = judge.judge(box, "T/plain", counter.reference, 5.0)
-        assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "passed")
-        v = judge.judge(box, "T/plain", forgery, 5.0)
-        assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "passed")
-        assert v.run.detail == "Violation: f returned an object of type f.<locals>.D"
-        # a plain wrong answer fails in both: nothing to record
-        v = judge.judge(box, "T/plain", "    return {}\n", 5.0)
-        assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "")
-        v = judge.judge(box, "T/plain", plain.reference, 5.0)
-        assert (v.run.status, v.mode) == ("passed", "split")
-        # a program that does not compile ran nothing: it is not run again in one process
+        # where the reference passes split, an OrderedDict (or a forged dict) fails split, and is
+        # never run again in one process (where the tests would hand it their expected values)
         runs = []
         real_run = box.run
         box.run = lambda program, timeout: runs.append(program) or real_run(program, timeout)
-        v = judge.judge(box, "T/plain", "    return (\n", 5.0)
-        assert (v.run.status, v.mode, len(runs)) == ("failed", "split", 1) and v.run.detail.startswith("SyntaxError")
+        v = judge.judge(box, "T/plain", counter.reference, 5.0)
+        assert (v.run.status, v.mode, len(runs)) == ("failed", "split", 1)
+        v = judge.judge(box, "T/plain", forgery, 5.0)
+        assert (v.run.status, v.mode, len(runs)) == ("failed", "split", 2)
+        assert v.run.detail == "Violation: f returned an object of type f.<locals>.D"
+        v = judge.judge(box, "T/plain", "    return {}\n", 5.0)
+        assert (v.run.status, v.mode, len(runs)) == ("failed", "split", 3)
+        v = judge.judge(box, "T/plain", plain.reference, 5.0)
+        assert (v.run.status, v.mode) == ("passed", "split")
+        assert all(not isinstance(program, str) for program in runs)  # none of them in one process
 
 
 class FakeBox:
@@ -128,9 +126,11 @@ ERROR, FAILED, PASSED = (
     RunResult("failed", "AssertionError", 0.0),
     RunResult("passed", "", 0.0),
 )
+# a failure that says split could not carry what the tests do: only then is the reference checked
+NOT_PLAIN = RunResult("failed", "Violation: f returned an object of type OrderedDict", 0.0)
 
 
-def test_a_harness_error_is_retried_and_never_a_verdict_nor_a_forgery(monkeypatch):
+def test_a_harness_error_is_retried_and_never_a_verdict(monkeypatch):
     # an error, then a pass: the retry's verdict
     box = FakeBox({"split": [ERROR, PASSED], "shared": [PASSED]})
     v = Judge({"T/p": PLAIN}, 30.0).judge(box, "T/p", "    return s\n", 5.0)
@@ -138,12 +138,12 @@ def test_a_harness_error_is_retried_and_never_a_verdict_nor_a_forgery(monkeypatc
     # errors every time: the verdict is an error (not written as a result), nothing else is run
     box = FakeBox({"split": [ERROR], "shared": [PASSED]})
     v = Judge({"T/p": PLAIN}, 30.0).judge(box, "T/p", "    return s\n", 5.0)
-    assert (v.run.status, v.one_process, box.runs) == ("error", "", ["split"] * RETRIES)
-    # a failed split run whose one-process run errs: the split failure, never labelled a forgery
-    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: FakeBox({"split": [PASSED], "shared": [PASSED]}))
-    box = FakeBox({"split": [FAILED], "shared": [ERROR]})
+    assert (v.run.status, box.runs) == ("error", ["split"] * RETRIES)
+    # a failed split run is the verdict: no reference check, no second run in one process
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: pytest.fail("the reference was checked"))
+    box = FakeBox({"split": [FAILED], "shared": [PASSED]})
     v = Judge({"T/p": PLAIN}, 30.0).judge(box, "T/p", "    return 0\n", 5.0)
-    assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "")
+    assert (v.run.status, v.mode, box.runs) == ("failed", "split", ["split"])
 
 
 def test_the_reference_check_runs_in_the_judges_own_sandbox_and_is_not_cached_on_errors(monkeypatch):
@@ -155,12 +155,17 @@ def test_the_reference_check_runs_in_the_judges_own_sandbox_and_is_not_cached_on
 
     monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", probe)
     judge = Judge({"T/p": PLAIN}, 30.0)
-    sample_box = FakeBox({"split": [FAILED], "shared": [PASSED]})  # a forgery: fails split, passes alone
+    sample_box = FakeBox({"split": [NOT_PLAIN], "shared": [PASSED]})  # fails split for want of plain data
     with pytest.raises(HarnessError, match="the reference of T/p could not be checked"):
         judge.judge(sample_box, "T/p", "    return 0\n", 5.0)
     assert len(probes) == RETRIES and all(p.runs == ["split"] for p in probes)  # a fresh sandbox each time
-    assert sample_box.runs == ["split", "shared"]  # the reference never ran in the sample's sandbox
-    # nothing was cached: once the probe works, the task is split and the forgery labelled
+    assert sample_box.runs == ["split"]  # the reference never ran in the sample's sandbox
+    # nothing was cached: once the probe works, the task is split and the sample's failure stands
     monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: FakeBox({"split": [PASSED], "shared": [PASSED]}))
     v = judge.judge(sample_box, "T/p", "    return 0\n", 5.0)
-    assert (v.run.status, v.mode, v.one_process) == ("failed", "split", "passed")
+    assert (v.run.status, v.mode, sample_box.runs) == ("failed", "split", ["split", "split"])
+    # a reference that fails split for the same reason: the task is judged in one process
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: FakeBox({"split": [NOT_PLAIN], "shared": [PASSED]}))
+    judge = Judge({"T/p": PLAIN}, 30.0)
+    v = judge.judge(FakeBox({"split": [NOT_PLAIN], "shared": [PASSED]}), "T/p", "    return 0\n", 5.0)
+    assert (v.run.status, v.mode) == ("passed", "shared") and "returned an object of type OrderedDict" in v.shared_reason

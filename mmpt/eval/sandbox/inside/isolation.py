@@ -1,17 +1,25 @@
-"""Per-program isolation inside the sandbox: namespaces, fresh mounts, rlimits, capabilities, cgroups.
+"""Per-program isolation inside the sandbox: namespaces, fresh mounts, an unprivileged user, rlimits, a seccomp filter.
 
 Standard library only: imported by both in-sandbox zygotes (`zygote.py`, `candidates.py`), which
-see no project file but their neighbours in /mmpt. Every program (a checker, a candidate, a
-one-process runner) gets, before any of its code runs:
+see no project file but their neighbours in /mmpt. Every process that runs a program's code (a
+candidate) gets, before any of it runs:
 
-- a cgroup of its own in each hierarchy the host delegated (`Cgroups`): its own pid limit (fork
-  bombs stop there), its own memory limit, and `cgroup.kill` at the end of its run, which kills
-  everything it started wherever it went (a new session, a cleared death signal);
-- its own mount namespace with fresh tmpfs /tmp and /dev/shm; candidates and runners also get a
-  pid namespace of their own, of which they are pid 1;
-- no way to make an object another program could reach: no socket but a socketpair, no SysV IPC,
-  no message queue, no key (`deny_shared_objects`; or own IPC and network namespaces);
-- rlimits, no_new_privs, no capabilities, a clean environment (`restrict`).
+- pid 1 of a pid namespace of its own (everything it starts dies with it), and its own mount, IPC
+  and network namespaces: fresh tmpfs /tmp and /dev/shm, no SysV or POSIX IPC object and no
+  socket name (abstract or bound) that any other program could see, before or after;
+- an unprivileged user: with a privileged sandbox (the caller is root) it drops to a host uid no
+  other sandbox uses; in a user namespace (an unprivileged caller) it keeps the caller's uid; no
+  capabilities either way, no new privileges;
+- rlimits (CPU, address space, processes, file size, descriptors, no core files);
+- a seccomp filter (`deny`): no user namespace nor any other new namespace (`unshare`, `setns`,
+  `clone` with a namespace flag; `clone3` answers ENOSYS so the C library falls back to `clone`),
+  no socket but a socketpair, no SysV IPC, message queue, key, io_uring, perf event, BPF program
+  or userfaultfd, and nothing that reads or leaves state in what every program shares (the
+  read-only files of the system): record locks, leases, `flock`, `mincore`, `fadvise`,
+  `readahead`, inotify/fanotify watches.
+
+A checker (trusted tests) gets the same user and limits, without namespaces of its own or the
+filter: no code but the benchmark's runs in it.
 """
 
 from __future__ import annotations
@@ -19,30 +27,46 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
-import select
 import signal
 import sys
 import time
 
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x20000000, 0x08000000, 0x40000000
-PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-# System calls that make an object another program could reach (see `deny_shared_objects`), per
-# architecture: (AUDIT_ARCH_*, numbers). socket (socketpair stays: its pair is private), SysV
-# shm/sem/msg, POSIX message queues, io_uring (it makes sockets itself), add_key/request_key/keyctl
-# (a user's keyrings outlive its processes).
-_DENIED = {
-    "x86_64": (0xC000003E, (41, 29, 30, 31, 64, 65, 66, 67, 68, 69, 70, 71, 220, 240, 241, 242, 243, 244, 245,
-                            425, 426, 427, 248, 249, 250)),
-    "aarch64": (0xC00000B7, (198, 186, 187, 188, 189, 190, 191, 192, 193, 194, 195, 196, 197, 180, 181, 182, 183,
-                             184, 185, 425, 426, 427, 217, 218, 219)),
-}  # fmt: skip
-# every program's namespaces (runners and candidates add CLONE_NEWPID): where the system calls
-# above cannot be denied (another architecture), their own IPC and network namespaces instead
-NAMESPACES = CLONE_NEWNS if os.uname().machine in _DENIED else CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET
+# every namespace flag of clone(2): a program may create none (CLONE_NEWUSER among them)
+CLONE_NEW_ANY = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
+PROGRAM_NAMESPACES = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET  # with CLONE_NEWPID from its parent
 MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 4, 22, 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
-SYS_CAPSET = 126  # x86_64; aarch64 is 91 (picked below)
+SECCOMP_MODE_FILTER = 2
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
+       # a program that imports numpy starts one BLAS thread, not one per core (RLIMIT_NPROC counts threads)
+       "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+
+# System call numbers per architecture: (AUDIT_ARCH_*, {name: number}).
+_SYSCALLS = {
+    "x86_64": (0xC000003E, {
+        "socket": 41, "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+        "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+        "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244,
+        "mq_getsetattr": 245, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "add_key": 248, "request_key": 249, "keyctl": 250, "flock": 73, "mincore": 27, "fadvise64": 221,
+        "readahead": 187, "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254,
+        "fanotify_init": 300, "setns": 308, "unshare": 272, "perf_event_open": 298, "bpf": 321,
+        "userfaultfd": 323, "clone": 56, "clone3": 435, "fcntl": 72}),
+    "aarch64": (0xC00000B7, {
+        "socket": 198, "shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190, "semop": 193,
+        "semctl": 191, "semtimedop": 192, "msgget": 186, "msgsnd": 189, "msgrcv": 188, "msgctl": 187,
+        "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182, "mq_timedreceive": 183, "mq_notify": 184,
+        "mq_getsetattr": 185, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "add_key": 217, "request_key": 218, "keyctl": 219, "flock": 32, "mincore": 232, "fadvise64": 223,
+        "readahead": 213, "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262, "setns": 268,
+        "unshare": 97, "perf_event_open": 241, "bpf": 280, "userfaultfd": 282, "clone": 220, "clone3": 435,
+        "fcntl": 25}),
+}  # fmt: skip
+# fcntl commands refused: record locks (classic and open-file-description), leases, directory notifications
+_FCNTL_DENIED = (5, 6, 7, 36, 37, 38, 1024, 1025, 1026)
+SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -55,7 +79,7 @@ def check(ret: int, what: str) -> None:
 
 
 def die_with_parent() -> None:
-    """SIGKILL this process when its parent exits."""
+    """SIGKILL this process when its parent exits (set after any change of user: that clears it)."""
     check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
 
 
@@ -68,26 +92,21 @@ def unshare(flags: int) -> None:
     check(_libc.unshare(flags), f"unshare({flags:#x})")
 
 
+def pid_namespace_for_next_child(own_pidfd: int) -> None:
+    """Make the next child of this process pid 1 of a new pid namespace. The namespace a previous
+    call made is left first (`setns` to this process's own, by `own_pidfd`): one namespace per child."""
+    check(_libc.setns(own_pidfd, CLONE_NEWPID), "setns(own pid namespace)")
+    unshare(CLONE_NEWPID)
+
+
 def fork() -> int:
-    """os.fork, waiting out EAGAIN: a killed fork bomb's processes leave the pids cgroup gradually."""
+    """os.fork, waiting out EAGAIN: a killed fork bomb's processes leave the pid limit gradually."""
     for _ in range(500):
         try:
             return os.fork()
         except BlockingIOError:
             time.sleep(0.01)
     return os.fork()
-
-
-def drop_capabilities() -> None:
-    """Empty the bounding, ambient, effective, permitted and inheritable capability sets."""
-    for cap in range(64):
-        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            break  # EINVAL past the last capability this kernel knows
-    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
-    data = (ctypes.c_uint32 * 6)()  # two {effective, permitted, inheritable} words, all zero
-    nr = 91 if os.uname().machine == "aarch64" else SYS_CAPSET
-    check(_libc.syscall(nr, header, data), "capset")
 
 
 def mount_fresh(tmp_bytes: int) -> None:
@@ -99,9 +118,16 @@ def mount_fresh(tmp_bytes: int) -> None:
     os.chdir("/tmp")
 
 
-def restrict(limits: dict, isolated: bool) -> None:
-    """Setup of each process that runs code: rlimits, no new privileges, no capabilities, a clean
-    environment."""
+def enter_program_namespaces(tmp_bytes: int) -> None:
+    """A candidate's own mount, IPC and network namespaces (its pid namespace came with its fork)."""
+    unshare(PROGRAM_NAMESPACES)
+    mount_fresh(tmp_bytes)
+
+
+def restrict(limits: dict, user: dict | None, filtered: bool = True) -> None:
+    """Setup of each process that runs code: rlimits; with `user` ({"uid", "gid"}: the isolated
+    sandbox) that user, no capabilities and (where `filtered`) the seccomp filter; no new
+    privileges; the death signal. (Its environment is the zygotes' own, `ENV`: see `clean_environment`.)"""
     for name, value in (
         ("RLIMIT_CPU", limits["cpu_s"]),
         ("RLIMIT_AS", limits["memory_bytes"]),
@@ -110,48 +136,79 @@ def restrict(limits: dict, isolated: bool) -> None:
         ("RLIMIT_NOFILE", limits["nofile"]),
         ("RLIMIT_CORE", 0),
     ):
-        soft = value
         hard = value + 1 if name == "RLIMIT_CPU" else value  # SIGXCPU first, SIGKILL a second later
-        resource.setrlimit(getattr(resource, name), (soft, hard))
+        resource.setrlimit(getattr(resource, name), (value, hard))
+    if user is not None:
+        drop_privileges(user["uid"], user["gid"])
+    die_with_parent()
+    # no execve can gain privileges from here on (setuid/setgid bits and file capabilities are
+    # ignored), so the capability bounding set needs no dropping
     check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
-    if isolated:
-        drop_capabilities()
-        deny_shared_objects()
+    if user is not None and filtered:
+        deny()
+
+
+def clean_environment() -> None:
+    """The environment every program starts with (set once in each zygote: forks inherit it)."""
     os.environ.clear()
-    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"})
+    os.environ.update(ENV)
 
 
-class _Filter(ctypes.Structure):
+def drop_privileges(uid: int, gid: int) -> None:
+    """Become `uid`/`gid` (when not already) with no supplementary groups and no capabilities."""
+    if (os.getuid(), os.getgid()) != (uid, gid):
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)  # leaves no capability from here on
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (ctypes.c_uint32 * 6)()  # two {effective, permitted, inheritable} words, all zero
+    check(_libc.syscall(SYS_CAPSET[os.uname().machine], header, data), "capset")
+
+
+class _Instruction(ctypes.Structure):
     _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
 
 
 class _Program(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_Filter))]
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_Instruction))]
 
 
-def deny_shared_objects() -> None:
-    """A seccomp filter (inherited, never lifted): the system calls in `_DENIED` fail with EPERM.
+def _filter() -> _Program:
+    """The seccomp program of `deny` for this machine's architecture (see the module docstring)."""
+    arch, nr = _SYSCALLS[os.uname().machine]
+    load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, JMP|JSET|K, RET|K
+    allow, eperm, enosys, kill = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38, 0x80000000
+    denied = [n for name, n in nr.items() if name not in ("clone", "clone3", "fcntl")]
+    # (code, jump if true, jump if false, k), jumps to labels; seccomp_data: nr at 0, arch at 4, args at 16 + 8i
+    code = [(load, None, None, 4), (jeq, None, "kill", arch), (load, None, None, 0), (jge, "deny", None, 0x40000000)]
+    code += [(jeq, "deny", None, n) for n in denied]
+    code += [(jeq, "enosys", None, nr["clone3"]), (jeq, "clone", None, nr["clone"]), (jeq, "fcntl", None, nr["fcntl"])]
+    code += [(ret, None, None, allow)]
+    labels = {"clone": len(code)}
+    code += [(load, None, None, 16), (jset, "deny", None, CLONE_NEW_ANY), (ret, None, None, allow)]
+    labels["fcntl"] = len(code)
+    code += [(load, None, None, 24)] + [(jeq, "deny", None, cmd) for cmd in _FCNTL_DENIED] + [(ret, None, None, allow)]
+    labels.update(deny=len(code), enosys=len(code) + 1, kill=len(code) + 2)
+    code += [(ret, None, None, eperm), (ret, None, None, enosys), (ret, None, None, kill)]
+    resolved = []
+    for i, (op, jt, jf, k) in enumerate(code):
+        offsets = [labels[j] - i - 1 if j else 0 for j in (jt, jf)]
+        resolved.append(_Instruction(op, offsets[0], offsets[1], k))
+    instructions = (_Instruction * len(resolved))(*resolved)
+    program = _Program(len(resolved), instructions)
+    program._keep = instructions  # the array must live as long as the program
+    return program
 
-    What they make (a socket that can be named: abstract, on a path or on the sandbox's loopback;
-    a SysV IPC object; a message queue; a key) is what one program could leave for, or reach in,
-    another; pipes, socketpairs, files in its own /tmp and /dev/shm stay. This does what an IPC and
-    a network namespace per program would (no such object of one program is visible to another)
-    and more (keys, which no namespace separates), without their cost per program: the sandbox's
-    own namespaces already keep the host out. Without `_DENIED` numbers for this architecture,
-    the programs get those namespaces instead (`NAMESPACES`).
-    """
-    if os.uname().machine not in _DENIED:
-        return
-    arch, numbers = _DENIED[os.uname().machine]
-    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
-    allow, deny, kill = 0x7FFF0000, 0x00050000 | 1, 0x80000000  # SECCOMP_RET_ALLOW, ERRNO(EPERM), KILL_PROCESS
-    code = [(load, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, kill), (load, 0, 0, 0)]  # seccomp_data.arch, .nr
-    code.append((jge, len(numbers) + 1, 0, 0x40000000))  # x32 system calls: denied
-    code += [(jeq, len(numbers) - i, 0, nr) for i, nr in enumerate(numbers)]
-    code += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
-    filters = (_Filter * len(code))(*[_Filter(*c) for c in code])
-    program = _Program(len(code), filters)
-    check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "prctl(SECCOMP)")
+
+_PROGRAM = _filter() if os.uname().machine in _SYSCALLS else None
+
+
+def deny() -> None:
+    """Install the seccomp filter (inherited by every child and thread, never lifted)."""
+    if _PROGRAM is None:
+        raise OSError(f"no seccomp filter for the architecture {os.uname().machine}")
+    check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(_PROGRAM), 0, 0), "prctl(SECCOMP)")
 
 
 def stdio(out_w: int, keep: set[int]) -> None:
@@ -163,43 +220,6 @@ def stdio(out_w: int, keep: set[int]) -> None:
     fds = sorted({0, 1, 2, *keep})
     for lo, hi in zip(fds, fds[1:] + [1 << 16]):
         os.closerange(lo + 1, hi)
-
-
-def relay(procs: list[int], isolated: bool, start, handed: list[int], life_r: int) -> tuple[int, bool]:
-    """A relay's work: join the program's cgroups, enter new namespaces (pid included), fork the
-    program's pid 1, which runs `start(setup_w)` (it writes b"1" on setup_w once its setup is done,
-    before any of the program's code runs), close the descriptors `handed` to it, and wait for it
-    (`wait_or_kill`). Returns (its exit status, -N for signal N; whether its setup was done)."""
-    join(procs)
-    if isolated:
-        unshare(NAMESPACES | CLONE_NEWPID)
-    setup_r, setup_w = os.pipe()
-    pid = fork()
-    if pid == 0:
-        os.close(setup_r)
-        start(setup_w)
-    for fd in (*handed, setup_w):
-        os.close(fd)
-    code = wait_or_kill(pid, life_r, isolated)
-    return code, os.read(setup_r, 1) == b"1"
-
-
-def wait_or_kill(pid: int, life_r: int, isolated: bool) -> int:
-    """The exit status of child `pid` (-N when killed by signal N); it is killed (and with it its
-    pid namespace, or its process group without one) when the lifeline `life_r` closes first."""
-    pidfd = os.pidfd_open(pid)
-    if pidfd not in select.select([pidfd, life_r], [], [])[0]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _, wstatus = os.waitpid(pid, 0)
-    if not isolated:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return os.waitstatus_to_exitcode(wstatus)
 
 
 def flush() -> None:
@@ -215,86 +235,4 @@ def join(procs: list[int]) -> None:
     """Move this process into the cgroups whose `cgroup.procs` files `procs` are open on; closes them."""
     for fd in procs:
         os.write(fd, b"0")
-        os.close(fd)
-
-
-class Cgroups:
-    """Per-program cgroups under the sandbox's own, one per delegated hierarchy.
-
-    `dirs` maps a hierarchy ("v2", "pids", "memory") to an open directory descriptor of the
-    sandbox's cgroup there (the host made it and passed the descriptor in: the sandbox mounts no
-    cgroup file system). In the v2 hierarchy `controllers` lists those enabled for the children.
-    """
-
-    def __init__(self, dirs: dict[str, int], controllers: list[str], limits: dict) -> None:
-        self.dirs, self.limits = dirs, limits
-        self.v2_files = {"pids": "pids.max", "memory": "memory.max"}
-        self.v2_files = {c: f for c, f in self.v2_files.items() if c in controllers}
-        self.count = 0
-        self.dying: list[str] = []  # killed, not yet removed (rmdir waits for the last process)
-
-    def make(self, memory_limit: bool = True) -> tuple[str, list[int]]:
-        """A new cgroup with the program limits: (its name, descriptors to `join` it with).
-        Without `memory_limit` (a checker: trusted code, a move into a cgroup costs latency) it
-        stays out of the v1 memory hierarchy, bounded by the sandbox's cgroup and RLIMIT_AS there."""
-        self.count += 1
-        name = f"p{self.count}"
-        nproc, memory = self.limits["nproc"], self.limits["memory_bytes"]
-        settings = {"v2": {f: nproc if c == "pids" else memory for c, f in self.v2_files.items()}}
-        settings.update(pids={"pids.max": nproc}, memory={"memory.limit_in_bytes": memory})
-        procs = []
-        for kind, fd in self.dirs.items():
-            if kind == "memory" and not memory_limit:
-                continue
-            os.mkdir(name, dir_fd=fd)
-            for key, value in settings[kind].items():
-                _write_at(fd, f"{name}/{key}", str(value).encode())
-            procs.append(os.open(f"{name}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=fd))
-        return name, procs
-
-    def kill(self, name: str) -> None:
-        """Kill every process of cgroup `name` (v2's cgroup.kill; with v1 only, each listed pid)."""
-        if "v2" in self.dirs:
-            _write_at(self.dirs["v2"], f"{name}/cgroup.kill", b"1")
-        elif self.dirs:
-            fd = next(iter(self.dirs.values()))
-            for _ in range(100):  # v1 has no atomic kill: until nothing is left (forks race the kill)
-                pids = _read_at(fd, f"{name}/cgroup.procs").split()
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        self.dying.append(name)
-
-    def sweep(self) -> None:
-        """Remove the killed cgroups whose processes are all gone."""
-        still = []
-        for name in self.dying:
-            for fd in self.dirs.values():
-                try:
-                    os.rmdir(name, dir_fd=fd)
-                except FileNotFoundError:
-                    pass
-                except OSError:  # EBUSY: a process is still exiting
-                    still.append(name)
-                    break
-        self.dying = still
-
-
-def _write_at(dir_fd: int, path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY, dir_fd=dir_fd)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _read_at(dir_fd: int, path: str) -> str:
-    fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
-    try:
-        return os.read(fd, 1 << 20).decode()
-    finally:
         os.close(fd)

@@ -31,7 +31,7 @@ def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_
             else:
                 for i, frame in enumerate(frames):
                     if i:
-                        checker.read_frame(call_r)
+                        checker.frames.read_frame(call_r, checker.MAX_FRAME)
                     os.write(reply_w, frame)
         finally:
             os.close(reply_w)  # as the candidate's exit would, then its status, as its relay sends it
@@ -80,7 +80,7 @@ def test_a_correct_answer_passes_and_a_wrong_one_fails():
         (frame(b"V" + wire.encode(3)), "malformed answer"),  # not (value, args, kwargs)
         (frame(b"E" + wire.encode(("ValueError",))), "malformed exception"),
         (b"\xff\xff\xff\xff", "sent a frame of"),
-        (b"\x00\x00\x00\x09V", "process exited"),  # torn frame, then EOF
+        (b"\x00\x00\x00\x09V", "frame cut short"),  # torn frame, then EOF
         (b"", "process exited"),
     ],
 )
