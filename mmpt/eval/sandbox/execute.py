@@ -428,12 +428,12 @@ class Progress:
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate else float("inf")
-        left = f"{int(eta) // 60}:{int(eta) % 60:02d}" if eta != float("inf") else "?"
+        left = f"{round(eta) // 60}:{round(eta) % 60:02d}" if eta != float("inf") else "?"
         return f"mmpt execute: {self.done}/{self.total} ({rate:.1f}/s, ETA {left})"
 
     def close(self) -> None:
-        if self.live and self.done:
-            print(file=self.stream, flush=True)
+        if self.live and self.done:  # the final count stays on screen
+            print("\r" + self.line(self.clock()), file=self.stream, flush=True)
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -684,3 +684,166 @@ def test_the_sandbox_cgroups_sit_under_the_callers_own_and_bound_every_candidate
             break
         time.sleep(0.02)
     assert members() == idle
+
+
+# --- round three: unprivileged, sealed between programs, no oracle in the protocol -----------------
+
+
+def program_processes(box: Sandbox) -> list[int]:
+    """The processes under the sandbox that are neither bubblewrap nor a zygote: its programs'."""
+    parents = {}
+    for pid in descendants(box.pid):
+        try:
+            parents[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            pass
+
+    def runs(pid: int, module: bytes) -> bool:  # python -S -B /mmpt/MODULE ...
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return len(args) > 3 and args[3] == b"/mmpt/" + module
+
+    # a fork keeps its parent's command line: a zygote is the first process of its chain to run it
+    zygote = {pid for pid, parent in parents.items() if runs(pid, b"zygote.py") and not runs(parent, b"zygote.py")}
+    candidates = {pid for pid, parent in parents.items() if runs(pid, b"candidates.py") and parent in zygote}
+    return [pid for pid, parent in parents.items() if parent in zygote | candidates and pid not in candidates]
+
+
+@pytest.mark.heavy
+def test_programs_run_as_an_unprivileged_host_user_with_no_capabilities(box):
+    program = SplitProgram("import time\ntime.sleep(1.5)\ndef f():\n    return 1\n", "", "assert f() == 1\n", ("f",))
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(box.run, program, 10.0)
+        time.sleep(0.8)
+        found = {}
+        for pid in program_processes(box):  # the checker and the candidate
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            found[pid] = ({int(u) for u in status["Uid"].split()}, int(status["CapEff"], 16), int(status["CapPrm"], 16))
+        assert running.result().status == "passed"
+    assert len(found) == 2, found
+    for uids, effective, permitted in found.values():
+        assert 0 not in uids and (effective, permitted) == (0, 0), found  # host uids: never root
+
+
+NESTED_USERNS = """\
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+steps = []
+# a user namespace (and a cgroup one) of its own: there it would be root and could mount the
+# host's cgroup v1 trees, rewrite its own limits and write into the host's root cgroups
+if libc.unshare(0x10000000 | 0x00020000 | 0x02000000) != 0:
+    steps.append("unshare refused")
+else:
+    for controller in ("pids", "freezer"):
+        os.makedirs("/tmp/" + controller, exist_ok=True)
+        if libc.mount(b"cgroup", ("/tmp/" + controller).encode(), b"cgroup", 0, controller.encode()) != 0:
+            steps.append(controller + " mount refused")
+            continue
+        try:
+            if controller == "pids":  # its own pid limit, as its cgroup namespace's root
+                open("/tmp/pids/pids.max", "w").write("max")
+            else:  # a host cgroup, where it is in the hierarchy's root
+                os.mkdir("/tmp/freezer/MARKER")
+            steps.append(controller + " escaped")
+        except OSError:
+            steps.append(controller + " write refused")
+steps.append("clone3 %d" % (libc.syscall(435, 0, 0) == -1 and ctypes.get_errno()))
+steps.append("setns %d" % (libc.setns(0, 0) == -1 and ctypes.get_errno()))
+print(steps)
+"""
+
+
+@pytest.mark.heavy
+def test_no_program_can_make_a_user_namespace_and_reach_the_host_cgroups(box):
+    marker = f"mmpt-escape-{os.getpid()}-{time.monotonic_ns()}"
+    host = Path("/sys/fs/cgroup/freezer") / marker
+    try:
+        run = box.run(NESTED_USERNS.replace("MARKER", marker), 5.0)
+        assert run.status == "passed", run
+        assert not host.exists(), "a program made a cgroup on the host"
+        # refused by the seccomp filter (EPERM) or bubblewrap's --disable-userns (ENOSPC); clone3: ENOSYS
+        steps = eval(run.output)  # noqa: S307 - our own program's printed list
+        assert steps == ["unshare refused", "clone3 38", "setns 1"], steps
+    finally:
+        if host.exists():
+            host.rmdir()
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("code", [125, 0, 3])
+def test_an_exit_status_is_never_a_harness_error_nor_a_pass(box, code):
+    # a one-process program that exits with the status the old runner read as "setup failed"
+    run = box.run(f"import os\nos._exit({code})\n" + TEST, 5.0)
+    assert (run.status, run.detail) == ("failed", f"Violation: the candidate's process exited (exit code {code})"), run
+    split = SplitProgram(f"import os\nos._exit({code})\n", "", TEST, ("add",))
+    assert box.run(split, 5.0).status == "failed"
+
+
+# The candidate takes over its protocol: a thread reports each call it gets and whether its call
+# pipe ever ends (EOF), which a checker that stops at a failed assert would show at once.
+PROTOCOL_WATCH = r"""
+import fcntl, os, select, struct, sys, termios, threading, time
+def _call_pipe():
+    for fd in range(3, 64):
+        try:
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+                return fd
+        except OSError:
+            pass
+CALLS = _call_pipe()
+def _ended():  # readable with nothing in it: end of file (a frame being read by serve leaves it unreadable)
+    return bool(select.select([CALLS], [], [], 0)[0]) and not struct.unpack("i", fcntl.ioctl(CALLS, termios.FIONREAD, b"\0\0\0\0"))[0]
+def _watch():
+    while True:
+        if all(_ended() or time.sleep(0.005) for _ in range(3)):
+            print("EOF", flush=True)
+            return
+        time.sleep(0.001)
+threading.Thread(target=_watch, daemon=True).start()
+def f(x):
+    print("call", x, flush=True)
+    return ANSWERS.get(x, 0)
+"""
+
+
+@pytest.mark.heavy
+def test_the_candidate_sees_the_same_calls_whatever_the_verdict(box):
+    # calls with arguments the tests compute: each is sent only when the tests get to it
+    tests = "x = 3\nassert f(x) == 1\nassert f(x + 1) == 2\nassert f(x + 2) == 3\n"
+    seen = {}
+    for name, answers in {"right": {3: 1, 4: 2, 5: 3}, "first wrong": {3: 0, 4: 2, 5: 3}, "all wrong": {}}.items():
+        run = box.run(SplitProgram(PROTOCOL_WATCH.replace("ANSWERS", repr(answers)), "", tests, ("f",)), 5.0)
+        assert run.status == ("passed" if name == "right" else "failed"), (name, run)
+        time.sleep(0.05)
+        seen[name] = run.output.split("\n")
+    # every call arrives, the call pipe never ends: nothing tells which answer was wrong
+    assert seen["right"] == seen["first wrong"] == seen["all wrong"] == ["call 3", "call 4", "call 5", ""], seen
+
+
+NUMPY_RETURNS = {
+    "int64": ("    import numpy as np\n    return np.int64(a + b)\n", True),
+    "float64": ("    import numpy as np\n    return np.float64(a) + b\n", True),
+    "bool_ list": ("    import numpy as np\n    return [np.bool_(True)] and a + b\n", True),
+    "0-d array": ("    import numpy as np\n    return np.array(a + b)\n", True),
+    "array vs list": ("    import numpy as np\n    return np.array([a, b])\n", False),  # ambiguous truth, in both
+    "uint8 overflow": ("    import numpy as np\n    return np.uint8(250) + np.uint8(a + b)\n", False),
+}
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", sorted(NUMPY_RETURNS))
+def test_numpy_values_travel_and_compare_as_in_one_process(box, name):
+    completion, passes = NUMPY_RETURNS[name]
+    problem = Problem("N/1", "N/1", "", "", "", "add", "def add(a, b):\n", TEST, reference="    return a + b\n")
+    judge = Judge({problem.task_id: problem}, 30.0, box.config)
+    try:
+        one_process = box.run(problem.program(completion), 10.0)
+        verdict = judge.judge(box, problem.task_id, completion, 10.0)
+    finally:
+        judge.close()
+    assert one_process.status == ("passed" if passes else "failed"), one_process
+    assert (verdict.run.status, verdict.mode) == (one_process.status, "split"), verdict
+    if not passes:
+        assert verdict.run.detail == one_process.detail, (verdict, one_process)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import queue
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
 import pytest
 
-from mmpt.eval import data
+from mmpt.eval import data, paper
 from mmpt.eval.problems import Problem, load_problems
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig
 from mmpt.eval.sandbox.inside import wire
-from mmpt.eval.sandbox.judging import RETRIES, HarnessError, Judge, plan
+from mmpt.eval.sandbox.judging import RETRIES, HarnessError, Judge, global_names, plan
 
 MBPP = data.MBPP  # the shipped release
 
@@ -169,3 +174,95 @@ def test_the_reference_check_runs_in_the_judges_own_sandbox_and_is_not_cached_on
     judge = Judge({"T/p": PLAIN}, 30.0)
     v = judge.judge(FakeBox({"split": [NOT_PLAIN], "shared": [PASSED]}), "T/p", "    return 0\n", 5.0)
     assert (v.run.status, v.mode) == ("passed", "shared") and "returned an object of type OrderedDict" in v.shared_reason
+
+
+def humaneval_x() -> list[Problem]:
+    """HumanEval-X's Python problems as shipped (the tests the paper's evaluation runs), with the
+    whole prompt as their program's, as HumanEval-X's own harness runs them."""
+    import gzip
+    import json
+
+    with gzip.open(data.HUMANEVAL_X_PYTHON, "rt") as f:
+        rows = [json.loads(line) for line in f]
+    problems = []
+    for row in rows:
+        entry = row["test"].strip().splitlines()[-1].removeprefix("check(").removesuffix(")")
+        problems.append(
+            Problem(
+                row["task_id"], row["task_id"], "", "", "", entry, row["prompt"], row["test"], reference=row["canonical_solution"]
+            )
+        )
+    return problems
+
+
+def paper_with_humaneval_x() -> list[Problem]:
+    """Prompt style paper's HumanEval problems with HumanEval-X's tests (what the paper executes)."""
+    tests = {p.task_id.split("/")[1]: p.test for p in humaneval_x()}
+    return [replace(p, test=tests[p.task_id.split("/")[1]]) for p in paper.load_paper_problems("humaneval")]
+
+
+@pytest.mark.parametrize("style", ["mmpt", "paper"])
+@pytest.mark.parametrize("benchmark", ["humaneval", "mbpp", "humaneval-x"])
+def test_every_task_of_both_prompt_styles_is_split_and_serves_only_its_entry_point_or_the_prompts_defs(style, benchmark):
+    if benchmark == "humaneval-x":
+        problems = humaneval_x() if style == "mmpt" else paper_with_humaneval_x()
+    else:
+        problems = paper.load_styled_problems(style, benchmark)
+    assert len(problems) == {"humaneval": 164, "mbpp": 500, "humaneval-x": 164}[benchmark]
+    for p in problems:
+        got = plan(p)
+        assert got.shared_reason == "", (p.task_id, got.shared_reason)
+        served = {p.entry_point} | {m.group(1) for m in re.finditer(r"^def (\w+)\(", p.prompt, re.M)}
+        # (paper's MBPP/349 serves nothing: its tests define `check` over the program's, as the official does)
+        assert set(got.proxies) <= served and (got.proxies or p.task_id == "MBPP/349"), (p.task_id, got.proxies)
+    # the tests' own helpers are trusted setup of the checker, never the candidate's to serve
+    if benchmark != "mbpp":
+        by_number = {p.task_id.split("/")[1]: p for p in problems}
+        for number, helper in (("32", "poly"), ("38", "encode_cyclic"), ("50", "encode_shift")):
+            got = plan(by_number[number])
+            assert helper not in got.proxies and f"def {helper}(" in got.setup, (number, got)
+
+
+def test_free_names_come_from_scopes_not_from_a_flat_walk():
+    # a parameter named like the entry point is the tests' own; the module-level use is the program's
+    tests = "def check(f):\n    assert f(1) == 1\n    g = [f(x) for x in (1,)]\n\ncheck(f)\n"
+    assert plan(problem(tests)).proxies == ("f",)
+    bound, read = global_names(tests)
+    assert bound == {"check"} and read == {"check", "f"}
+    # a name the tests bind only inside a function is still a global where another scope reads it
+    bound, read = global_names("def setup():\n    global h\n    h = 2\nsetup()\nassert h == 2\n")
+    assert "h" in bound and "h" in read
+    # a helper the tests call that only the tests' helpers (test_helpers) define: not served
+    p = replace(problem("assert helper(f(1)) == 1\n"), test_helpers="def helper(x):\n    return x\n")
+    assert plan(p).proxies == ("f",) and "def helper(" in plan(p).setup
+
+
+@pytest.mark.heavy
+def test_humaneval_x_canonical_solutions_pass_split_and_paper_programs_match_one_process():
+    full, paper_style = humaneval_x(), paper_with_humaneval_x()
+    judge = Judge({**{p.task_id: p for p in paper_style}, **{p.task_id: p for p in full}}, 30.0)
+    boxes = queue.Queue()
+
+    def verdicts(p: Problem, one_process: bool) -> tuple:
+        box = boxes.get()
+        try:
+            split = judge.judge(box, p.task_id, p.reference, 10.0)
+            return p.task_id, split, box.run(p.program(p.reference), 10.0) if one_process else None
+        finally:
+            boxes.put(box)
+
+    with Sandbox(SandboxConfig()) as a, Sandbox(SandboxConfig()) as b, ThreadPoolExecutor(2) as pool:
+        boxes.put(a)
+        boxes.put(b)
+        try:
+            results = list(pool.map(lambda p: verdicts(p, False), full))
+            failed = [(task, v) for task, v, _ in results if (v.mode, v.run.status) != ("split", "passed")]
+            assert failed == [], failed
+            # prompt style paper: the official program (no prompt helpers); split gives the verdict one
+            # process gives (every numpy-importing program of it costs an import: a quarter of the tasks)
+            sample = [p for i, p in enumerate(paper_style) if i % 4 == 0 or i in (32, 38, 50)]
+            results = list(pool.map(lambda p: verdicts(p, True), sample))
+        finally:
+            judge.close()
+    differ = [(task, v.run.detail, one.detail) for task, v, one in results if (v.mode, v.run.status) != ("split", one.status)]
+    assert differ == [("HumanEval/50", "", "NameError: name 'encode_shift' is not defined")], differ
