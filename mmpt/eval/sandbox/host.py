@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt.eval.sandbox import cgroups
@@ -41,9 +41,7 @@ MODES = ("auto", "bwrap", "none")
 STATUSES = ("passed", "failed", "timeout", "error")
 INSIDE = Path(__file__).with_name("inside")
 ZYGOTE = INSIDE / "zygote.py"
-# what runs inside the sandbox: the zygote, the candidates' zygote and the modules they import
-IN_SANDBOX = tuple(INSIDE / f"{m}.py" for m in ("zygote", "candidates", "isolation", "checker", "wire", "frames"))
-_INSIDE_ZYGOTE = "/mmpt/zygote.py"
+_INSIDE_ZYGOTE = "/mmpt/zygote.py"  # INSIDE, bound read-only at /mmpt: all a sandbox sees of the project
 _START_TIMEOUT_S = 30.0  # the zygote's interpreter start on a loaded machine
 _START_TRIES = 3  # starts of a sandbox before its failure ends the run
 _ANSWER_GRACE_S = 10.0  # the zygote enforces the time limit; this only catches a wedged zygote
@@ -183,6 +181,8 @@ def _bwrap_command(config: SandboxConfig, privileged: bool) -> list[str]:
     # the interpreter: the base installation only. A venv's packages are not the programs' business,
     # and a venv may live under /tmp, which the sandbox replaces with its own tmpfs.
     wanted = {sys.base_prefix, os.path.dirname(_interpreter()), *config.ro_binds}
+    # one mount per tree (each mount is copied into every program's mount namespace, and taken down after)
+    wanted = {p for p in wanted if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in wanted)}
     made = {"/"}
     for path in sorted(wanted):
         real = os.path.realpath(path)
@@ -198,8 +198,7 @@ def _bwrap_command(config: SandboxConfig, privileged: bool) -> list[str]:
             args += ["--ro-bind", real, real]
         if real != os.path.abspath(path):
             args += ["--symlink", real, os.path.abspath(path)]
-    for module in IN_SANDBOX:  # /mmpt/zygote.py imports the others from its folder
-        args += ["--ro-bind", str(module), f"/mmpt/{module.name}"]
+    args += ["--ro-bind", str(INSIDE), "/mmpt"]  # /mmpt/zygote.py imports the others from its folder
     args += ["--dev", "/dev", "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     args += ["--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp"]
     return args
@@ -330,7 +329,14 @@ class Sandbox:
             self._start()
         token = secrets.token_hex(16)
         split = one_process(program) if isinstance(program, str) else program
-        request = json.dumps({"program": asdict(split), "timeout": timeout, "token": token}).encode()
+        program = {
+            "candidate": split.candidate,
+            "setup": split.setup,
+            "test": split.test,
+            "proxies": split.proxies,
+            "ahead": split.ahead,
+        }
+        request = json.dumps({"program": program, "timeout": timeout, "token": token}).encode()
         try:
             write_frames(self._req_w, [request])
             reply = read_frame(self._ans_r, _MAX_ANSWER, time.monotonic() + timeout + _ANSWER_GRACE_S)

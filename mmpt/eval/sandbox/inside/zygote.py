@@ -23,7 +23,7 @@ the whole program (prompt + completion + tests) as the candidate's and nothing f
 test: the candidate's program never holds the token or the result pipe either.
 
 The verdict record, written once by the checker on its result pipe (only the checker holds it):
-"T" + the run's token (the tests ran through; the token is read from a pipe only then), "F" +
+"T" + the run's token (the tests ran through; no program's process ever holds the token), "F" +
 the first failure (written as it happens; the tests go on, see `checker.py`), "C" (the candidate
 hit its CPU limit first), or "E" + what failed in the harness (a setup step, never a verdict).
 The run ends with the token, when the checker exits, or at the wall-clock limit; then the
@@ -128,9 +128,6 @@ class Zygote:
         program, timeout = request["program"], request["timeout"]
         limits = {**self.limits, "cpu_s": int(timeout) + 1}  # CPU seconds never exceed wall seconds
         setup, tests = self.compiled(program["setup"], False), self.compiled(program["test"], True)
-        token_r, token_w = os.pipe()
-        os.write(token_w, request["token"].encode())
-        os.close(token_w)
         result_r, result_w = os.pipe()
         out_r, out_w = os.pipe()
         life_r, life_w = os.pipe()
@@ -142,12 +139,11 @@ class Zygote:
         # zygote also holds call_w and reply_r until the candidate is dead
         sent = [call_r, reply_w, out_w, status_w, life_r, call_w, reply_r]
         socket.send_fds(self.candidates, [json.dumps({"cpu_s": limits["cpu_s"]}).encode()], sent)
-        checker_fds = {"token_r": token_r, "result_w": result_w, "out_w": out_w, "call_w": call_w,
-                       "reply_r": reply_r, "status_r": status_r}  # fmt: skip
+        checker_fds = {"result_w": result_w, "out_w": out_w, "call_w": call_w, "reply_r": reply_r, "status_r": status_r}
         pid = isolation.fork()
         if pid == 0:
-            _checker(program["candidate"], setup, tests, program, limits, self.user, checker_fds)
-        for fd in (token_r, result_w, out_w, life_r, call_r, call_w, reply_r, reply_w, status_r, status_w):
+            _checker(program, setup, tests, request["token"], limits, self.user, checker_fds)
+        for fd in (result_w, out_w, life_r, call_r, call_w, reply_r, reply_w, status_r, status_w):
             os.close(fd)
         deadline = start + timeout
         passed = PASS + request["token"].encode()
@@ -191,7 +187,7 @@ class Zygote:
                 self.exited.discard(pid)
 
 
-def _checker(candidate: str, setup, tests, program: dict, limits: dict, user: dict | None, fds: dict) -> None:
+def _checker(program: dict, setup, tests, token: str, limits: dict, user: dict | None, fds: dict) -> None:
     """A run's checker (see `checker.py`), forked by the zygote. Never returns.
 
     Outside the candidate's pid namespace (the candidate cannot signal it) and not dumpable (nor
@@ -209,7 +205,7 @@ def _checker(candidate: str, setup, tests, program: dict, limits: dict, user: di
     try:
         isolation.not_dumpable()
         isolation.restrict(limits, user, filtered=False)  # it runs no code but the benchmark's
-        isolation.stdio(fds["out_w"], {fds["token_r"], result_w, fds["call_w"], fds["reply_r"], fds["status_r"]})
+        isolation.stdio(fds["out_w"], {result_w, fds["call_w"], fds["reply_r"], fds["status_r"]})
         channel = checker.Channel(fds["call_w"], fds["reply_r"], fds["status_r"])
     except BaseException as e:
         record(HARNESS, f"checker setup: {type(e).__name__}: {e}")
@@ -224,10 +220,10 @@ def _checker(candidate: str, setup, tests, program: dict, limits: dict, user: di
             record(FAIL, f"{type(error).__name__}: {error}")
 
     try:
-        channel.start(candidate)
+        channel.start(program["candidate"])
         checker.check(setup, tests, program["proxies"], program["ahead"], channel, checker.Failures(report))
         isolation.flush()
-        record(PASS, os.read(fds["token_r"], 64).decode())
+        record(PASS, token)
     except BaseException as e:
         try:
             report(e)
