@@ -847,3 +847,45 @@ def test_numpy_values_travel_and_compare_as_in_one_process(box, name):
     assert (verdict.run.status, verdict.mode) == (one_process.status, "split"), verdict
     if not passes:
         assert verdict.run.detail == one_process.detail, (verdict, one_process)
+
+
+SOCKET_NAMES = r"""
+import errno, multiprocessing, os, socket
+seen = []
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+attempts = {
+    "socket": lambda: socket.socket(),
+    "bind": lambda: a.bind(b"\0mmpt-name"),
+    "connect": lambda: a.connect(b"\0mmpt-name"),
+    "sendto": lambda: a.sendto(b"m", b"\0mmpt-name"),
+    "sendmsg": lambda: a.sendmsg([b"m"]),
+    "send_fds": lambda: socket.send_fds(a, [b"m"], [a.fileno()]),
+    "listen": lambda: socket.socket(fileno=os.dup(a.fileno())).listen(),
+}
+for name, attempt in attempts.items():
+    try:
+        attempt()
+        seen.append(name + " allowed")
+    except OSError as e:
+        seen.append(name + " " + errno.errorcode[e.errno])
+a.send(b"hi")  # a socketpair works as a pipe does
+seen.append(b.recv(8).decode())
+def child(end):
+    end.send(42)
+ours, theirs = multiprocessing.Pipe()
+process = multiprocessing.get_context("fork").Process(target=child, args=(theirs,))
+process.start()
+seen.append(ours.recv())
+process.join()
+print(seen)
+"""
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("split", [False, True], ids=["shared", "split"])
+def test_no_socket_can_be_named_or_reached_but_socketpairs_work(box, split):
+    program = SplitProgram(SOCKET_NAMES + "def f():\n    return 1\n", "", "assert f() == 1\n", ("f",)) if split else SOCKET_NAMES
+    run = box.run(program, 10.0)
+    assert run.status == "passed", run
+    refused = [f"{name} EPERM" for name in ("socket", "bind", "connect", "sendto", "sendmsg", "send_fds", "listen")]
+    assert eval(run.output) == [*refused, "hi", 42], run.output  # noqa: S307 - our own program's printed list

@@ -4,19 +4,30 @@ Standard library only: imported by both in-sandbox zygotes (`zygote.py`, `candid
 see no project file but their neighbours in /mmpt. Every process that runs a program's code (a
 candidate) gets, before any of it runs:
 
-- pid 1 of a pid namespace of its own (everything it starts dies with it), and its own mount, IPC
-  and network namespaces: fresh tmpfs /tmp and /dev/shm, no SysV or POSIX IPC object and no
-  socket name (abstract or bound) that any other program could see, before or after;
+- pid 1 of a pid namespace of its own (everything it starts dies with it), and its own mount and
+  IPC namespaces: fresh tmpfs /tmp and /dev/shm, no SysV or POSIX IPC object any other program
+  could see, before or after;
 - an unprivileged user: with a privileged sandbox (the caller is root) it drops to a host uid no
   other sandbox uses; in a user namespace (an unprivileged caller) it keeps the caller's uid; no
   capabilities either way, no new privileges;
 - rlimits (CPU, address space, processes, file size, descriptors, no core files);
 - a seccomp filter (`deny`): no user namespace nor any other new namespace (`unshare`, `setns`,
-  `clone` with a namespace flag; `clone3` answers ENOSYS so the C library falls back to `clone`),
-  no socket but a socketpair, no SysV IPC, message queue, key, io_uring, perf event, BPF program
-  or userfaultfd, and nothing that reads or leaves state in what every program shares (the
-  read-only files of the system): record locks, leases, `flock`, `mincore`, `fadvise`,
-  `readahead`, inotify/fanotify watches.
+  `clone` with a namespace flag; `clone3` answers ENOSYS so the C library falls back to `clone`);
+  no socket but a socketpair, and no socket name: no `bind`, `listen`, `accept`, `connect`, no
+  `sendto` to an address, no `sendmsg` (which may carry one, or pass descriptors); no SysV IPC,
+  message queue, key, io_uring, perf event, BPF program or userfaultfd; and nothing that reads or
+  leaves state in what every program shares (the read-only files of the system): record locks,
+  leases, `flock`, `mincore`, `fadvise`, `readahead`, inotify/fanotify watches.
+
+Sockets need no network namespace per program (the sandbox has one of its own, without a device
+but loopback): a socket gets a name only by `bind` or by autobind (a send on an unbound socket that
+passes credentials), and a name is reached only by `connect`, a `sendto` or `sendmsg` to it, or
+`accept` on a listening socket. Every one of these is refused, and a socketpair's ends are
+reachable only through the descriptors of its own processes (none can be passed on), which die
+with its pid namespace. An autobound name nobody can reach is no channel. So no program can leave
+a socket for a later one or reach a concurrent one's, which a network namespace per program would
+also give, at about 2 ms of CPU per program (half of it in the kernel's workers that take each
+namespace down).
 
 A checker (trusted tests) gets the same user and limits, without namespaces of its own or the
 filter: no code but the benchmark's runs in it.
@@ -31,10 +42,10 @@ import signal
 import sys
 import time
 
-CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x20000000, 0x08000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC = 0x00020000, 0x20000000, 0x08000000
 # every namespace flag of clone(2): a program may create none (CLONE_NEWUSER among them)
 CLONE_NEW_ANY = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
-PROGRAM_NAMESPACES = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET  # with CLONE_NEWPID from its parent
+PROGRAM_NAMESPACES = CLONE_NEWNS | CLONE_NEWIPC  # with CLONE_NEWPID from its parent
 MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 4, 22, 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
@@ -53,7 +64,8 @@ _SYSCALLS = {
         "add_key": 248, "request_key": 249, "keyctl": 250, "flock": 73, "mincore": 27, "fadvise64": 221,
         "readahead": 187, "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254,
         "fanotify_init": 300, "setns": 308, "unshare": 272, "perf_event_open": 298, "bpf": 321,
-        "userfaultfd": 323, "clone": 56, "clone3": 435, "fcntl": 72}),
+        "userfaultfd": 323, "bind": 49, "connect": 42, "listen": 50, "accept": 43, "accept4": 288, "sendmsg": 46,
+        "sendmmsg": 307, "clone": 56, "clone3": 435, "fcntl": 72, "sendto": 44}),
     "aarch64": (0xC00000B7, {
         "socket": 198, "shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190, "semop": 193,
         "semctl": 191, "semtimedop": 192, "msgget": 186, "msgsnd": 189, "msgrcv": 188, "msgctl": 187,
@@ -61,8 +73,9 @@ _SYSCALLS = {
         "mq_getsetattr": 185, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
         "add_key": 217, "request_key": 218, "keyctl": 219, "flock": 32, "mincore": 232, "fadvise64": 223,
         "readahead": 213, "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262, "setns": 268,
-        "unshare": 97, "perf_event_open": 241, "bpf": 280, "userfaultfd": 282, "clone": 220, "clone3": 435,
-        "fcntl": 25}),
+        "unshare": 97, "perf_event_open": 241, "bpf": 280, "userfaultfd": 282, "bind": 200, "connect": 203,
+        "listen": 201, "accept": 202, "accept4": 242, "sendmsg": 211, "sendmmsg": 269, "clone": 220, "clone3": 435,
+        "fcntl": 25, "sendto": 206}),
 }  # fmt: skip
 # fcntl commands refused: record locks (classic and open-file-description), leases, directory notifications
 _FCNTL_DENIED = (5, 6, 7, 36, 37, 38, 1024, 1025, 1026)
@@ -179,13 +192,15 @@ def _filter() -> _Program:
     arch, nr = _SYSCALLS[os.uname().machine]
     load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, JMP|JSET|K, RET|K
     allow, eperm, enosys, kill = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38, 0x80000000
-    denied = [n for name, n in nr.items() if name not in ("clone", "clone3", "fcntl")]
+    denied = [n for name, n in nr.items() if name not in ("clone", "clone3", "fcntl", "sendto")]
     # (code, jump if true, jump if false, k), jumps to labels; seccomp_data: nr at 0, arch at 4, args at 16 + 8i
     code = [(load, None, None, 4), (jeq, None, "kill", arch), (load, None, None, 0), (jge, "deny", None, 0x40000000)]
     code += [(jeq, "deny", None, n) for n in denied]
     code += [(jeq, "enosys", None, nr["clone3"]), (jeq, "clone", None, nr["clone"]), (jeq, "fcntl", None, nr["fcntl"])]
-    code += [(ret, None, None, allow)]
-    labels = {"clone": len(code)}
+    code += [(jeq, "sendto", None, nr["sendto"]), (ret, None, None, allow)]
+    labels = {"sendto": len(code)}  # allowed without an address (send on a connected socket), else refused
+    code += [(load, None, None, 48), (jeq, None, "deny", 0), (load, None, None, 52), (jeq, None, "deny", 0), (ret, None, None, allow)]
+    labels["clone"] = len(code)
     code += [(load, None, None, 16), (jset, "deny", None, CLONE_NEW_ANY), (ret, None, None, allow)]
     labels["fcntl"] = len(code)
     code += [(load, None, None, 24)] + [(jeq, "deny", None, cmd) for cmd in _FCNTL_DENIED] + [(ret, None, None, allow)]
