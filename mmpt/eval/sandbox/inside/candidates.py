@@ -11,10 +11,9 @@ the CPU limit:
     setup flag and exit status go back to the checker), the run's lifeline (closed by the zygote
     when the run ends), and the call pipe's write end and the reply pipe's read end to hold.
 
-    candidates ── fork into a new pid namespace ──> candidate = its pid 1: own mount, IPC and
-                  network namespaces, fresh /tmp and /dev/shm, an unprivileged user, rlimits, the
-                  seccomp filter (`isolation.py`); runs prompt + completion, answers calls
-                  (`checker.serve`)
+    candidates ── fork into a new pid namespace ──> candidate = its pid 1: own mount and IPC
+                  namespaces, fresh /tmp and /dev/shm, an unprivileged user, rlimits, the seccomp
+                  filter (`isolation.py`); runs prompt + completion, answers calls (`checker.serve`)
 
 The zygote waits for the candidate or the lifeline, whichever ends first: when the run ends it
 kills the candidate (and so its whole pid namespace). Until the candidate is dead it holds the

@@ -132,7 +132,7 @@ def mount_fresh(tmp_bytes: int) -> None:
 
 
 def enter_program_namespaces(tmp_bytes: int) -> None:
-    """A candidate's own mount, IPC and network namespaces (its pid namespace came with its fork)."""
+    """A candidate's own mount and IPC namespaces (its pid namespace came with its fork)."""
     unshare(PROGRAM_NAMESPACES)
     mount_fresh(tmp_bytes)
 
@@ -199,7 +199,13 @@ def _filter() -> _Program:
     code += [(jeq, "enosys", None, nr["clone3"]), (jeq, "clone", None, nr["clone"]), (jeq, "fcntl", None, nr["fcntl"])]
     code += [(jeq, "sendto", None, nr["sendto"]), (ret, None, None, allow)]
     labels = {"sendto": len(code)}  # allowed without an address (send on a connected socket), else refused
-    code += [(load, None, None, 48), (jeq, None, "deny", 0), (load, None, None, 52), (jeq, None, "deny", 0), (ret, None, None, allow)]
+    code += [
+        (load, None, None, 48),
+        (jeq, None, "deny", 0),
+        (load, None, None, 52),
+        (jeq, None, "deny", 0),
+        (ret, None, None, allow),
+    ]
     labels["clone"] = len(code)
     code += [(load, None, None, 16), (jset, "deny", None, CLONE_NEW_ANY), (ret, None, None, allow)]
     labels["fcntl"] = len(code)

@@ -3,17 +3,19 @@
 Started once per worker by `mmpt.eval.sandbox.host.Sandbox` (inside bubblewrap unless `--sandbox
 none`), it reads requests from the host and answers each with a record of how the run ended.
 Standard library only: it runs inside a sandbox that sees no project files but this one and its
-neighbours (`candidates.py`, `checker.py`, `frames.py`, `isolation.py`, `wire.py`). Both zygotes start without `site` (-S): the interpreter's site-packages are put on
-the path by hand, its .pth hooks never run (each would import modules into every fork).
+neighbours (`candidates.py`, `checker.py`, `frames.py`, `isolation.py`, `wire.py`). Both zygotes
+start without `site` (-S): the interpreter's site-packages are put on the path by hand, its .pth
+hooks never run (each would import modules into every fork).
 
 Every run has the same two processes (`checker.py`):
 
-    zygote ── fork ──> checker: not dumpable, the programs' user, limits and seccomp filter; runs
+    zygote ── fork ──> checker: not dumpable, the programs' user and limits (no filter: it runs
+      │                no code but the benchmark's); runs
       │                the trusted setup and the tests with proxies, sends prompt + completion
       │                to the candidate first and writes the run's verdict record
       └─ (descriptors) ──> candidates' zygote (`candidates.py`, exec'd at start: it never held a
                            test, token, spec or checker state) ── fork ──> candidate = pid 1 of
-                           its own pid, mount, IPC and network namespaces (`isolation.py`): runs
+                           its own pid, mount and IPC namespaces (`isolation.py`): runs
                            prompt + completion, answers calls over two pipes. It holds neither
                            the token nor the result pipe, and cannot signal, trace or read the
                            checker.
