@@ -10,9 +10,9 @@ hooks never run (each would import modules into every fork).
 Every run has the same two processes (`checker.py`):
 
     zygote ── fork ──> checker: not dumpable, the programs' user and limits (no filter: it runs
-      │                no code but the benchmark's); runs
-      │                the trusted setup and the tests with proxies, sends prompt + completion
-      │                to the candidate first and writes the run's verdict record
+      │                no code but the benchmark's); runs the trusted setup and the tests with
+      │                proxies, sends prompt + completion to the candidate first and writes the
+      │                run's verdict record
       └─ (descriptors) ──> candidates' zygote (`candidates.py`, exec'd at start: it never held a
                            test, token, spec or checker state) ── fork ──> candidate = pid 1 of
                            its own pid, mount and IPC namespaces (`isolation.py`): runs
