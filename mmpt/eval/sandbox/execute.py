@@ -38,6 +38,7 @@ from mmpt.modality import PROMPT_STYLES
 
 # ---- how a sample failed: one outcome per result record (the demo's report tallies them)
 OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")
+RANK_FAILED = "__rank_failed__"  # a message of a rank whose work failed (no result record has it)
 PARSE_ERRORS = ("SyntaxError", "IndentationError", "TabError")  # the program never ran
 
 
@@ -344,8 +345,13 @@ def execute(config: ExecuteConfig) -> Counter:
             written = _collect(config, run_mine, problems, comm, size, Progress(len(pending)))
             written["before"] = before
         else:
-            run_mine(lambda job, verdict: comm.send(result_record(job, problems[job.key[0]], verdict), dest=0))
-            comm.send(None, dest=0)
+            try:
+                run_mine(lambda job, verdict: comm.send(result_record(job, problems[job.key[0]], verdict), dest=0))
+            except BaseException as e:  # rank 0 ends the run with it, rather than wait for this rank
+                comm.send({RANK_FAILED: f"rank {rank}: {type(e).__name__}: {e}"}, dest=0)
+                raise
+            finally:
+                comm.send(None, dest=0)
             written = Counter()
     finally:
         pool.close()
@@ -381,6 +387,8 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
                 if record is None:
                     open_ranks -= 1
                     continue
+                if RANK_FAILED in record:
+                    raise RuntimeError(record[RANK_FAILED])
             else:
                 try:
                     record = records.get(timeout=0.05)

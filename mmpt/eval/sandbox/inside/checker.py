@@ -392,18 +392,18 @@ class Failures:
 
 
 def soften(tree: ast.Module) -> ast.Module:
-    """The tests with every `assert` outside a `try` made soft: `if not TEST: __mmpt_failed__(MSG)`,
-    which records the failure and goes on (asserts inside a `try` still raise: the tests may catch
-    them). A message that could call anything but a few pure builtins is not evaluated (it could
+    """The tests with every `assert` outside a `try` or `with` block made soft: `if not TEST:
+    __mmpt_failed__(MSG)`, which records the failure and goes on (asserts inside one still raise:
+    the tests may catch or suppress them). A message that could call anything but a few pure builtins is not evaluated (it could
     call the program, and only when the assert fails): its source text stands in for it."""
     return ast.fix_missing_locations(_Soften().visit(tree))
 
 
 class _Soften(ast.NodeTransformer):
-    def visit_Try(self, node):
+    def visit_Try(self, node):  # what a try or a with block may catch or suppress keeps raising
         return node
 
-    visit_TryStar = visit_Try
+    visit_TryStar = visit_With = visit_AsyncWith = visit_Try
 
     def visit_Assert(self, node: ast.Assert):
         args = []
