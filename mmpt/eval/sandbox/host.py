@@ -11,8 +11,8 @@ loudly.
 
 Who runs what: where the caller is root, bubblewrap runs privileged (no user namespace) and every
 program drops to a host uid of its sandbox's own (no login, no file, no other process has it);
-otherwise bubblewrap makes a user namespace (`--disable-userns`: no further one inside) and the
-programs keep the caller's uid. The zygotes keep the capabilities that making each program's
+otherwise bubblewrap makes a user namespace and the programs keep the caller's uid. No program can
+make a user namespace of its own (`inside/isolation.py`'s seccomp filter). The zygotes keep the capabilities that making each program's
 namespaces needs; no program keeps any. The sandbox's cgroups are made under the caller's own
 (`cgroups.py`). What runs inside the sandbox is in `inside/`: the per-program isolation
 (`isolation.py`), the process layout and the verdict record (`zygote.py`, `candidates.py`), the
@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -144,19 +143,18 @@ def _interpreter() -> str:
     return os.path.realpath(sys.executable)
 
 
+def _privileged() -> bool:
+    """Whether bubblewrap runs privileged (the caller is root: no user namespace, programs drop to
+    a uid of their sandbox's own); else it makes a user namespace."""
+    return os.geteuid() == 0
+
+
 @functools.cache
 def _site_packages() -> tuple[str, ...]:
     """The base interpreter's site-packages folders (the zygotes run it without `site`, -S)."""
     code = "import site, json; print(json.dumps(site.getsitepackages()))"
     out = subprocess.run([_interpreter(), "-S", "-c", code], capture_output=True, text=True, check=True).stdout
     return tuple(json.loads(out))
-
-
-@functools.cache
-def _bwrap_version() -> tuple[int, ...]:
-    out = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout
-    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
-    return tuple(int(n or 0) for n in match.groups()) if match else (0,)
 
 
 def _bwrap_command(config: SandboxConfig, privileged: bool) -> list[str]:
@@ -166,12 +164,13 @@ def _bwrap_command(config: SandboxConfig, privileged: bool) -> list[str]:
     # what the zygotes need to give each program its own namespaces (and, privileged, its user);
     # each program drops all of them before it runs
     if privileged:
-        args += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        args += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
-        args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
-        if _bwrap_version() >= (0, 8):
-            args += ["--disable-userns"]  # no user namespace inside (the seccomp filter refuses them too)
-        args += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP"]
+        # no --disable-userns: it moves the sandbox into a nested user namespace, which does not own
+        # the sandbox's pid namespace, and the candidates' zygote must `setns` back into that one to
+        # give each candidate a pid namespace of its own. The seccomp filter refuses every new user
+        # namespace to every program (unshare, clone, setns; clone3 answers ENOSYS).
+        args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-add", "CAP_SYS_ADMIN"]
     args += ["--die-with-parent", "--new-session", "--clearenv", "--setenv", "PYTHONHASHSEED", "0"]
     for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(top):
@@ -211,7 +210,7 @@ class Sandbox:
         self.config = config or SandboxConfig()
         # `mmpt execute` calls resolve_mode once per run (and warns there for "none")
         self.isolated = self.config.mode != "none" and resolve_mode(self.config.mode) == "bwrap"
-        self.privileged = self.isolated and os.geteuid() == 0
+        self.privileged = self.isolated and _privileged()
         self._proc: subprocess.Popen | None = None
         self._cgroups = cgroups.SandboxCgroups()
         self.user: dict | None = None  # the programs' user ({"uid", "gid"}; None without isolation)

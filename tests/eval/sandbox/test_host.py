@@ -889,3 +889,46 @@ def test_no_socket_can_be_named_or_reached_but_socketpairs_work(box, split):
     assert run.status == "passed", run
     refused = [f"{name} EPERM" for name in ("socket", "bind", "connect", "sendto", "sendmsg", "send_fds", "listen")]
     assert eval(run.output) == [*refused, "hi", 42], run.output  # noqa: S307 - our own program's printed list
+
+
+@pytest.fixture(scope="module")
+def userns_box():
+    """A sandbox as an unprivileged caller gets it: bubblewrap makes a user namespace (nested below
+    the one that owns the sandbox's pid namespace: each candidate's pid namespace comes from a relay)."""
+    from mmpt.eval.sandbox import host
+
+    privileged = host._privileged
+    host._privileged = lambda: False
+    try:
+        with Sandbox(SandboxConfig(memory_bytes=1 << 30, nproc=16)) as b:
+            yield b
+    finally:
+        host._privileged = privileged
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize(
+    "name",
+    ["fork_bomb", "kill_everything", "forge_token_on_fds", "infinite_loop", "memory_bomb", "network", "write_usr", "daemon"],
+)
+@pytest.mark.parametrize("split", [False, True], ids=["shared", "split"])
+def test_a_user_namespace_sandbox_holds_the_same_line(userns_box, name, split):
+    box = userns_box
+    assert not box.privileged and box.user == {"uid": 65534, "gid": 65534}
+    code = DAEMON.replace("assert refused", "pass  # assert refused") if name == "daemon" else HOSTILE.get(name) or WRITES[name]
+    program = SplitProgram(code.removesuffix(TEST), "", TEST, ("add",)) if split else code
+    baseline = descendants(box.pid)
+    run = box.run(program, timeout=2.0)
+    assert run.status in ("failed", "timeout") or (name == "daemon" and run.status == "passed"), run
+    assert settled(box, baseline) == set(), "a process of the program survived it"
+    assert box.run(GOOD, timeout=5.0).status == "passed"
+
+
+@pytest.mark.heavy
+def test_a_user_namespace_sandbox_refuses_the_same_system_calls(userns_box):
+    for program, expected in ((NESTED_USERNS.replace("MARKER", "x"), "['unshare refused', 'clone3 38', 'setns 1']"),
+                              (SOCKET_NAMES, "['socket EPERM', 'bind EPERM', 'connect EPERM', 'sendto EPERM', 'sendmsg EPERM', "
+                                             "'send_fds EPERM', 'listen EPERM', 'hi', 42]")):  # fmt: skip
+        run = userns_box.run(program, 10.0)
+        assert (run.status, run.output.strip()) == ("passed", expected), run
+    assert userns_box.run("import os\nassert os.getuid() == 65534 and os.getpid() == 1\n", 5.0).status == "passed"

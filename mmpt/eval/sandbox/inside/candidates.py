@@ -68,23 +68,73 @@ def _candidate(settings: dict, limits: dict, call_r: int, reply_w: int, out_w: i
     os._exit(0)
 
 
-def _run(settings: dict, own_pidfd: int, head: dict, fds: list[int]) -> None:
+class PidNamespaces:
+    """A pid namespace per candidate, of which it is pid 1. Where this zygote may `setns` back into
+    its own pid namespace (a privileged sandbox), each fork is preceded by `unshare`; where it may
+    not (bubblewrap nests the sandbox's user namespace below the one that owns its pid namespace),
+    a relay process makes the namespace and forks the candidate into it."""
+
+    def __init__(self, isolated: bool) -> None:
+        self.isolated = isolated
+        self.own = os.pidfd_open(os.getpid())
+        self.relayed = False
+        if isolated:
+            try:
+                isolation.check(isolation._libc.setns(self.own, isolation.CLONE_NEWPID), "setns(own pid namespace)")
+            except PermissionError:
+                self.relayed = True
+
+    def fork(self, candidate, handed: list[int], life_r: int) -> int:
+        """Start `candidate()` as pid 1 of a new pid namespace; the pid to wait for (the candidate's,
+        or its relay's, which exits with the candidate's status once its namespace is empty and
+        kills it when the lifeline `life_r` closes first). `handed`: what only the candidate keeps."""
+        if self.isolated and not self.relayed:
+            isolation.pid_namespace_for_next_child(self.own)
+        pid = isolation.fork()
+        if pid == 0:
+            if self.relayed:
+                _relay(candidate, handed, life_r)
+            candidate()
+        return pid
+
+
+def _relay(candidate, handed: list[int], life_r: int) -> None:
+    """Between the candidates' zygote and a candidate: owns its pid namespace. Never returns."""
+    try:
+        isolation.die_with_parent()
+        isolation.unshare(isolation.CLONE_NEWPID)
+        pid = isolation.fork()
+        if pid == 0:
+            candidate()
+        for fd in handed:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        if pidfd not in select.select([pidfd, life_r], [], [])[0]:  # the run is over
+            os.kill(pid, signal.SIGKILL)
+        _, wstatus = os.waitpid(pid, 0)  # pid 1 is reaped once its namespace is empty
+        code = os.waitstatus_to_exitcode(wstatus)
+        os._exit(code if code >= 0 else 128 - code)  # a signal as a shell reports it
+    except BaseException:
+        os._exit(1)  # the candidate's setup flag says whether any of its code ran
+
+
+def _run(settings: dict, namespaces: PidNamespaces, head: dict, fds: list[int]) -> None:
     """One candidate: fork it, wait for it or the lifeline, kill it, tell the checker how it ended."""
     call_r, reply_w, out_w, status_w, life_r, *held = fds
     limits = {**settings["limits"], "cpu_s": head["cpu_s"]}
     setup_r, setup_w = os.pipe()
-    if settings["isolated"]:
-        isolation.pid_namespace_for_next_child(own_pidfd)
-    pid = isolation.fork()
-    if pid == 0:
-        for fd in (status_w, life_r, setup_r, own_pidfd, *held):
+
+    def candidate() -> None:
+        for fd in (status_w, life_r, setup_r, namespaces.own, *held):
             os.close(fd)
         _candidate(settings, limits, call_r, reply_w, out_w, setup_w)
+
+    pid = namespaces.fork(candidate, [call_r, reply_w, out_w, setup_w], life_r)
     for fd in (call_r, reply_w, out_w, setup_w):
         os.close(fd)
     pidfd = os.pidfd_open(pid)
     ended_by_itself = pidfd in select.select([pidfd, life_r], [], [])[0]
-    if not ended_by_itself:  # the run is over: the candidate (pid 1, so its namespace) goes
+    if not ended_by_itself and not namespaces.relayed:  # the run is over: the candidate (pid 1, so its namespace) goes
         os.kill(pid, signal.SIGKILL)
     if not settings["isolated"]:  # no pid namespace: its process group is what it started
         try:
@@ -93,6 +143,8 @@ def _run(settings: dict, own_pidfd: int, head: dict, fds: list[int]) -> None:
             pass
     _, wstatus, usage = os.wait4(pid, 0)
     code = os.waitstatus_to_exitcode(wstatus)
+    if namespaces.relayed and code > 128:
+        code = 128 - code
     if code == -signal.SIGKILL and usage.ru_utime + usage.ru_stime >= limits["cpu_s"]:
         code = -signal.SIGXCPU  # pid 1 ignores SIGXCPU: its CPU limit ends it with the hard limit's SIGKILL
     setup_done = os.read(setup_r, 1) == b"1"
@@ -111,7 +163,7 @@ def main() -> None:
     isolation.not_dumpable()
     isolation.die_with_parent()
     sock = socket.socket(fileno=fd)
-    own_pidfd = os.pidfd_open(os.getpid())
+    namespaces = PidNamespaces(settings["isolated"])
     for _ in range(300):  # see zygote._warm_up: specialised bytecode is not copied per candidate
         checker.wire.decode(checker.wire.encode(("f", ([1.0, 2.5, -3], "ab", (None, True)), {"k": {1: b"x"}})))
     gc.freeze()
@@ -123,7 +175,7 @@ def main() -> None:
             return
         if not message:  # the zygote is gone
             return
-        _run(settings, own_pidfd, json.loads(message), fds)
+        _run(settings, namespaces, json.loads(message), fds)
 
 
 if __name__ == "__main__":
