@@ -13,7 +13,7 @@ problems (so that it passes some), then:
   of 16, `max_length` 1024, `<eot>` as eos, the code vocabulary only, then the official decoding)
   and counts the completions that equal ours (what batching and padding change);
 - counts completions that use numpy (guarded in the helper block: the sandbox may lack it) and
-  samples judged differently in one process (`one_process`).
+  samples judged in one process (mode shared; 0 expected).
 
     python bench/paper_eval.py --parity OFFICIAL --official-python PY [--limit N]
 
@@ -133,7 +133,7 @@ def mutations(problem, slow: bool) -> list[tuple[str, str]]:
 def parity(official: Path, python: str, limit: int | None) -> dict:
     """Verdicts of `mmpt execute` (prompt style paper) and the official evaluators on the same generations."""
     from mmpt.eval import data, paper
-    from mmpt.eval.execute import main as execute_main
+    from mmpt.eval.sandbox.execute import main as execute_main
     from mmpt.jsonl import read_jsonl, write_jsonl
 
     scripts = {
@@ -202,9 +202,9 @@ def main() -> int:
         return 0
 
     from mmpt.eval import paper
-    from mmpt.eval.execute import main as execute_main
     from mmpt.eval.generate import main as generate_main
     from mmpt.eval.passk import pass_at_k_metrics
+    from mmpt.eval.sandbox.execute import main as execute_main
 
     problems = paper.load_paper_problems("humaneval", limit=args.problems)
     report = {}
@@ -220,7 +220,7 @@ def main() -> int:
             report[style] = {
                 "pass@1": pass_at_k_metrics(rows, [1])["pass@1"],
                 "dropped_last_char": sum(bool(r.get("dropped_last_char")) for r in rows),
-                "one_process_passed": sum(r.get("one_process") == "passed" for r in rows),
+                "judged_in_one_process": sum(r["mode"] == "shared" for r in rows),
                 "uses_numpy": sum("np." in r["completion"] or "numpy" in r["completion"] for r in rows),
             }
             if style == "paper":

@@ -19,7 +19,7 @@ COMMANDS = {
     "export": ("mmpt.export", "write a Hugging Face checkpoint from a DeepSpeed checkpoint"),
     "generate": ("mmpt.eval.generate", "sample completions for HumanEval/MBPP problems"),
     "prompts": ("mmpt.eval.prompts", "write the prompt ids each task gives the engine (to diff harnesses)"),
-    "execute": ("mmpt.eval.execute", "run samples against the tests in a sandbox"),
+    "execute": ("mmpt.eval.sandbox.execute", "run samples against the tests in a sandbox"),
     "passk": ("mmpt.eval.passk", "pass@k and incremental pass@k from execution results"),
     "import-checkpoint": ("mmpt.import_checkpoint", "an mmpt checkpoint from the paper's released ones"),
     "paper-table": ("mmpt.eval.paper_table", "the paper's table of pass@k from the authors' released checkpoints"),

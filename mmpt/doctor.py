@@ -376,7 +376,7 @@ def check_sandbox(config: DoctorConfig) -> Iterable[CheckResult]:
     """The execution sandbox runs a passing program as passed and a failing one as failed."""
     import shutil
 
-    from mmpt.eval.sandbox import Sandbox, SandboxConfig
+    from mmpt.eval.sandbox.host import Sandbox, SandboxConfig
 
     if shutil.which("bwrap") is None:
         yield CheckResult("sandbox", True, "bubblewrap not installed: `mmpt execute` will refuse (apt-get install bubblewrap)")

@@ -20,8 +20,8 @@ from pathlib import Path
 from mmpt.cli import command_parser
 from mmpt.demo.plots import fraction_label, plot_incremental, plot_loss, plot_passk, plot_similarity
 from mmpt.demo.stages import KINDS, MODELS, Paths
-from mmpt.eval.execute import OUTCOMES, outcome
 from mmpt.eval.passk import FRACTION_BINS, bin_name, fraction_bin, pass_at_k_metrics, read_results
+from mmpt.eval.sandbox.execute import OUTCOMES, outcome
 from mmpt.jsonl import read_json, read_jsonl
 
 SIMILARITY_TAG = "embeddings/nl_code_cosine"  # written by mmpt.metrics.MetricsLog.similarity

@@ -6,7 +6,7 @@ signature is the entry point's def line (its header, up to the colon) and nothin
 reference: helper functions, classes, constants or imports of the reference solution would hand the
 model part of the answer. The reference body is the entry point's body; the reference's other
 top-level code (imports, helpers, classes) and `test_setup_code` are the problem's trusted `setup`:
-it runs ahead of the prompt in the candidate's process and in the checker's (`mmpt.eval.judging`),
+it runs ahead of the prompt in the candidate's process and in the checker's (`mmpt.eval.sandbox.judging`),
 so that the reference passes split as it does in one process; the model never sees it.
 """
 

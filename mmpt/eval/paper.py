@@ -45,8 +45,7 @@ from pathlib import Path
 from mmpt.data.codeformat import DEDENT, INDENT, NEW_LINE, quoted_docstring
 from mmpt.eval import humaneval_x
 from mmpt.eval.problems import Problem
-from mmpt.modality import OFFICIAL_BOS
-from mmpt.model.checkpoint_folder import PROMPT_STYLES
+from mmpt.modality import OFFICIAL_BOS, PROMPT_STYLES
 
 TOTAL_LENGTH = 1024  # generation.py's --max_seq_length in geneval.sh: prompt + generated ids, padding included
 BATCH_SIZE = 16  # geneval.sh's BS: prompts are left-padded to the longest of their batch
@@ -178,8 +177,10 @@ def humaneval_problems(problems: list[Problem], incremental: bool) -> list[Probl
     out = []
     for p in problems:
         docstring, signature = split_humaneval_prompt(p.prompt)
+        # the prompt's helpers are not in the official program, but its tests call some (/32's poly)
+        helpers = p.prompt[: p.prompt.rfind(f"def {p.entry_point}(")]
         paper = replace(p, docstring=docstring, signature=signature, prompt=HELPER_BLOCK + signature,
-                        reference="\n" + p.reference)  # fmt: skip
+                        reference="\n" + p.reference, test_helpers=helpers)  # fmt: skip
         out += _tasks(paper, p.reference, incremental)
     return out
 

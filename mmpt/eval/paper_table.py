@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt.cli import command_parser
-from mmpt.eval import execute, generate, passk
+from mmpt.eval import generate, passk
+from mmpt.eval.sandbox import execute
 from mmpt.import_checkpoint import CheckpointImportError, import_checkpoint, resolve_source
 from mmpt.jsonl import read_json, write_json
 from mmpt.model.checkpoint_folder import CheckpointMeta

