@@ -311,8 +311,8 @@ def test_humaneval_x_file_gzipped_or_not_and_other_files_refused(tmp_path: Path,
     import gzip
 
     from mmpt.eval import data
-    from mmpt.eval.sandbox.execute import main as execute_main
     from mmpt.eval.humaneval import default_file
+    from mmpt.eval.sandbox.execute import main as execute_main
 
     plain = tmp_path / "humaneval_python.jsonl"
     plain.write_bytes(gzip.decompress(data.HUMANEVAL_X_PYTHON.read_bytes()))
