@@ -76,8 +76,8 @@ def test_a_hub_name_offline_is_a_one_line_error_saying_how_to_pass_a_folder(tmp_
     assert paper_table.main(["huawei-noah/pycodegpt-CodeCLM-100m", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert err.startswith("mmpt paper-table: huawei-noah/pycodegpt-CodeCLM-100m: not a local folder")
-    assert "hf download huawei-noah/pycodegpt-CodeCLM-100m --local-dir DIR" in err and "pass the folder DIR" in err
+    assert err.startswith("mmpt paper-table: source: 'huawei-noah/pycodegpt-CodeCLM-100m' is not a local folder")
+    assert "hf download huawei-noah/pycodegpt-CodeCLM-100m --local-dir DIR" in err and "give DIR as source" in err
 
 
 def test_a_bad_reference_file_names_the_line(tmp_path: Path, capsys):
