@@ -19,6 +19,7 @@ COMMANDS = {
     "prompts": ("mmpt.eval.prompts", "write the prompt ids each task gives the engine (to diff harnesses)"),
     "execute": ("mmpt.eval.execute", "run samples against the tests in a sandbox"),
     "passk": ("mmpt.eval.passk", "pass@k and incremental pass@k from execution results"),
+    "watch": ("mmpt.eval.watch", "pass@k of each checkpoint of a training run as it appears, into its TensorBoard"),
     "import-checkpoint": ("mmpt.import_checkpoint", "an mmpt checkpoint from the paper's released ones"),
     "score": ("mmpt.eval.score", "NLL per code token of the reference solutions"),
     "doctor": ("mmpt.doctor", "preflight checks before a long job"),
