@@ -19,8 +19,8 @@ skip what is on disk); other settings in the same NAME are refused. A checkpoint
 rotation (`keep_checkpoints`) deletes before its export is read is skipped with a note. It ends when
 run_state.json says finished and every checkpoint is scored; when it says stopped (a save request)
 it ends too after scoring what exists, unless `--follow` (slurm/pretrain.sh requeues a stopped run);
-and when a running run writes nothing for `--idle-timeout-s` (it died without saying so). One
-process, one GPU when there is one (`--device`), else the CPU.
+when it says failed; and when a running run writes nothing for `--idle-timeout-s` (it died without
+saying so). One process, one GPU when there is one (`--device`), else the CPU.
 """
 
 from __future__ import annotations
@@ -121,7 +121,10 @@ def last_activity(run: Path) -> float:
     """When the run last wrote anything the watcher can see: its state, metrics, checkpoints (mtime)."""
     root = checkpoint.checkpoints_dir(run)
     paths = [run / checkpoint.RUN_STATE, run / "metrics.jsonl", root]
-    paths += list(root.iterdir()) if root.is_dir() else []
+    try:
+        paths += list(root.iterdir())  # a save in progress changes its step folder
+    except FileNotFoundError:
+        pass
     times = []
     for path in paths:
         try:
@@ -152,6 +155,7 @@ class RunWatch:
             say(f"{self.dir}: cannot lock ({e}); make sure no other `mmpt watch` scores this run with --name {name}")
         settings = self.dir / "settings.json"
         if settings.exists() and read_json(settings, dict) != config.settings:
+            self._lock.close()
             raise WatchError(
                 f"{settings}: this run was watched with other settings ({read_json(settings, dict)}, now "
                 f"{config.settings}); use the same options, or another --name"
@@ -182,22 +186,22 @@ class RunWatch:
         state = checkpoint.read_run_state(self.run)
         for ckpt in self.pending():
             self.score(ckpt)
-        where = f"step {state['step']}" if "step" in state else "no step yet"
-        if state["state"] == "finished" or (state["state"] == "stopped" and not self.config.follow):
-            self.ended = f"the run {ENDING[state['state']]} at {where}"
-        elif state["state"] == "running" and self.config.idle_timeout_s:
+        now, where = state["state"], f"step {state['step']}" if "step" in state else "no step yet"
+        if now == "finished" or (now == "stopped" and not self.config.follow):
+            self.ended = f"the run {ENDING[now]} at {where}"
+        elif now == "failed":
+            self.ended = f"the run failed at {where}"
+        elif now not in ("none", "stopped") and self.config.idle_timeout_s:
             idle = time() - max(last_activity(self.run), self.started)
             if idle > self.config.idle_timeout_s:
-                self.ended = (f"run_state.json says running ({where}) but the run wrote nothing for {idle:.0f} s "
+                self.ended = (f"run_state.json says {now} ({where}) but the run wrote nothing for {idle:.0f} s "
                               f"(--idle-timeout-s): it failed or was killed without saying so")  # fmt: skip
-        elif state["state"] not in ("running", "stopped", "none"):
-            self.ended = f"the run's state is {state['state']!r} ({where})"
         if self.ended:
             say(f"{self.run}: {self.ended}; {len(self.scored)} checkpoint(s) scored -> {self.records}")
             self.close()
             return True
         waiting = {"none": "for the run to start (no run_state.json yet)", "stopped": "for the stopped run to resume (--follow)"}
-        message = (f"{self.run}: waiting {waiting.get(state['state'], f'for its next checkpoint (running, {where})')}; "
+        message = (f"{self.run}: waiting {waiting.get(now, f'for its next checkpoint ({now}, {where})')}; "
                    f"{len(self.scored)} scored; looking again every {self.config.poll_s:g} s")  # fmt: skip
         if message != self.said:
             say(message)

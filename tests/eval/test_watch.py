@@ -213,8 +213,11 @@ def _fake_run(tmp_path: Path, state: dict | None) -> Path:
     return run
 
 
-def test_a_stopped_run_ends_the_watch_unless_followed(tmp_path, monkeypatch, capsys):
-    run = _fake_run(tmp_path, {"state": "stopped", "step": 40})
+def test_a_stopped_or_failed_run_ends_the_watch_unless_a_stopped_one_is_followed(tmp_path, monkeypatch, capsys):
+    run = _fake_run(tmp_path, {"state": "failed", "step": 3})
+    assert watch.main([str(run), *WATCH_ARGS, "--follow"]) == 0
+    assert "the run failed at step 3; 0 checkpoint(s) scored" in capsys.readouterr().err
+    write_json(run / checkpoint.RUN_STATE, {"state": "stopped", "step": 40})
     assert watch.main([str(run), *WATCH_ARGS]) == 0
     assert "the run stopped (a save request) at step 40; 0 checkpoint(s) scored" in capsys.readouterr().err
     resumed = iter([{"state": "running", "step": 40}, {"state": "finished", "step": 80}])
