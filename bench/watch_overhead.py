@@ -5,14 +5,17 @@
 The demo's tiny run: its data (stdlib pairs, the 4096-token BPE, partial separation, rows of 512
 tokens, `mmpt demo`'s own stages), the shipped configs/tiny-cpu.yaml model, Code CLM, 4 rows a
 step, one process (ZeRO-3, world size 1), a checkpoint every --save-steps, all kept. Each round runs
-it alone, then with a watcher started first (greedy, the demo's watch settings: the first 16
+it alone, then with a watcher started first (greedy, the demo's watch settings: the first 8
 HumanEval problems, 96 new tokens, one sandbox worker). Every process is pinned to cores of its own
 with `taskset`, as Slurm gives two jobs on one node disjoint cores: the trainer to --train-cpus,
 the watcher (and the sandboxes it starts) to --watch-cpus; each gets as many OpenMP threads as cores.
 Prints, per side and round: the trainer's tokens/s (median of its logged windows after the first;
-a window times the steps only, not the saves), its wall time and CPU-seconds per 1,000 tokens, the
-watcher's points against the checkpoints saved, and the load average; then the ratios (with / alone)
-of the medians over rounds. Quote it with the machine and its load.
+a window times the steps only, not the saves), its wall time, CPU-seconds per 1,000 tokens and the
+share of the wall it was on a core, the watcher's points against the checkpoints saved, and the
+load average; then the ratios (with / alone) of the medians over rounds. Pinning binds only these
+processes: on a machine shared with other jobs, theirs move to the trainer's cores while the
+watcher fills its own, which lowers the trainer's share and its tokens/s but not its CPU-seconds
+per token (what the watcher itself costs it). Quote it with the machine and its load.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from mmpt.demo.stages import DemoConfig, build_stages, run_stages
 from mmpt.eval.watch import read_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-WATCH = ["--benchmark", "humaneval", "--greedy", "--limit", "16", "--max-new-tokens", "96", "--batch-size", "64",
+WATCH = ["--benchmark", "humaneval", "--greedy", "--limit", "8", "--max-new-tokens", "96", "--batch-size", "64",
          "--workers", "1", "--poll-s", "1"]  # fmt: skip
 
 
@@ -99,10 +102,12 @@ def train(rows: Path, run: Path, args: argparse.Namespace, log: Path) -> dict:
     if proc.returncode:
         raise SystemExit(f"bench/watch_overhead.py: training failed ({proc.returncode}); see {log}")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    cpu = usage.ru_utime + usage.ru_stime
     return {
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in records[1:]),
         "wall_s": wall,
-        "cpu_s_per_1k_tokens": 1000 * (usage.ru_utime + usage.ru_stime) / records[-1]["tokens_seen"],
+        "cpu_s_per_1k_tokens": 1000 * cpu / records[-1]["tokens_seen"],
+        "cpu_share": cpu / wall,  # of its cores' time, the share the trainer got
         "saved": len(list_complete(run)),
     }
 
@@ -153,7 +158,7 @@ def main() -> int:
             extra = (f", watcher: {result['points']} points for {result['saved']} checkpoints, done "
                      f"{result['watch_after_s']:.0f} s after training" if with_watcher else "")  # fmt: skip
             print(f"round {r} {name:>12}: {result['tokens_per_s']:.0f} tokens/s, {result['wall_s']:.0f} s, "
-                  f"{result['cpu_s_per_1k_tokens']:.3f} CPU-s per 1k tokens; load {result['load'][0]:.1f} "
+                  f"{result['cpu_s_per_1k_tokens']:.3f} CPU-s per 1k tokens, {100 * result['cpu_share']:.0f}% of a core; load {result['load'][0]:.1f} "
                   f"(max {result['load'][1]:.1f}){extra}", flush=True)  # fmt: skip
 
     def median(key: str, with_watcher: bool) -> float:
@@ -167,7 +172,8 @@ def main() -> int:
         f"{median('tokens_per_s', True) / median('tokens_per_s', False):.3f}x\n"
         f"trainer CPU-s per 1k tokens: {median('cpu_s_per_1k_tokens', True):.3f} vs {median('cpu_s_per_1k_tokens', False):.3f}: "
         f"{median('cpu_s_per_1k_tokens', True) / median('cpu_s_per_1k_tokens', False):.3f}x\n"
-        f"trainer wall: {median('wall_s', True):.0f} s vs {median('wall_s', False):.0f} s\n"
+        f"trainer wall: {median('wall_s', True):.0f} s vs {median('wall_s', False):.0f} s; CPU time it got: "
+        f"{100 * median('cpu_share', True):.0f}% vs {100 * median('cpu_share', False):.0f}% of the wall\n"
         f"watcher points / checkpoints saved: {points}\n"
         f"load average: {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after"
     )  # fmt: skip

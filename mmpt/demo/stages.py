@@ -81,7 +81,7 @@ class DemoConfig:
     execute_workers: int = 2
     execute_timeout: float = 2.0  # floor of the per-task time limit (seconds)
     checkpoints: int = 4  # saved by each further pre-training, every further_steps / checkpoints steps
-    watch_limit: int = 16  # HumanEval problems `mmpt watch` scores greedily at each checkpoint
+    watch_limit: int = 8  # HumanEval problems `mmpt watch` scores greedily at each checkpoint
     sandbox: str = "auto"  # auto|bwrap|none, passed to `mmpt execute`
 
     def __post_init__(self) -> None:

@@ -352,14 +352,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("runs", nargs="+", type=Path, metavar="OUTPUT_DIR", help="training run folder(s) (their output_dir)")
     generate.add_generation_options(ap)
     ap.add_argument("--k", default=None, help="comma-separated ks (default: 1, 10, 100 as far as --n allows, and --n)")
-    ap.add_argument("--workers", type=int, default=2, help="sandboxes of `mmpt execute`")
+    ap.add_argument("--workers", type=int, default=2, help="sandboxes of `mmpt execute` (default 2)")
     ap.add_argument("--sandbox", default="auto", choices=SANDBOXES, help="`mmpt execute --sandbox` (none: no isolation)")
     ap.add_argument("--name", default=None,
                     help="OUTPUT_DIR/watch/NAME and OUTPUT_DIR/tensorboard/watch-NAME (default: the benchmark)")  # fmt: skip
-    ap.add_argument("--poll-s", type=float, default=60.0, help="seconds between looks for new checkpoints")
+    ap.add_argument("--poll-s", type=float, default=60.0, help="seconds between looks for new checkpoints (default 60)")
     ap.add_argument("--follow", action="store_true", help="a stopped run is waited for (slurm/pretrain.sh requeues it)")
     ap.add_argument("--idle-timeout-s", type=float, default=3600.0,
-                    help="end when a running run writes nothing this long (it died unannounced); 0: never")  # fmt: skip
+                    help="end when a live run writes nothing this long (it died unannounced; default 3600); 0: never")  # fmt: skip
     ap.add_argument("--device", default="auto", choices=DEVICES, help="generation device (auto: a GPU when there is one)")
     return ap
 
