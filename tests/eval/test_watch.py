@@ -315,7 +315,10 @@ def test_generate_options_pass_through_unchanged(tmp_path):
 
 
 def test_bad_options_fail_before_watching(tmp_path, capsys):
-    for bad, message in ((["--greedy", "--k", "1,5"], "needs k <= --n"), (["--top-p", "0.9"], "--top-p needs --temperature")):
+    bad_options = [(["--greedy", "--k", "1,5"], "needs k <= --n"), (["--top-p", "0.9"], "--top-p needs --temperature")]
+    if not torch.cuda.is_available():
+        bad_options.append((["--device", "cuda"], "--device cuda: no GPU is visible"))
+    for bad, message in bad_options:
         assert watch.main([str(tmp_path / "run"), "--benchmark", "humaneval", *bad]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
