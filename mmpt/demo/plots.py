@@ -153,7 +153,7 @@ def plot_watch(curves: dict[str, list[dict]], labels: dict[str, str], title: str
     right.yaxis.set_major_formatter(lambda y, _: f"{100 * y:.0f}%")
     for ax in (left, right):
         ax.legend(loc="best")
-    _integer_steps(left, right)
+        ax.set_xticks(sorted({p["step"] for points in curves.values() for p in points}))  # the checkpoints
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
