@@ -21,6 +21,7 @@ COMMANDS = {
     "prompts": ("mmpt.eval.prompts", "write the prompt ids each task gives the engine (to diff harnesses)"),
     "execute": ("mmpt.eval.sandbox.execute", "run samples against the tests in a sandbox"),
     "passk": ("mmpt.eval.passk", "pass@k and incremental pass@k from execution results"),
+    "watch": ("mmpt.eval.watch", "pass@k of each checkpoint of a training run as it appears, into its TensorBoard"),
     "import-checkpoint": ("mmpt.import_checkpoint", "an mmpt checkpoint from the paper's released ones"),
     "paper-table": ("mmpt.eval.paper_table", "the paper's table of pass@k from the authors' released checkpoints"),
     "score": ("mmpt.eval.score", "NLL per code token of the reference solutions"),

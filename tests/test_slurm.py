@@ -1,11 +1,12 @@
-"""slurm/pretrain.sh and slurm/eval.sh on a real one-node Slurm (tests/slurm_cluster.py), and the
+"""slurm/pretrain.sh, slurm/eval.sh and slurm/watch.sh on a real one-node Slurm (tests/slurm_cluster.py), and the
 Slurm/MPI/sandbox checks of `mmpt doctor`.
 
 The pipeline runs once per module: `mmpt prepare` on tests/assets, then `sbatch --wait
 slurm/pretrain.sh` (2 tasks), once uninterrupted and once for each way a save request arrives
 (USR1 to the job's steps as `--signal=USR1@T` sends it, USR1 to the batch script alone, plain
 `scancel`): it saves, requeues itself where Slurm lets it, and resumes with the uninterrupted
-losses; then `sbatch --wait slurm/eval.sh` on its final/ model.
+losses; then `sbatch --wait slurm/eval.sh` on its final/ model and `sbatch --wait slurm/watch.sh` on
+its checkpoints.
 Without Slurm installed these skip, which CI (CI=true) counts as a failure.
 """
 
@@ -506,6 +507,31 @@ def test_eval_rejects_a_missing_out(job_env, tmp_path):
     proc = _sbatch(["--ntasks-per-node=1", "--job-name=noout", script, "--model", "m", "--benchmark", "mbpp"], tmp_path, job_env)
     assert proc.returncode == 2
     assert "usage: sbatch slurm/eval.sh" in _log(tmp_path, "noout")
+
+
+# ---------------------------------------------------------------------------- watch.sh
+
+
+def test_watch_scores_every_checkpoint_of_the_run_and_ends_with_it(preempted_run, workdir, job_env):
+    """slurm/watch.sh as its own job on the run pretrain.sh left (requeued once, finished): one
+    scalar per checkpoint, then the job ends because the run has."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mmpt.checkpoint import list_complete
+    from mmpt.eval.watch import read_scores
+
+    run = preempted_run["dir"]
+    args = ["--benchmark", "humaneval", "--greedy", "--limit", "1", "--max-new-tokens", "8", "--poll-s", "1"]
+    proc = _sbatch([*CPU_JOB, "--job-name=watch", str(REPO / "slurm" / "watch.sh"), str(run), *args], workdir, job_env)
+    log = _log(workdir, "watch")
+    assert proc.returncode == 0, proc.stderr + log[-3000:]
+    saved = [int(c.name.removeprefix("step_")) for c in list_complete(run)]
+    assert len(saved) >= 2 and saved[-1] == MAX_STEPS
+    assert [r["step"] for r in read_scores(run, "humaneval")] == saved
+    events = EventAccumulator(str(run / "tensorboard" / "watch-humaneval"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/humaneval/pass@1")] == saved
+    assert "0 GPU(s), 1 cpu(s)" in log and f"the run finished at step {MAX_STEPS}" in log
 
 
 # ---------------------------------------------------------------------------- mmpt doctor

@@ -134,3 +134,26 @@ def plot_similarity(curve, final: list[tuple[str, float]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_watch(curves: dict[str, list[dict]], labels: dict[str, str], title: str, path: Path) -> None:
+    """Left: pass@1 at each checkpoint (`mmpt watch`); right: the share of those completions that parse.
+    `curves`: model -> [{"step", "pass@1", "parses"}] by step."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for model, points in curves.items():
+        steps = [p["step"] for p in points]
+        left.plot(steps, [p["pass@1"] for p in points], label=labels[model], color=COLORS[model], lw=2, marker="o")
+        right.plot(steps, [p["parses"] for p in points], label=labels[model], color=COLORS[model], lw=2, marker="o")
+    top = max([p["pass@1"] for points in curves.values() for p in points] + [0.01])
+    left.set(title=title, xlabel="optimizer step (checkpoint)", ylabel="pass@1", ylim=(0, top * 1.3))
+    right.set(title="completions that parse (run to the tests)", xlabel="optimizer step (checkpoint)",
+              ylabel="share of completions", ylim=(0, 1.05))  # fmt: skip
+    left.yaxis.set_major_formatter(lambda y, _: f"{100 * y:.1f}%" if top < 0.05 else f"{100 * y:.0f}%")
+    right.yaxis.set_major_formatter(lambda y, _: f"{100 * y:.0f}%")
+    for ax in (left, right):
+        ax.legend(loc="best")
+        ax.set_xticks(sorted({p["step"] for points in curves.values() for p in points}))  # the checkpoints
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt.cli import command_parser
-from mmpt.demo.plots import fraction_label, plot_incremental, plot_loss, plot_passk, plot_similarity
+from mmpt.demo.plots import fraction_label, plot_incremental, plot_loss, plot_passk, plot_similarity, plot_watch
 from mmpt.demo.stages import KINDS, MODELS, Paths
 from mmpt.eval.passk import FRACTION_BINS, bin_name, fraction_bin, pass_at_k_metrics, read_results
 from mmpt.eval.sandbox.execute import OUTCOMES, outcome
@@ -247,6 +247,63 @@ def _example(results: list[dict]) -> dict | None:
     """A passing incremental sample that had to write something: the one given the least."""
     passed = [r for r in results if r["passed"] and r.get("generated", "").strip()]
     return min(passed, key=lambda r: (r.get("given_lines", 0) / max(r.get("total_lines", 1), 1), r["task_id"]), default=None)
+
+
+def watch_section(out: Path, labels: dict[str, str], plots: Path, times: list[tuple[str, float, float | None]]) -> list[str]:
+    """pass@1 at every checkpoint of the further pre-trainings, as `mmpt watch` scored them, and what
+    it cost; nothing when the demo had no watch stage."""
+    from mmpt.eval.watch import read_scores, watch_folder  # torch (through generate): only here
+
+    p = Paths(out)
+    scores = {m: read_scores(p.run[m], "humaneval") for m in MODELS}
+    if not all(scores.values()):
+        return []
+    curves = {}
+    for m in MODELS:
+        curves[m] = []
+        for record in scores[m]:
+            results = read_results(watch_folder(p.run[m], "humaneval") / record["checkpoint"] / "plain.results.jsonl")
+            parses = sum(outcome(r) != "does not parse" for r in results) / len(results)
+            curves[m].append({"step": record["step"], "pass@1": record["pass@1"], "parses": parses})
+    n_tasks = scores["separated"][0]["n_tasks"]
+    plot_watch(curves, labels, f"HumanEval pass@1 (greedy, {n_tasks} problems)", plots / "watch.png")
+    steps = sorted({pt["step"] for m in MODELS for pt in curves[m]})
+    cell = {(m, pt["step"]): pt for m in MODELS for pt in curves[m]}
+    rows = [[str(step)] + [_pct(cell[(m, step)]["pass@1"]) if (m, step) in cell else "–" for m in MODELS]
+            + [_pct(cell[(m, step)]["parses"]) if (m, step) in cell else "–" for m in MODELS] for step in steps]  # fmt: skip
+    stage = {name: (s, c) for name, s, c in times}.get("watch")
+    total = sum(s for name, s, _ in times if not name.startswith(PART))
+    per_checkpoint = [r["seconds"]["total"] for m in MODELS for r in scores[m] if "total" in r.get("seconds", {})]
+    cost = ""
+    if stage is not None:
+        cost = (f"The stage took {stage[0]:.0f} s ({100 * stage[0] / total:.0f}% of the demo's wall time"
+                + (f", {stage[1]:.0f} CPU-seconds" if stage[1] is not None else "") + ")")  # fmt: skip
+        if per_checkpoint:
+            cost += f", {sum(per_checkpoint) / len(per_checkpoint):.1f} s per checkpoint; the rest is starting torch, transformers and DeepSpeed once"
+        cost += ". "
+    if max(pt["pass@1"] for m in MODELS for pt in curves[m]) == 0:
+        moved = ", ".join(f"{_pct(curves[m][0]['parses'])} → {_pct(curves[m][-1]['parses'])} ({m})" for m in MODELS)
+        finding = f"pass@1 is 0 at every checkpoint of both models; the share of completions that parse, first to last checkpoint: {moved}."
+    else:
+        finding = ", ".join(f"{_pct(curves[m][0]['pass@1'])} → {_pct(curves[m][-1]['pass@1'])} ({m})" for m in MODELS)
+        finding = f"pass@1 from the first checkpoint to the last: {finding}."
+    return [
+        "## pass@1 as the models train (`mmpt watch`)",
+        "",
+        (
+            f"Each further pre-training saved {len(scores['separated'])} checkpoints; `mmpt watch` scored every one "
+            f"(Hugging Face export, greedy generation for the first {n_tasks} HumanEval problems, execution in the "
+            "sandbox, pass@1) and wrote `eval/humaneval/pass@1` into the run's TensorBoard at the checkpoint's step "
+            "(`tensorboard --logdir OUT/separated`, run `tensorboard/watch-humaneval`). On a cluster it is a job of "
+            "its own beside the training (`sbatch slurm/watch.sh`) and scores each checkpoint as it appears; here it "
+            f"ran once both trainings were done. {cost}{finding}"
+        ),
+        "",
+        _table(["step"] + [f"{m} pass@1" for m in MODELS] + [f"{m} parses" for m in MODELS], rows),
+        "",
+        "![pass@1 by checkpoint](plots/watch.png)",
+        "",
+    ]
 
 
 def write_report(out: Path, settings: dict | None = None) -> Path:
@@ -486,6 +543,8 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "![loss](plots/loss.png)",
         "",
     ]
+
+    md += watch_section(out, labels, plots, times)
 
     # ---- similarity
     lowest = ", ".join(f"`{t!r}` {c:.2f}" for t, c in final[:8])

@@ -6,7 +6,9 @@
 Stages: stdlib pairs → BPE tokenizer → rows (no separation, and partial separation, same tokenizer)
 → a short modality-agnostic pre-training from random init (the stand-in "already pre-trained"
 backbone, Text-Code CLM) → two further pre-trainings of that backbone with the same steps and data
-order: partial separation + Code CLM, and the baseline without separation → for each, greedy and
+order: partial separation + Code CLM, and the baseline without separation, each saving `checkpoints`
+checkpoints → `mmpt watch` scores every checkpoint of both (greedy, the first `watch_limit` HumanEval
+problems: the pass@1 curve a watcher job writes beside a training job) → for each, greedy and
 sampled HumanEval generation, and incremental tasks of the first `incremental_limit` problems
 (`mmpt generate` on 2 ranks) → the NLL of every HumanEval reference under each (`mmpt score`) →
 `mmpt execute` in the sandbox → OUT/report.md (`mmpt report`, mmpt/demo/report.py).
@@ -78,11 +80,14 @@ class DemoConfig:
     generate_batch_size: int = 64
     execute_workers: int = 2
     execute_timeout: float = 2.0  # floor of the per-task time limit (seconds)
+    checkpoints: int = 4  # saved by each further pre-training, every further_steps / checkpoints steps
+    watch_limit: int = 8  # HumanEval problems `mmpt watch` scores greedily at each checkpoint
     sandbox: str = "auto"  # auto|bwrap|none, passed to `mmpt execute`
 
     def __post_init__(self) -> None:
         for name in ("ranks", "per_device_batch_size", "backbone_steps", "further_steps", "n_samples",
-                     "max_new_tokens", "generate_batch_size", "execute_workers", "logging_steps"):  # fmt: skip
+                     "max_new_tokens", "generate_batch_size", "execute_workers", "logging_steps", "checkpoints",
+                     "watch_limit"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"demo: {name} must be >= 1, got {getattr(self, name)}")
         for name in ("limit", "incremental_limit"):
@@ -117,6 +122,8 @@ def quick_config(out: Path) -> DemoConfig:
         n_samples=2,
         max_new_tokens=24,
         generate_batch_size=8,
+        checkpoints=2,
+        watch_limit=2,
     )
 
 
@@ -240,18 +247,20 @@ class Paths:
         return self.eval / model / f"{kind}.results.jsonl"
 
 
-def _train_argv(config: DemoConfig, steps: int, learning_rate: float, **fields) -> list[str]:
-    """`mmpt train` of the shipped tiny config with `fields` overridden."""
+def _train_argv(config: DemoConfig, steps: int, learning_rate: float, checkpoints: int = 2, **fields) -> list[str]:
+    """`mmpt train` of the shipped tiny config with `fields` overridden; `checkpoints` saved and kept
+    (at least a mid-run one: an interrupted demo resumes from it)."""
+    save_steps = max(1, steps // checkpoints)
     overrides = {
         **fields,
         "max_steps": steps,
-        "save_steps": max(1, steps // 2),  # a mid-run checkpoint: an interrupted demo resumes from it
+        "save_steps": save_steps,
         "learning_rate": learning_rate,
         "min_learning_rate": learning_rate / 10,
         "per_device_batch_size": config.per_device_batch_size,
         "logging_steps": config.logging_steps,
         "seed": config.seed,  # one seed: the same row order in both further pre-trainings
-        "keep_checkpoints": 1,
+        "keep_checkpoints": -(-steps // save_steps),  # all of them: the watch stage scores each
         "gradient_checkpointing": "false",
         "precision": "fp32",
     }
@@ -314,7 +323,7 @@ def build_stages(config: DemoConfig) -> list[Stage]:
     ))]  # fmt: skip
     for model, separation in zip(MODELS, ("partial", "none")):
         training.append((f"train-{model}", _train_argv(
-            config, config.further_steps, config.further_learning_rate,
+            config, config.further_steps, config.further_learning_rate, config.checkpoints,
             model=p.backbone / "final", data_dir=p.data[separation], output_dir=p.run[model], objective="code-clm",
         )))  # fmt: skip
     evaluation = [(f"generate-{m}-{kind}", _generate_argv(config, p, m, kind)) for m in MODELS for kind in KINDS]
@@ -331,6 +340,7 @@ def build_stages(config: DemoConfig) -> list[Stage]:
             "(separated) and none (baseline); one deepspeed launch",
             deepspeed, training, env,
         ),
+        _watch_stage(config, p, env),
         _launch_stage(
             config, "generate",
             f"generate for HumanEval with both models ({_words(config)}) and score the reference solutions "
@@ -368,6 +378,24 @@ def _score_argv(p: Paths, model: str) -> list[str]:
     # every problem: one forward pass each, cheap
     return ["score", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval",
             "--out", str(p.eval / model / "score.jsonl"), "--no-progress"]  # fmt: skip
+
+
+def _watch_stage(config: DemoConfig, p: Paths, env: dict) -> Stage:
+    """`mmpt watch` of both further pre-trainings, after them (a training job has it beside itself):
+    greedy on the first `watch_limit` problems, so that it stays a small share of the demo's time."""
+
+    def run(log: Path) -> None:
+        cmd = [
+            sys.executable, "-m", "mmpt", "watch", *(str(p.run[m]) for m in MODELS), "--benchmark", "humaneval",
+            "--greedy", "--limit", str(config.watch_limit), "--max-new-tokens", str(config.max_new_tokens),
+            "--batch-size", str(config.generate_batch_size), "--seed", str(config.seed),
+            "--workers", str(config.execute_workers), "--sandbox", config.sandbox, "--poll-s", "1",
+        ]  # fmt: skip
+        run_logged("watch", cmd, log, env)
+
+    title = (f"score each of the {config.checkpoints} checkpoints of both further pre-trainings with `mmpt watch` "
+             f"(greedy, the first {config.watch_limit} HumanEval problems, sandboxed)")  # fmt: skip
+    return Stage("watch", title, run)
 
 
 def _execute_stage(config: DemoConfig, p: Paths, model: str, kind: str, env: dict) -> Stage:

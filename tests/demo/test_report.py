@@ -261,3 +261,38 @@ def test_parse_rate_uses_the_passk_bins() -> None:
     rows = [{"task_id": "A#3", "passed": False, "status": "failed", "detail": "SyntaxError", "given_lines": 3, "total_lines": 4},
             {"task_id": "A#0", "passed": False, "status": "failed", "detail": "AssertionError", "given_lines": 0, "total_lines": 4}]  # fmt: skip
     assert report.parse_rate_by_fraction(rows) == {"0.75-1.00": 0.0, "0.00-0.25": 1.0, "all": 0.5}
+
+
+def test_watch_section_shows_pass_at_1_and_parses_by_checkpoint_and_its_cost(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    assert "mmpt watch" not in (run_dir / "report.md").read_text()  # no watch records: no section
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    # per model and checkpoint: (passed, detail) of 2 greedy completions
+    runs = {
+        "separated": {10: [(False, "SyntaxError: x"), (False, "AssertionError")], 20: [(True, ""), (False, "AssertionError")]},
+        "baseline": {10: [(False, "SyntaxError: x"), (False, "IndentationError: y")], 20: [(False, "NameError: z"), (False, "TabError")]},
+    }  # fmt: skip
+    for model, checkpoints in runs.items():
+        folder = out / model / "watch" / "humaneval"
+        records = []
+        for step, results in checkpoints.items():
+            name = f"step_{step:08d}"
+            rows = [{"task_id": f"T/{i}", "completion_id": 0, "passed": p, "status": "passed" if p else "failed", "detail": d}
+                    for i, (p, d) in enumerate(results)]  # fmt: skip
+            write_jsonl(folder / name / "plain.results.jsonl", rows)
+            records.append({"step": step, "checkpoint": name, "pass@1": sum(p for p, _ in results) / 2, "n_tasks": 2,
+                            "seconds": {"total": 3.0 if step == 10 else 5.0}})  # fmt: skip
+        write_jsonl(folder / "passk.jsonl", records[::-1])  # read back by step
+    (out / "stages" / "watch.json").write_text(json.dumps({"seconds": 40.0, "cpu_seconds": 30.0, "finished": 0.5}))
+    report.write_report(out)
+    md = (out / "report.md").read_text()
+    assert "## pass@1 as the models train (`mmpt watch`)" in md and "(plots/watch.png)" in md
+    assert "| step | separated pass@1 | baseline pass@1 | separated parses | baseline parses |" in md
+    assert "| 10 | 0.0% | 0.0% | 50.0% | 0.0% |" in md
+    assert "| 20 | 50.0% | 0.0% | 100.0% | 50.0% |" in md
+    # 40 s of the 400 s the stages took; 4 s per checkpoint on average
+    assert "The stage took 40 s (10% of the demo's wall time, 30 CPU-seconds), 4.0 s per checkpoint" in md
+    assert "pass@1 from the first checkpoint to the last: 0.0% → 50.0% (separated), 0.0% → 0.0% (baseline)" in md
+    assert (out / "plots" / "watch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -123,11 +123,24 @@ def test_quick_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     scores = (out / "eval" / "separated" / "score.jsonl").read_text().splitlines()
     assert len(scores) == 164  # scoring takes every HumanEval problem: one forward pass each
     assert {r["task_id"].split("#")[0] for r in inc} == {"HumanEval/0", "HumanEval/1"}
+    # the watch stage: a point per checkpoint of each further pre-training (4 steps, 2 checkpoints), in TensorBoard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mmpt.checkpoint import list_complete
+    from mmpt.eval.watch import read_scores
+
+    for model in demo.MODELS:
+        saved = [int(c.name.removeprefix("step_")) for c in list_complete(out / model)]
+        assert saved == [2, 4] and [r["step"] for r in read_scores(out / model, "humaneval")] == saved
+        events = EventAccumulator(str(out / model / "tensorboard" / "watch-humaneval"))
+        events.Reload()
+        assert [e.step for e in events.Scalars("eval/humaneval/pass@1")] == saved
     md = (out / "report.md").read_text()
     for section in ("## pass@k on HumanEval", "## Incremental pass@1", "## Training loss per modality", "## NL vs code",
-                    "## Likelihood of the reference solutions"):  # fmt: skip
+                    "## Likelihood of the reference solutions", "## pass@1 as the models train"):  # fmt: skip
         assert section in md
-    assert all((out / "plots" / f"{n}.png").stat().st_size > 10_000 for n in ("passk", "incremental", "loss", "similarity"))
+    plots = ("passk", "incremental", "loss", "similarity", "watch")
+    assert all((out / "plots" / f"{n}.png").stat().st_size > 10_000 for n in plots)
 
     # a rerun skips every finished stage
     t0 = time.monotonic()
