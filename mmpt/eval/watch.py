@@ -368,16 +368,18 @@ def _parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> WatchConfig:
     """The typed config of parsed arguments."""
     # generate's own checks now, not at the first checkpoint (the model and output are per checkpoint)
-    generate.config_from_args(argparse.Namespace(**vars(args), model=Path("."), out=Path("."), no_progress=True))
+    # (a training run's checkpoints are prompted in mmpt's own style unless --prompt-style says otherwise)
+    style = getattr(args, "prompt_style", None) or "mmpt"
+    n = generate.config_from_args(argparse.Namespace(**vars(args), model=Path("."), out=Path("."), no_progress=True), style).n
     if args.k is None:
-        ks = default_ks(args.n)
+        ks = default_ks(n)
     else:
         try:
             ks = tuple(int(k) for k in args.k.split(",") if k.strip())
         except ValueError:
             raise ValueError(f"--k must list integers, got {args.k!r}") from None
-        if any(k > args.n for k in ks):
-            raise ValueError(f"--k {args.k}: pass@k needs k <= --n ({args.n}) samples per task")
+        if any(k > n for k in ks):
+            raise ValueError(f"--k {args.k}: pass@k needs k <= --n ({n}) samples per task")
     return WatchConfig(
         runs=tuple(args.runs), benchmark=args.benchmark, generate_argv=tuple(generation_argv(args)), ks=ks,
         incremental=args.incremental, data_file=args.data_file, name=args.name, workers=args.workers,
