@@ -159,34 +159,42 @@ def _literal(node: ast.expr):
 def parse_hub_test(test: str) -> tuple[list, float, str]:
     """(inputs, atol, name of the function tested) from a hub row's `test` script.
 
-    The script (EvalPlus's "original format") assigns `inputs = [...]` and checks each with
-    `assertion(<function>(*inp), ..., <atol>)`; HumanEval+ scripts call the function `candidate`,
-    and find_zero's ends in `... <= <atol>`.
+    The script (EvalPlus's "original format") assigns `inputs = [...]` and checks each input with
+    `assertion(<function>(*inp), ..., <atol>)` (HumanEval+ scripts call the function `candidate`),
+    except find_zero's, which asserts `... <= <atol>`.
     """
-    tree = ast.parse(test)
-    inputs = atol = function = None
-    for node in ast.walk(tree):
+    inputs = function = None
+    atols, bounds = [], []
+    for node in ast.walk(ast.parse(test)):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "inputs" for t in node.targets):
             inputs = _literal(node.value)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "assertion" and node.args:
-            atol = _literal(node.args[-1])
+            atols.append(node.args[-1])
             first = node.args[0]
             if isinstance(first, ast.Call) and isinstance(first.func, ast.Name):
                 function = first.func.id
-        elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.LtE) and atol is None:
-            atol = _literal(node.comparators[0])
+        elif isinstance(node, ast.Compare) and isinstance(node.ops[-1], ast.LtE):
+            bounds.append(node.comparators[-1])
     if not isinstance(inputs, list) or not all(isinstance(i, (list, tuple)) for i in inputs):
-        raise ValueError("no `inputs = [...]` list of argument lists")
-    if not isinstance(atol, (int, float)):
-        raise ValueError("no tolerance found (the last argument of `assertion(...)`)")
-    return inputs, float(atol), function or "candidate"
+        raise ValueError("its test script has no `inputs = [...]` list of argument lists")
+    for node in atols or bounds:  # the bound of an assertion helper's own `<= atol` is no literal
+        try:
+            atol = _literal(node)
+        except ValueError:
+            continue
+        if isinstance(atol, (int, float)) and not isinstance(atol, bool):
+            return inputs, float(atol), function or "candidate"
+    raise ValueError("its test script has no tolerance (the last argument of `assertion(...)`)")
 
 
 def _row_problem(benchmark: str, row: dict, base: dict[str, Problem], where: str) -> PlusProblem:
     """One release or hub row as a PlusProblem over its base problem; errors name `where` and the field."""
     if "task_id" not in row:
         raise EvalPlusError(f"{where}: missing field 'task_id'")
-    number = _number(row["task_id"]) if benchmark == "mbpp+" else None
+    try:
+        number = _number(row["task_id"]) if benchmark == "mbpp+" else None
+    except ValueError:
+        raise EvalPlusError(f"{where}: field 'task_id' must be an MBPP task number (Mbpp/N), got {row['task_id']!r}") from None
     task_id = f"MBPP/{number}" if benchmark == "mbpp+" else str(row["task_id"])
     if task_id not in base:
         raise EvalPlusError(f"{where}: task {row['task_id']!r} has no problem in mmpt's {benchmark[:-1]}")
@@ -201,8 +209,10 @@ def _row_problem(benchmark: str, row: dict, base: dict[str, Problem], where: str
             ):
                 if not isinstance(row.get(name), kind):
                     raise ValueError(f"field {name!r} must be a {kind.__name__}")
-            if not isinstance(row.get("atol"), (int, float)):
+            if not isinstance(row.get("atol"), (int, float)) or isinstance(row["atol"], bool):
                 raise ValueError("field 'atol' must be a number")
+            if not all(isinstance(args, list) for args in row["base_input"] + row["plus_input"]):
+                raise ValueError("each input of 'base_input' and 'plus_input' must be a list of arguments")
             program, entry_point, atol = row["prompt"] + row["canonical_solution"], row["entry_point"], float(row["atol"])
             convert = (lambda args: _mbpp_input(MBPP_INPUT_TYPES.get(number), args)) if number else (lambda args: args)
             base_inputs = tuple(convert(args) for args in row["base_input"])

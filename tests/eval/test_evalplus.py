@@ -193,6 +193,8 @@ def test_hub_unreachable_says_how_to_pass_the_file(tmp_path):
         (lambda row: row.update(task_id="Mbpp/99999"), "task 'Mbpp/99999' has no problem in mmpt's mbpp"),
         (lambda row: row.update(base_input=[[1]]), "task Mbpp/2: "),  # MBPP/2 takes two tuples
         (lambda row: row.pop("task_id"), "missing field 'task_id'"),
+        (lambda row: row.update(task_id="Mbpp/two"), "field 'task_id' must be an MBPP task number"),
+        (lambda row: row["plus_input"].append(5), "each input of 'base_input' and 'plus_input' must be a list"),
     ],
 )
 def test_bad_rows_are_named(tmp_path, edit, message):
@@ -237,3 +239,22 @@ def test_mbpp_input_types_are_evalplus():
         got = evalplus._mbpp_input(kind, copy.deepcopy(samples[kind]))
         assert got == want and repr(got) == repr(want), (number, kind)
     assert mbpp.mbpp_deserialize_inputs("Mbpp/3", [[[1, 2]]]) == [[[1, 2]]] and 3 not in evalplus.MBPP_INPUT_TYPES
+
+
+def test_hub_test_scripts_of_each_shape():
+    # an assertion helper of its own with `<= atol` (MBPP/581), inputs without results (the
+    # scripts that recompute expected outputs with the reference), find_zero's bound
+    surface = (
+        "from math import inf\n\ndef assertion(out, exp_0, exp_1, atol):\n    assert abs(out - exp_0) <= atol or abs(out - exp_1) <= atol\n\n"
+        "inputs = [[3, 4], [1, inf]]\nresults = [33, 5]\nfor i, (inp, exp) in enumerate(zip(inputs, results)):\n"
+        "    assertion(surface_Area(*inp), exp, _surface_Area(*inp), 0)\n"
+    )
+    assert evalplus.parse_hub_test(surface) == ([[3, 4], [1, float("inf")]], 0.0, "surface_Area")
+    recompute = "def check(candidate):\n    inputs = [[3], [(1+2j)], [{1, 2}]]\n    for i, inp in enumerate(inputs):\n        assertion(candidate(*inp), ref_func(*inp), 1e-06)\n"
+    assert evalplus.parse_hub_test(recompute) == ([[3], [1 + 2j], [{1, 2}]], 1e-6, "candidate")
+    root = "def check(candidate):\n    inputs = [[[1, 2]]]\n    for i, (inp, exp) in enumerate(zip(inputs, results)):\n        assert _poly(*candidate(*inp), inp) <= 0.0001\n"
+    assert evalplus.parse_hub_test(root) == ([[[1, 2]]], 1e-4, "candidate")
+    with pytest.raises(ValueError, match="no tolerance"):
+        evalplus.parse_hub_test("inputs = [[1]]\n")
+    with pytest.raises(ValueError, match="no `inputs"):
+        evalplus.parse_hub_test("inputs = 3\nassertion(f(*inp), exp, 0)\n")
