@@ -25,7 +25,8 @@ prefix flags for the partial blocks); transformers hands a 4-D BlockMask to its 
 unchanged, and the kernel skips every block of the row that no query may see (other instances).
 The trainer pads every batch to one shape under flex (a new shape would recompile it).
 The dense-mask paths stay the reference: flex is verified against them numerically (forward on
-CPU, where torch has no flex backward; tests/model/test_attention.py). `attention_path` names the
+CPU, where torch has no flex backward; tests/model/test_attention.py); on CPU the rows are padded to
+a multiple of 16 tokens for torch's CPU kernel (`CPU_FLEX_MULTIPLE`), the logits cut back to N. `attention_path` names the
 path a model gets, for `mmpt doctor` and the GPU bench.
 """
 
@@ -121,6 +122,14 @@ def packed_allowed(position_ids: torch.Tensor, prefix: torch.Tensor | None = Non
 
 
 BLOCK = 128  # flex_attention's default block: BlockMask tiles are BLOCK x BLOCK
+# On CPU, rows under flex are padded to a multiple of this (`pad_rows`). torch's compiled CPU flex
+# (Inductor's C++ template, torch 2.13) computes q·kᵀ of each kv block (min(BLOCK, N) keys) in steps of
+# 16 keys; for a tail of 8 keys with a head dim of 8 or 16 on AVX2 (8 floats a vector) it takes a path
+# that loads 16 key rows and stores 16 scores: it reads past the last key and overwrites the running
+# row maxima, so the output is NaN or off by O(1), depending on what memory lies there (the tiny test
+# models have head dim 8; test_cpu_flex_kernel_is_exact_on_rows_padded_for_it). With N a multiple of
+# 16 (BLOCK is one) every kv block is whole 16-key steps. GPUs run Triton's kernel: no padding there.
+CPU_FLEX_MULTIPLE = 16
 
 
 def key_ranges(position_ids: torch.Tensor, prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +209,23 @@ def block_mask(position_ids: torch.Tensor, prefix: torch.Tensor | None = None):
     kv_num, kv_idx = _ordered(partial)
     full_num, full_idx = _ordered(full)
     return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=BLOCK, mask_mod=mask_mod, seq_lengths=(n, n))
+
+
+def pad_rows(
+    input_ids: torch.Tensor, position_ids: torch.Tensor, prefix: torch.Tensor | None, multiple: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(B, N) rows padded on the right to a multiple of `multiple` tokens, each pad an instance of its
+    own (position 0, token 0, not prefix), as the collator's tail pads: no real token sees a pad, so
+    the logits of the first N tokens are unchanged."""
+    pad = -input_ids.shape[1] % multiple
+    if pad == 0:
+        return input_ids, position_ids, prefix
+    zeros = torch.zeros(input_ids.shape[0], pad, dtype=torch.long, device=input_ids.device)
+    ids = torch.cat([input_ids, zeros.to(input_ids.dtype)], dim=1)
+    pos = torch.cat([position_ids, zeros.to(position_ids.dtype)], dim=1)
+    if prefix is not None:
+        prefix = torch.cat([prefix.bool(), zeros.bool()], dim=1)
+    return ids, pos, prefix
 
 
 def attention_path(model_type: str, impl: str) -> str:
@@ -292,11 +318,18 @@ def packed_forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) ->
     check_supported(model_type, impl)
     prepare_model(model)
     hf = _hf_model(model)
+    ids, pos, prefix = batch["input_ids"], batch["position_ids"], batch.get("prefix")
+    keep = {}  # every position's logits, unless pads were added
     if impl == "flex_attention":
-        if batch["input_ids"].device.type == "cpu" and torch.is_grad_enabled():
-            raise ValueError("flex_attention has no backward on CPU in torch: train on CPU with sdpa or eager")
-        mask = block_mask(batch["position_ids"], batch.get("prefix"))
+        if ids.device.type == "cpu":
+            if torch.is_grad_enabled():
+                raise ValueError("flex_attention has no backward on CPU in torch: train on CPU with sdpa or eager")
+            n = ids.shape[1]
+            ids, pos, prefix = pad_rows(ids, pos, prefix, CPU_FLEX_MULTIPLE)  # torch's CPU kernel: see CPU_FLEX_MULTIPLE
+            if ids.shape[1] != n:  # the head (or the fused loss in its place) sees the N real positions only
+                keep = {"logits_to_keep": torch.arange(n, device=ids.device)}
+        mask = block_mask(pos, prefix)
     else:
-        mask = packed_mask(batch["position_ids"], batch.get("prefix"), impl, dtype=hf.dtype)
-    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False)
+        mask = packed_mask(pos, prefix, impl, dtype=hf.dtype)
+    out = model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False, **keep)
     return out.logits

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mmpt.model.attention import (
+    CPU_FLEX_MULTIPLE,
     FLEX,
     SUPPORTED,
     attention_path,
@@ -15,6 +16,7 @@ from mmpt.model.attention import (
     packed_allowed,
     packed_forward,
     packed_mask,
+    pad_rows,
 )
 from mmpt.model.tiny import TINY_CONFIGS, tiny_model
 
@@ -225,6 +227,30 @@ def test_flex_forward_equals_the_dense_mask_path(arch):
             diff = (packed_forward(flex, batch) - packed_forward(dense, batch)).abs().max().item()
         assert diff <= TOL, (arch, p is not None, diff)
     assert attention_path(arch, "flex_attention").startswith("flex_attention + BlockMask")
+
+
+@pytest.mark.parametrize("head_dim", [8, 16])
+def test_cpu_flex_kernel_is_exact_on_rows_padded_for_it(head_dim):
+    """torch's compiled CPU flex, alone: on AVX2 with a head dim of 8 or 16 a kv block of 8 mod 16 keys
+    (the 24-token row) reads the 8 key rows past its end. Those rows are NaN here (K is a view into a
+    longer buffer), so any such read shows; the row as `packed_forward` pads it reads none."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    _, pos, prefix = _row()
+    n = pos.shape[1]
+    ids_p, pos_p, prefix_p = pad_rows(torch.zeros_like(pos), pos, prefix, CPU_FLEX_MULTIPLE)
+    m = pos_p.shape[1]
+    assert torch.equal(pos_p[:, :n], pos) and torch.equal(prefix_p[:, :n], prefix)  # pads: own instances, no prefix
+    assert not pos_p[:, n:].any() and not prefix_p[:, n:].any() and not ids_p.any()
+    g = torch.Generator().manual_seed(0)
+    q, v = (torch.randn(1, 2, m, head_dim, generator=g) for _ in range(2))
+    k_buffer = torch.full((1, 2, m + CPU_FLEX_MULTIPLE, head_dim), float("nan"))
+    k_buffer[:, :, :m] = torch.randn(1, 2, m, head_dim, generator=g)
+    k = k_buffer[:, :, :m]
+    out = torch.compile(flex_attention, dynamic=False)(q, k, v, block_mask=block_mask(pos_p, prefix_p))
+    allowed = packed_allowed(pos, prefix)[:, None]  # (1, 1, n, n): the first n tokens never see a pad
+    ref = torch.nn.functional.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], attn_mask=allowed)
+    assert (out[:, :, :n] - ref).abs().max().item() <= TOL
 
 
 def test_flex_training_on_cpu_is_refused_with_a_reason():
