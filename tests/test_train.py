@@ -60,7 +60,7 @@ def setup_dir(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("train")
     # the shipped ZeRO-3 config, but no parameter is small enough to stay whole on every rank
-    ds = json.loads((ROOT / "mmpt" / "ds_configs" / "zero3.json").read_text())
+    ds = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
     ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     ds.pop("timers")  # a JSON of a user's own that leaves DeepSpeed's throughput timer to its default (on)
     (root / "zero3.json").write_text(json.dumps(ds))

@@ -87,7 +87,7 @@ def trained(tmp_path_factory) -> dict:
 
     _needs_bwrap()
     root = tmp_path_factory.mktemp("watch")
-    ds = json.loads((ROOT / "mmpt" / "ds_configs" / "zero3.json").read_text())
+    ds = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
     (root / "zero3.json").write_text(json.dumps(ds))
     make_pairs(root / "pairs.jsonl", n=40)
     prepare(PrepareConfig(str(root / "pairs.jsonl"), str(ASSETS / "tokenizer"), str(root / "data"), "partial", max_seq_length=96))
