@@ -42,7 +42,7 @@ from mmpt.data.separation import SeparationMap
 from mmpt.hub import HubMiss, from_hub
 from mmpt.jsonl import read_json, write_json
 from mmpt.modality import LAYOUTS, OBJECTIVES, OFFICIAL_BOS
-from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
+from mmpt.model.folder import CheckpointMeta, save_model
 
 MAP_FILE = "replicated_tokens_map.pkl"
 DUP_PREFIX = "[_DUP_]"

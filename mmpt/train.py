@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmpt import checkpoint, console, distributed
+from mmpt import console, distributed, run_dir, train_checkpoints
 from mmpt.config import ConfigError, TrainConfig, config_from_argv, deepspeed_config, dump, resolve_precision
 from mmpt.data.separation import SeparationMap
 from mmpt.hub import from_hub
@@ -297,8 +297,8 @@ def _run(config: TrainConfig, leave_group: bool, stop: StopFlag) -> int:
     lock = None
     try:
         try:
-            checkpoint.require_shared(config.output_dir)  # before any work: checkpoints need one directory for all ranks
-            lock = checkpoint.lock_output_dir(config.output_dir)  # a live run there: refused, before it is touched
+            run_dir.require_shared(config.output_dir)  # before any work: checkpoints need one directory for all ranks
+            lock = run_dir.lock_output_dir(config.output_dir)  # a live run there: refused, before it is touched
             status, last = train(config, env, rows, meta, tokenizer, smap, stop, watchdog)
         except ConfigError as e:  # the same on every rank (output_dir not shared or held, a resume that does not fit)
             print(f"mmpt train: {e}", file=sys.stderr)
@@ -322,17 +322,17 @@ def finish(config: TrainConfig, last: Path, stop: StopFlag) -> int:
     step, so that a requeued job resumes there and exports."""
     from mmpt.export import export_checkpoint
 
-    step = checkpoint.step_of(last)
+    step = train_checkpoints.step_of(last)
     if config.export:
         final = Path(config.output_dir) / "final"
         try:
             with stop.interruptible():
                 print(f"mmpt train: exported {export_checkpoint(last, final)}")
         except StopRequested:
-            checkpoint.write_run_state(config.output_dir, "stopped", step=step)
+            run_dir.write_run_state(config.output_dir, "stopped", step=step)
             print(f"mmpt train: save requested ({stop.name}) during the export: {final} not written; resume to export it")
             return 0
-    checkpoint.write_run_state(config.output_dir, "finished", step=step)
+    run_dir.write_run_state(config.output_dir, "finished", step=step)
     return 0
 
 
@@ -377,9 +377,9 @@ def train(
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "seed": config.seed,
     }
-    resume_from = checkpoint.choose_resume(config.resume, config.output_dir)
+    resume_from = train_checkpoints.choose_resume(config.resume, config.output_dir)
     if resume_from is not None:
-        checkpoint.check_layout(resume_from, layout)  # before the model is built: a refusal costs nothing
+        train_checkpoints.check_layout(resume_from, layout)  # before the model is built: a refusal costs nothing
 
     # ---- model and engine: built partitioned, optimizer and schedule owned by DeepSpeed ---------
     torch.manual_seed(config.seed)
@@ -408,7 +408,7 @@ def train(
     # ---- resume: rank 0 picks the checkpoint, every rank loads that one ------------------------
     step, tokens_seen = 0, 0
     if resume_from is not None:
-        state = checkpoint.load(engine, resume_from, layout, rank)
+        state = train_checkpoints.load(engine, resume_from, layout, rank)
         if state.get("n_rows") != len(rows):
             raise ConfigError(f"{resume_from}: saved for {state.get('n_rows')} rows, the data has {len(rows)}")
         step, tokens_seen = state["step"], state["tokens_seen"]
@@ -416,7 +416,7 @@ def train(
     log = metrics.MetricsLog(config.output_dir, enabled=rank == 0)
     if rank == 0:
         Path(config.output_dir, "train_config.yaml").write_text(dump(config))
-        checkpoint.write_run_state(config.output_dir, "running", step=step)
+        run_dir.write_run_state(config.output_dir, "running", step=step)
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
     tied = engine.module.get_output_embeddings().weight is emb
     n_matmul = n_params - (0 if tied else getattr(emb, "ds_numel", emb.numel()))  # a lookup is no matmul
@@ -549,11 +549,11 @@ def train(
         if (config.save_steps and step % config.save_steps == 0) or step == total_steps or stop_votes:
             watchdog.beat(allow_s=10 * config.hang_timeout_s)
             client = {"n_rows": len(rows), "tokens_seen": tokens_seen, "epoch": epoch}
-            checkpoint.save(engine, config.output_dir, step, client, write_hf, config.keep_checkpoints, layout)
+            train_checkpoints.save(engine, config.output_dir, step, client, write_hf, config.keep_checkpoints, layout)
             watchdog.beat()
         if stop_votes:
             if rank == 0:
-                checkpoint.write_run_state(config.output_dir, "stopped", step=step)
+                run_dir.write_run_state(config.output_dir, "stopped", step=step)
             say(
                 f"mmpt train: save requested ({stop.name or 'by another rank'}), stopped after step {step}; resume with --resume auto"
             )
@@ -568,7 +568,9 @@ def train(
         log.projector(step, metrics.separated_rows(engine, smap.separated, smap.base_vocab_size), smap.tokens)
     watchdog.beat()
     log.close()
-    return 0, checkpoint.checkpoints_dir(config.output_dir) / checkpoint.step_dir_name(step)  # the loop saved the last step
+    return 0, train_checkpoints.checkpoints_dir(config.output_dir) / train_checkpoints.step_dir_name(
+        step
+    )  # the loop saved the last step
 
 
 if __name__ == "__main__":

@@ -606,7 +606,7 @@ def test_export_loads_and_gives_the_reference_loss(driver_run):
 
 @pytest.mark.heavy
 def test_each_file_of_a_real_checkpoint_is_fsynced_by_the_rank_that_wrote_it(driver_run):
-    from mmpt.checkpoint import list_complete, owner
+    from mmpt.train_checkpoints import list_complete, owner
 
     newest = list_complete(driver_run / "run-text-code-clm")[-1]
     files = [p.name for p in newest.rglob("*") if p.is_file()]
@@ -680,7 +680,8 @@ def _signal_group_and_check_the_save(proc: subprocess.Popen, out: Path, sig: int
     while it runs, and that none outlives it."""
     import psutil
 
-    from mmpt.checkpoint import list_complete, read_run_state
+    from mmpt.run_dir import read_run_state
+    from mmpt.train_checkpoints import list_complete
 
     _wait_for_step(out, 2, proc)
     tree = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
@@ -808,7 +809,8 @@ def test_sigterm_to_the_deepspeed_runner_alone_saves_and_a_second_run_is_refused
     node DeepSpeed's runner has no handler and dies alone, leaving launch.py and the ranks. The ranks
     see their launcher gone, save and stop; `--resume auto` continues with the uninterrupted losses.
     While the run lives, a second run on its output_dir is refused, naming the holder."""
-    from mmpt.checkpoint import list_complete, read_run_state
+    from mmpt.run_dir import read_run_state
+    from mmpt.train_checkpoints import list_complete
 
     out = driver_run / "runner"
     args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100, hang_timeout_s=900)]
@@ -862,7 +864,7 @@ def test_usr1_in_the_import_window_then_signals_during_the_export(setup_dir, tmp
     is a save request, not the default action's death; a save request during the final export
     abandons it (no half final/) and leaves the run "stopped", which a resume finishes; a SIGKILL
     of `mmpt export` mid-write leaves no folder behind."""
-    from mmpt.checkpoint import read_run_state
+    from mmpt.run_dir import read_run_state
 
     out = tmp_path / "run"
     args = run_args(setup_dir, "code-clm", out, max_steps=3, save_steps=100, save_signal="SIGUSR1")

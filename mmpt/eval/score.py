@@ -37,7 +37,7 @@ from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import merge, rank_file, records_on_disk, shard, wait_for_all
 from mmpt.jsonl import JsonlAppender, read_jsonl, require
 from mmpt.model.attention import packed_forward
-from mmpt.model.checkpoint_folder import PROMPT_STYLES
+from mmpt.model.folder import PROMPT_STYLES
 from mmpt.model.split_embeddings import restrict_to_code
 
 BOOTSTRAP_RESAMPLES = 2000
