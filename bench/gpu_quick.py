@@ -161,8 +161,9 @@ def leg_train(attn: str, a: argparse.Namespace) -> dict:
     from mmpt import metrics, train_checkpoints
     from mmpt.config import TrainConfig, deepspeed_config
     from mmpt.data.separation import SeparationMap
+    from mmpt.model.build import build_model
     from mmpt.model.fused_loss import packed_loss
-    from mmpt.train import build_model, param_groups
+    from mmpt.optim import param_groups
 
     shape = SHAPES[a.device]
     device = torch.device(get_accelerator().current_device_name())

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mmpt.config import ConfigError
+from mmpt.distributed import Watchdog
 from mmpt.jsonl import read_json, write_json
 
 MARKER = "complete.json"
@@ -175,6 +176,32 @@ def save(engine, output_dir: str | Path, step: int, client_state: dict, write_hf
         rotate(output_dir, keep, newest=path)
     dist.barrier()
     return path
+
+
+class Checkpointer:
+    """Saves a run's training checkpoints on its cadence: every `save_steps` steps (0: none between),
+    at the last step, and at the step every rank stops at on a save request. A save is collective:
+    every rank calls `save` at every step with the same arguments. The watchdog allows it ten times
+    its timeout (a slow shared filesystem)."""
+
+    def __init__(self, engine, output_dir: str | Path, *, save_steps: int, keep: int, layout: dict, write_hf,
+                 watchdog: Watchdog) -> None:  # fmt: skip
+        self.engine, self.output_dir = engine, output_dir
+        self.save_steps, self.keep, self.layout = save_steps, keep, layout
+        self.write_hf = write_hf  # (hf dir) -> None: the export metadata, written by rank 0
+        self.watchdog = watchdog
+
+    def should_save(self, step: int, last_step: bool, requested: bool) -> bool:
+        return bool(self.save_steps and step % self.save_steps == 0) or last_step or requested
+
+    def save(self, step: int, client_state: dict, *, last_step: bool, requested: bool) -> Path | None:
+        """The checkpoint of step `step` when one is due (`save`), else None."""
+        if not self.should_save(step, last_step, requested):
+            return None
+        self.watchdog.beat_slow()
+        path = save(self.engine, self.output_dir, step, client_state, self.write_hf, self.keep, self.layout)
+        self.watchdog.beat()
+        return path
 
 
 def rotate(output_dir: str | Path, keep: int, newest: Path) -> None:
