@@ -41,12 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt.cli import command_parser
+from mmpt.demo.layout import KINDS, MODELS, Paths
+from mmpt.demo.report import timing_table, write_report
+from mmpt.demo.timing import clock, cpu_seconds, read_times
 from mmpt.jsonl import read_json, write_json
 
-PACKAGE = Path(__file__).resolve().parents[1]  # mmpt/, in a checkout or an installed wheel
 TRAIN_CONFIG = "configs/tiny-cpu.yaml"  # shipped (mmpt.shipped): the tiny architecture and its optimiser
-MODELS = ("separated", "baseline")  # the two further pre-trainings compared in the report
-KINDS = ("greedy", "sampled", "incremental")  # what each of them generates for
 
 
 class DemoError(RuntimeError):
@@ -139,17 +139,12 @@ class Stage:
     run: Callable[[Path], None]
 
 
-def _clock(seconds: float) -> str:
-    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
-
-
 def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Run the stages in order, skipping those with a marker; {name: seconds} of every stage.
 
     A failing stage raises DemoError naming the stage and its log; nothing after it runs. A stage's
     marker holds its wall seconds and its CPU seconds (this process's and its waited-for children's).
     """
-    from mmpt.demo.batch import cpu_seconds
 
     def cpu() -> float:
         return cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN)
@@ -165,7 +160,7 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
             echo(f"{head}: done earlier, skipped ({marker})")
             continue
         log = out / "logs" / f"{stage.name}.log"
-        echo(f"\n{head}  (log: {log}, demo time {_clock(time.monotonic() - start)})")
+        echo(f"\n{head}  (log: {log}, demo time {clock(time.monotonic() - start)})")
         t0, c0 = time.monotonic(), cpu()
         try:
             stage.run(log)
@@ -178,7 +173,7 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
         seconds = time.monotonic() - t0
         times[stage.name] = seconds
         write_json(marker, {"seconds": seconds, "cpu_seconds": cpu() - c0, "finished": time.time()}, indent=None)
-        echo(f"{head}: done in {_clock(seconds)} (demo time {_clock(time.monotonic() - start)})")
+        echo(f"{head}: done in {clock(seconds)} (demo time {clock(time.monotonic() - start)})")
     return times
 
 
@@ -226,25 +221,6 @@ def deepspeed(ranks: int, module_args: list[str]) -> list[str]:
 def _one_thread() -> dict[str, str]:
     # one thread per rank: on 2 shared cores, two ranks with two threads each stall on each other
     return {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-class Paths:
-    """Where each stage writes, under OUT."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.pairs = out / "data" / "pairs.jsonl"
-        self.tokenizer = out / "data" / "tokenizer"
-        self.data = {"none": out / "data" / "none", "partial": out / "data" / "partial"}
-        self.backbone = out / "backbone"
-        self.run = {"separated": out / "separated", "baseline": out / "baseline"}
-        self.eval = out / "eval"
-
-    def samples(self, model: str, kind: str) -> Path:
-        return self.eval / model / f"{kind}.samples.jsonl"
-
-    def results(self, model: str, kind: str) -> Path:
-        return self.eval / model / f"{kind}.results.jsonl"
 
 
 def _train_argv(config: DemoConfig, steps: int, learning_rate: float, checkpoints: int = 2, **fields) -> list[str]:
@@ -377,7 +353,7 @@ def _generate_argv(config: DemoConfig, p: Paths, model: str, kind: str) -> list[
 def _score_argv(p: Paths, model: str) -> list[str]:
     # every problem: one forward pass each, cheap
     return ["score", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval",
-            "--out", str(p.eval / model / "score.jsonl"), "--no-progress"]  # fmt: skip
+            "--out", str(p.score(model)), "--no-progress"]  # fmt: skip
 
 
 def _watch_stage(config: DemoConfig, p: Paths, env: dict) -> Stage:
@@ -413,8 +389,6 @@ def _execute_stage(config: DemoConfig, p: Paths, model: str, kind: str, env: dic
 
 
 def _report(config: DemoConfig, p: Paths) -> None:
-    from mmpt.demo.report import write_report
-
     path = write_report(config.out, settings=_settings(config))
     print(f"report: {path}")
 
@@ -496,10 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     except DemoError as e:
         print(f"\nmmpt demo: {e}", file=sys.stderr)
         return 1
-    from mmpt.demo.report import read_times, timing_table
-
     print(f"\n{timing_table(read_times(config.out))}")
-    print(f"\nmmpt demo: finished in {_clock(time.monotonic() - start)}; open {config.out / 'report.md'}")
+    print(f"\nmmpt demo: finished in {clock(time.monotonic() - start)}; open {config.out / 'report.md'}")
     return 0
 
 
