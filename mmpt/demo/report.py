@@ -17,10 +17,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+from safetensors import safe_open
+
 from mmpt.cli import command_parser
+from mmpt.config import ConfigError, find_deepspeed_file
+from mmpt.data.separation import SeparationMap
 from mmpt.demo.layout import KINDS, MODELS, Paths
 from mmpt.demo.plots import fraction_label, plot_incremental, plot_loss, plot_passk, plot_similarity, plot_watch
 from mmpt.demo.timing import PART, clock, read_times
+from mmpt.eval import humaneval
 from mmpt.eval.passk import FRACTION_BINS, bin_name, fraction_bin, pass_at_k_metrics, read_results
 from mmpt.eval.sandbox.execute import OUTCOMES, outcome
 from mmpt.jsonl import read_json, read_jsonl
@@ -79,8 +85,6 @@ def final_similarity(model_dir: Path) -> list[tuple[str, float]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mmpt.data.separation import SeparationMap
-
     smap = SeparationMap.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = [tokenizer.decode([i]) for i in smap.separated]  # " is", not the BPE's "Ġis"
@@ -92,8 +96,6 @@ def final_similarity(model_dir: Path) -> list[tuple[str, float]]:
 
 
 def count_parameters(model_dir: Path) -> int:
-    from safetensors import safe_open
-
     total = 0
     for path in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(path), "pt") as f:
@@ -115,11 +117,6 @@ class RunInfo:
 
 def read_run(run_dir: Path) -> RunInfo:
     """The objective, ZeRO stage, separation, architecture and size of the training run in `run_dir`."""
-    import yaml
-
-    from mmpt.config import ConfigError, find_deepspeed_file
-    from mmpt.data.separation import SeparationMap
-
     config_path, final = run_dir / "train_config.yaml", run_dir / "final"
     if not config_path.exists():
         raise FileNotFoundError(f"{config_path}: missing (did the training stage finish?)")
@@ -161,9 +158,7 @@ def parse_rate_by_fraction(results: list[dict]) -> dict[str, float]:
 
 def benchmark_size() -> int:
     """Problems in HumanEval (the demo's benchmark), from the data that `mmpt generate` reads."""
-    from mmpt.eval.humaneval import load
-
-    return len(load())
+    return len(humaneval.load())
 
 
 def sign_test_p(b: int, c: int) -> float:
@@ -239,7 +234,8 @@ def _example(results: list[dict]) -> dict | None:
 def watch_section(out: Path, labels: dict[str, str], plots: Path, times: list[tuple[str, float, float | None]]) -> list[str]:
     """pass@1 at every checkpoint of the further pre-trainings, as `mmpt watch` scored them, and what
     it cost; nothing when the demo had no watch stage."""
-    from mmpt.eval.watch import read_scores, watch_folder  # torch (through generate): only here
+    # mmpt.eval.watch imports torch at its top (through generate): imported here, `mmpt report --help` stays light
+    from mmpt.eval.watch import read_scores, watch_folder
 
     p = Paths(out)
     scores = {m: read_scores(p.run[m], "humaneval") for m in MODELS}

@@ -41,9 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt.cli import command_parser
+from mmpt.data.extract import extract_pairs
+from mmpt.data.prepare import PrepareConfig, prepare
+from mmpt.data.tokenizer import train_tokenizer
 from mmpt.demo.layout import KINDS, MODELS, Paths
 from mmpt.demo.report import timing_table, write_report
 from mmpt.demo.timing import clock, cpu_seconds, read_times
+from mmpt.distributed import free_port
 from mmpt.jsonl import read_json, write_json
 
 TRAIN_CONFIG = "configs/tiny-cpu.yaml"  # shipped (mmpt.shipped): the tiny architecture and its optimiser
@@ -209,8 +213,6 @@ def torchrun(ranks: int, module_args: list[str]) -> list[str]:
 
 def deepspeed(ranks: int, module_args: list[str]) -> list[str]:
     """`deepspeed --num_gpus RANKS --module MODULE ARGS` on a free port (the launcher's default 29500 may be taken)."""
-    from mmpt.distributed import free_port  # the project's one copy
-
     return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),
             "--master_port", str(free_port()), "--module", *module_args]  # fmt: skip
 
@@ -262,22 +264,16 @@ def build_stages(config: DemoConfig) -> list[Stage]:
     env = _one_thread()
 
     def pairs(log: Path) -> None:
-        from mmpt.data.extract import extract_pairs
-
         summary = extract_pairs(list(config.sources), p.pairs, workers=config.ranks)
         print(f"{p.pairs}: {summary.render()}")
         log.write_text(summary.render() + "\n")
 
     def tokenizer(log: Path) -> None:
-        from mmpt.data.tokenizer import train_tokenizer
-
         tok = train_tokenizer(p.pairs, config.vocab_size, p.tokenizer)
         print(f"{p.tokenizer}: {len(tok)} tokens")
 
-    def prepare(separation: str) -> Callable[[Path], None]:
+    def pack(separation: str) -> Callable[[Path], None]:
         def run(log: Path) -> None:
-            from mmpt.data.prepare import PrepareConfig, prepare
-
             meta = prepare(PrepareConfig(str(p.pairs), str(p.tokenizer), str(p.data[separation]), separation,
                                          max_seq_length=config.max_seq_length))  # fmt: skip
             shown = {k: meta[k] for k in ("instances", "dropped_too_long", "rows", "tokens", "separated_tokens")}
@@ -307,8 +303,8 @@ def build_stages(config: DemoConfig) -> list[Stage]:
     return [
         Stage("pairs", f"extract NL→code pairs from {', '.join(config.sources)}", pairs),
         Stage("tokenizer", f"train a {config.vocab_size}-token byte-level BPE", tokenizer),
-        Stage("prepare-none", "pack rows without separation", prepare("none")),
-        Stage("prepare-partial", "pack rows with partial separation (same tokenizer)", prepare("partial")),
+        Stage("prepare-none", "pack rows without separation", pack("none")),
+        Stage("prepare-partial", "pack rows with partial separation (same tokenizer)", pack("partial")),
         _launch_stage(
             config, "train",
             f"pre-train the backbone from random init ({config.backbone_steps} steps, Text-Code CLM, no separation), "

@@ -16,13 +16,17 @@ generation, scoring and the tests all go through `save_model` / `load_model` / `
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt.data.separation import SeparationMap
+from mmpt.hub import REPO_ID, download_hint
 from mmpt.jsonl import read_json, write_json
-from mmpt.modality import LAYOUTS, OBJECTIVES, PROMPT_STYLES, SEPARATIONS
+from mmpt.modality import EOT, LAYOUTS, OBJECTIVES, PAD, PROMPT_STYLES, SEPARATIONS
+from mmpt.model.attention import SUPPORTED
+from mmpt.model.split_embeddings import embedding_rows
 
 META_FILE = "mmpt.json"
 CODE_FORMATS = ("plain", "flat")
@@ -94,11 +98,7 @@ def write_inference_configs(directory: str | Path, hf_config, tokenizer=None) ->
     with a sentinel of their own and the backbone's bos id may name an mmpt sentinel (`<python>`).
     Without a tokenizer the ids come from `hf_config`. `hf_config` itself is left unchanged.
     """
-    import copy
-
     from transformers import GenerationConfig
-
-    from mmpt.modality import EOT, PAD
 
     config = copy.deepcopy(hf_config)
     config.use_cache = True
@@ -137,8 +137,6 @@ def read_folder(directory: str | Path, tokenizer=None) -> tuple[object, Separati
 def not_a_folder(name: str) -> str:
     """The one-line error for a model folder that does not exist, perhaps a hub name (read
     locally only: generation and scoring never download)."""
-    from mmpt.hub import REPO_ID, download_hint
-
     if not REPO_ID.fullmatch(name):
         return f"{name}: no such checkpoint folder"
     return (
@@ -160,9 +158,6 @@ def load_folder(directory: str | Path, tokenizer=None, **from_pretrained):
     """(model, tokenizer, smap, meta) of a model folder. Unless `attn_implementation` is given,
     the one in `mmpt.json`, else sdpa where it is verified for packed rows (`SUPPORTED`), else eager."""
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from mmpt.model.attention import SUPPORTED
-    from mmpt.model.split_embeddings import embedding_rows
 
     tokenizer, smap, meta = read_folder(directory, tokenizer)
     if "attn_implementation" not in from_pretrained:
