@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from mmpt import console, distributed, export, metrics, run_dir, train_checkpoints
+from mmpt.batches import RowBatches, StepBatch, StepLoader, TrainData, load_data, make_collator
 from mmpt.config import (
     ConfigError,
     TrainConfig,
@@ -41,7 +42,6 @@ from mmpt.config import (
     resolve_precision,
     take_preflight_options,
 )  # fmt: skip
-from mmpt.data.loader import RowBatches, StepBatch, StepLoader, TrainData, load_data, make_collator
 from mmpt.data.prepare import load_validation
 from mmpt.model.build import build_model
 from mmpt.model.fused_loss import packed_loss

@@ -63,7 +63,7 @@ class Validator:
     """The held-out evaluation of a run on its cadence: every `eval_steps` steps and at the last step,
     never when the data has no held-out rows (`fetch` None).
 
-    `fetch(indices)` collates held-out rows (`mmpt.data.loader.RowBatches`); the watchdog allows the
+    `fetch(indices)` collates held-out rows (`mmpt.batches.RowBatches`); the watchdog allows the
     evaluation ten times its timeout, and every forward pass beats it.
     """
 

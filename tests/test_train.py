@@ -204,7 +204,7 @@ PROBE = textwrap.dedent(
     import torch, torch.distributed as torch_dist, deepspeed, deepspeed.comm as ds_comm
     from torch.overrides import TorchFunctionMode
     from mmpt import distributed, export, metrics, train
-    from mmpt.data import loader
+    from mmpt import batches
 
     spec = json.loads(open(sys.argv[-1]).read())
     argv = spec["argv"]
@@ -299,11 +299,11 @@ PROBE = textwrap.dedent(
         return synchronize(*a, **k)
     accelerator.synchronize = counted_synchronize
 
-    epoch_order = loader.epoch_order
+    epoch_order = batches.epoch_order
     def counted(*a):
         order_calls.append(a)
         return epoch_order(*a)
-    loader.epoch_order = counted
+    batches.epoch_order = counted
 
     reduced = metrics.code_row_similarity
     def checked(model, separated, base):
@@ -491,8 +491,8 @@ def reference_losses(root: Path, objective: str, steps: int = STEPS) -> tuple[li
     """The same training in one process of plain PyTorch: one batch of the step's global rows, AdamW."""
     from transformers import AutoModelForCausalLM
 
+    from mmpt.batches import epoch_order
     from mmpt.data.instances import sentinel_ids
-    from mmpt.data.loader import epoch_order
     from mmpt.data.prepare import load_prepared
     from mmpt.data.separation import SeparationMap
     from mmpt.data.tokenizer import load_tokenizer

@@ -1,11 +1,11 @@
-"""mmpt/data/loader.py: each step's rows on each rank, the epoch's tail, and stand-in rows that train nothing."""
+"""mmpt/batches.py: each step's rows on each rank, the epoch's tail, and stand-in rows that train nothing."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mmpt.data.loader import collate_rows
+from mmpt.batches import collate_rows
 from mmpt.objectives import Collator, loss_index
 from test_objectives import ROW, SMAP, S
 
