@@ -1,7 +1,8 @@
 """What a run reports: TensorBoard scalars, metrics.jsonl, MFU, peak memory, NL/code row similarity.
 
 Watch a run with `tensorboard --logdir OUTPUT_DIR`. Only rank 0 writes; the similarity needs the
-separated tokens' rows, which the ranks reduce to rank 0 under ZeRO-3 (a collective).
+separated tokens' rows, which the ranks reduce to rank 0 under ZeRO-3 (a collective). When a
+record is written is `LogWindow`'s to say (every `logging_steps` steps, the last, each validation).
 """
 
 from __future__ import annotations

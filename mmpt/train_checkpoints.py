@@ -11,7 +11,8 @@ with another batch layout (the data position and the schedule count in its globa
 rank fsyncs the files it wrote before the barrier that precedes the marker, so a marker on a shared
 filesystem never points at shards still in some node's page cache; rank 0 alone picks the
 checkpoint to resume and broadcasts it, so that ranks with different views of the directory load
-the same step. OUTPUT_DIR itself (shared by every rank, its lock, run_state.json) is `mmpt.run_dir`'s.
+the same step. When a run saves is `Checkpointer`'s to say (every `save_steps` steps, the last
+step, a save request). OUTPUT_DIR itself (shared by every rank, its lock, run_state.json) is `mmpt.run_dir`'s.
 """
 
 from __future__ import annotations

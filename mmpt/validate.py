@@ -6,7 +6,8 @@ r, r+world, ... in micro-batches of `per_device_batch_size`; every rank runs the
 forward passes (ZeRO-3 gathers are collective), a rank whose share has run out runs a stand-in
 row that counts nothing, and one all-reduce of the sums on the device ends the evaluation. Batches
 go to the device from page-locked memory without the host waiting; the sums' `tolist` at the end
-is the evaluation's one host sync.
+is the evaluation's one host sync. When a run evaluates is `Validator`'s to say (every `eval_steps`
+steps and at the last one).
 """
 
 from __future__ import annotations
