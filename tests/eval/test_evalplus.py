@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from mmpt.eval import evalplus
-from mmpt.eval.evalplus_rules import first_failure
 from mmpt.eval.problems import load_problems
+from mmpt.eval.sandbox.inside import evalplus_rules
 from mmpt.jsonl import read_jsonl
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "evalplus"
@@ -29,9 +29,10 @@ VERDICTS = ASSETS / "verdicts.json"
 REFERENCE = Path(__file__).with_name("evalplus_reference.py")
 
 
-def _ours(benchmark: str) -> list[dict]:
+def _ours(benchmark: str, indices: bool = False) -> list[dict]:
     """Our verdicts on the fixture's samples: each run split by split through `first_failure`, as the
-    checker will, but in this process (the fixture's programs are ours; real samples never run here)."""
+    checker does, but in this process (the fixture's programs are ours; real samples never run here);
+    with `indices`, also each split's first failure ("base_first", "plus_first")."""
     problems = {p.task_id: p for p in evalplus.load(benchmark, DATA[benchmark])}
     rows = []
     for _, sample in read_jsonl(ASSETS / f"samples-{benchmark}.jsonl"):
@@ -41,10 +42,14 @@ def _ours(benchmark: str) -> list[dict]:
         function = namespace[p.entry_point]
         row = {"task_id": p.task_id, "label": sample["label"]}
         for split, inputs in (("base", p.base_inputs), ("plus", p.plus_inputs)):
-            expected, _ = evalplus.expected_outputs(p, inputs)
+            expected, _ = evalplus_rules.expected_outputs(
+                p.reference_program, p.reference_entry_point, inputs, p.oracle == "not_none"
+            )
             inputs = copy.deepcopy(inputs)  # the sample gets its own copy, as over the wire
-            failed = first_failure(lambda args, f=function: f(*args), inputs, expected, p.atol, p.oracle)
+            failed = evalplus_rules.first_failure(lambda args, f=function: f(*args), inputs, expected, p.atol, p.oracle)
             row[split] = "pass" if failed is None else "fail"
+            if indices:
+                row[f"{split}_first"] = failed
         rows.append(row)
     return rows
 
