@@ -259,11 +259,14 @@ def _hub_rows(benchmark: str):
     return [(f"hub dataset {HUB[benchmark]}, row {i}", row) for i, row in enumerate(dataset)]
 
 
-def load(benchmark: str, data_file: str | Path | None = None, limit: int | None = None) -> list[PlusProblem]:
+def load(benchmark: str, data_file: str | Path | None = None, limit: int | None = None, split: str = "test") -> list[PlusProblem]:
     """The problems of `benchmark` (humaneval+|mbpp+) in file order: from `data_file` (EvalPlus's
-    release JSONL or hub rows as JSONL), else from the hub; `limit` keeps the first N."""
+    release JSONL or hub rows as JSONL), else from the hub; `limit` keeps the first N. They have no
+    splits: `split` must be "test" (the default of every command), which means all of them."""
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown EvalPlus benchmark {benchmark!r}; choose one of {BENCHMARKS}")
+    if split != "test":
+        raise ValueError(f"{benchmark} has no splits (it is EvalPlus's own set of tasks): drop --split {split}")
     base_problems = humaneval.load() if benchmark == "humaneval+" else mbpp.load(split="all")
     base = {p.task_id: p for p in base_problems}
     if data_file is not None:
