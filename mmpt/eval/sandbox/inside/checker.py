@@ -157,7 +157,7 @@ def _answer(scope: dict, frame: bytes) -> bytes:
         value = scope[name](*args, **kwargs)
     except BaseException as e:
         return b"E" + _describe(e)
-    if how == ["not_none"] and type(value) is not bool:  # all EvalPlus's not_none oracle reads of it
+    if how == ["not_none"] and type(value) is not bool:  # all that EvalPlus's not_none oracle reads of it
         value = value is not None
     after = ([a if isinstance(a, _MUTABLE) else None for a in args], {k: v for k, v in kwargs.items() if isinstance(v, _MUTABLE)})
     try:
