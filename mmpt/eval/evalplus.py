@@ -3,7 +3,8 @@
 A problem of `humaneval+` / `mbpp+` is mmpt's own HumanEval / MBPP problem of the same task
 (same task id, prompt, docstring, signature, setup: a samples file generated for the base
 benchmark serves both) that also carries EvalPlus's reference program, its base and plus inputs,
-the tolerance `atol` and the oracle its outputs are judged by (`mmpt.eval.evalplus_rules`).
+the tolerance `atol` and the oracle its outputs are judged by (`evalplus_rules`, which runs
+inside the sandbox: `mmpt.eval.sandbox.inside.evalplus_rules`).
 MBPP+'s 378 tasks come from sanitized MBPP, whose ids span all of MBPP's splits (MBPP/2 ... MBPP/809).
 
 Sources, in the order tried:
@@ -24,7 +25,7 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from mmpt.eval import evalplus_rules, humaneval, mbpp
+from mmpt.eval import humaneval, mbpp
 from mmpt.eval.problems import Problem
 from mmpt.jsonl import read_jsonl
 
@@ -258,11 +259,14 @@ def _hub_rows(benchmark: str):
     return [(f"hub dataset {HUB[benchmark]}, row {i}", row) for i, row in enumerate(dataset)]
 
 
-def load(benchmark: str, data_file: str | Path | None = None, limit: int | None = None) -> list[PlusProblem]:
+def load(benchmark: str, data_file: str | Path | None = None, limit: int | None = None, split: str = "test") -> list[PlusProblem]:
     """The problems of `benchmark` (humaneval+|mbpp+) in file order: from `data_file` (EvalPlus's
-    release JSONL or hub rows as JSONL), else from the hub; `limit` keeps the first N."""
+    release JSONL or hub rows as JSONL), else from the hub; `limit` keeps the first N. They have no
+    splits: `split` must be "test" (the default of every command), which means all of them."""
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown EvalPlus benchmark {benchmark!r}; choose one of {BENCHMARKS}")
+    if split != "test":
+        raise ValueError(f"{benchmark} has no splits (it is EvalPlus's own set of tasks): drop --split {split}")
     base_problems = humaneval.load() if benchmark == "humaneval+" else mbpp.load(split="all")
     base = {p.task_id: p for p in base_problems}
     if data_file is not None:
@@ -278,11 +282,3 @@ def load(benchmark: str, data_file: str | Path | None = None, limit: int | None 
             raise EvalPlusError(f"{where}: task {p.task_id} appears twice")
         seen.add(p.task_id)
     return problems
-
-
-def expected_outputs(problem: PlusProblem, inputs: tuple) -> tuple[list, list[float]]:
-    """(expected outputs, reference seconds) of `inputs` of `problem`: its reference run on them
-    (`evalplus_rules.expected_outputs`; trusted code, run where the benchmark's own code runs)."""
-    return evalplus_rules.expected_outputs(
-        problem.reference_program, problem.reference_entry_point, inputs, problem.oracle == "not_none"
-    )

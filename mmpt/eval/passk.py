@@ -9,6 +9,9 @@ of all tasks of one original problem pooled, then averaged over problems), as th
 evaluation reports both; `by_fraction` breaks the macro one down by fraction of the solution given. As the official
 evaluation, a pass@k (macro and micro alike) is reported only where every task has at least k
 samples; `not_reported` says why a requested k is missing, and a run that can report none fails.
+HumanEval+ / MBPP+ results (records with `base` and `plus` runs) add `base` (pass@k of the base
+runs alone) and `plus` (of `passed`: base and plus both passed, EvalPlus's "plus" figure, equal to
+the top-level pass@k), each with the same estimator and the same rule for k.
 """
 
 from __future__ import annotations
@@ -84,10 +87,13 @@ def pass_at_k_metrics(results: Iterable[dict], ks: Iterable[int], per_task: bool
     tasks: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # task -> [n, c]
     bins: dict[str, str | None] = {}  # task -> its fraction bin (incremental tasks only)
     problems: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # original problem -> pooled [n, c]
+    base: dict[str, int] = {}  # HumanEval+ / MBPP+: task -> samples whose base run passed
     for r in results:
         t = tasks[r["task_id"]]
         t[0] += 1
         t[1] += bool(r["passed"])
+        if isinstance(r.get("base"), dict):
+            base[r["task_id"]] = base.get(r["task_id"], 0) + (r["base"].get("status") == "passed")
         if r.get("total_lines"):
             bins[r["task_id"]] = fraction_bin(r)
         pooled = problems[r.get("base_task_id") or r["task_id"].split("#")[0]]
@@ -95,6 +101,9 @@ def pass_at_k_metrics(results: Iterable[dict], ks: Iterable[int], per_task: bool
         pooled[1] += bool(r["passed"])
     counts = [tuple(v) for v in tasks.values()]
     metrics: dict = {**_mean_pass(counts, ks), "n_tasks": len(tasks), "n_samples": sum(n for n, _ in counts)}
+    if base:  # HumanEval+ / MBPP+
+        metrics["base"] = {**_mean_pass([(tasks[t][0], c) for t, c in base.items()], ks), "n_tasks": len(tasks)}
+        metrics["plus"] = {**_mean_pass(counts, ks), "n_tasks": len(tasks)}
     if bins:
         metrics["incremental_macro"] = {**_mean_pass(counts, ks), "n_tasks": len(tasks)}
         # the official rule: micro pass@k only for the k every incremental task has samples for
@@ -132,9 +141,11 @@ def read_results(path: Path) -> list[dict]:
 def format_table(metrics: dict) -> str:
     keys = [k for k in metrics if k.startswith("pass@")]
     lines = [f"{'':<12}" + "".join(f"{k:>10}" for k in keys) + f"{'tasks':>8}"]
-    lines.append(f"{'all':<12}" + "".join(f"{metrics[k]:>10.4f}" for k in keys) + f"{metrics['n_tasks']:>8}")
-    rows = [(name.removeprefix("incremental_"), metrics[name]) for name in ("incremental_macro", "incremental_micro")
-            if name in metrics]  # fmt: skip
+    if "base" not in metrics:
+        lines.append(f"{'all':<12}" + "".join(f"{metrics[k]:>10.4f}" for k in keys) + f"{metrics['n_tasks']:>8}")
+    rows = [(name, metrics[name]) for name in ("base", "plus") if name in metrics]
+    rows += [(name.removeprefix("incremental_"), metrics[name]) for name in ("incremental_macro", "incremental_micro")
+             if name in metrics]  # fmt: skip
     for name, row in rows + list(metrics.get("by_fraction", {}).items()):
         count = row.get("n_tasks", row.get("n_problems"))  # micro counts original problems
         lines.append(f"{name:<12}" + "".join(f"{row[k]:>10.4f}" if k in row else f"{'-':>10}" for k in keys) + f"{count:>8}")
@@ -143,8 +154,11 @@ def format_table(metrics: dict) -> str:
 
 def tensorboard_scalars(metrics: dict, prefix: str = "eval") -> dict[str, float]:
     """{tag: value} of the pass@k scalars and the incremental breakdown: PREFIX/pass@k,
-    PREFIX/incremental_{macro,micro}/pass@k, PREFIX/incremental_{bin}/pass@k."""
+    PREFIX/incremental_{macro,micro}/pass@k, PREFIX/incremental_{bin}/pass@k; HumanEval+ / MBPP+
+    also PREFIX/{base,plus}/pass@k."""
     tags = {f"{prefix}/{key}": value for key, value in metrics.items() if key.startswith("pass@")}
+    for name in ("base", "plus"):
+        tags.update({f"{prefix}/{name}/{key}": value for key, value in metrics.get(name, {}).items() if key.startswith("pass@")})
     for name, row in metrics.get("by_fraction", {}).items():
         tags.update({f"{prefix}/incremental_{name}/{key}": value for key, value in row.items() if key.startswith("pass@")})
     for name in ("incremental_macro", "incremental_micro"):

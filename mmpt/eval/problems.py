@@ -45,7 +45,9 @@ class Problem:
         return self.given_lines / self.total_lines if self.total_lines else 0.0
 
 
-BENCHMARKS = ("humaneval", "mbpp")
+# humaneval+ and mbpp+ are EvalPlus's (`mmpt.eval.evalplus`): the base benchmarks' problems, judged by
+# EvalPlus's base and plus inputs
+BENCHMARKS = ("humaneval", "mbpp", "humaneval+", "mbpp+")
 
 
 def split_body_lines(body: str) -> list[str]:
@@ -80,7 +82,7 @@ def load_problems(
     limit: int | None = None,
     split: str = "test",
 ) -> list[Problem]:
-    """The problems of `benchmark` (humaneval|mbpp) in benchmark order; `limit` keeps the first N
+    """The problems of `benchmark` (one of BENCHMARKS) in benchmark order; `limit` keeps the first N
     problems (before expanding them into incremental tasks)."""
     if benchmark == "humaneval":
         from mmpt.eval import humaneval
@@ -90,6 +92,10 @@ def load_problems(
         from mmpt.eval import mbpp
 
         problems = mbpp.load(data_file, split)
+    elif benchmark in ("humaneval+", "mbpp+"):
+        from mmpt.eval import evalplus
+
+        problems = evalplus.load(benchmark, data_file, limit, split)
     else:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
     problems = problems[:limit] if limit is not None else problems

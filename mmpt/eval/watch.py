@@ -71,7 +71,7 @@ class WatchConfig:
     """One `mmpt watch` process over one or more training runs."""
 
     runs: tuple[Path, ...]  # training output_dirs
-    benchmark: str  # humaneval | mbpp
+    benchmark: str  # one of mmpt.eval.problems.BENCHMARKS
     generate_argv: tuple[str, ...]  # `mmpt generate` options but --model, --out, --incremental
     ks: tuple[int, ...]  # pass@k reported (each <= the samples per task)
     incremental: bool = False  # the incremental tasks too (a second generate and execute per checkpoint)
@@ -260,7 +260,9 @@ class RunWatch:
         prefix = f"eval/{self.config.benchmark}"
         tags = tensorboard_scalars(metrics["plain"], prefix)
         if "incremental" in metrics:  # its top-level pass@k is the macro one, also under incremental_macro
-            tags |= tensorboard_scalars({k: v for k, v in metrics["incremental"].items() if not k.startswith("pass@")}, prefix)
+            # (HumanEval+ / MBPP+: the plain tasks' base and plus rows stay the ones logged)
+            kept = {k: v for k, v in metrics["incremental"].items() if not k.startswith("pass@") and k not in ("base", "plus")}
+            tags |= tensorboard_scalars(kept, prefix)
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -270,7 +272,7 @@ class RunWatch:
         self._writer.flush()
         plain = metrics["plain"]
         record = {"step": step, "checkpoint": ckpt.name, "benchmark": self.config.benchmark,
-                  **{k: v for k, v in plain.items() if k.startswith("pass@") or k.startswith("n_")},
+                  **{k: v for k, v in plain.items() if k.startswith(("pass@", "n_")) or k in ("base", "plus")},
                   "seconds": {k: round(v, 2) for k, v in seconds.items()}, "time": time()}  # fmt: skip
         if "incremental" in metrics:
             record["incremental"] = metrics["incremental"]

@@ -49,7 +49,7 @@ def verdicts(work: Path) -> dict[str, list[dict]]:
     os.environ["XDG_CACHE_HOME"] = str(work / "cache")  # evalplus caches expected outputs there
     from evalplus.evaluate import evaluate
 
-    from mmpt.eval.evalplus_rules import MIN_TIME_LIMIT
+    from mmpt.eval.sandbox.inside.evalplus_rules import MIN_TIME_LIMIT
 
     result = {}
     for benchmark, dataset in DATASET.items():

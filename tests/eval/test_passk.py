@@ -147,3 +147,33 @@ def test_fraction_bin_is_half_open_and_closed_at_one():
     assert fraction_bin({"given_lines": 1, "total_lines": 4}) == "0.25-0.50"
     assert fraction_bin({"given_lines": 0, "total_lines": 4}) == "0.00-0.25"
     assert fraction_bin({"task_id": "HumanEval/0", "passed": True}) is None  # a plain task
+
+
+def test_evalplus_results_report_base_and_plus_with_the_same_estimator_and_k_rule(tmp_path, capsys):
+    def plus(task: str, verdicts: list[tuple[bool, bool]]) -> list[dict]:
+        runs = {True: {"status": "passed"}, False: {"status": "failed"}}
+        return [
+            {"task_id": task, "passed": b and p, "base": runs[b], "plus": runs[p] if b else {"status": "skipped"}}
+            for b, p in verdicts
+        ]
+
+    rows = plus("a", [(True, True), (True, False), (False, False)]) + plus("b", [(True, False), (False, False)])
+    m = pass_at_k_metrics(rows, [1, 2, 3])
+    # base: a 2 of 3, b 1 of 2; plus (base and plus both): a 1 of 3, b 0 of 2; pass@3: b has 2 samples
+    assert m["base"] == pytest.approx({"pass@1": (2 / 3 + 1 / 2) / 2, "pass@2": (1.0 + 1.0) / 2, "n_tasks": 2})
+    assert m["plus"] == pytest.approx({"pass@1": (1 / 3 + 0) / 2, "pass@2": (estimate_pass_at_k(3, 1, 2) + 0) / 2, "n_tasks": 2})
+    assert (m["pass@1"], m["pass@2"]) == (m["plus"]["pass@1"], m["plus"]["pass@2"]) and "pass@3" in m["not_reported"]
+    assert "base" not in pass_at_k_metrics(results("a", [True]), [1])  # the base benchmarks: as before
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["--results", str(path), "--k", "1", "--tensorboard", str(tmp_path / "tb")]) == 0
+    table = capsys.readouterr().err.splitlines()
+    assert [line.split()[:2] for line in table[-2:]] == [
+        ["base", f"{m['base']['pass@1']:.4f}"],
+        ["plus", f"{m['plus']['pass@1']:.4f}"],
+    ]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert {"eval/pass@1", "eval/base/pass@1", "eval/plus/pass@1"} <= set(acc.Tags()["scalars"])

@@ -96,6 +96,12 @@ def test_fresh_weights_are_drawn_as_gpt2_draws_its_own(build):
                 assert abs(p.std().item() / std - 1) < 0.1 and abs(p.mean().item()) < std / 10, (name, p.std().item(), std)
 
 
+def within_fp32(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal up to fp32 rounding in different operation orders (sdpa vs a hand-written attention):
+    1e-5 absolute, or 2e-6 of the largest logit where the logits are larger than 5."""
+    return (got - want).abs().max().item() <= max(1e-5, 2e-6 * want.abs().max().item())
+
+
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 def test_logits_equal_gpt2_backbone_plus_hand_written_top_layer(impl):
     model = lively(tiny_model(MODEL_TYPE, impl, vocab=VOCAB))
@@ -106,7 +112,7 @@ def test_logits_equal_gpt2_backbone_plus_hand_written_top_layer(impl):
         h = gpt2.transformer(input_ids=ids).last_hidden_state[0]  # (T, d) after ln_f
         want = top_layer_by_hand(model.state_dict(), h, torch.arange(9), model.config.n_head, model.config.layer_norm_epsilon)
         plain = gpt2(input_ids=ids).logits[0]
-    assert (got - want).abs().max().item() <= 1e-5
+    assert within_fp32(got, want)
     assert (got - plain).abs().max().item() > 1e-2  # the top layer matters: GPT-2 alone is another model
 
 
@@ -121,7 +127,7 @@ def test_with_the_top_layer_zeroed_it_is_gpt2():
     with torch.no_grad():
         got = model(input_ids=ids).logits
         want = gpt2_with_same_backbone(model)(input_ids=ids).logits
-    assert (got - want).abs().max().item() <= 1e-5
+    assert within_fp32(got, want)
 
 
 def test_query_embedding_is_indexed_by_position_ids():

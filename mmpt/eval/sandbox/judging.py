@@ -22,19 +22,31 @@ A sample that fails split is never run again in one process where its task is sp
 would hand it the tests' expected values, which it could pass on to a later program. A run whose
 harness failed (status error: the sandbox broke, a setup step failed) is retried and is never a
 verdict.
+
+A HumanEval+ / MBPP+ sample (`mmpt.eval.evalplus.PlusProblem`) is judged as EvalPlus judges it,
+in two runs, each with a candidate's process of its own: the base run (EvalPlus's base inputs; a
+copy from the hub has none, so the base benchmark's own tests, judged as above) and, where that
+passed, the plus run (every plus input). An inputs run has no test code: the checker calls the
+entry point on each input under the call's time limit and judges the outputs (`checker.check_inputs`).
+The expected outputs and the limits (max(4 s, 4 x the reference's time) per call; the run's wall
+clock min(60 s, their sum) + 2 s) come from EvalPlus's reference, run once per task and split in
+the judge's own sandbox; the checker gets them as plain data, the candidate never. A reference
+that raises, or returns what cannot travel, is an error of the task (HarnessError), never a verdict.
 """
 
 from __future__ import annotations
 
 import ast
+import base64
 import re
 import symtable
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from mmpt.eval.evalplus import PlusProblem
 from mmpt.eval.problems import Problem
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SplitProgram
-from mmpt.eval.sandbox.inside import wire
+from mmpt.eval.sandbox.inside import evalplus_rules, wire
 
 MODES = ("split", "shared")
 RETRIES = 3  # runs of a program whose harness failed (status error) before the error stands
@@ -42,6 +54,9 @@ AHEAD_BYTES = 32 << 10  # requests sent before the tests run: well within a pipe
 _INSPECTS = re.compile(r"\b(inspect|getsource|__code__|__closure__|__globals__|__defaults__|__wrapped__)\b")
 # failures that say split could not carry what the tests do (not that the sample is wrong)
 _SPLIT_LIMITS = re.compile(r"^(NeedsShared: |Violation: \S+ (returned|left) an object of type )")
+REFERENCE_TIMEOUT_S = 120.0  # EvalPlus's reference on all of one split's inputs (EvalPlus runs it unlimited)
+SKIPPED = RunResult("skipped", "the base run did not pass", 0.0)  # a plus run not made
+_INPUT = re.compile(r"^input (\d+): ")  # an inputs run's failure names its input first (`checker.InputCalls`)
 
 
 @dataclass(frozen=True)
@@ -56,9 +71,31 @@ class Plan:
 
 @dataclass(frozen=True)
 class Verdict:
-    run: RunResult
+    run: RunResult  # HumanEval+ / MBPP+: the base run
     mode: str  # split|shared
     shared_reason: str = ""  # why the sample was judged in one process
+    plus: RunResult | None = None  # HumanEval+ / MBPP+: the plus run (SKIPPED where the base run did not pass)
+
+    @property
+    def outcome(self) -> RunResult:
+        """The run that decides the sample: the base run unless it passed, then the plus run."""
+        return self.plus if self.plus is not None and self.run.status == "passed" else self.run
+
+
+def split_record(run: RunResult) -> dict:
+    """{status, detail, first_failure} of one run: the input it failed on (an inputs run's), else None."""
+    found = _INPUT.match(run.detail)
+    return {
+        "status": run.status,
+        "detail": run.detail[found.end() :] if found else run.detail,
+        "first_failure": int(found.group(1)) if found else None,
+    }
+
+
+def own_limits(problem: Problem) -> bool:
+    """Whether a task's runs are timed by EvalPlus's rules (a HumanEval+/MBPP+ task with base inputs),
+    not by `mmpt execute`'s floor and its calibration."""
+    return isinstance(problem, PlusProblem) and problem.base_inputs is not None
 
 
 def global_names(code: str) -> tuple[set[str], set[str]]:
@@ -166,6 +203,8 @@ class Judge:
         self.config = config or SandboxConfig()
         self._plans: dict[str, Plan] = {}
         self._reference_fails: dict[str, str] = {}  # base task -> "" (split works) or the reason
+        # (base task, split) -> what an inputs run's checker gets and the run's wall clock, or the error
+        self._inputs: dict[tuple[str, str], tuple[str, float] | HarnessError] = {}
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
         self._probe: Sandbox | None = None
@@ -184,9 +223,22 @@ class Judge:
         return SplitProgram(problem.setup + problem.prompt + completion, p.setup, problem.test, p.proxies, p.ahead)
 
     def judge(self, box: Sandbox, task_id: str, completion: str, timeout: float) -> Verdict:
-        """The verdict of one sample (see the module docstring for when it is judged in one process).
-        A run whose harness failed (status error) is retried; if it still fails, the verdict's
-        status is error, never a pass or a failure."""
+        """The verdict of one sample (see the module docstring for when it is judged in one process,
+        and for HumanEval+ / MBPP+). A run whose harness failed (status error) is retried; if it still
+        fails, the verdict's status is error, never a pass or a failure."""
+        problem = self.problems[task_id]
+        if isinstance(problem, PlusProblem):
+            if problem.base_inputs is None:  # a hub copy: the base benchmark's own tests
+                base = self._judge_tests(box, task_id, completion, timeout)
+            else:
+                base = Verdict(self._run_inputs(box, problem, completion, "base"), "split")
+            if base.run.status != "passed":
+                return replace(base, plus=SKIPPED)
+            return replace(base, plus=self._run_inputs(box, problem, completion, "plus"))
+        return self._judge_tests(box, task_id, completion, timeout)
+
+    def _judge_tests(self, box: Sandbox, task_id: str, completion: str, timeout: float) -> Verdict:
+        """A sample judged by its task's tests."""
         problem = self.problems[task_id]
         split = self.split_program(task_id, completion)
         if split is None:
@@ -229,6 +281,60 @@ class Judge:
             with self._lock:
                 self._reference_fails[problem.base_task_id] = known[:300]
             return known[:300]
+
+    def _run_inputs(self, box: Sandbox, problem: PlusProblem, completion: str, split: str) -> RunResult:
+        """One inputs run of a sample: its base or plus inputs (see the module docstring)."""
+        spec, wall = self.inputs_spec(problem, split)
+        program = SplitProgram(problem.setup + problem.prompt + completion, "", "", (), inputs=spec)
+        return _run(box, program, wall)
+
+    def inputs_spec(self, problem: PlusProblem, split: str) -> tuple[str, float]:
+        """(what the checker of a `split` (base|plus) inputs run of `problem` gets: the base64 of
+        the `wire` encoding of (entry point, inputs, the reference's outputs, atol, oracle, each
+        call's limit); the run's wall clock), made once per task and split from EvalPlus's reference
+        run in the judge's own sandbox. HarnessError where the reference cannot give them."""
+        key = (problem.base_task_id, split)
+        with self._probe_lock:
+            known = self._inputs.get(key)
+            if known is None:
+                known = self._inputs_spec(problem, split)  # a harness error raises: tried afresh next time
+                self._inputs[key] = known
+        if isinstance(known, HarnessError):
+            raise known
+        return known
+
+    def _inputs_spec(self, problem: PlusProblem, split: str) -> tuple[str, float] | HarnessError:
+        inputs = list(problem.base_inputs if split == "base" else problem.plus_inputs)
+        where = f"EvalPlus's reference of {problem.base_task_id} on its {split} inputs"
+        try:
+            encoded = wire.encode(inputs)
+        except wire.WireError as e:
+            return HarnessError(f"{where}: an input cannot be sent: {e}")
+        for _ in range(RETRIES):
+            if self._probe is None:
+                self._probe = Sandbox(self.config)
+            run, data = self._probe.run_reference(
+                problem.reference_program,
+                problem.reference_entry_point,
+                encoded,
+                problem.oracle == "not_none",
+                REFERENCE_TIMEOUT_S,
+            )
+            if run.status != "error":
+                break
+            self._probe.close()  # the sandbox broke: a fresh one, again
+            self._probe = None
+        else:
+            raise HarnessError(f"{where} could not be run: {run.detail}")
+        # the task's data is at fault: every sample of it would say the same (kept, not rerun)
+        if run.status == "timeout":
+            return HarnessError(f"{where} did not finish within {REFERENCE_TIMEOUT_S:g} s")
+        if run.status == "failed":
+            return HarnessError(f"{where} failed: {run.detail}")
+        expected, seconds = wire.decode(data)
+        limits = evalplus_rules.time_limits(seconds)
+        spec = wire.encode((problem.entry_point, inputs, expected, problem.atol, problem.oracle, limits))
+        return base64.b64encode(spec).decode(), evalplus_rules.run_timeout(limits)
 
     def close(self) -> None:
         """Close the judge's own sandbox."""

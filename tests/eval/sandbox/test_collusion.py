@@ -154,3 +154,27 @@ def test_a_scout_cannot_hand_a_forger_the_expected_value(tmp_path, channel, work
     assert results[1]["status"] == "failed" and results[1]["mode"] == "split", results[1]
     # the scout failed split (not plain data) and was never run with the tests in one process
     assert "returned an object of type Recorder" in results[0]["detail"] and results[0]["mode"] == "split", results[0]
+
+
+@pytest.mark.heavy
+def test_on_an_evalplus_task_a_scout_learns_no_expected_output_a_forger_could_return(tmp_path):
+    # HumanEval+'s HumanEval/13 (the EvalPlus fixture): the checker holds the reference's outputs of
+    # every input; the scouts' objects never travel, so nothing compares them to an expected output
+    assets = Path(__file__).resolve().parents[2] / "assets" / "evalplus"
+    completions = [c for channel in sorted(CHANNELS) for c in (scout(channel), forger(channel))]
+    write = "".join(json.dumps({"task_id": "HumanEval/13", "completion": c}) + "\n" for c in completions)
+    (tmp_path / "samples.jsonl").write_text(write)
+    command = [sys.executable, "-m", "mmpt", "execute", "--benchmark", "humaneval+", "--data-file",
+               str(assets / "HumanEvalPlus-mini.jsonl"), "--samples", str(tmp_path / "samples.jsonl"),
+               "--out", str(tmp_path / "results.jsonl"), "--workers", "1"]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = sorted(
+        (json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()), key=lambda r: r["completion_id"]
+    )
+    assert [(r["passed"], r["mode"], r["plus"]["status"]) for r in results] == [(False, "split", "skipped")] * len(completions)
+    for scouted, forged in zip(results[::2], results[1::2]):
+        assert scouted["base"] == {"status": "failed", "first_failure": 0,
+                                   "detail": "Violation: greatest_common_divisor returned an object of type Recorder"}  # fmt: skip
+        # it reads nothing (its channel is refused, or empty) and cannot answer the first input
+        assert (forged["base"]["status"], forged["base"]["first_failure"]) == ("failed", 0), forged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import textwrap
@@ -16,6 +17,7 @@ from mmpt.eval import data
 from mmpt.eval.problems import Problem
 from mmpt.eval.sandbox import cgroups
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, resolve_mode
+from mmpt.eval.sandbox.inside import wire
 from mmpt.eval.sandbox.judging import Judge, Verdict
 
 # a correct program: what every hostile run is followed by, to show the worker goes on
@@ -820,6 +822,71 @@ def test_the_candidate_sees_the_same_calls_whatever_the_verdict(box):
         seen[name] = run.output.split("\n")
     # every call arrives, the call pipe never ends: nothing tells which answer was wrong
     assert seen["right"] == seen["first wrong"] == seen["all wrong"] == ["call 3", "call 4", "call 5", ""], seen
+
+
+def inputs_program(completion: str, inputs: list, expected: list, oracle: str = "exact", limit: float = 5.0) -> SplitProgram:
+    """An inputs run (HumanEval+ / MBPP+) of `completion`, which defines `f`, against `expected`."""
+    spec = wire.encode(("f", inputs, expected, 0.0, oracle, [limit] * len(inputs)))
+    return SplitProgram(completion, "", "", (), inputs=base64.b64encode(spec).decode())
+
+
+@pytest.mark.heavy
+def test_an_inputs_run_sends_the_same_calls_whatever_the_verdict(box):
+    seen = {}
+    for name, answers in {"right": {3: 1, 4: 2, 5: 3}, "first wrong": {3: 0, 4: 2, 5: 3}, "all wrong": {}}.items():
+        run = box.run(inputs_program(PROTOCOL_WATCH.replace("ANSWERS", repr(answers)), [[3], [4], [5]], [1, 2, 3]), 5.0)
+        assert run.status == ("passed" if name == "right" else "failed"), (name, run)
+        assert name == "right" or run.detail == "input 0: AssertionError: wrong output", run
+        time.sleep(0.05)
+        seen[name] = run.output.split("\n")
+    # every input's call arrives (after a wrong output too), the call pipe never ends
+    assert seen["right"] == seen["first wrong"] == seen["all wrong"] == ["call 3", "call 4", "call 5", ""], seen
+
+
+@pytest.mark.heavy
+def test_an_inputs_run_candidate_holds_no_expected_output_and_cannot_forge_the_verdict(box, monkeypatch):
+    monkeypatch.setattr("mmpt.eval.sandbox.host.secrets.token_hex", lambda n: FIXED_TOKEN)
+    # the candidate searches all it can reach for the expected outputs (marked) and the token
+    scan = LEAKS + "def f(x):\n    return leaks() if x == 0 else 'not it'\n"
+    run = box.run(inputs_program(scan, [[0], [1]], [[], "zq8301775zq"]), 30.0)
+    assert (run.status, run.detail) == ("failed", "input 1: AssertionError: wrong output"), run  # input 0: found nothing
+    held = box.run(inputs_program("HELD = 'zq' + str(8301775) + 'zq'\n" + scan, [[0], [1]], [[], "zq8301775zq"]), 30.0)
+    assert held.detail == "input 0: AssertionError: wrong output", held  # the search finds what the candidate holds
+    # it writes a pass record on every descriptor it has, or ends its process: a failure either way
+    for completion in ("def f(x):\n" + TOKEN_FORGERY, "def f(x):\n    raise SystemExit(0)\n"):
+        run = box.run(inputs_program(completion, [[1], [2]], [1, 2]), 10.0)
+        assert run.status == "failed" and run.detail.startswith("input 0: "), (completion, run)
+    # a float whose == is always true does not travel
+    always = "class A(float):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return A(x)\n"
+    run = box.run(inputs_program(always, [[1]], [2.0]), 10.0)
+    assert run.detail == "input 0: Violation: f returned an object of type A", run
+    # a call past its own limit: a timeout found in time, naming its input
+    run = box.run(
+        inputs_program("import time\ndef f(x):\n    time.sleep(x)\n    return x\n", [[0], [3]], [0, 3], limit=0.5), 10.0
+    )
+    assert (run.status, run.detail) == ("timeout", "input 1: over its time limit of 0.5 s"), run
+
+
+@pytest.mark.heavy
+def test_a_reference_run_returns_the_outputs_and_times_or_says_why_not(box):
+    def reference(program: str, inputs: list, not_none: bool = False, timeout: float = 10.0):
+        run, data = box.run_reference(program, "g", wire.encode(inputs), not_none, timeout)
+        return run, (wire.decode(data) if data else None)
+
+    run, (outputs, seconds) = reference("def g(xs):\n    xs.append(1)\n    return list(xs)\n", [[[0]], [[]]])
+    assert run.status == "passed" and outputs == [[0, 1], [1]] and len(seconds) == 2 and all(t >= 0 for t in seconds)
+    match = "import re\ndef g(s):\n    print('noise')\n    return re.match('a', s)\n"
+    assert reference(match, [["ab"], ["b"]], not_none=True)[1][0] == [True, False]
+    run, _ = reference(match, [["ab"]])
+    assert (run.status, run.detail) == ("failed", "its outputs cannot be sent: an object of type Match"), run
+    run, _ = reference("def g(x):\n    return 1 // x\n", [[1], [0]])
+    assert (run.status, run.detail) == (
+        "failed",
+        "ReferenceFailed: input 1: ZeroDivisionError: integer division or modulo by zero",
+    )
+    run, _ = reference("import time\ndef g(x):\n    time.sleep(5)\n", [[1]], timeout=0.5)
+    assert run.status == "timeout", run
+    assert box.run(GOOD, 5.0).status == "passed"  # the sandbox goes on
 
 
 NUMPY_RETURNS = {

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import queue
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
 from mmpt.eval import data, paper
+from mmpt.eval.evalplus import PlusProblem
 from mmpt.eval.problems import Problem, load_problems
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig
 from mmpt.eval.sandbox.inside import wire
-from mmpt.eval.sandbox.judging import RETRIES, HarnessError, Judge, global_names, plan
+from mmpt.eval.sandbox.judging import RETRIES, SKIPPED, HarnessError, Judge, global_names, plan, split_record
 
 MBPP = data.MBPP  # the shipped release
 
@@ -266,3 +268,98 @@ def test_humaneval_x_canonical_solutions_pass_split_and_paper_programs_match_one
             judge.close()
     differ = [(task, v.run.detail, one.detail) for task, v, one in results if (v.mode, v.run.status) != ("split", one.status)]
     assert differ == [("HumanEval/50", "", "NameError: name 'encode_shift' is not defined")], differ
+
+
+# --- HumanEval+ / MBPP+ -----------------------------------------------------------------------
+
+PLUS = PlusProblem(
+    **{f.name: getattr(PLAIN, f.name) for f in fields(Problem)},
+    reference_program="def ref(s):\n    return s\n",
+    reference_entry_point="ref",
+    base_inputs=([1], [2]),
+    plus_inputs=([3], [4], [5]),
+)
+
+
+class FakeProbe:
+    """The judge's own sandbox: answers reference runs from a script (a run status, or the outputs)."""
+
+    def __init__(self, script: list, runs: list) -> None:
+        self.script, self.runs = script, runs
+
+    def run_reference(self, program, entry_point, inputs, not_none, timeout):
+        self.runs.append(wire.decode(inputs))
+        answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(answer, RunResult):
+            return answer, b""
+        outputs = [args[0] for args in wire.decode(inputs)]
+        return PASSED, wire.encode((outputs, [0.5] * len(outputs)))
+
+    def close(self) -> None:
+        pass
+
+
+class InputsBox:
+    """A sample's sandbox: records each inputs run's program and answers from a script."""
+
+    def __init__(self, script: list[RunResult]) -> None:
+        self.script, self.programs = script, []
+
+    def run(self, program, timeout):
+        self.programs.append((program, timeout))
+        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+
+def test_plus_samples_are_judged_by_their_base_then_plus_inputs_with_the_references_outputs(monkeypatch):
+    references: list = []
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: FakeProbe(["outputs"], references))
+    judge = Judge({"T/p": PLUS}, 30.0)
+    box = InputsBox([PASSED, RunResult("failed", "input 2: AssertionError: wrong output", 0.1)])
+    v = judge.judge(box, "T/p", "    return s\n", 5.0)
+    assert (v.run.status, v.plus.status, v.outcome.status, v.mode) == ("passed", "failed", "failed", "split")
+    assert split_record(v.plus) == {"status": "failed", "detail": "AssertionError: wrong output", "first_failure": 2}
+    # each run: the candidate's program is setup + prompt + completion, and nothing else; the checker
+    # gets the inputs, the reference's outputs and EvalPlus's limits (max(4 s, 4 x 0.5 s) per call)
+    for (program, wall), inputs in zip(box.programs, (PLUS.base_inputs, PLUS.plus_inputs)):
+        assert program.candidate == PLUS.setup + PLUS.prompt + "    return s\n" and (program.test, program.proxies) == ("", ())
+        spec = wire.decode(base64.b64decode(program.inputs))
+        assert spec == ("f", list(inputs), [args[0] for args in inputs], 0.0, "exact", [4.0] * len(inputs))
+        assert wall == min(60.0, 4.0 * len(inputs)) + 2
+    # a failed base run: no plus run; the reference ran once per split, in the judge's own sandbox
+    box = InputsBox([RunResult("failed", "input 0: ZeroDivisionError: division by zero", 0.1)])
+    v = judge.judge(box, "T/p", "    return 1 / 0\n", 5.0)
+    assert (v.outcome.status, v.plus, len(box.programs)) == ("failed", SKIPPED, 1)
+    assert references == [list(PLUS.base_inputs), list(PLUS.plus_inputs)]
+
+
+def test_a_reference_that_fails_is_an_error_of_its_task_and_is_run_once(monkeypatch):
+    references: list = []
+    monkeypatch.setattr(
+        "mmpt.eval.sandbox.judging.Sandbox",
+        lambda config: FakeProbe([RunResult("failed", "ReferenceFailed: input 1: KeyError: 3", 0.0)], references),
+    )
+    judge = Judge({"T/p": PLUS}, 30.0)
+    for _ in range(2):
+        with pytest.raises(
+            HarnessError, match=r"EvalPlus's reference of T/p on its base inputs failed: ReferenceFailed: input 1"
+        ):
+            judge.judge(InputsBox([PASSED]), "T/p", "    return s\n", 5.0)
+    assert len(references) == 1  # the task's data is at fault: not rerun for every sample
+    # a reference run the harness could not finish: retried in a fresh sandbox, then an error, not kept
+    references.clear()
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: FakeProbe([ERROR], references))
+    judge = Judge({"T/p": PLUS}, 30.0)
+    with pytest.raises(HarnessError, match="could not be run"):
+        judge.judge(InputsBox([PASSED]), "T/p", "    return s\n", 5.0)
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: FakeProbe(["outputs"], references))
+    assert judge.judge(InputsBox([PASSED]), "T/p", "    return s\n", 5.0).outcome.status == "passed"
+    assert len(references) == RETRIES + 2
+
+
+def test_hub_copies_take_their_base_verdict_from_the_base_tests(monkeypatch):
+    monkeypatch.setattr("mmpt.eval.sandbox.judging.Sandbox", lambda config: FakeProbe(["outputs"], []))
+    hub = replace(PLUS, base_inputs=None)
+    box = FakeBox({"split": [FAILED], "shared": [PASSED]})
+    v = Judge({"T/p": hub}, 30.0).judge(box, "T/p", "    return 0\n", 5.0)  # the tests' split run only
+    assert (v.run.status, v.plus, box.runs) == ("failed", SKIPPED, ["split"])
+    assert split_record(v.run) == {"status": "failed", "detail": "AssertionError", "first_failure": None}

@@ -6,7 +6,7 @@ setup (the prompt's imports and helper functions, without the function to write)
 benchmark's tests, in which every function of the program that the tests call is a `Proxy`.
 Between them travel only frames of plain data (`wire.py`):
 
-    checker -> candidate   prompt + completion (the first frame), then (name, args, kwargs)
+    checker -> candidate   prompt + completion (the first frame), then (name, args, kwargs[, how])
     candidate -> checker   b"R"                                   loaded, ready for calls
                            b"L" + (exception type, args, message)   prompt + completion raised
                            b"V" + (value, args after, kwargs after)   a call returned
@@ -31,6 +31,15 @@ proxy in a way it cannot serve (any other argument that is not plain data, an at
 function) raises `NeedsShared`: the run fails with
 that detail, and `mmpt execute` decides from the reference solution whether the task must be
 judged in one process instead.
+
+HumanEval+ / MBPP+ runs have no test code: the checker calls the entry point on each of EvalPlus's
+inputs, each call under its own time limit, and judges the outputs by the reference's with
+EvalPlus's rules (`check_inputs`, `evalplus_rules`). The candidate gets the same calls in the same
+order whatever their verdicts: a wrong output is recorded and the calls go on (only a call past its
+limit, or an answer that breaks the protocol, ends them: the candidate knows those itself), and
+each call is sent as soon as the last answer arrived, before that answer is judged. A call with
+`how` "not_none" (EvalPlus's regex tasks) is answered with `out if type(out) is bool else out is
+not None`, so a match object, which cannot travel, is judged as EvalPlus judges it.
 """
 
 from __future__ import annotations
@@ -41,13 +50,15 @@ import os
 import select
 import struct
 import sys
+import time
 from collections import deque
 
-try:  # inside the sandbox this file, frames.py and wire.py sit side by side in /mmpt
+try:  # inside the sandbox this file, frames.py, wire.py and evalplus_rules.py sit side by side in /mmpt
+    import evalplus_rules
     import frames
     import wire
 except ImportError:  # pragma: no cover - imported from the package (tests)
-    from mmpt.eval.sandbox.inside import frames, wire
+    from mmpt.eval.sandbox.inside import evalplus_rules, frames, wire
 
 STATUS = struct.Struct(">?i")  # (the candidate's setup finished, its exit status) from the candidates' zygote
 MAX_FRAME = 256 << 20  # a larger answer is refused (the memory limit would stop it anyway)
@@ -75,6 +86,18 @@ class NeedsShared(BaseException):
 
 class CandidateError(Exception):
     """An exception of a class that is not a builtin, raised by the candidate's code."""
+
+
+class OverTime(BaseException):
+    """A call ran past its own time limit (an inputs run's); the calls end there."""
+
+
+class InputFailure(Exception):
+    """The first failure of an inputs run, as the verdict records it: "input I: what happened"."""
+
+
+class _CallFailed(Exception):
+    """What `evalplus_rules.first_failure` sees of a call that returned no value (the cause is kept)."""
 
 
 # --- the candidate's process ------------------------------------------------------------------
@@ -125,7 +148,7 @@ def _flush() -> None:
 
 
 def _answer(scope: dict, frame: bytes) -> bytes:
-    name, args, kwargs = wire.decode(frame, refs=True)
+    name, args, kwargs, *how = wire.decode(frame, refs=True)
     try:
         if name not in scope:
             raise NameError(f"name {name!r} is not defined")
@@ -134,6 +157,8 @@ def _answer(scope: dict, frame: bytes) -> bytes:
         value = scope[name](*args, **kwargs)
     except BaseException as e:
         return b"E" + _describe(e)
+    if how == ["not_none"] and type(value) is not bool:  # all that EvalPlus's not_none oracle reads of it
+        value = value is not None
     after = ([a if isinstance(a, _MUTABLE) else None for a in args], {k: v for k, v in kwargs.items() if isinstance(v, _MUTABLE)})
     try:
         return b"V" + wire.encode((value, *after))
@@ -173,6 +198,7 @@ class Channel:
         self.answers: dict[bytes, deque[bytes]] = {}  # request -> answers read but not used yet
         self.ahead: dict[bytes, int] = {}  # request -> how many were sent ahead and not used yet
         self.ready = False  # the candidate's program ran (read lazily, with the first answer)
+        self.deadline: float | None = None  # time.monotonic() by which the next answer must be in (inputs runs)
         self.setup_objects: dict[int, tuple[str, object]] = {}  # id -> (name, object) of the setup's globals
 
     def send_ahead(self, requests: list[str]) -> None:
@@ -219,8 +245,10 @@ class Channel:
 
     def _frame(self) -> bytes:
         try:
-            frame = frames.read_frame(self.reply_r, MAX_FRAME)
+            frame = frames.read_frame(self.reply_r, MAX_FRAME, self.deadline)
         except frames.FrameError as e:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise self.fail(OverTime("over its time limit")) from None
             raise self.fail(Violation(f"the candidate's process sent {e}")) from None
         if frame is None:
             raise self.fail(Violation(f"the candidate's process exited ({self._status()})"))
@@ -298,6 +326,23 @@ def _copy_back(sent: object, got: object) -> None:
         sent.update(got)
 
 
+def _returned(channel: Channel, kind: bytes, body: object, args, kwargs: dict) -> object:
+    """The value of a call from its decoded answer, mutated arguments copied back into `args` and
+    `kwargs`; raises the candidate's exception, or the violation of a malformed answer."""
+    if kind == b"V" and type(body) is tuple and len(body) == 3 and type(body[1]) is list and type(body[2]) is dict:
+        value, args_after, kwargs_after = body
+        for sent, got in zip(args, args_after):
+            _copy_back(sent, got)
+        for key, got in kwargs_after.items():
+            _copy_back(kwargs.get(key), got)
+        return value
+    if kind == b"E":
+        raise _exception(body, channel)
+    if kind == b"X" and type(body) is str:
+        raise channel.fail(Violation(body))
+    raise channel.fail(Violation("the candidate's process sent a malformed answer"))
+
+
 class Proxy:
     """Stands for the program's function `name` in the tests: calls go to the candidate's process."""
 
@@ -322,18 +367,7 @@ class Proxy:
             except wire.WireError:
                 raise channel.fail(NeedsShared(f"the tests pass {name} {e}")) from None
         kind, body = channel.call(request)
-        if kind == b"V" and type(body) is tuple and len(body) == 3 and type(body[1]) is list and type(body[2]) is dict:
-            value, args_after, kwargs_after = body
-            for sent, got in zip(args, args_after):
-                _copy_back(sent, got)
-            for key, got in kwargs_after.items():
-                _copy_back(kwargs.get(key), got)
-            return value
-        if kind == b"E":
-            raise _exception(body, channel)
-        if kind == b"X" and type(body) is str:
-            raise channel.fail(Violation(body))
-        raise channel.fail(Violation("the candidate's process sent a malformed answer"))
+        return _returned(channel, kind, body, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<function {object.__getattribute__(self, '_name')}>"
@@ -442,6 +476,101 @@ def check(setup, test, proxies: list[str], ahead: list[str], channel: Channel, f
     except BaseException as e:
         failures(channel.failure or e)
     if channel.failure is not None:  # a violation the tests swallowed
+        failures(channel.failure)
+    if failures.first is not None:
+        raise failures.first
+
+
+# --- inputs runs (HumanEval+ / MBPP+) -----------------------------------------------------------
+
+
+class InputCalls:
+    """The calls of one inputs run, in input order: `call` is `evalplus_rules.first_failure`'s.
+
+    One call is out at a time, timed from when it was sent; the next is sent the moment an answer
+    arrives, before that answer is judged, so when the candidate gets its next call does not depend
+    on its last answer's verdict. No call is sent after one ran past its limit or after an answer
+    that broke the protocol (the candidate knows of both itself).
+    """
+
+    def __init__(self, channel: Channel, name: str, inputs: list, limits: list[float], how: str | None) -> None:
+        self.channel, self.name, self.inputs, self.limits, self.how = channel, name, inputs, limits, how
+        self.sent = self.received = 0
+        self.started: dict[int, float] = {}  # input -> when its call was sent (time.monotonic())
+        self.errors: dict[int, BaseException] = {}  # input -> why its call returned no value
+
+    def _send_next(self) -> None:
+        i = self.sent
+        if i >= len(self.inputs) or self.channel.failure is not None:
+            return
+        request = (self.name, self.inputs[i], {}) if self.how is None else (self.name, self.inputs[i], {}, self.how)
+        try:
+            frames.write_frames(self.channel.call_w, [wire.encode(request)])
+        except OSError:  # the candidate's process is gone: reading its answer says how
+            pass
+        self.started[i] = time.monotonic()
+        self.sent += 1
+
+    def call(self, args) -> object:
+        """The candidate's output on the next input (`args` is that input, mutated as the call left it)."""
+        i = self.received
+        if self.sent == i:
+            self._send_next()
+        try:
+            if self.sent == i:  # nothing could be sent: the protocol is broken already
+                raise self.channel.failure or Violation("no call could be sent")
+            self.channel.deadline = self.started[i] + self.limits[i]
+            try:
+                frame = self.channel._frame()
+            finally:
+                self.channel.deadline = None
+                self.received += 1
+            self._send_next()  # before this answer is judged
+            kind, body = self.channel._decoded(frame)
+            return _returned(self.channel, kind, body, args, {})
+        except HarnessFault:
+            raise
+        except BaseException as e:  # its own exception (SystemExit too), a violation, or its time
+            self.errors[i] = e
+            raise _CallFailed from None
+
+    def finish(self) -> None:
+        """The calls not made yet, whatever the verdict (their answers are read, not judged)."""
+        while self.sent > self.received:
+            try:
+                self.call(self.inputs[self.received])
+            except _CallFailed:
+                pass
+
+    def failure(self, i: int) -> BaseException:
+        """The verdict's record of a failure on input `i` (its call's error, else a wrong output)."""
+        error = self.errors.get(i)
+        if isinstance(error, OverTime):
+            return OverTime(f"input {i}: over its time limit of {self.limits[i]:g} s")
+        if error is None:
+            return InputFailure(f"input {i}: AssertionError: wrong output")
+        return InputFailure(f"input {i}: {type(error).__name__}: {error}")
+
+
+def check_inputs(spec: bytes, channel: Channel, failures: Failures | None = None) -> None:
+    """Call the candidate's function on each input of an inputs run and judge its outputs with
+    EvalPlus's rules; returns only if every output is correct (else raises the first failure).
+
+    `spec`: the `wire` encoding of (entry point, inputs, the reference's outputs, atol, oracle,
+    each call's time limit), made by the host from the reference's run (`judging.Judge`).
+    """
+    failures = failures or Failures()
+    try:
+        name, inputs, expected, atol, oracle, limits = wire.decode(spec)
+        calls = InputCalls(channel, name, inputs, limits, "not_none" if oracle == "not_none" else None)
+        channel.wait_ready()  # the program ran (or its exception fails the run) before the first call
+        failed = evalplus_rules.first_failure(calls.call, inputs, expected, atol, oracle)
+        if failed is not None:
+            failures(calls.failure(failed))
+            calls.finish()
+    except BaseException as e:
+        failures(channel.failure or e)
+    if channel.failure is not None:
         failures(channel.failure)
     if failures.first is not None:
         raise failures.first

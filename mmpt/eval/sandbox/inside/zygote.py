@@ -3,7 +3,8 @@
 Started once per worker by `mmpt.eval.sandbox.host.Sandbox` (inside bubblewrap unless `--sandbox
 none`), it reads requests from the host and answers each with a record of how the run ended.
 Standard library only: it runs inside a sandbox that sees no project files but this one and its
-neighbours (`candidates.py`, `checker.py`, `frames.py`, `isolation.py`, `wire.py`). Both zygotes
+neighbours (`candidates.py`, `checker.py`, `evalplus_rules.py`, `frames.py`, `isolation.py`,
+`wire.py`). Both zygotes
 start without `site` (-S): the interpreter's site-packages are put on the path by hand, its .pth
 hooks never run (each would import modules into every fork).
 
@@ -27,9 +28,14 @@ test: the candidate's program never holds the token or the result pipe either.
 The verdict record, written once by the checker on its result pipe (only the checker holds it):
 "T" + the run's token (the tests ran through; no program's process ever holds the token), "F" +
 the first failure (written as it happens; the tests go on, see `checker.py`), "C" (the candidate
-hit its CPU limit first), or "E" + what failed in the harness (a setup step, never a verdict).
+hit its CPU limit first), "W" + which call ran past its own time limit (inputs runs), or "E" +
+what failed in the harness (a setup step, never a verdict).
 The run ends with the token, when the checker exits, or at the wall-clock limit; then the
 candidate is killed (the lifeline) and the checker too. Exit statuses decide nothing.
+
+A request may instead ask for a task's reference outputs (HumanEval+ / MBPP+; only ever sent to
+the judge's own sandbox, where no sample runs): a process like a checker runs EvalPlus's trusted
+reference on the inputs (`evalplus_rules.expected_outputs`) and hands back its outputs and times.
 
 Protocol with the host on two inherited pipes (requests, answers; their fd numbers come in argv
 with the limits): frames (`frames.py`) of a JSON object each way.
@@ -37,6 +43,7 @@ with the limits): frames (`frames.py`) of a JSON object each way.
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
@@ -51,11 +58,14 @@ import bisect, collections, copy, datetime, decimal, fractions, functools, hashl
 import itertools, math, operator, random, re, statistics, string, typing  # noqa: E401,F401
 
 import checker  # noqa: E402 - beside this file (in /mmpt inside the sandbox), with frames.py and wire.py
+import evalplus_rules  # noqa: E402
 import frames  # noqa: E402
 import isolation  # noqa: E402
+import wire  # noqa: E402
 
-PASS, FAIL, CPU, HARNESS = b"T", b"F", b"C", b"E"
+PASS, FAIL, CPU, OVERTIME, HARNESS = b"T", b"F", b"C", b"W", b"E"
 MAX_REQUEST = 64 << 20
+MAX_OUTPUTS = 64 << 20  # a reference's outputs (and times), encoded
 CANDIDATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "candidates.py")
 
 
@@ -127,6 +137,8 @@ class Zygote:
     def run(self, request: dict) -> dict:
         """Run one program; the answer carries the verdict record that came back, unjudged."""
         self._reap()
+        if "reference" in request:
+            return self.reference(request["reference"], request["timeout"])
         program, timeout = request["program"], request["timeout"]
         limits = {**self.limits, "cpu_s": int(timeout) + 1}  # CPU seconds never exceed wall seconds
         setup, tests = self.compiled(program["setup"], False), self.compiled(program["test"], True)
@@ -179,6 +191,39 @@ class Zygote:
             "seconds": elapsed,
         }
 
+    def reference(self, spec: dict, timeout: float) -> dict:
+        """A task's reference outputs (see the module docstring): "T" and `outputs`, the base64 of
+        the `wire` encoding of (outputs, seconds); "F" + why the reference failed (it raised, or
+        returned what cannot travel); "E" + what failed in the harness; or nothing by `timeout`."""
+        limits = {**self.limits, "cpu_s": int(timeout) + 1}
+        data_r, data_w = os.pipe()
+        start = time.monotonic()
+        pid = isolation.fork()
+        if pid == 0:
+            os.close(data_r)
+            _reference(spec, limits, self.user, data_w)
+        os.close(data_w)
+        try:
+            data = frames.read_frame(data_r, MAX_OUTPUTS, start + timeout)
+            if data is None:  # killed by a limit before it wrote anything
+                data = FAIL + b"its process ended without a result"
+        except frames.FrameError as e:  # b"": out of time
+            data = b"" if time.monotonic() >= start + timeout else FAIL + f"its outputs: {e}".encode()
+        elapsed = time.monotonic() - start
+        os.close(data_r)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.exited.add(pid)
+        kind, body = data[:1], data[1:]
+        return {
+            "result": (kind + (b"" if kind == PASS else body[:300])).decode(errors="replace"),
+            "outputs": base64.b64encode(body).decode() if kind == PASS else "",
+            "timed_out": not data,
+            "seconds": elapsed,
+        }
+
     def _reap(self) -> None:
         for pid in list(self.exited):
             try:
@@ -218,12 +263,19 @@ def _checker(program: dict, setup, tests, token: str, limits: dict, user: dict |
             record(HARNESS, str(error))
         elif channel.exit_code == -signal.SIGXCPU:  # the candidate hit its CPU limit: a timeout, as in one process
             record(CPU)
+        elif isinstance(error, checker.OverTime):  # an inputs run's call past its own limit
+            record(OVERTIME, str(error))
+        elif isinstance(error, checker.InputFailure):  # "input I: ...", as the checker wrote it
+            record(FAIL, str(error))
         else:
             record(FAIL, f"{type(error).__name__}: {error}")
 
     try:
         channel.start(program["candidate"])
-        checker.check(setup, tests, program["proxies"], program["ahead"], channel, checker.Failures(report))
+        if program["inputs"]:  # HumanEval+ / MBPP+: no test code, EvalPlus's inputs and outputs
+            checker.check_inputs(base64.b64decode(program["inputs"]), channel, checker.Failures(report))
+        else:
+            checker.check(setup, tests, program["proxies"], program["ahead"], channel, checker.Failures(report))
         isolation.flush()
         record(PASS, token)
     except BaseException as e:
@@ -232,6 +284,32 @@ def _checker(program: dict, setup, tests, token: str, limits: dict, user: dict |
         except BaseException:
             pass
     os._exit(0)
+
+
+def _reference(spec: dict, limits: dict, user: dict | None, data_w: int) -> None:
+    """A run of a task's trusted reference, forked by the zygote: the programs' user and limits, not
+    dumpable, no filter (it runs no code but the benchmark's, as a checker). Writes one frame on
+    `data_w`: PASS + the encoded (outputs, seconds), FAIL + why not, HARNESS + a setup failure. Never returns."""
+    try:
+        isolation.not_dumpable()
+        isolation.restrict(limits, user, filtered=False)
+        isolation.stdio(os.open("/dev/null", os.O_WRONLY), {data_w})  # what it prints goes nowhere
+    except BaseException as e:
+        frames.write_frames(data_w, [HARNESS + f"reference setup: {type(e).__name__}: {e}".encode(errors="replace")])
+        os._exit(1)
+    try:
+        inputs = wire.decode(base64.b64decode(spec["inputs"]))
+        outputs, seconds = evalplus_rules.expected_outputs(spec["program"], spec["entry_point"], inputs, spec["not_none"])
+        try:
+            payload = PASS + wire.encode((outputs, seconds))
+        except wire.WireError as e:
+            payload = FAIL + f"its outputs cannot be sent: {e}".encode(errors="replace")
+    except BaseException as e:  # evalplus_rules.ReferenceFailed names the input
+        payload = FAIL + f"{type(e).__name__}: {e}".encode(errors="replace")
+    try:
+        frames.write_frames(data_w, [payload])
+    finally:
+        os._exit(0)
 
 
 def _pump(fds: set[int], chunks: dict[int, bytes], caps: dict[int, int], timeout: float) -> None:

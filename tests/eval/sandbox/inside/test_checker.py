@@ -15,17 +15,18 @@ from mmpt.eval.sandbox.inside import checker, wire
 from mmpt.eval.sandbox.inside.checker import Channel, NeedsShared, Violation
 
 
-def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_code: str | None = None, failures=None):
-    """Run `checker.check` against a child that sends `frames` (after reading one request per frame
-    but the first), or that runs `checker.serve(serve_code)`; returns the exception or None."""
+def against_candidate(judge, frames: list[bytes] = (), serve_code: str | None = None, child_closes=()):
+    """Run `judge(channel)` (the checker's side) against a child that sends `frames` (after reading
+    one request per frame but the first), or that runs `checker.serve(serve_code)`; returns the
+    exception or None. `child_closes`: descriptors the child closes first."""
     call_r, call_w = os.pipe()
     reply_r, reply_w = os.pipe()
     status_r, status_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the candidate
         try:
-            os.close(call_w)
-            os.close(reply_r)
+            for fd in (call_w, reply_r, *child_closes):
+                os.close(fd)
             if serve_code is not None:
                 checker.serve(serve_code, call_r, reply_w)
             else:
@@ -42,7 +43,7 @@ def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_
     os.close(status_w)
     channel = Channel(call_w, reply_r, status_r)
     try:
-        checker.check("", test, list(proxies), list(ahead), channel, failures)
+        judge(channel)
         error = None
     except BaseException as e:  # noqa: BLE001 - what the runner would report
         error = e
@@ -54,6 +55,13 @@ def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_
     except ChildProcessError:
         pass
     return error
+
+
+def run_checker(frames: list[bytes], test: str, proxies=("f",), ahead=(), serve_code: str | None = None, failures=None):
+    """Run `checker.check` with `test` against a child (see `against_candidate`)."""
+    return against_candidate(
+        lambda channel: checker.check("", test, list(proxies), list(ahead), channel, failures), frames, serve_code
+    )
 
 
 def frame(payload: bytes) -> bytes:
@@ -169,3 +177,72 @@ def test_a_message_that_would_call_the_program_is_shown_not_evaluated():
     assert str(error) == "'got ' + str(f(1))"
     error = run_checker([], "y = 5\nassert f(1) == 2, f'y is {y}, {len([y])}'\n", serve_code=code)
     assert str(error) == "y is 5, 1"
+
+
+# --- inputs runs (HumanEval+ / MBPP+) -----------------------------------------------------------
+
+
+def run_inputs(code: str, inputs: list, expected: list, oracle: str = "exact", atol: float = 0.0, limits=None):
+    """Run `checker.check_inputs` against a child that serves `code`, which may log each call with
+    `log(x)`; returns (the exception or None, the calls logged in order)."""
+    log_r, log_w = os.pipe()
+    code = f"import os\ndef log(x):\n    os.write({log_w}, repr(x).encode() + b'\\n')\n" + code
+    spec = wire.encode(("f", inputs, expected, atol, oracle, limits or [5.0] * len(inputs)))
+    error = against_candidate(lambda channel: checker.check_inputs(spec, channel), serve_code=code, child_closes=(log_r,))
+    os.close(log_w)
+    with os.fdopen(log_r, "rb") as f:
+        calls = [line.decode() for line in f.read().splitlines()]
+    return error, calls
+
+
+def test_an_inputs_run_judges_every_output_and_names_the_first_failure():
+    double = "def f(x):\n    log(x)\n    return 2 * x\n"
+    assert run_inputs(double, [[1], [2], [3]], [2, 4, 6]) == (None, ["1", "2", "3"])
+    error, _ = run_inputs(double, [[1], [2], [3]], [2, 5, 7])
+    assert type(error) is checker.InputFailure and str(error) == "input 1: AssertionError: wrong output"
+    # EvalPlus's float tolerance: atol 1e-6 from the first float output on
+    assert run_inputs("def f(x):\n    return 2 * x + 1e-9\n", [[1.0], [2.0]], [2.0, 4.0])[0] is None
+    error, _ = run_inputs("def f(x):\n    return 1 // (x - 2)\n", [[1], [2], [3]], [-1, 0, 1])
+    assert str(error) == "input 1: ZeroDivisionError: integer division or modulo by zero"
+    error, calls = run_inputs("def f(x):\n    log(x)\n    raise SystemExit(3)\n", [[1], [2]], [1, 2])
+    assert str(error) == "input 0: SystemExit: 3" and calls == ["1", "2"]  # a fail at input 0; the calls go on
+    error, _ = run_inputs("x = 1 / 0\ndef f(x):\n    return x\n", [[1]], [1])  # the program itself raised
+    assert type(error) is ZeroDivisionError
+
+
+def test_outputs_that_cannot_travel_fail_unless_the_not_none_oracle_reads_them():
+    match = "import re\ndef f(s):\n    return re.match('a', s)\n"
+    error, _ = run_inputs(match, [["ab"], ["b"]], [True, False])
+    assert str(error) == "input 0: Violation: f returned an object of type Match"
+    # EvalPlus's regex tasks: the output stands for `output is not None` (a bool as it is)
+    assert run_inputs(match, [["ab"], ["b"]], [True, False], oracle="not_none")[0] is None
+    assert str(run_inputs(match, [["ab"], ["b"]], [True, True], oracle="not_none")[0]) == "input 1: AssertionError: wrong output"
+    assert run_inputs("def f(s):\n    return s == 'ab'\n", [["ab"], ["b"]], [True, False], oracle="not_none")[0] is None
+
+
+def test_a_call_past_its_limit_ends_the_calls_and_is_a_timeout():
+    slow = "import time\ndef f(x):\n    log(x)\n    if x == 2:\n        time.sleep(0.6)\n    return x\n"
+    error, calls = run_inputs(slow, [[1], [2], [3]], [1, 2, 3], limits=[5.0, 0.2, 5.0])
+    assert type(error) is checker.OverTime and str(error) == "input 1: over its time limit of 0.2 s" and calls == ["1", "2"]
+    # after an earlier wrong output the verdict stands; the slow call still ends the calls
+    error, calls = run_inputs(slow, [[1], [2], [3]], [0, 2, 3], limits=[5.0, 0.2, 5.0])
+    assert str(error) == "input 0: AssertionError: wrong output" and calls == ["1", "2"]
+
+
+def test_an_inputs_run_sends_the_same_calls_whatever_the_verdict():
+    calls = {}
+    for name, body in {"right": "x", "first wrong": "x + (x == 1)", "all wrong": "-x", "raises": "1 // 0"}.items():
+        error, calls[name] = run_inputs(f"def f(x):\n    log(x)\n    return {body}\n", [[1], [2], [3]], [1, 2, 3])
+        assert (error is None) == (name == "right"), (name, error)
+    assert calls["right"] == calls["first wrong"] == calls["all wrong"] == calls["raises"] == ["1", "2", "3"], calls
+
+
+def test_the_oracles_read_the_arguments_as_the_call_left_them():
+    # find_zero's oracle evaluates poly(xs, out) after the call, as EvalPlus does: a sample that
+    # empties xs passes there too (the arguments are copied back from the candidate's process)
+    emptied = "def f(xs):\n    xs.clear()\n    return 0.0\n"
+    assert run_inputs(emptied, [[[1.0, 2.0]]], [-0.5], oracle="poly_root", atol=1e-4)[0] is None
+    kept = "def f(xs):\n    return 0.0\n"
+    assert (
+        str(run_inputs(kept, [[[1.0, 2.0]]], [-0.5], oracle="poly_root", atol=1e-4)[0]) == "input 0: AssertionError: wrong output"
+    )

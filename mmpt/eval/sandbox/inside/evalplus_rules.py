@@ -1,7 +1,8 @@
 """EvalPlus's rules for one task: when an output counts as correct, the time limits, the expected outputs.
 
-Standard library only, so that it can run inside the sandbox's checker (where numpy is not
-available). It restates the evaluator of the `evalplus` package, which judges a sample as follows.
+Standard library only: it runs inside the sandbox (where numpy may be missing), in the checker
+that judges a sample's outputs (`checker.check_inputs`) and in the judge's own sandbox that runs
+the reference for the expected outputs (`zygote.py`). It restates the evaluator of the `evalplus` package, which judges a sample as follows.
 The reference solution runs once per task on a copy of each input, timed; its return values are
 the expected outputs. The sample runs on the same inputs in order, each call under a time limit of
 max(floor, 4 x the reference's time on that input), and fails at its first wrong output, exception
@@ -14,8 +15,8 @@ or a flat list/tuple of floats on. A few tasks have their own oracle (`ORACLES`)
 Two points follow the evaluator as fixed after evalplus 0.3.1 (the release on PyPI), not 0.3.1
 itself: HumanEval/32 (`poly_root`) can pass (0.3.1 records no result for a find_zero input that
 passes, so it fails every sample), and the floor of a call's time limit is 4 s, not 1 s (raised
-upstream "to minimize false positives"). tests/eval/test_evalplus_rules.py checks each rule
-against the package's own code.
+upstream "to minimize false positives"). tests/eval/sandbox/inside/test_evalplus_rules.py checks
+each rule against the package's own code.
 """
 
 from __future__ import annotations
@@ -214,24 +215,35 @@ def first_failure(
     return None
 
 
+class ReferenceFailed(Exception):
+    """The reference raised (a fault of the task's data, never a sample's verdict); names the input."""
+
+
 def expected_outputs(
     program: str, entry_point: str, inputs: Sequence[Sequence], not_none: bool = False
 ) -> tuple[list, list[float]]:
     """(outputs, seconds) of the reference: `program` is executed, then its function `entry_point`
     is called on a deep copy of each input's arguments, each call timed alone; with `not_none`
-    (oracle `not_none`), outputs are reduced to `output is not None`.
+    (oracle `not_none`), outputs are reduced to `output is not None`. ReferenceFailed where the
+    program or a call raises.
 
     Trusted code only, and nothing here limits what it does: run it where the benchmark's own
     code may run (the judge's sandbox), never on a sample.
     """
     namespace: dict = {"__name__": "__reference__"}
-    exec(program, namespace)
-    function = namespace[entry_point]
+    try:
+        exec(program, namespace)
+        function = namespace[entry_point]
+    except Exception as e:
+        raise ReferenceFailed(f"the reference program: {type(e).__name__}: {e}") from None
     outputs, seconds = [], []
-    for args in inputs:
+    for i, args in enumerate(inputs):
         args = copy.deepcopy(args)
         start = time.perf_counter()
-        out = function(*args)
+        try:
+            out = function(*args)
+        except Exception as e:
+            raise ReferenceFailed(f"input {i}: {type(e).__name__}: {e}") from None
         seconds.append(time.perf_counter() - start)
         outputs.append(out is not None if not_none else out)
     return outputs, seconds

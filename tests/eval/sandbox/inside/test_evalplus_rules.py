@@ -15,7 +15,7 @@ import warnings
 
 import pytest
 
-from mmpt.eval import evalplus_rules as rules
+from mmpt.eval.sandbox.inside import evalplus_rules as rules
 
 evalplus_eval = pytest.importorskip("evalplus.eval", reason="the reference: pip install --no-deps evalplus (see .ci/run)")
 numpy = pytest.importorskip("numpy")
