@@ -48,12 +48,13 @@ def main() -> int:
     if proc.returncode:
         print(f"bench/demo_time.py: mmpt demo exited with {proc.returncode}", file=sys.stderr)
         return proc.returncode
+    from mmpt.demo.report import clock
     from mmpt.demo.stages import BUDGET_S, QUICK_BUDGET_S  # what `mmpt demo --help` states
 
     budget = QUICK_BUDGET_S if args.quick else BUDGET_S
     verdict = "within" if wall <= budget else "OVER"
     print(
-        f"\nmmpt demo{' --quick' if args.quick else ''}: {int(wall) // 60} min {int(wall) % 60:02d} s wall, "
+        f"\nmmpt demo{' --quick' if args.quick else ''}: {clock(wall)} wall, "
         f"{usage.ru_utime + usage.ru_stime:.0f} CPU seconds on {os.cpu_count()} cores; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; {verdict} the budget of {budget / 60:.0f} min"
     )

@@ -33,7 +33,7 @@ from mmpt.eval.engines import SamplingConfig, sample_seed
 from mmpt.eval.engines.ours import load_checkpoint
 from mmpt.eval.generate import GenerateConfig, open_checkpoint, open_engine, vllm_installed
 from mmpt.eval.problems import load_problems
-from mmpt.model.checkpoint_folder import save_model
+from mmpt.model.folder import save_model
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "tests" / "assets" / "tokenizer"
 # tokens the head favours: lines stay indented, so no sample ends before --max-new-tokens

@@ -6,7 +6,7 @@
 On one GPU, a ~1.5B Qwen2-shaped model (Qwen2.5-Coder-1.5B's layers, 151,646-token vocabulary,
 tied head, random init: no hub) on packed rows of 2048 tokens, through mmpt's own pieces: the
 DeepSpeed JSON (`deepspeed_config`, ZeRO-3, bf16, torch's fused AdamW), `build_model`, the fused
-loss (`packed_loss`) and `checkpoint.save`. Each part runs in a process of its own (`leg`), so that
+loss (`packed_loss`) and `train_checkpoints.save`. Each part runs in a process of its own (`leg`), so that
 one's memory is not another's peak:
 - train-flex, train-sdpa: tokens/s and MFU (median step of the timed ones) and peak GPU memory;
   train-flex also times one checkpoint save;
@@ -158,11 +158,12 @@ def leg_train(attn: str, a: argparse.Namespace) -> dict:
     import torch
     from deepspeed.accelerator import get_accelerator
 
-    from mmpt import checkpoint, metrics
+    from mmpt import metrics, train_checkpoints
     from mmpt.config import TrainConfig, deepspeed_config
     from mmpt.data.separation import SeparationMap
+    from mmpt.model.build import build_model
     from mmpt.model.fused_loss import packed_loss
-    from mmpt.train import build_model, param_groups
+    from mmpt.optim import param_groups
 
     shape = SHAPES[a.device]
     device = torch.device(get_accelerator().current_device_name())
@@ -223,7 +224,7 @@ def leg_train(attn: str, a: argparse.Namespace) -> dict:
         where = Path(a.out) / f"ckpt-{attn}"
         _sync(device)
         t = time.perf_counter()
-        path = checkpoint.save(engine, where, len(data), {"n_rows": 0}, lambda d: d.mkdir(parents=True, exist_ok=True), 1)
+        path = train_checkpoints.save(engine, where, len(data), {"n_rows": 0}, lambda d: d.mkdir(parents=True, exist_ok=True), 1)
         out["save_s"] = time.perf_counter() - t
         out["save_gib"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**30
     return out

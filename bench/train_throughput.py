@@ -107,7 +107,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data, model, pad = make_data(root, a.seq)
-        ds = json.loads((ROOT / "mmpt/ds_configs/zero3.json").read_text())
+        ds = json.loads((ROOT / "ds_configs/zero3.json").read_text())
         ds["optimizer"]["params"]["torch_adam"] = True  # the same optimizer as mmpt picks on CPU
         (root / "zero3.json").write_text(json.dumps(ds))
 

@@ -32,9 +32,9 @@ import threading
 import time
 from pathlib import Path
 
-from mmpt.checkpoint import list_complete
 from mmpt.demo.stages import DemoConfig, build_stages, run_stages
 from mmpt.eval.watch import read_scores
+from mmpt.train_checkpoints import list_complete
 
 ROOT = Path(__file__).resolve().parents[1]
 WATCH = ["--benchmark", "humaneval", "--greedy", "--limit", "8", "--max-new-tokens", "96", "--batch-size", "64",

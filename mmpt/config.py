@@ -1,4 +1,8 @@
-"""TrainConfig: every setting of a training run, read from one YAML file plus `--field value` overrides."""
+"""TrainConfig: every setting of a training run, read from one YAML file plus `--field value` overrides.
+
+Also the DeepSpeed JSON the run hands `deepspeed.initialize` (its "auto" values filled from the
+config, `deepspeed_config`) and what `mmpt train --dry-run` prints of both (`preflight`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import difflib
 import inspect
 import io
 import json
+import os
 import signal
 import textwrap
 import tokenize
@@ -21,9 +26,9 @@ import yaml
 from mmpt import shipped
 from mmpt.jsonl import JsonlError, read_json
 from mmpt.modality import OBJECTIVES
+from mmpt.optim import LR_SCHEDULES, optimizer_settings, prefer_torch_adamw
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-LR_SCHEDULES = ("mmpt", "official")  # see mmpt.train.lr_factor
 
 
 class ConfigError(ValueError):
@@ -333,10 +338,9 @@ def deepspeed_config(config: TrainConfig, world_size: int, precision: str, devic
         "gradient_clipping": config.max_grad_norm,
         "bf16.enabled": precision == "bf16",
         "fp16.enabled": precision == "fp16",
-        "optimizer.params.lr": config.learning_rate,
-        "optimizer.params.betas": [config.adam_beta1, config.adam_beta2],
-        "optimizer.params.eps": config.adam_epsilon,
-        "optimizer.params.weight_decay": config.weight_decay,
+        **optimizer_settings(
+            config.learning_rate, (config.adam_beta1, config.adam_beta2), config.adam_epsilon, config.weight_decay
+        ),
     }
     for key, value in owned.items():
         *parents, leaf = key.split(".")
@@ -359,16 +363,7 @@ def deepspeed_config(config: TrainConfig, world_size: int, precision: str, devic
     # the device (`synchronize`) twice per micro-batch from the third step on: mmpt measures its own
     # rates from the one sync a step makes anyway. A JSON that sets it keeps its own value.
     ds.setdefault("timers", {}).setdefault("throughput", {}).setdefault("enabled", False)
-    optimizer = ds.get("optimizer", {})
-    if str(optimizer.get("type", "")).lower() in ("adam", "adamw"):
-        # torch's AdamW, not DeepSpeed's FusedAdam or CPU Adam: those are C++/CUDA ops that DeepSpeed
-        # JIT-compiles on first use (nvcc, ninja and CUDA_HOME on every compute node, one build lock
-        # in $HOME for all ranks). On CUDA it is torch's fused kernel. `torch_adam: false` (or a
-        # `fused`/`foreach` of its own) in the JSON keeps the user's choice.
-        params = optimizer["params"]
-        params.setdefault("torch_adam", True)
-        if device_type == "cuda" and params["torch_adam"] is True and not {"fused", "foreach"} & params.keys():
-            params["fused"] = True  # passed through to torch.optim.AdamW(fused=True)
+    prefer_torch_adamw(ds, device_type)  # no DeepSpeed op to build on the nodes
     leftover = [k for k, v in _walk(ds) if v == "auto"]
     if leftover:
         raise ConfigError(f"{path}: mmpt cannot fill {leftover} ('auto' is only for the values the mmpt config owns)")
@@ -381,3 +376,46 @@ def _walk(d: dict, prefix: str = ""):
             yield from _walk(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", v
+
+
+# ---- `mmpt train --dry-run`: the resolved config and the DeepSpeed JSON, without a launch --------
+
+
+def take_preflight_options(argv: list[str]) -> tuple[list[str], str | None, int | None]:
+    """(the rest of argv, `--device TYPE`, `--world-size N`): the dry run's own options, not config fields."""
+    found: dict[str, str] = {}
+    for name in ("--device", "--world-size"):
+        if name in argv:
+            i = argv.index(name)
+            if i + 1 >= len(argv):
+                raise SystemExit(f"mmpt train: {name} needs a value")
+            found[name], argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    if found.get("--device", "cuda") not in ("cuda", "cpu"):
+        raise SystemExit(f"mmpt train: --device must be cuda or cpu, got {found['--device']!r}")
+    world = found.get("--world-size")
+    if world is not None and not (world.isdigit() and int(world) >= 1):
+        raise SystemExit(f"mmpt train: --world-size must be a positive integer, got {world!r}")
+    return argv, found.get("--device"), None if world is None else int(world)
+
+
+def default_device_type() -> str:
+    """The device type DeepSpeed's accelerator would pick here: `DS_ACCELERATOR`, else cuda when one is visible."""
+    import torch
+
+    return os.environ.get("DS_ACCELERATOR") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def preflight(config: TrainConfig, device_type: str, world: int) -> str:
+    """`mmpt train --dry-run`: the resolved config and the exact DeepSpeed JSON `train` would pass to
+    `deepspeed.initialize` on `device_type` with `world` ranks (built by the same `deepspeed_config`)."""
+    import torch
+
+    on_gpu_here = device_type == "cuda" and torch.cuda.is_available()
+    # without a GPU here, `auto` resolves as on a bf16-capable one (A100, H100, H200); fp16 on older cards
+    bf16 = torch.cuda.is_bf16_supported() if on_gpu_here else device_type == "cuda"
+    precision = resolve_precision(config.precision, device_type, bf16)
+    ds = deepspeed_config(config, world, precision, device_type)
+    head = f"# device {device_type}, {world} rank(s), precision {precision} ({config.precision})"
+    if device_type == "cuda" and not on_gpu_here and config.precision == "auto":
+        head += "; resolved as on a bf16 GPU (no GPU here)"
+    return "\n".join([head, "# training config", dump(config).rstrip(), "# DeepSpeed JSON", json.dumps(ds, indent=2)])

@@ -196,6 +196,11 @@ class Watchdog:
         """Restart the countdown; `allow_s` grants a longer one (a checkpoint save, the first step)."""
         faulthandler.dump_traceback_later(allow_s or self.timeout_s, exit=True, file=sys.stderr)
 
+    def beat_slow(self) -> None:
+        """Restart the countdown at ten times the timeout: for what may legitimately take longer than
+        a step (the first step warms up kernels and buckets, a checkpoint save, an evaluation, the end)."""
+        self.beat(allow_s=10 * self.timeout_s)
+
     def stop(self) -> None:
         faulthandler.cancel_dump_traceback_later()
 

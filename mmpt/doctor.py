@@ -12,16 +12,28 @@ the vLLM engine, DeepSpeed). The tiny random models live in `mmpt.model.tiny`.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
+import sysconfig
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from mmpt.cli import command_parser
+from mmpt.data.instances import sentinel_ids
+from mmpt.data.separation import SeparationMap
+from mmpt.eval.sandbox.host import Sandbox, SandboxConfig
 from mmpt.modality import CODE, COMMENTS, EOT, MASK, NL, OBJECTIVES, PYTHON
+from mmpt.model.attention import SUPPORTED, attention_path, check_supported, mask_from_allowed, packed_forward
+from mmpt.model.split_embeddings import extend_model
 from mmpt.model.tiny import tiny_model, tiny_tokenizer
+from mmpt.objectives import Collator
 
 DEFAULT_ARCHS = ("gpt2", "gpt_neo", "llama", "mmpt_pangu")
 
@@ -70,8 +82,6 @@ def _load_model(config: DoctorConfig, arch: str, impl: str, vocab: int):
 
 def _targets(config: DoctorConfig) -> list[tuple[str, str]]:
     """(model_type, attention implementation) pairs to check."""
-    from mmpt.model.attention import SUPPORTED
-
     if config.model is not None:
         from transformers import AutoConfig
 
@@ -86,8 +96,6 @@ def _targets(config: DoctorConfig) -> list[tuple[str, str]]:
 
 def check_sentinels(config: DoctorConfig) -> Iterable[CheckResult]:
     """The tokenizer has every sentinel, each a single token that survives encoding."""
-    from mmpt.data.instances import sentinel_ids
-
     tok = _tokenizer(config)
     ids = sentinel_ids(tok)
     split = [s for s in (COMMENTS, PYTHON, EOT, MASK) if len(tok(s, add_special_tokens=False)["input_ids"]) != 1]
@@ -101,8 +109,6 @@ def check_sentinels(config: DoctorConfig) -> Iterable[CheckResult]:
 
 def check_separation(config: DoctorConfig) -> Iterable[CheckResult]:
     """The separation map fits the tokenizer and model and round-trips; code copies start as originals."""
-    from mmpt.data.separation import SeparationMap
-
     tok = _tokenizer(config)
     if config.model is not None:
         from transformers import AutoConfig
@@ -119,8 +125,6 @@ def check_separation(config: DoctorConfig) -> Iterable[CheckResult]:
         yield CheckResult("separation", not problems, detail)
         return
     # Random models: extend one per separation and check the copies are initialised from the originals.
-    from mmpt.model.split_embeddings import extend_model
-
     base = len(tok)
     for separation, separated in (("partial", list(range(6, base, 3))), ("full", list(range(base)))):
         smap = SeparationMap(separation, base, separated)
@@ -184,8 +188,6 @@ def _packed_row(collator, sentinels, seed: int) -> tuple[dict[str, torch.Tensor]
 def _max_diff(model, impl: str, batch: dict[str, torch.Tensor], lengths: list[int]) -> float:
     """Max |packed - reference| over the row: each instance alone (the stock model's own causal mask,
     or a hand-built dense mask when there is a prefix), and the whole row under a hand-built mask."""
-    from mmpt.model.attention import mask_from_allowed, packed_forward
-
     device = batch["input_ids"].device
     has_prefix = bool(batch["prefix"].any())
     packed = packed_forward(model, batch)[0]  # (N, V)
@@ -210,8 +212,6 @@ def _max_diff(model, impl: str, batch: dict[str, torch.Tensor], lengths: list[in
 def _flex_diff(model, batch: dict[str, torch.Tensor]) -> float:
     """Max |flex + BlockMask - eager + dense mask| over a packed row, same weights (forward only:
     torch has no flex backward on CPU)."""
-    from mmpt.model.attention import packed_forward
-
     with torch.no_grad():
         fast = packed_forward(model, batch)
         model.set_attn_implementation("eager")
@@ -225,11 +225,6 @@ def _flex_diff(model, batch: dict[str, torch.Tensor]) -> float:
 def check_packed(config: DoctorConfig) -> Iterable[CheckResult]:
     """For each objective: logits of a packed row equal each instance run alone and the row under a
     hand-built dense mask."""
-    from mmpt.data.instances import sentinel_ids
-    from mmpt.data.separation import SeparationMap
-    from mmpt.model.attention import attention_path, check_supported
-    from mmpt.objectives import Collator
-
     tok = _tokenizer(config)
     sentinels = sentinel_ids(tok)
     smap = SeparationMap("none", len(tok))
@@ -257,13 +252,6 @@ def check_compiler(config: DoctorConfig) -> Iterable[CheckResult]:
     """A C compiler and the Python headers, where flex_attention is checked: transformers runs flex
     under `torch.compile`, and on a GPU Triton builds a C helper against Python.h with the node's
     compiler (`$CC`, else gcc, else clang) at the first step ("Failed to find C compiler")."""
-    import os
-    import shutil
-    import subprocess
-    import sysconfig
-    import tempfile
-    from pathlib import Path
-
     if not any(impl == "flex_attention" for _, impl in _targets(config)):
         return
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
@@ -303,8 +291,6 @@ _ABSENT = 3  # exit status of a probe child that found an optional component not
 
 def _command(cmd: list[str], timeout: float = 60) -> tuple[int, str]:
     """(exit status, stdout+stderr stripped) of `cmd`; 127 when it cannot be started."""
-    import subprocess
-
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -318,9 +304,6 @@ def check_slurm(config: DoctorConfig) -> Iterable[CheckResult]:
     An unreachable controller fails only where a cluster is expected: inside a job or with
     SLURM_CONF set.
     """
-    import os
-    import shutil
-
     if shutil.which("sbatch") is None:
         yield CheckResult("slurm", True, "not installed (sbatch slurm/*.sh unavailable; other launchers work)")
         return
@@ -344,8 +327,6 @@ def check_mpi(config: DoctorConfig) -> Iterable[CheckResult]:
 
     No MPI library at all is optional, not a failure: only `mpiexec -n K mmpt execute` and
     slurm/eval.sh's execution step need one (the `mpi` extra brings MPICH)."""
-    import shutil
-
     probe = (
         "import sys\n"
         "try:\n"
@@ -374,10 +355,6 @@ def check_mpi(config: DoctorConfig) -> Iterable[CheckResult]:
 
 def check_sandbox(config: DoctorConfig) -> Iterable[CheckResult]:
     """The execution sandbox runs a passing program as passed and a failing one as failed."""
-    import shutil
-
-    from mmpt.eval.sandbox.host import Sandbox, SandboxConfig
-
     if shutil.which("bwrap") is None:
         yield CheckResult("sandbox", True, "bubblewrap not installed: `mmpt execute` will refuse (apt-get install bubblewrap)")
         return

@@ -2,7 +2,7 @@
 
 DIR gets model.safetensors + config.json (`use_cache: true`) and generation_config.json (eos `<eot>`,
 pad `<pad>`), the tokenizer, separation.json (SeparationMap.save) and
-mmpt.json (`mmpt.model.checkpoint_folder`, which owns that folder) that generation reads.
+mmpt.json (`mmpt.model.folder`, which owns that folder) that generation reads.
 CKPT is one checkpoint (OUTPUT_DIR/checkpoints/step_N) or a run's OUTPUT_DIR (its newest complete one).
 The fp32 master weights are consolidated from every rank's shards, one tensor at a time, and written
 in the training dtype (`config.json`'s dtype: bf16 for a bf16 run, half the size of fp32). The model
@@ -22,8 +22,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from mmpt import checkpoint
-from mmpt.model.checkpoint_folder import CheckpointMeta, save_model, write_inference_configs
+from mmpt import train_checkpoints
+from mmpt.model.folder import CheckpointMeta, save_model, write_inference_configs
 
 
 def write_export_meta(directory: Path, hf_config, tokenizer, smap, data_meta: dict, train_config) -> None:
@@ -41,9 +41,9 @@ def write_export_meta(directory: Path, hf_config, tokenizer, smap, data_meta: di
 def resolve_checkpoint(path: str | Path) -> Path:
     """A complete checkpoint directory from a checkpoint path or a run's output directory."""
     path = Path(path)
-    if checkpoint.is_complete(path):
+    if train_checkpoints.is_complete(path):
         return path
-    done = checkpoint.list_complete(path)
+    done = train_checkpoints.list_complete(path)
     if done:
         return done[-1]
     raise FileNotFoundError(f"{path}: neither a complete checkpoint nor a run directory holding one")
@@ -56,7 +56,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     ckpt, out = resolve_checkpoint(ckpt), Path(out)
     # lazy: each value is consolidated from the (memory-mapped) shards when `.contiguous()` is called
     state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt.parent), tag=ckpt.name, lazy_mode=True)
-    return write_hf_model(ckpt / checkpoint.HF_DIR, state, out, where=str(ckpt))
+    return write_hf_model(ckpt / train_checkpoints.HF_DIR, state, out, where=str(ckpt))
 
 
 def write_hf_model(hf_dir: Path, state: dict, out: Path, where: str) -> Path:

@@ -37,12 +37,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tokenizers import AddedToken
+
 from mmpt.cli import command_parser
 from mmpt.data.separation import SeparationMap
 from mmpt.hub import HubMiss, from_hub
 from mmpt.jsonl import read_json, write_json
 from mmpt.modality import LAYOUTS, OBJECTIVES, OFFICIAL_BOS
-from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
+from mmpt.model.folder import CheckpointMeta, save_model
+from mmpt.model.pangu import PanguConfig
 
 MAP_FILE = "replicated_tokens_map.pkl"
 DUP_PREFIX = "[_DUP_]"
@@ -112,8 +115,6 @@ def is_pangu(state: dict) -> bool:
 def target_config(src: Path, state: dict):
     """The transformers config of the model the weights belong to (PanGu re-tagged as ours)."""
     from transformers import AutoConfig
-
-    from mmpt.model.pangu import PanguConfig
 
     config = AutoConfig.from_pretrained(src)
     if not is_pangu(state):
@@ -199,7 +200,6 @@ def convert_pangu_tokenizer(src: Path, out: Path) -> None:
     same tokens as added tokens that strip both sides, at their ids. Checked against their class on
     a tiny vocabulary: tests/test_import_checkpoint.py.
     """
-    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
 

@@ -1,7 +1,8 @@
 """What a run reports: TensorBoard scalars, metrics.jsonl, MFU, peak memory, NL/code row similarity.
 
 Watch a run with `tensorboard --logdir OUTPUT_DIR`. Only rank 0 writes; the similarity needs the
-separated tokens' rows, which the ranks reduce to rank 0 under ZeRO-3 (a collective).
+separated tokens' rows, which the ranks reduce to rank 0 under ZeRO-3 (a collective). When a
+record is written is `LogWindow`'s to say (every `logging_steps` steps, the last, each validation).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mmpt.distributed import to_device
@@ -156,6 +158,29 @@ def where_to_look(output_dir: str | Path) -> str:
         f"mmpt train: tensorboard tensorboard --logdir {out / TENSORBOARD_DIR}\n"
         f"mmpt train: metrics     {out / METRICS_FILE}"
     )
+
+
+class LogWindow:
+    """The steps since the last log line: their sums, and when the next line is due (every
+    `logging_steps` steps, at the last step, and with every validation). A line's losses and rates
+    are means over its window, less noisy than the last step's."""
+
+    def __init__(self, logging_steps: int, total_steps: int) -> None:
+        self.logging_steps, self.total_steps = logging_steps, total_steps
+        self.sums = np.zeros(7)  # code_sum, code_count, nl_sum, nl_count, tokens, rows, seconds
+
+    def should_log(self, step: int, validating: bool) -> bool:
+        return step % self.logging_steps == 0 or step == self.total_steps or validating
+
+    def add(self, code_sum: float, code_count: float, nl_sum: float, nl_count: float, tokens: float, rows: float,
+            seconds: float) -> None:  # fmt: skip
+        self.sums += [code_sum, code_count, nl_sum, nl_count, tokens, rows, seconds]
+
+    def take(self) -> tuple[float, ...]:
+        """The window's sums (code_sum, code_count, nl_sum, nl_count, tokens, rows, seconds); it starts afresh."""
+        sums = tuple(self.sums)
+        self.sums[:] = 0
+        return sums
 
 
 class MetricsLog:

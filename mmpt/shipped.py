@@ -1,4 +1,4 @@
-"""The configs shipped inside the package (mmpt/configs/*.yaml, mmpt/ds_configs/*.json) and the one
+"""The configs shipped inside the package (mmpt/configs/*.yaml, the DeepSpeed JSONs) and the one
 way a user's path or a shipped name is resolved to a file.
 
     find_file("configs/tiny-cpu.yaml", "configs")   # ./configs/tiny-cpu.yaml if it exists, else the shipped one
@@ -9,6 +9,10 @@ A path that exists (relative to the working directory, or absolute) always wins,
 `configs/X.yaml` shadows the shipped X. Otherwise the name is looked up among the shipped files,
 with or without its folder prefix (`configs/`, `ds_configs/`) and suffix; this keeps the README's
 and the Slurm scripts' `configs/X.yaml` working from any directory and from an installed wheel.
+
+The DeepSpeed JSONs live at the repository's root, `ds_configs/`, the one copy a user edits;
+`mmpt/ds_configs` is a link to it, so that a checkout, an editable install and the wheel (which
+setuptools builds by copying the files the link points to) all find them as package data.
 """
 
 from __future__ import annotations

@@ -6,16 +6,19 @@ r, r+world, ... in micro-batches of `per_device_batch_size`; every rank runs the
 forward passes (ZeRO-3 gathers are collective), a rank whose share has run out runs a stand-in
 row that counts nothing, and one all-reduce of the sums on the device ends the evaluation. Batches
 go to the device from page-locked memory without the host waiting; the sums' `tolist` at the end
-is the evaluation's one host sync.
+is the evaluation's one host sync. When a run evaluates is `Validator`'s to say (every `eval_steps`
+steps and at the last one).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
-from mmpt.distributed import to_device
+from mmpt.distributed import Watchdog, to_device
+from mmpt.model.fused_loss import packed_loss
 
 
 def rank_batches(n_rows: int, rank: int, world: int, batch: int) -> list[list[int]]:
@@ -36,8 +39,6 @@ def evaluate(engine, fetch, n_rows: int, batch: int, rank: int, world: int, nl_m
     """
     import deepspeed.comm as dist
 
-    from mmpt.model.fused_loss import packed_loss
-
     device = engine.device
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # code_sum, code_count, nl_sum, nl_count
     was_training = engine.training
@@ -57,3 +58,31 @@ def evaluate(engine, fetch, n_rows: int, batch: int, rank: int, world: int, nl_m
     if nl_count:
         out["loss_nl"] = nl_sum / nl_count
     return out
+
+
+class Validator:
+    """The held-out evaluation of a run on its cadence: every `eval_steps` steps and at the last step,
+    never when the data has no held-out rows (`fetch` None).
+
+    `fetch(indices)` collates held-out rows (`mmpt.batches.RowBatches`); the watchdog allows the
+    evaluation ten times its timeout, and every forward pass beats it.
+    """
+
+    def __init__(self, fetch: Callable | None, n_rows: int, *, eval_steps: int, total_steps: int, batch_size: int,
+                 rank: int, world: int, nl_mask, code_mask, watchdog: Watchdog) -> None:  # fmt: skip
+        self.fetch, self.n_rows = fetch, n_rows
+        self.eval_steps, self.total_steps, self.batch_size = eval_steps, total_steps, batch_size
+        self.rank, self.world = rank, world
+        self.nl_mask, self.code_mask = nl_mask, code_mask  # (V,) bool each, on the device
+        self.watchdog = watchdog
+
+    def should_validate(self, step: int) -> bool:
+        return self.fetch is not None and (step % self.eval_steps == 0 or step == self.total_steps)
+
+    def validate(self, engine) -> dict[str, float]:
+        """`evaluate` of every held-out row (collective: every rank calls it at the same step)."""
+        self.watchdog.beat_slow()
+        return evaluate(
+            engine, self.fetch, self.n_rows, self.batch_size, self.rank, self.world, self.nl_mask, self.code_mask,
+            beat=self.watchdog.beat,
+        )  # fmt: skip

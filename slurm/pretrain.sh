@@ -102,7 +102,7 @@ if [[ $status != 0 ]]; then
     down=$(down_nodes)
     for (( i = 0; i < ${MMPT_NODE_CHECK_S:-30} && status != 2 && -z $down; i += 5 )); do sleep 5; down=$(down_nodes); done
     if [[ -n $down ]]; then
-        count=$("$PYTHON" -m mmpt.checkpoint node-failure-requeue "$@")
+        count=$("$PYTHON" -m mmpt.run_dir node-failure-requeue "$@")
         if [[ $count -le ${MMPT_NODE_FAILURE_REQUEUES:-3} ]]; then
             echo "mmpt pretrain: the run failed (status $status) with node(s) $(echo $down) down;" \
                  "requeueing job $SLURM_JOB_ID (node failure requeue $count of ${MMPT_NODE_FAILURE_REQUEUES:-3})" >&2
@@ -114,7 +114,7 @@ if [[ $status != 0 ]]; then
     exit "$status"
 fi
 # How the run ended, as rank 0 recorded it in OUTPUT_DIR/run_state.json: stopped | finished
-state=$("$PYTHON" -m mmpt.checkpoint run-state "$@")
+state=$("$PYTHON" -m mmpt.run_dir run-state "$@")
 [[ $state == stopped ]] || exit 0
 job_state=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
 if [[ -n $job_state && $job_state != RUNNING ]]; then

@@ -12,7 +12,7 @@ from mmpt.cli import main as cli_main
 from mmpt.data.separation import SeparationMap
 from mmpt.doctor import CheckResult, DoctorConfig, run_checks
 from mmpt.modality import OBJECTIVES
-from mmpt.model.checkpoint_folder import save_model
+from mmpt.model.folder import save_model
 from mmpt.model.split_embeddings import extend_model
 from mmpt.model.tiny import tiny_model, tiny_tokenizer
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mmpt.export import main as export_main
-from mmpt.model.checkpoint_folder import META_FILE
+from mmpt.model.folder import META_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,7 +189,7 @@ def test_a_run_trained_flattened_exports_a_flat_checkpoint(tmp_path, data_format
 
     from mmpt.data.separation import SeparationMap
     from mmpt.export import write_export_meta
-    from mmpt.model.checkpoint_folder import CheckpointMeta
+    from mmpt.model.folder import CheckpointMeta
     from mmpt.model.tiny import tiny_model, tiny_tokenizer
 
     model = tiny_model("gpt2")

@@ -28,7 +28,7 @@ from mmpt.eval.problems import Problem
 from mmpt.eval.score import ScoreConfig, read_scores
 from mmpt.eval.score import run as run_score
 from mmpt.import_checkpoint import CheckpointImportError, import_checkpoint, main, read_replicated_map
-from mmpt.model.checkpoint_folder import CheckpointMeta
+from mmpt.model.folder import CheckpointMeta
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 ENTRIES = ["return", "if", "(", "+", "zzqq"]  # "zzqq" is no token: added, then copied
@@ -223,7 +223,7 @@ def test_a_map_that_does_not_name_its_copies_is_refused(tmp_path: Path, capsys):
 def test_a_checkpoint_without_separation_imports_unchanged(tmp_path: Path):
     from transformers import AutoModelForCausalLM, GPT2Config
 
-    from mmpt.model.checkpoint_folder import load_model
+    from mmpt.model.folder import load_model
 
     src = tmp_path / "src"
     tok, _ = official_tokenizer(src, separation="none")
@@ -239,7 +239,7 @@ def test_a_checkpoint_without_separation_imports_unchanged(tmp_path: Path):
 
 
 def test_pangu_imports_with_every_weight_and_equal_logits(tmp_path: Path):
-    from mmpt.model.checkpoint_folder import load_model
+    from mmpt.model.folder import load_model
     from mmpt.model.pangu import PanguForCausalLM
 
     src = tmp_path / "src"
@@ -403,7 +403,7 @@ def test_the_authors_pangu_tokenizer_converts_to_the_same_ids(tmp_path: Path):
 
 
 def test_a_pangu_checkpoint_imports_with_its_sentencepiece_tokenizer(tmp_path: Path):
-    from mmpt.model.checkpoint_folder import load_model
+    from mmpt.model.folder import load_model
     from mmpt.model.pangu import PanguConfig, PanguForCausalLM
 
     src = tmp_path / "src"

@@ -42,7 +42,7 @@ def clone(tmp_path_factory) -> Path:
     for path in tracked_files():
         target = root / path.relative_to(REPO)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+        shutil.copy2(path, target, follow_symlinks=False)  # mmpt/ds_configs stays a link to ds_configs/
     return root
 
 
@@ -69,13 +69,12 @@ def test_the_wheel_ships_the_package_data(clone, tmp_path):
     )
     [wheel] = tmp_path.glob("mmpt-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = [
-        p.relative_to(clone).as_posix()
-        for d in ("mmpt/eval/data", "mmpt/configs", "mmpt/ds_configs")
-        for p in (clone / d).iterdir()
-    ]
+    shipped = [p.relative_to(clone).as_posix() for d in ("mmpt/eval/data", "mmpt/configs") for p in (clone / d).iterdir()]
+    # the DeepSpeed JSONs: their one copy is the root's ds_configs/, shipped as mmpt/ds_configs/
+    shipped += [f"mmpt/ds_configs/{p.name}" for p in (clone / "ds_configs").glob("*.json")]
     missing = sorted(set(shipped) - names)
     assert not missing, f"{wheel.name} lacks {missing}"
+    assert "mmpt/ds_configs/zero3.json" in names
     assert {"mmpt/eval/data/mbpp.jsonl", "mmpt/eval/data/humaneval_x_python.jsonl.gz", "mmpt/eval/data/README.md"} <= names
 
 

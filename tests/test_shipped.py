@@ -17,6 +17,12 @@ def test_shipped_names_from_any_directory(tmp_path, monkeypatch):
     assert "tiny-cpu.yaml" in shipped.names("configs") and "zero3.json" in shipped.names("ds_configs")
 
 
+def test_the_deepspeed_jsons_have_one_copy_at_the_root():
+    root = shipped.PACKAGE.parent  # a checkout: what a DeepSpeed user edits is ds_configs/ beside mmpt/
+    assert (shipped.PACKAGE / "ds_configs").resolve() == (root / "ds_configs").resolve()
+    assert sorted(p.name for p in (root / "ds_configs").glob("*.json")) == shipped.names("ds_configs")
+
+
 def test_a_users_file_shadows_the_shipped_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").mkdir()

@@ -190,11 +190,11 @@ def test_pretrain_never_requeues_a_run_that_failed_after_the_signal(job_env, tmp
     assert "crashing" in log and "not requeueing" in log and "requeueing job" not in log and "restart 1" not in log, log
 
 
-# A stand-in for the interpreter that plays both parts pretrain.sh gives it: `-m mmpt.checkpoint
+# A stand-in for the interpreter that plays both parts pretrain.sh gives it: `-m mmpt.run_dir
 # run-state|node-failure-requeue` (from files in $STUB_DIR) and a rank, which saves ("stopped") on
 # the save signal or SIGTERM and finishes once the job has been requeued. MODE=fail: a rank exits 7.
 STUB_RANK = """
-if [[ $2 == mmpt.checkpoint ]]; then
+if [[ $2 == mmpt.run_dir ]]; then
     case $3 in
         run-state) cat "$STUB_DIR/state" 2>/dev/null || echo none ;;
         node-failure-requeue) n=$(( $(cat "$STUB_DIR/count" 2>/dev/null || echo 0) + 1 )); echo $n > "$STUB_DIR/count"; echo $n ;;
@@ -517,8 +517,8 @@ def test_watch_scores_every_checkpoint_of_the_run_and_ends_with_it(preempted_run
     scalar per checkpoint, then the job ends because the run has."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from mmpt.checkpoint import list_complete
     from mmpt.eval.watch import read_scores
+    from mmpt.train_checkpoints import list_complete
 
     run = preempted_run["dir"]
     args = ["--benchmark", "humaneval", "--greedy", "--limit", "1", "--max-new-tokens", "8", "--poll-s", "1"]

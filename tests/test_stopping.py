@@ -95,3 +95,16 @@ def test_a_rank_asks_for_a_save_when_its_launcher_is_killed(tmp_path):
 
 def test_no_launcher_to_watch_for_a_plain_process():
     assert stopping.launcher_processes("single") == [] and stopping.launcher_processes("torchrun") == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+def test_sigterm_sigint_and_the_save_signal_each_request_a_save(sig):
+    stop = stopping.StopFlag("SIGUSR1")
+    try:
+        assert not stop.raised
+        os.kill(os.getpid(), sig)
+        os.kill(os.getpid(), signal.SIGTERM)  # a second request (the launcher's own) changes nothing
+        assert stop.raised and stop.name == signal.Signals(sig).name
+    finally:
+        stop.close()
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL

@@ -60,7 +60,7 @@ def setup_dir(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("train")
     # the shipped ZeRO-3 config, but no parameter is small enough to stay whole on every rank
-    ds = json.loads((ROOT / "mmpt" / "ds_configs" / "zero3.json").read_text())
+    ds = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
     ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     ds.pop("timers")  # a JSON of a user's own that leaves DeepSpeed's throughput timer to its default (on)
     (root / "zero3.json").write_text(json.dumps(ds))
@@ -109,6 +109,8 @@ DRIVER = textwrap.dedent(
     from mmpt import distributed, train
     from mmpt.config import load_config, deepspeed_config
     from mmpt.data.separation import SeparationMap
+    from mmpt.model.build import build_model
+    from mmpt.optim import param_groups
 
     spec = json.loads(open(sys.argv[-1]).read())  # the launcher puts --local_rank first
     env = distributed.detect()
@@ -121,7 +123,7 @@ DRIVER = textwrap.dedent(
         c = load_config(None, {"data_dir": spec["data"], "model": spec[name], "gradient_checkpointing": "false",
                                "deepspeed": spec["ds"], "per_device_batch_size": "2"})
         ds = deepspeed_config(c, env.world_size, "fp32", "cpu")
-        model = train.build_model(c, smap, ds, "fp32")
+        model = build_model(c, smap, ds, "fp32")
         # before deepspeed.initialize: every parameter, the resized embeddings included, is already a
         # ZeRO-3 shard (empty .data, half of the rows' elements in ds_tensor), never a whole tensor
         w = model.get_input_embeddings().weight
@@ -133,7 +135,7 @@ DRIVER = textwrap.dedent(
             "shard": [p.ds_tensor.numel() for p in (w, model.get_output_embeddings().weight)],
             "full": [p.ds_numel for p in (w, model.get_output_embeddings().weight)],
         }
-        engine, *_ = deepspeed.initialize(model=model, model_parameters=train.param_groups(model, 0.0), config=ds)
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.0), config=ds)
         saved = load_file(spec[name] + "/model.safetensors")
         heads = {"input": model.get_input_embeddings().weight, "output": model.get_output_embeddings().weight}
         out = {"tied": heads["input"] is heads["output"], "built": built}
@@ -202,6 +204,7 @@ PROBE = textwrap.dedent(
     import torch, torch.distributed as torch_dist, deepspeed, deepspeed.comm as ds_comm
     from torch.overrides import TorchFunctionMode
     from mmpt import distributed, export, metrics, train
+    from mmpt import batches
 
     spec = json.loads(open(sys.argv[-1]).read())
     argv = spec["argv"]
@@ -296,11 +299,11 @@ PROBE = textwrap.dedent(
         return synchronize(*a, **k)
     accelerator.synchronize = counted_synchronize
 
-    epoch_order = train.epoch_order
+    epoch_order = batches.epoch_order
     def counted(*a):
         order_calls.append(a)
         return epoch_order(*a)
-    train.epoch_order = counted
+    batches.epoch_order = counted
 
     reduced = metrics.code_row_similarity
     def checked(model, separated, base):
@@ -488,6 +491,7 @@ def reference_losses(root: Path, objective: str, steps: int = STEPS) -> tuple[li
     """The same training in one process of plain PyTorch: one batch of the step's global rows, AdamW."""
     from transformers import AutoModelForCausalLM
 
+    from mmpt.batches import epoch_order
     from mmpt.data.instances import sentinel_ids
     from mmpt.data.prepare import load_prepared
     from mmpt.data.separation import SeparationMap
@@ -496,7 +500,7 @@ def reference_losses(root: Path, objective: str, steps: int = STEPS) -> tuple[li
     from mmpt.model.loss import modality_loss
     from mmpt.model.split_embeddings import extend_model
     from mmpt.objectives import Collator
-    from mmpt.train import epoch_order, lr_factor
+    from mmpt.optim import lr_factor
 
     rows, _ = load_prepared(root / "data")
     smap = SeparationMap.load(root / "data")
@@ -606,7 +610,7 @@ def test_export_loads_and_gives_the_reference_loss(driver_run):
 
 @pytest.mark.heavy
 def test_each_file_of_a_real_checkpoint_is_fsynced_by_the_rank_that_wrote_it(driver_run):
-    from mmpt.checkpoint import list_complete, owner
+    from mmpt.train_checkpoints import list_complete, owner
 
     newest = list_complete(driver_run / "run-text-code-clm")[-1]
     files = [p.name for p in newest.rglob("*") if p.is_file()]
@@ -680,7 +684,8 @@ def _signal_group_and_check_the_save(proc: subprocess.Popen, out: Path, sig: int
     while it runs, and that none outlives it."""
     import psutil
 
-    from mmpt.checkpoint import list_complete, read_run_state
+    from mmpt.run_dir import read_run_state
+    from mmpt.train_checkpoints import list_complete
 
     _wait_for_step(out, 2, proc)
     tree = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
@@ -808,7 +813,8 @@ def test_sigterm_to_the_deepspeed_runner_alone_saves_and_a_second_run_is_refused
     node DeepSpeed's runner has no handler and dies alone, leaving launch.py and the ranks. The ranks
     see their launcher gone, save and stop; `--resume auto` continues with the uninterrupted losses.
     While the run lives, a second run on its output_dir is refused, naming the holder."""
-    from mmpt.checkpoint import list_complete, read_run_state
+    from mmpt.run_dir import read_run_state
+    from mmpt.train_checkpoints import list_complete
 
     out = driver_run / "runner"
     args = ["mmpt/train.py", *run_args(driver_run, "text-code-clm", out, save_steps=100, hang_timeout_s=900)]
@@ -862,7 +868,7 @@ def test_usr1_in_the_import_window_then_signals_during_the_export(setup_dir, tmp
     is a save request, not the default action's death; a save request during the final export
     abandons it (no half final/) and leaves the run "stopped", which a resume finishes; a SIGKILL
     of `mmpt export` mid-write leaves no folder behind."""
-    from mmpt.checkpoint import read_run_state
+    from mmpt.run_dir import read_run_state
 
     out = tmp_path / "run"
     args = run_args(setup_dir, "code-clm", out, max_steps=3, save_steps=100, save_signal="SIGUSR1")
@@ -936,21 +942,6 @@ def test_bad_input_fails_fast_with_a_message(setup_dir, tmp_path, capsys, overri
     assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)] == handlers  # given back
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
-def test_sigterm_sigint_and_the_save_signal_each_request_a_save(sig):
-    from mmpt.train import StopFlag
-
-    stop = StopFlag("SIGUSR1")
-    try:
-        assert not stop.raised
-        os.kill(os.getpid(), sig)
-        os.kill(os.getpid(), signal.SIGTERM)  # a second request (the launcher's own) changes nothing
-        assert stop.raised and stop.name == signal.Signals(sig).name
-    finally:
-        stop.close()
-    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
-
-
 def _dry_run(*args: str) -> tuple[str, dict]:
     """(the printed config part, the DeepSpeed JSON) of `mmpt train ... --dry-run`, run as a user runs it."""
     env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
@@ -1007,88 +998,3 @@ def test_dry_run_cpu_and_bad_options():
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and "options of --dry-run" in proc.stderr
-
-
-@pytest.mark.parametrize("indices", [[2, 0], [], [1, 2, 0, 1]])
-def test_tail_and_stand_in_batches_keep_the_full_shape_and_train_nothing_extra(indices):
-    """Under flex_attention every micro-batch is (per_device_batch_size, max_seq_length), so that flex
-    compiles once: a short or empty one at the epoch's tail is filled with stand-ins that train nothing."""
-    from mmpt.objectives import Collator, loss_index
-    from mmpt.train import collate_rows
-    from test_objectives import ROW, SMAP, S
-
-    rows = [dict(ROW), {k: v[:7] for k, v in ROW.items() if k != "row"}, {k: v[7:] for k, v in ROW.items() if k != "row"}]
-    rows[2]["position_ids"] = [0, 1, 2, 3, 4]
-
-    class Rows:  # what a `datasets` dataset returns for a list of indices: column -> list over them
-        def __getitem__(self, picked):
-            return {k: [rows[i][k] for i in picked] for k in ("input_ids", "position_ids", "modality")}
-
-    full = Collator("code-clm", S, SMAP, pad_to=16)
-    batch, tokens = collate_rows(Rows(), full, indices, width=4)
-    assert {k: tuple(v.shape) for k, v in batch.items() if k != "loss_index"} == {
-        k: (4, 16) for k in ("input_ids", "position_ids", "labels", "modality", "prefix")
-    }
-    assert tokens == sum(len(rows[i]["input_ids"]) for i in indices)  # stand-ins count no tokens
-    assert (batch["labels"][len(indices) :] == -100).all()
-    alone = Collator("code-clm", S, SMAP, pad_to=16)([rows[i] | {"row": i} for i in indices]) if indices else None
-    if alone is not None:  # the real rows are collated exactly as on their own
-        assert torch.equal(batch["labels"][: len(indices)], alone["labels"])
-    assert torch.equal(batch["loss_index"], loss_index(batch["labels"]))
-    assert (batch["loss_index"] < 16 * len(indices)).all()  # no trained position in a stand-in row
-
-
-# Values worked out by hand from the official rule (source/optimization.py: warm-up step / warmup,
-# then max(min_lr / lr, (1 + cos(pi * progress)) / 2)), lr 1e-5, min_lr 1e-6, 1000 steps.
-@pytest.mark.parametrize(
-    "step, warmup_ratio, lr",
-    [
-        (0, 0.01, 0.0),  # warm-up starts at 0 (ours at 1/warmup)
-        (4, 0.01, 4e-6),  # 4 / 10 of the peak
-        (10, 0.01, 1e-5),  # the peak, at the end of warm-up
-        (250, 0.0, 8.535533905932737e-06),  # (1 + cos(pi/4)) / 2
-        (500, 0.0, 5e-06),
-        (700, 0.0, 2.0610737385376343e-06),  # (1 + cos(0.7 pi)) / 2
-        (800, 0.0, 1e-6),  # the cosine (9.55e-7) is below the floor: min_lr
-        (999, 0.0, 1e-6),
-    ],
-)
-def test_official_lr_schedule_values(step, warmup_ratio, lr):
-    from mmpt.train import lr_factor
-
-    assert 1e-5 * lr_factor(step, 1000, warmup_ratio, 0.1, "official") == pytest.approx(lr, rel=1e-12, abs=1e-18)
-
-
-def test_the_two_schedules_differ_where_the_issue_says():
-    from mmpt.train import lr_factor
-
-    # at 80% of the run: official 1.0e-6 (floored), ours 1.86e-6 (rescaled to end at min_lr)
-    assert 1e-5 * lr_factor(800, 1000, 0.0, 0.1, "official") == pytest.approx(1e-6)
-    assert 1e-5 * lr_factor(800, 1000, 0.0, 0.1, "mmpt") == pytest.approx(1.8594235253127368e-06)
-
-
-def test_weight_decay_all_decays_biases_and_norms():
-    from mmpt.model.tiny import tiny_model
-    from mmpt.train import param_groups
-
-    model = tiny_model("gpt2")
-    matrices, vectors = param_groups(model, 0.1)
-    assert vectors["weight_decay"] == 0.0 and any(p.dim() == 1 for p in vectors["params"])
-    (everything,) = param_groups(model, 0.1, decay_all=True)
-    assert everything["weight_decay"] == 0.1 and len(everything["params"]) == len(list(model.parameters()))
-
-
-def test_starcoder2_rows_longer_than_its_window_are_a_config_error(setup_dir):
-    from mmpt.config import ConfigError, load_config
-    from mmpt.data.separation import SeparationMap
-    from mmpt.train import build_model
-
-    arch = {"model_type": "starcoder2", **ARCH, "sliding_window": 64, "bos_token_id": 0, "eos_token_id": 0}
-    config = load_config(None, {"data_dir": str(setup_dir / "data"), "gradient_checkpointing": "false"})
-    config.model = arch
-    smap = SeparationMap.load(setup_dir / "data")
-    ds = {"zero_optimization": {"stage": 2}}
-    with pytest.raises(ConfigError, match="max_seq_length 96 is longer than the sliding window of 'starcoder2'"):
-        build_model(config, smap, ds, "fp32", max_seq_length=96)
-    model = build_model(config, smap, ds, "fp32", max_seq_length=64)
-    assert model.config.model_type == "starcoder2"

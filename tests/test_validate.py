@@ -21,8 +21,6 @@ class _Engine:
 
 
 def test_every_validation_batch_beats_the_watchdog(monkeypatch):
-    import mmpt.model.fused_loss as fused_loss
-
     events = []
 
     def packed_loss(engine, batch, nl_mask, code_mask):
@@ -30,7 +28,7 @@ def test_every_validation_batch_beats_the_watchdog(monkeypatch):
         one = torch.tensor(1.0)
         return types.SimpleNamespace(code_sum=one, code_count=one, nl_sum=one, nl_count=one)
 
-    monkeypatch.setattr(fused_loss, "packed_loss", packed_loss)
+    monkeypatch.setattr(validate, "packed_loss", packed_loss)
     fetch = lambda indices: ({"input_ids": torch.zeros(1, 4, dtype=torch.long)}, 0)
     out = validate.evaluate(_Engine(), fetch, 7, 2, 0, 1, None, None, beat=lambda: events.append("beat"))
     assert events == ["forward", "beat"] * 4  # 7 rows in batches of 2: 4 forward passes, a beat after each

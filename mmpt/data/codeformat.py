@@ -19,6 +19,8 @@ import io
 import tokenize
 import warnings
 
+from mmpt.data.instances import encode_instance
+
 NEW_LINE = "<NEW_LINE>"
 INDENT = "<INDENT>"
 DEDENT = "<DEDENT>"
@@ -217,8 +219,6 @@ def quoted_docstring(docstring: str) -> str:
 def encode_flat_instance(tokenizer, smap, layout: str, docstring: str, signature: str, body: str):
     """(input_ids, modality) of a whole instance (with `<eot>`) for a checkpoint trained flattened:
     what `encode_flat_prompt` starts, with the body written out (for `mmpt score`)."""
-    from mmpt.data.instances import encode_instance
-
     code = flatten(signature.rstrip() + "\n" + body)
     if layout == "signature-first":
         head, _, _ = flat_prompt_code(signature, "")
@@ -235,8 +235,6 @@ def encode_flat_prompt(tokenizer, smap, layout: str, docstring: str, signature: 
     signature-first layout, the docstring quoted as the official PyCodeGPT data has it. `level`
     is the indentation the completion continues from (for `flat_completion`).
     """
-    from mmpt.data.instances import encode_instance
-
     code, body, level = flat_prompt_code(signature, given)
     if layout == "signature-first":
         head, _, _ = flat_prompt_code(signature, "")

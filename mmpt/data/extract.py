@@ -29,6 +29,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from mmpt.cli import command_parser
 from mmpt.jsonl import JsonlAppender
 
@@ -208,8 +210,6 @@ def extract_pairs(
     sources: list[str], out: str | Path, workers: int | None = None, max_file_bytes: int = MAX_FILE_BYTES
 ) -> ExtractSummary:
     """Write the pairs of every Python file under `sources` to the JSONL file `out`."""
-    from tqdm import tqdm
-
     files = find_sources(sources)
     tasks = [(path, label, max_file_bytes) for path, label in files]
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from mmpt.data.codeformat import CODE_FORMATS, parses, to_python
 from mmpt.data.extract import header_end
 from mmpt.hub import from_hub
 from mmpt.jsonl import JsonlError, read_json, read_jsonl, require
+
+if TYPE_CHECKING:  # datasets is imported where it is used: `mmpt tokenizer --help` does not load it
+    import datasets
 
 REQUIRED = ("docstring", "code")  # string fields every record must have
 COLUMNS = ("docstring", "code", "signature", "body", "converted")
@@ -170,6 +172,8 @@ def load_pairs(
     `auto` each record that looks flattened (`codeformat.is_flat`), `plain` none. Missing
     `signature`/`body` columns are derived from `code` (empty when the code has no parsable function).
     """
+    import datasets
+
     if code_format not in CODE_FORMATS:
         raise PairsError(f"code format must be one of {CODE_FORMATS}, got {code_format!r}")
     path = Path(source)

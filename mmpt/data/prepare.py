@@ -24,12 +24,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-from datasets.arrow_writer import ArrowWriter
 
 import mmpt
 from mmpt.cli import command_parser
@@ -42,6 +39,10 @@ from mmpt.data.tokenizer import add_sentinels, load_tokenizer
 from mmpt.jsonl import read_json, write_json
 from mmpt.modality import LAYOUTS, OFFICIAL_BOS, SEPARATIONS
 
+if TYPE_CHECKING:  # datasets and pyarrow are imported where they are used: `mmpt prepare --help` does not load them
+    import datasets
+    import pyarrow as pa
+
 META_FILE = "meta.json"
 ROWS_DIR = "rows"
 TOKENIZER_DIR = "tokenizer"
@@ -52,12 +53,17 @@ PREPARE_CODE_FORMATS = (*CODE_FORMATS, KEEP_FLAT)
 ROWS_PER_CHUNK = 4096  # rows laid out per Arrow write; bounds the gather arrays' memory
 LENGTHS_BLOCK = 1 << 16  # instances whose lengths are read at once while cutting chunks
 
-ENCODED = datasets.Features(
-    {
-        "input_ids": datasets.List(datasets.Value("int32")),
-        "modality": datasets.List(datasets.Value("int8")),
-    }
-)
+
+def encoded_features() -> datasets.Features:
+    """Columns of the encoded instances (the `datasets` cache between encoding and packing)."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "modality": datasets.List(datasets.Value("int8")),
+        }
+    )
 
 
 @dataclass
@@ -158,6 +164,8 @@ def encode_batch(batch: dict, tokenizer, smap: SeparationMap, layout: str, ids: 
 
 def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """(values, offsets) of a list column: values (tokens,), offsets (instances + 1,)."""
+    import pyarrow.compute as pc
+
     array = column.combine_chunks()
     lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False).astype(np.int64)
     values = pc.list_flatten(array).to_numpy(zero_copy_only=False)
@@ -166,6 +174,8 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 def _lengths(column: pa.ChunkedArray) -> np.ndarray:
     """Tokens per instance (instances,) of a list column, without combining its chunks."""
+    import pyarrow.compute as pc
+
     if column.num_chunks == 0:
         return np.zeros(0, dtype=np.int64)
     return np.concatenate([pc.list_value_length(c).to_numpy(zero_copy_only=False) for c in column.chunks]).astype(np.int64)
@@ -211,6 +221,8 @@ def corpus_chunks(encoded: datasets.Dataset, chunk_tokens: int):
 
 def row_features(max_seq_length: int) -> datasets.Features:
     """Columns of DIR/rows and DIR/validation; large lists (64-bit offsets) hold > 2^31 tokens."""
+    import datasets
+
     position_type = "int16" if max_seq_length <= np.iinfo(np.int16).max + 1 else "int32"
     return datasets.Features(
         {
@@ -225,6 +237,8 @@ class _RowWriter:
     """Packed rows appended as Arrow large lists to one file, saved with `save_to_disk` at the end."""
 
     def __init__(self, features: datasets.Features, tmp: Path):
+        from datasets.arrow_writer import ArrowWriter
+
         self.features = features
         self.path = str(tmp)
         self.writer = ArrowWriter(features=features, path=self.path)
@@ -233,6 +247,8 @@ class _RowWriter:
 
     def write(self, ids: np.ndarray, modality: np.ndarray, offsets: np.ndarray, rows: list[np.ndarray]) -> None:
         """Rows of instances (indices into `offsets`, (instances + 1,), over the flat `ids`/`modality`)."""
+        import pyarrow as pa
+
         position_type = self.features["position_ids"].feature.dtype
         for start in range(0, len(rows), ROWS_PER_CHUNK):
             gather, positions, row_offsets = row_layout(offsets, rows[start : start + ROWS_PER_CHUNK])
@@ -249,6 +265,8 @@ class _RowWriter:
             self.tokens += int(row_offsets[-1])
 
     def save(self, out: Path) -> None:
+        import datasets
+
         self.writer.finalize()
         self.writer.close()
         if out.exists():
@@ -388,7 +406,7 @@ def prepare(config: PrepareConfig) -> dict:
         batch_size=config.batch_size,
         num_proc=config.num_proc,
         remove_columns=pairs.column_names,
-        features=ENCODED,
+        features=encoded_features(),
         fn_kwargs={"tokenizer": tokenizer, "smap": smap, "layout": config.layout} | ({} if keep_flat else {"ids": ids}),
         desc="encode",
     )
@@ -443,6 +461,8 @@ def load_validation(directory: str | Path) -> datasets.Dataset | None:
 
 
 def _load_rows(path: Path) -> datasets.Dataset:
+    import datasets
+
     try:
         rows = datasets.load_from_disk(str(path))
     except FileNotFoundError:

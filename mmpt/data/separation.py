@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import builtins
+import keyword
+import token
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+from tokenizers import AddedToken
 
 from mmpt.jsonl import read_json, write_json
 from mmpt.modality import SEPARATIONS
+
+if TYPE_CHECKING:  # torch is imported where it is used: the data commands' `--help` does not load it
+    import torch
 
 MAP_FILE = "separation.json"
 
@@ -60,6 +67,8 @@ class SeparationMap:
         NL predicts over the originals; code over the originals that were not separated plus the
         copies. Rows past `vocab_size` (a model's padded embedding) belong to neither.
         """
+        import torch
+
         rows = self.vocab_size if rows is None else rows
         if rows < self.vocab_size:
             raise ValueError(f"model has {rows} embedding rows, the separation needs {self.vocab_size}")
@@ -105,6 +114,8 @@ class SeparationMap:
 
 
 def _apply(table: np.ndarray, ids):
+    import torch
+
     if isinstance(ids, torch.Tensor):
         return torch.as_tensor(table, device=ids.device)[ids]
     if isinstance(ids, np.ndarray):
@@ -122,10 +133,6 @@ def default_separate_tokens() -> list[str]:
     the public methods of str/list/dict/set; each bare and space-prefixed (" if"), because byte-level
     BPE tokenizers hold both forms. Order is stable: by group, then as listed, duplicates dropped.
     """
-    import builtins
-    import keyword
-    import token
-
     words = list(keyword.kwlist) + list(keyword.softkwlist)
     operators = sorted(token.EXACT_TOKEN_TYPES)
     names = [n for n in dir(builtins) if not n.startswith("_")]
@@ -163,8 +170,6 @@ def add_entry_tokens(tokenizer, entries: list[str]) -> list[str]:
     produces. Flags as the official's (transformers 4.19's `add_tokens`): not special, normalized,
     no stripping, matched inside words too.
     """
-    from tokenizers import AddedToken
-
     bare = [e for e in dict.fromkeys(entries) if e and not e.startswith(" ")]
     encoded = tokenizer(bare, add_special_tokens=False)["input_ids"] if bare else []
     new = [e for e, ids in zip(bare, encoded) if len(ids) != 1]

@@ -14,14 +14,16 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from mmpt.cli import command_parser
+from mmpt.data.pairs import check_pairs_file, load_pairs
+from mmpt.hub import HubMiss, from_hub
 from mmpt.modality import COMMENTS, EOT, MASK, PAD, PYTHON, SENTINELS
 
 
 def _texts(pairs_path: Path) -> Iterator[str]:
     """Docstrings and code of every pair, each as its own training text."""
-    from mmpt.data.pairs import check_pairs_file, load_pairs
-
     check_pairs_file(pairs_path)
     dataset = load_pairs(pairs_path)
     for batch in dataset.iter(batch_size=1000):
@@ -35,7 +37,6 @@ def train_tokenizer(pairs_path: str | Path, vocab_size: int, out_dir: str | Path
     The sentinels take the first ids (0..4) and are special tokens, so they never split and
     `<pad>` is the pad token.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -71,7 +72,6 @@ def synthetic_tokenizer(vocab_size: int, out_dir: str | Path):
     until the size is reached; `<|endoftext|>` is the last id and the eos. Like a hub tokenizer it
     lacks the sentinels, so `add_sentinels` appends them after it.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -118,8 +118,6 @@ def load_tokenizer(name_or_dir: str, sentinels: bool = True, option: str = "--to
 
     A hub name the hub cannot give is a one-line `HubMiss` naming `option`, how the name was given."""
     from transformers import AutoTokenizer
-
-    from mmpt.hub import HubMiss, from_hub
 
     try:
         with from_hub(name_or_dir, option):

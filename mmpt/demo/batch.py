@@ -15,43 +15,21 @@ of the plan skips it (the commands themselves also resume half-done work).
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from pathlib import Path
 
-from mmpt.eval.samples import rank_file, rank_files
-from mmpt.jsonl import JsonlAppender, read_json, read_jsonl
-
-
-def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
-    """User + system CPU seconds of this process (RUSAGE_SELF) or of its waited-for children."""
-    r = resource.getrusage(who)
-    return r.ru_utime + r.ru_stime
-
-
-def finished(done: Path) -> dict[str, dict[str, float]]:
-    """{command: {"seconds": wall (its slowest rank), "cpu_seconds": summed over ranks}} of the commands
-    rank 0 finished, in the order it finished them, from the DONE.rank{r}.jsonl files."""
-    records = [r for path in rank_files(done) for _, r in read_jsonl(path, skip_torn_tail=True)]
-    by_name: dict[str, list[dict]] = {}
-    for r in records:
-        by_name.setdefault(r["name"], []).append(r)
-    order = [r["name"] for r in records if r["rank"] == 0]
-    return {
-        n: {"seconds": max(r["seconds"] for r in by_name[n]), "cpu_seconds": sum(r["cpu_seconds"] for r in by_name[n])}
-        for n in order
-    }
+from mmpt import cli, train
+from mmpt.demo.timing import cpu_seconds, finished
+from mmpt.distributed import detect, shutdown
+from mmpt.eval.samples import rank_file
+from mmpt.jsonl import JsonlAppender, read_json
 
 
 def _command(argv: list[str]) -> int:
     if argv[0] == "train":  # keep the process group for the next run; left once at the end
-        from mmpt.train import main as train
-
-        return train(argv[1:], leave_group=False)
-    from mmpt.cli import main as mmpt
-
-    return mmpt(argv)
+        return train.main(argv[1:], leave_group=False)
+    return cli.main(argv)
 
 
 def _meet() -> None:
@@ -66,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m mmpt.demo.batch PLAN.json (under a launcher)", file=sys.stderr)
         return 2
-    from mmpt.distributed import detect, shutdown
-
     plan = read_json(argv[0], dict)
     done = Path(plan["done"])
     rank = detect().rank

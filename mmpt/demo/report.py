@@ -17,9 +17,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+from safetensors import safe_open
+
 from mmpt.cli import command_parser
+from mmpt.config import ConfigError, find_deepspeed_file
+from mmpt.data.separation import SeparationMap
+from mmpt.demo.layout import KINDS, MODELS, Paths
 from mmpt.demo.plots import fraction_label, plot_incremental, plot_loss, plot_passk, plot_similarity, plot_watch
-from mmpt.demo.stages import KINDS, MODELS, Paths
+from mmpt.demo.timing import PART, clock, read_times
+from mmpt.eval import humaneval
 from mmpt.eval.passk import FRACTION_BINS, bin_name, fraction_bin, pass_at_k_metrics, read_results
 from mmpt.eval.sandbox.execute import OUTCOMES, outcome
 from mmpt.jsonl import read_json, read_jsonl
@@ -78,8 +85,6 @@ def final_similarity(model_dir: Path) -> list[tuple[str, float]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mmpt.data.separation import SeparationMap
-
     smap = SeparationMap.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = [tokenizer.decode([i]) for i in smap.separated]  # " is", not the BPE's "Ġis"
@@ -91,8 +96,6 @@ def final_similarity(model_dir: Path) -> list[tuple[str, float]]:
 
 
 def count_parameters(model_dir: Path) -> int:
-    from safetensors import safe_open
-
     total = 0
     for path in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(path), "pt") as f:
@@ -114,11 +117,6 @@ class RunInfo:
 
 def read_run(run_dir: Path) -> RunInfo:
     """The objective, ZeRO stage, separation, architecture and size of the training run in `run_dir`."""
-    import yaml
-
-    from mmpt.config import ConfigError, find_deepspeed_file
-    from mmpt.data.separation import SeparationMap
-
     config_path, final = run_dir / "train_config.yaml", run_dir / "final"
     if not config_path.exists():
         raise FileNotFoundError(f"{config_path}: missing (did the training stage finish?)")
@@ -160,9 +158,7 @@ def parse_rate_by_fraction(results: list[dict]) -> dict[str, float]:
 
 def benchmark_size() -> int:
     """Problems in HumanEval (the demo's benchmark), from the data that `mmpt generate` reads."""
-    from mmpt.eval.humaneval import load
-
-    return len(load())
+    return len(humaneval.load())
 
 
 def sign_test_p(b: int, c: int) -> float:
@@ -187,28 +183,12 @@ def incremental_subset_words(problems: set[str], total: int) -> str:
     return f"{n} of the {total} problems ({', '.join(shown[:5])}{', ...' if n > 5 else ''})"
 
 
-PART = "· "  # a command of a launch stage, listed under it
-
-
-def read_times(out: Path) -> list[tuple[str, float, float | None]]:
-    """(stage, wall seconds, CPU seconds or None) of each finished stage of a demo run, in run order;
-    after a launch stage, each of its commands as ("· command", ...) (CPU: its ranks' own)."""
-    from mmpt.demo.batch import finished
-
-    markers = [(read_json(path, dict), path.stem) for path in (out / "stages").glob("*.json")]
-    rows: list[tuple[str, float, float | None]] = []
-    for marker, name in sorted(markers, key=lambda mn: mn[0].get("finished", 0)):
-        rows.append((name, marker["seconds"], marker.get("cpu_seconds")))
-        rows += [(PART + c, t["seconds"], t["cpu_seconds"]) for c, t in finished(out / "stages" / f"{name}.parts").items()]
-    return rows
-
-
 def timing_table(times: list[tuple[str, float, float | None]]) -> str:
     """The markdown table of `read_times`, with the total wall time of the stages."""
     rows = [[name, f"{s:.0f}", "–" if c is None else f"{c:.0f}"] for name, s, c in times]
     total = sum(s for name, s, _ in times if not name.startswith(PART))
     total_cpu = sum(c or 0.0 for name, _, c in times if not name.startswith(PART))
-    rows.append(["**total**", f"**{total:.0f}** ({_clock(total)})", f"{total_cpu:.0f}"])
+    rows.append(["**total**", f"**{total:.0f}** ({clock(total)})", f"{total_cpu:.0f}"])
     return "\n".join([
         _table(["stage", "wall seconds", "CPU seconds"], rows), "",
         "CPU seconds: user + system of the processes a stage waited for (for a launch's commands, of its "
@@ -216,10 +196,6 @@ def timing_table(times: list[tuple[str, float, float | None]]) -> str:
         "with one on an idle machine. The commands of a launch add up to less than the launch, which also "
         "starts and stops the ranks.",
     ])  # fmt: skip
-
-
-def _clock(seconds: float) -> str:
-    return f"{int(seconds) // 60} min {int(seconds) % 60:02d} s"
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -232,6 +208,12 @@ def _pct(v: float | None) -> str:
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(x) for x in row) + " |" for row in rows])
+
+
+def _top_words() -> str:
+    """The last fraction bin, in words: "75% or more"."""
+    top_lo = FRACTION_BINS[-1][0]
+    return f"{100 * top_lo:.0f}% or more" if top_lo > 0 else "any part"
 
 
 def _first_last(records: list[dict], key: str) -> tuple[float, float] | None:
@@ -252,7 +234,8 @@ def _example(results: list[dict]) -> dict | None:
 def watch_section(out: Path, labels: dict[str, str], plots: Path, times: list[tuple[str, float, float | None]]) -> list[str]:
     """pass@1 at every checkpoint of the further pre-trainings, as `mmpt watch` scored them, and what
     it cost; nothing when the demo had no watch stage."""
-    from mmpt.eval.watch import read_scores, watch_folder  # torch (through generate): only here
+    # mmpt.eval.watch imports torch at its top (through generate): imported here, `mmpt report --help` stays light
+    from mmpt.eval.watch import read_scores, watch_folder
 
     p = Paths(out)
     scores = {m: read_scores(p.run[m], "humaneval") for m in MODELS}
@@ -306,66 +289,110 @@ def watch_section(out: Path, labels: dict[str, str], plots: Path, times: list[tu
     ]
 
 
-def write_report(out: Path, settings: dict | None = None) -> Path:
-    """Write OUT/report.md and OUT/plots/*.png from a demo run folder; returns the report's path."""
-    out = Path(out)
+@dataclass
+class DemoRun:
+    """What the report says of a demo run, read from its files (`read_demo_run`)."""
+
+    out: Path
+    settings: dict  # OUT/demo_config.json: the sizes the demo ran with
+    runs: dict[str, RunInfo]  # backbone, separated, baseline
+    labels: dict[str, str]  # model -> its legend and table label
+    backbone: list[dict]  # the backbone's metrics.jsonl records
+    further: dict[str, list[dict]]  # model -> its metrics.jsonl records
+    results: dict[str, dict[str, list[dict]]]  # model -> kind -> `mmpt execute` results
+    plain: dict[str, dict[str, dict]]  # model -> greedy|sampled -> pass@k metrics of the plain tasks
+    incremental: dict[str, dict]  # model -> incremental pass@1 metrics (by fraction bin too)
+    parse_rates: dict[str, dict[str, float]]  # model -> fraction bin -> share of incremental completions that parse
+    data_meta: dict[str, dict]  # separation -> the prepared data's meta.json
+    times: list[tuple[str, float, float | None]]  # `read_times`
+    curve: SimilarityCurve  # the separated model's NL/code cosine over training
+    final: list[tuple[str, float]]  # the separated model's cosine per token at the end, lowest first
+    n_problems: int  # HumanEval's problems
+
+    @property
+    def ks(self) -> list[int]:
+        return [int(k) for k in self.settings["ks"]]
+
+    @property
+    def separation(self) -> str:
+        return self.runs["separated"].separation
+
+    @property
+    def further_objective(self) -> str:
+        """The further pre-trainings' objective in the paper's words ("A vs B" when they differ)."""
+        if self.runs["baseline"].objective != self.runs["separated"].objective:
+            return " vs ".join(objective_name(self.runs[m].objective) for m in MODELS)
+        return objective_name(self.runs["separated"].objective)
+
+    @property
+    def columns(self) -> list[tuple[str, str, str]]:
+        """(label, kind, metric key) of the plain pass@k columns: greedy pass@1, then sampled pass@k."""
+        return [("greedy pass@1", "greedy", "pass@1")] + [(f"sampled pass@{k}", "sampled", f"pass@{k}") for k in self.ks]
+
+    @property
+    def n_inc_tasks(self) -> int:
+        return self.incremental["separated"]["n_tasks"]
+
+    @property
+    def inc_subset(self) -> str:
+        """Which problems the incremental tasks come from, in words."""
+        problems = {r["task_id"].split("#")[0] for r in self.results["separated"]["incremental"]}
+        return incremental_subset_words(problems, self.n_problems)
+
+
+def read_demo_run(out: Path, settings: dict | None = None) -> DemoRun:
+    """Everything the report needs from a demo run folder: each training run, its metrics, the
+    results and their pass@k, the data meta, the stage times, the similarities."""
     if settings is None:
         settings_path = out / "demo_config.json"
         if not settings_path.exists():
             raise FileNotFoundError(f"{settings_path}: missing; {out} is not a demo run folder")
         settings = read_json(settings_path, dict)
     ks = [int(k) for k in settings["ks"]]
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-
-    # inputs: what each training run was, its metrics, results, data meta, stage times
     p = Paths(out)
     runs = {"backbone": read_run(p.backbone), **{m: read_run(p.run[m]) for m in MODELS}}
-    labels = model_labels(runs)
-    backbone = read_metrics(p.backbone / "metrics.jsonl")
-    further = {m: read_metrics(p.run[m] / "metrics.jsonl") for m in MODELS}
     results = {m: {k: read_results(p.results(m, k)) for k in KINDS} for m in MODELS}
     plain = {
         m: {"greedy": pass_at_k_metrics(results[m]["greedy"], [1]), "sampled": pass_at_k_metrics(results[m]["sampled"], ks)}
         for m in MODELS
     }
-    incremental = {m: pass_at_k_metrics(results[m]["incremental"], [1]) for m in MODELS}
-    data_meta = {s: read_json(p.data[s] / "meta.json", dict) for s in p.data}
-    times = read_times(out)
-    seconds = {name: t for name, t, _ in times}
-    curve = read_similarity(p.run["separated"] / "tensorboard")
-    final = final_similarity(p.run["separated"] / "final")
-    n_params = {m: runs[m].parameters for m in MODELS}
-    separation = runs["separated"].separation
-    further_objective = objective_name(runs["separated"].objective)
-    if runs["baseline"].objective != runs["separated"].objective:
-        further_objective = " vs ".join(objective_name(runs[m].objective) for m in MODELS)
+    return DemoRun(
+        out=out,
+        settings=settings,
+        runs=runs,
+        labels=model_labels(runs),
+        backbone=read_metrics(p.backbone / "metrics.jsonl"),
+        further={m: read_metrics(p.run[m] / "metrics.jsonl") for m in MODELS},
+        results=results,
+        plain=plain,
+        incremental={m: pass_at_k_metrics(results[m]["incremental"], [1]) for m in MODELS},
+        parse_rates={m: parse_rate_by_fraction(results[m]["incremental"]) for m in MODELS},
+        data_meta={s: read_json(p.data[s] / "meta.json", dict) for s in p.data},
+        times=read_times(out),
+        curve=read_similarity(p.run["separated"] / "tensorboard"),
+        final=final_similarity(p.run["separated"] / "final"),
+        n_problems=benchmark_size(),
+    )
+
+
+def write_plots(run: DemoRun, plots: Path) -> None:
+    """The report's PNGs of pass@k, incremental pass@1, the losses and the similarity (`mmpt.demo.plots`)."""
+    plot_passk(run.plain, run.columns, run.labels, "HumanEval, plain tasks", plots / "passk.png")
+    plot_incremental(run.incremental, run.parse_rates, run.labels, plots / "incremental.png")
+    loss_titles = (f"backbone pre-training ({objective_name(run.runs['backbone'].objective)})",
+                   f"further pre-training ({run.further_objective}: code loss)")  # fmt: skip
+    plot_loss(run.backbone, run.further, run.labels, loss_titles, plots / "loss.png")
+    plot_similarity(run.curve, run.final, plots / "similarity.png")
+
+
+def what_ran_section(run: DemoRun) -> list[str]:
+    """The data, the backbone, the two further pre-trainings and the evaluation, from the run's own files."""
+    settings, runs, data_meta, separation = run.settings, run.runs, run.data_meta, run.separation
     zero = sorted({f"ZeRO-{r.zero_stage}" for r in runs.values() if r.zero_stage is not None}) or ["(ZeRO stage unknown)"]
-    top_lo = FRACTION_BINS[-1][0]
-    top_words = f"{100 * top_lo:.0f}% or more" if top_lo > 0 else "any part"  # the last fraction bin, in words
-
-    columns = [("greedy pass@1", "greedy", "pass@1")] + [(f"sampled pass@{k}", "sampled", f"pass@{k}") for k in ks]
-    plot_passk(plain, columns, labels, "HumanEval, plain tasks", plots / "passk.png")
-    parse_rates = {m: parse_rate_by_fraction(results[m]["incremental"]) for m in MODELS}
-    plot_incremental(incremental, parse_rates, labels, plots / "incremental.png")
-    loss_titles = (f"backbone pre-training ({objective_name(runs['backbone'].objective)})",
-                   f"further pre-training ({further_objective}: code loss)")  # fmt: skip
-    plot_loss(backbone, further, labels, loss_titles, plots / "loss.png")
-    plot_similarity(curve, final, plots / "similarity.png")
-
-    n_plain = plain["separated"]["greedy"]["n_tasks"]
-    inc_problems = {r["task_id"].split("#")[0] for r in results["separated"]["incremental"]}
-    n_problems = benchmark_size()
-    inc_subset = incremental_subset_words(inc_problems, n_problems)
-    n_inc_tasks = incremental["separated"]["n_tasks"]
     tokens_per_step = settings["per_device_batch_size"] * settings["max_seq_length"] * settings["ranks"]
-    seen = backbone[-1].get("tokens_seen", 0) + further["separated"][-1].get("tokens_seen", 0)
-    train_minutes = sum(seconds.get(PART + k, 0.0) for k in ("train-backbone", "train-separated")) / 60
     sources = ", ".join(Path(s).name for s in settings["sources"])
-    md: list[str] = ["# mmpt demo report", ""]
-
-    # ---- what was run
-    md += [
+    n_plain = run.plain["separated"]["greedy"]["n_tasks"]
+    return [
         "## What ran",
         "",
         (
@@ -386,27 +413,35 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         ),
         (
             f"- Further pre-training of that backbone, {settings['further_steps']} steps each, same data order, "
-            f"{further_objective}: **separated** ({separation_words(separation)}, {n_params['separated'] / 1e6:.2f}M parameters) "
+            f"{run.further_objective}: **separated** ({separation_words(separation)}, "
+            f"{runs['separated'].parameters / 1e6:.2f}M parameters) "
             f"and **baseline** ({separation_words(runs['baseline'].separation)}). Every step is {settings['ranks']} DeepSpeed "
             f"{'/'.join(zero)} ranks × {settings['per_device_batch_size']} rows of ≤ {settings['max_seq_length']} tokens "
             f"(~{tokens_per_step:,} tokens)."
         ),
         (
-            f"- HumanEval: {n_plain} of {n_problems} problems plain (greedy, and {settings['n_samples']} samples at "
-            f"T={settings['temperature']}, top-p {settings['top_p']}); {inc_subset} made into "
-            f"{n_inc_tasks} incremental tasks (greedy); at most {settings['max_new_tokens']} new tokens; "
+            f"- HumanEval: {n_plain} of {run.n_problems} problems plain (greedy, and {settings['n_samples']} samples at "
+            f"T={settings['temperature']}, top-p {settings['top_p']}); {run.inc_subset} made into "
+            f"{run.n_inc_tasks} incremental tasks (greedy); at most {settings['max_new_tokens']} new tokens; "
             "executed in the sandbox."
         ),
         "",
     ]
 
-    # ---- headline
+
+def headline_section(run: DemoRun) -> list[str]:
+    """In short: what plain and incremental pass@k say about the two models, with the sign test."""
+    ks, plain, incremental, results = run.ks, run.plain, run.incremental, run.results
+    seconds = {name: t for name, t, _ in run.times}
+    seen = run.backbone[-1].get("tokens_seen", 0) + run.further["separated"][-1].get("tokens_seen", 0)
+    train_minutes = sum(seconds.get(PART + k, 0.0) for k in ("train-backbone", "train-separated")) / 60
+    sources = ", ".join(Path(s).name for s in run.settings["sources"])
     best_plain = max(plain[m]["sampled"].get(f"pass@{ks[-1]}", 0.0) for m in MODELS)
-    md += ["## In short", ""]
+    md = ["## In short", ""]
     if best_plain <= NEAR_ZERO:
         md.append(
             f"Plain HumanEval does not tell these models apart: both score near zero (best pass@{ks[-1]} "
-            f"{_pct(best_plain)}). That is the honest result for a ~{n_params['baseline'] / 1e6:.0f}M-parameter model "
+            f"{_pct(best_plain)}). That is the honest result for a ~{run.runs['baseline'].parameters / 1e6:.0f}M-parameter model "
             f"that saw {seen:,} tokens of code mined from {sources} in {train_minutes:.0f} minutes of training — it has "
             "learnt Python's surface, not how to solve programming problems."
         )
@@ -427,25 +462,28 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
     if not passed["separated"] and not passed["baseline"]:
         md.append(
             f"Even incremental pass@1 — finishing a partly written reference solution — is zero for both models "
-            f"over {n_inc_tasks} tasks: this run is too small to show a difference between them."
+            f"over {run.n_inc_tasks} tasks: this run is too small to show a difference between them."
         )
     else:
         md.append(
             f"Incremental pass@1 — finishing a partly written reference solution — is where the models do score: "
-            f"{_pct(inc['separated'])} (separated) vs {_pct(inc['baseline'])} (baseline) over {n_inc_tasks} tasks, "
-            f"and {_pct(top['separated'])} vs {_pct(top['baseline'])} when {top_words} of the body is given. " + counts
+            f"{_pct(inc['separated'])} (separated) vs {_pct(inc['baseline'])} (baseline) over {run.n_inc_tasks} tasks, "
+            f"and {_pct(top['separated'])} vs {_pct(top['baseline'])} when {_top_words()} of the body is given. " + counts
         )
     md.append("")
+    return md
 
-    # ---- pass@k
-    rows = [[labels[m]] + [_pct(plain[m][kind].get(key)) for _, kind, key in columns] for m in MODELS]
-    md += [
+
+def passk_section(run: DemoRun) -> list[str]:
+    """pass@k of the plain tasks, greedy and sampled."""
+    rows = [[run.labels[m]] + [_pct(run.plain[m][kind].get(key)) for _, kind, key in run.columns] for m in MODELS]
+    return [
         "## pass@k on HumanEval (plain tasks)",
         "",
-        _table(["model"] + [label for label, _, _ in columns], rows),
+        _table(["model"] + [label for label, _, _ in run.columns], rows),
         "",
         (
-            f"pass@k is the unbiased estimator over {settings['n_samples']} samples per problem; greedy pass@1 is "
+            f"pass@k is the unbiased estimator over {run.settings['n_samples']} samples per problem; greedy pass@1 is "
             "the share of problems whose one greedy completion passes every test."
         ),
         "",
@@ -453,36 +491,40 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
     ]
 
-    # ---- incremental
+
+def incremental_section(run: DemoRun) -> list[str]:
+    """Incremental pass@1 by fraction of the body given, the share that parses, and a task each model finished."""
+    incremental, parse_rates = run.incremental, run.parse_rates
+    top_bin = bin_name(*FRACTION_BINS[-1])
     rows = []
     for lo, hi in FRACTION_BINS:
         cells = [incremental[m].get("by_fraction", {}).get(bin_name(lo, hi), {}) for m in MODELS]
         n = max((c.get("n_tasks", 0) for c in cells), default=0)
         rows.append([fraction_label(lo, hi)] + [_pct(c.get("pass@1")) for c in cells] + [str(n)])
-    rows.append(["all"] + [_pct(incremental[m].get("pass@1")) for m in MODELS] + [str(n_inc_tasks)])
-    md += [
+    rows.append(["all"] + [_pct(incremental[m].get("pass@1")) for m in MODELS] + [str(run.n_inc_tasks)])
+    md = [
         "## Incremental pass@1 by fraction of the solution given",
         "",
         (
             "Task t_i of a problem gives the first i non-empty lines of the reference body as already written "
             "and asks for the rest (t_0 is the plain task). Tasks are grouped by i / L, L the body's non-empty lines. "
-            f"The tasks are those of {inc_subset}."
+            f"The tasks are those of {run.inc_subset}."
         ),
         "",
-        _table(["fraction given", *(labels[m] for m in MODELS), "tasks"], rows),
+        _table(["fraction given", *(run.labels[m] for m in MODELS), "tasks"], rows),
         "",
         (
             f"Completions that at least parse (and so run to the tests): {_pct(parse_rates['separated']['all'])} "
             f"(separated) vs {_pct(parse_rates['baseline']['all'])} (baseline) over all tasks; "
             f"{_pct(parse_rates['separated'].get(top_bin))} vs {_pct(parse_rates['baseline'].get(top_bin))} "
-            f"with {top_words} of the body given."
+            f"with {_top_words()} of the body given."
         ),
         "",
         "![incremental pass@1](plots/incremental.png)",
         "",
     ]
     for m in MODELS:
-        ex = _example(results[m]["incremental"])
+        ex = _example(run.results[m]["incremental"])
         if ex:
             md += [
                 (
@@ -495,14 +537,17 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
                 "```",
                 "",
             ]
+    return md
 
-    # ---- outcomes: what a near-zero pass rate is made of
+
+def outcomes_section(run: DemoRun) -> list[str]:
+    """How the completions fail: what a near-zero pass rate is made of."""
     rows = []
     for m in MODELS:
         for kind in ("sampled", "incremental"):
-            found = [outcome(r) for r in results[m][kind]]
+            found = [outcome(r) for r in run.results[m][kind]]
             rows.append([m, kind] + [_pct(found.count(o) / len(found)) for o in OUTCOMES] + [str(len(found))])
-    md += [
+    return [
         "## How the completions fail",
         "",
         (
@@ -514,26 +559,28 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
     ]
 
-    # ---- loss
+
+def loss_section(run: DemoRun) -> list[str]:
+    """The first and last logged loss per modality of every training run."""
     rows = []
     for name, records, key in (
-        ("backbone", backbone, "loss_nl"),
-        ("backbone", backbone, "loss_code"),
-        *((m, further[m], key) for m in MODELS for key in ("loss_nl", "loss_code")),
+        ("backbone", run.backbone, "loss_nl"),
+        ("backbone", run.backbone, "loss_code"),
+        *((m, run.further[m], key) for m in MODELS for key in ("loss_nl", "loss_code")),
     ):
         fl = _first_last(records, key)
         if fl:
             rows.append([name, "NL" if key == "loss_nl" else "code", f"{fl[0]:.3f}", f"{fl[1]:.3f}",
                          str(records[-1]["step"]), f"{records[-1].get('tokens_seen', 0):,}"])  # fmt: skip
-    md += [
+    return [
         "## Training loss per modality",
         "",
         _table(["run", "tokens", "first logged loss", "last logged loss", "steps", "tokens seen"], rows),
         "",
         (
             ""
-            if any("loss_nl" in r for m in MODELS for r in further[m])
-            else f"{further_objective} trains only on code tokens, so the further pre-trainings have no NL loss. "
+            if any("loss_nl" in r for m in MODELS for r in run.further[m])
+            else f"{run.further_objective} trains only on code tokens, so the further pre-trainings have no NL loss. "
         )
         + (
             "The separated model's code loss normalises over the code vocabulary (the shared rows plus the code "
@@ -544,12 +591,13 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
     ]
 
-    md += watch_section(out, labels, plots, times)
 
-    # ---- similarity
+def similarity_section(run: DemoRun) -> list[str]:
+    """How far the separated tokens' code rows moved from their NL rows, during training and at its end."""
+    curve, final = run.curve, run.final
     lowest = ", ".join(f"`{t!r}` {c:.2f}" for t, c in final[:8])
     highest = ", ".join(f"`{t!r}` {c:.2f}" for t, c in final[-5:][::-1])
-    md += [
+    return [
         "## NL vs code embeddings of the separated tokens",
         "",
         (
@@ -564,13 +612,47 @@ def write_report(out: Path, settings: dict | None = None) -> Path:
         "",
     ]
 
-    from mmpt.eval.score import report_section  # torch: only here
 
-    md += report_section(out / "eval")  # separated vs baseline by `mmpt score`, when the demo ran it
+def score_section(out: Path, a: str = "separated", b: str = "baseline") -> list[str]:
+    """Separated vs baseline by `mmpt score` (the NLL of the reference solutions); none when the demo did not run it."""
+    # mmpt.eval.score imports torch at its top: imported here, `mmpt report --help` stays light
+    from mmpt.eval.score import compare, compare_text, read_scores
 
-    # ---- time
-    md += ["## Where the time went", "", timing_table(times), ""]
+    p = Paths(out)
+    paths = [p.score(a), p.score(b)]
+    if not all(path.exists() for path in paths):
+        return []
+    result = compare(read_scores(paths[0]), read_scores(paths[1]))
+    return [
+        "## Likelihood of the reference solutions (`mmpt score`)",
+        "",
+        ("pass@k is 0 for models this small; the mean negative log-likelihood per code token of each "
+         "problem's reference body (given the prompt, code-vocabulary softmax) separates them at any scale. "
+         "Lower is better."),
+        "",
+        compare_text(result, a, b),
+        "",
+    ]  # fmt: skip
 
+
+def write_report(out: Path, settings: dict | None = None) -> Path:
+    """Write OUT/report.md and OUT/plots/*.png from a demo run folder; returns the report's path."""
+    out = Path(out)
+    run = read_demo_run(out, settings)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    write_plots(run, plots)
+    md = ["# mmpt demo report", ""]
+    md += what_ran_section(run)
+    md += headline_section(run)
+    md += passk_section(run)
+    md += incremental_section(run)
+    md += outcomes_section(run)
+    md += loss_section(run)
+    md += watch_section(out, run.labels, plots, run.times)
+    md += similarity_section(run)
+    md += score_section(out)
+    md += ["## Where the time went", "", timing_table(run.times), ""]
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path

@@ -41,12 +41,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt.cli import command_parser
+from mmpt.data.extract import extract_pairs
+from mmpt.data.prepare import PrepareConfig, prepare
+from mmpt.data.tokenizer import train_tokenizer
+from mmpt.demo.layout import KINDS, MODELS, Paths
+from mmpt.demo.report import timing_table, write_report
+from mmpt.demo.timing import clock, cpu_seconds, read_times
+from mmpt.distributed import free_port
 from mmpt.jsonl import read_json, write_json
 
-PACKAGE = Path(__file__).resolve().parents[1]  # mmpt/, in a checkout or an installed wheel
 TRAIN_CONFIG = "configs/tiny-cpu.yaml"  # shipped (mmpt.shipped): the tiny architecture and its optimiser
-MODELS = ("separated", "baseline")  # the two further pre-trainings compared in the report
-KINDS = ("greedy", "sampled", "incremental")  # what each of them generates for
 
 
 class DemoError(RuntimeError):
@@ -139,17 +143,12 @@ class Stage:
     run: Callable[[Path], None]
 
 
-def _clock(seconds: float) -> str:
-    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
-
-
 def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Run the stages in order, skipping those with a marker; {name: seconds} of every stage.
 
     A failing stage raises DemoError naming the stage and its log; nothing after it runs. A stage's
     marker holds its wall seconds and its CPU seconds (this process's and its waited-for children's).
     """
-    from mmpt.demo.batch import cpu_seconds
 
     def cpu() -> float:
         return cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN)
@@ -165,7 +164,7 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
             echo(f"{head}: done earlier, skipped ({marker})")
             continue
         log = out / "logs" / f"{stage.name}.log"
-        echo(f"\n{head}  (log: {log}, demo time {_clock(time.monotonic() - start)})")
+        echo(f"\n{head}  (log: {log}, demo time {clock(time.monotonic() - start)})")
         t0, c0 = time.monotonic(), cpu()
         try:
             stage.run(log)
@@ -178,7 +177,7 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
         seconds = time.monotonic() - t0
         times[stage.name] = seconds
         write_json(marker, {"seconds": seconds, "cpu_seconds": cpu() - c0, "finished": time.time()}, indent=None)
-        echo(f"{head}: done in {_clock(seconds)} (demo time {_clock(time.monotonic() - start)})")
+        echo(f"{head}: done in {clock(seconds)} (demo time {clock(time.monotonic() - start)})")
     return times
 
 
@@ -214,8 +213,6 @@ def torchrun(ranks: int, module_args: list[str]) -> list[str]:
 
 def deepspeed(ranks: int, module_args: list[str]) -> list[str]:
     """`deepspeed --num_gpus RANKS --module MODULE ARGS` on a free port (the launcher's default 29500 may be taken)."""
-    from mmpt.distributed import free_port  # the project's one copy
-
     return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),
             "--master_port", str(free_port()), "--module", *module_args]  # fmt: skip
 
@@ -226,25 +223,6 @@ def deepspeed(ranks: int, module_args: list[str]) -> list[str]:
 def _one_thread() -> dict[str, str]:
     # one thread per rank: on 2 shared cores, two ranks with two threads each stall on each other
     return {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-class Paths:
-    """Where each stage writes, under OUT."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.pairs = out / "data" / "pairs.jsonl"
-        self.tokenizer = out / "data" / "tokenizer"
-        self.data = {"none": out / "data" / "none", "partial": out / "data" / "partial"}
-        self.backbone = out / "backbone"
-        self.run = {"separated": out / "separated", "baseline": out / "baseline"}
-        self.eval = out / "eval"
-
-    def samples(self, model: str, kind: str) -> Path:
-        return self.eval / model / f"{kind}.samples.jsonl"
-
-    def results(self, model: str, kind: str) -> Path:
-        return self.eval / model / f"{kind}.results.jsonl"
 
 
 def _train_argv(config: DemoConfig, steps: int, learning_rate: float, checkpoints: int = 2, **fields) -> list[str]:
@@ -286,22 +264,16 @@ def build_stages(config: DemoConfig) -> list[Stage]:
     env = _one_thread()
 
     def pairs(log: Path) -> None:
-        from mmpt.data.extract import extract_pairs
-
         summary = extract_pairs(list(config.sources), p.pairs, workers=config.ranks)
         print(f"{p.pairs}: {summary.render()}")
         log.write_text(summary.render() + "\n")
 
     def tokenizer(log: Path) -> None:
-        from mmpt.data.tokenizer import train_tokenizer
-
         tok = train_tokenizer(p.pairs, config.vocab_size, p.tokenizer)
         print(f"{p.tokenizer}: {len(tok)} tokens")
 
-    def prepare(separation: str) -> Callable[[Path], None]:
+    def pack(separation: str) -> Callable[[Path], None]:
         def run(log: Path) -> None:
-            from mmpt.data.prepare import PrepareConfig, prepare
-
             meta = prepare(PrepareConfig(str(p.pairs), str(p.tokenizer), str(p.data[separation]), separation,
                                          max_seq_length=config.max_seq_length))  # fmt: skip
             shown = {k: meta[k] for k in ("instances", "dropped_too_long", "rows", "tokens", "separated_tokens")}
@@ -331,8 +303,8 @@ def build_stages(config: DemoConfig) -> list[Stage]:
     return [
         Stage("pairs", f"extract NL→code pairs from {', '.join(config.sources)}", pairs),
         Stage("tokenizer", f"train a {config.vocab_size}-token byte-level BPE", tokenizer),
-        Stage("prepare-none", "pack rows without separation", prepare("none")),
-        Stage("prepare-partial", "pack rows with partial separation (same tokenizer)", prepare("partial")),
+        Stage("prepare-none", "pack rows without separation", pack("none")),
+        Stage("prepare-partial", "pack rows with partial separation (same tokenizer)", pack("partial")),
         _launch_stage(
             config, "train",
             f"pre-train the backbone from random init ({config.backbone_steps} steps, Text-Code CLM, no separation), "
@@ -377,7 +349,7 @@ def _generate_argv(config: DemoConfig, p: Paths, model: str, kind: str) -> list[
 def _score_argv(p: Paths, model: str) -> list[str]:
     # every problem: one forward pass each, cheap
     return ["score", "--model", str(p.run[model] / "final"), "--benchmark", "humaneval",
-            "--out", str(p.eval / model / "score.jsonl"), "--no-progress"]  # fmt: skip
+            "--out", str(p.score(model)), "--no-progress"]  # fmt: skip
 
 
 def _watch_stage(config: DemoConfig, p: Paths, env: dict) -> Stage:
@@ -413,8 +385,6 @@ def _execute_stage(config: DemoConfig, p: Paths, model: str, kind: str, env: dic
 
 
 def _report(config: DemoConfig, p: Paths) -> None:
-    from mmpt.demo.report import write_report
-
     path = write_report(config.out, settings=_settings(config))
     print(f"report: {path}")
 
@@ -496,10 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     except DemoError as e:
         print(f"\nmmpt demo: {e}", file=sys.stderr)
         return 1
-    from mmpt.demo.report import read_times, timing_table
-
     print(f"\n{timing_table(read_times(config.out))}")
-    print(f"\nmmpt demo: finished in {_clock(time.monotonic() - start)}; open {config.out / 'report.md'}")
+    print(f"\nmmpt demo: finished in {clock(time.monotonic() - start)}; open {config.out / 'report.md'}")
     return 0
 
 

@@ -36,7 +36,7 @@ from mmpt.data.instances import encode_prompt, sentinel_ids
 from mmpt.distributed import detect
 from mmpt.eval import paper
 from mmpt.eval.completion import CodeText, end_of_function
-from mmpt.eval.engines import ENGINES, Checkpoint, Engine, SamplingConfig, pick_engine, sample_seed
+from mmpt.eval.engines import ENGINES, Engine, SamplingConfig, ServedModel, pick_engine, sample_seed
 from mmpt.eval.engines.ours import context_length
 from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import (
@@ -50,7 +50,7 @@ from mmpt.eval.samples import (
     wait_for_all,
 )
 from mmpt.jsonl import JsonlAppender
-from mmpt.model.checkpoint_folder import PROMPT_STYLES, read_folder
+from mmpt.model.folder import PROMPT_STYLES, read_folder
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,11 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def open_checkpoint(model_dir: Path) -> Checkpoint:
+def open_checkpoint(model_dir: Path) -> ServedModel:
     """What the engines need of a checkpoint folder, without loading its weights."""
     tokenizer, smap, meta = read_folder(model_dir)
     sentinels = sentinel_ids(tokenizer)
-    return Checkpoint(
+    return ServedModel(
         directory=model_dir,
         tokenizer=tokenizer,
         smap=smap,
@@ -102,7 +102,7 @@ def open_checkpoint(model_dir: Path) -> Checkpoint:
     )
 
 
-def open_engine(name: str, config: GenerateConfig, checkpoint: Checkpoint, text: CodeText, ends_by_text: bool = True) -> Engine:
+def open_engine(name: str, config: GenerateConfig, checkpoint: ServedModel, text: CodeText, ends_by_text: bool = True) -> Engine:
     """The engine `name` (ours | vllm) on this rank's device; `ends_by_text`: stop at the end of the
     function as well as at <eot> (not for flattened text, which has no line breaks)."""
     where = detect()
@@ -129,7 +129,7 @@ def settings_of(config: GenerateConfig, engine: str, style: str = "mmpt") -> dic
     return settings
 
 
-def encode_prompts(checkpoint: Checkpoint, problems: list[Problem], style: str) -> tuple[list[list[int]], list]:
+def encode_prompts(checkpoint: ServedModel, problems: list[Problem], style: str) -> tuple[list[list[int]], list]:
     """(prompt ids, per-prompt extra) of `problems` under prompt style `style`, exactly as the engine
     gets them. extra: paper, where the decoded text starts (`paper.prompt_ids`); mmpt on a flat
     checkpoint, the indentation level the completion continues from; else None."""
@@ -155,7 +155,7 @@ def completion_text(text: CodeText, prompt: list[int], generated: list[int], fla
     return decoded if cut is None else decoded[:cut]
 
 
-def paper_record(checkpoint: Checkpoint, problem: Problem, completion_id: int, prompt: list[int], start: int,
+def paper_record(checkpoint: ServedModel, problem: Problem, completion_id: int, prompt: list[int], start: int,
                  ids: list[int], budget: int, settings: dict) -> dict:  # fmt: skip
     """The record of one sample under prompt style paper: the official decoding of GIVEN + the
     generated ids cut to the sample's budget (no `<eot>` within it: the last character is dropped)."""

@@ -225,7 +225,7 @@ def resolve_style(requested: str | None, model_dir: str | Path | None) -> str:
         if requested not in PROMPT_STYLES:
             raise ValueError(f"--prompt-style must be one of {PROMPT_STYLES}, got {requested!r}")
         return requested
-    from mmpt.model.checkpoint_folder import CheckpointMeta
+    from mmpt.model.folder import CheckpointMeta
 
     return CheckpointMeta.load(model_dir).prompt_style if model_dir is not None else "mmpt"
 

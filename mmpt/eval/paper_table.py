@@ -36,7 +36,7 @@ from mmpt.eval import generate, passk
 from mmpt.eval.sandbox import execute
 from mmpt.import_checkpoint import CheckpointImportError, import_checkpoint, resolve_source
 from mmpt.jsonl import read_json, write_json
-from mmpt.model.checkpoint_folder import CheckpointMeta
+from mmpt.model.folder import CheckpointMeta
 
 BENCHMARKS = ("humaneval", "mbpp")
 BACKBONES = {"gpt_neo": "PyCodeGPT", "mmpt_pangu": "PanGu-Coder"}  # model_type → the paper's name

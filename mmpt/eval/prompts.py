@@ -16,7 +16,7 @@ from mmpt.cli import command_parser
 from mmpt.eval import paper
 from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.jsonl import write_jsonl
-from mmpt.model.checkpoint_folder import PROMPT_STYLES
+from mmpt.model.folder import PROMPT_STYLES
 
 
 def prompt_records(model: Path, problems: list[Problem], style: str) -> list[dict]:

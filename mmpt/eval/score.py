@@ -37,7 +37,7 @@ from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import merge, rank_file, records_on_disk, shard, wait_for_all
 from mmpt.jsonl import JsonlAppender, read_jsonl, require
 from mmpt.model.attention import packed_forward
-from mmpt.model.checkpoint_folder import PROMPT_STYLES
+from mmpt.model.folder import PROMPT_STYLES
 from mmpt.model.split_embeddings import restrict_to_code
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -254,21 +254,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def report_section(eval_dir: Path, a: str = "separated", b: str = "baseline") -> list[str]:
-    """Markdown lines comparing EVAL_DIR/{a,b}/score.jsonl (the demo report); none when either is missing."""
-    paths = [Path(eval_dir) / name / "score.jsonl" for name in (a, b)]
-    if not all(p.exists() for p in paths):
-        return []
-    result = compare(read_scores(paths[0]), read_scores(paths[1]))
-    return [
-        "## Likelihood of the reference solutions (`mmpt score`)",
-        "",
-        ("pass@k is 0 for models this small; the mean negative log-likelihood per code token of each "
-         "problem's reference body (given the prompt, code-vocabulary softmax) separates them at any scale. "
-         "Lower is better."),
-        "",
-        compare_text(result, a, b),
-        "",
-    ]  # fmt: skip

@@ -4,7 +4,7 @@
     mmpt watch runs/x --benchmark humaneval --n 20 --temperature 0.8 --top-p 0.95 --poll-s 300
     sbatch slurm/watch.sh runs/x --benchmark humaneval --greedy           (a job beside slurm/pretrain.sh)
 
-Every complete checkpoint of OUTPUT_DIR (`checkpoints/step_N` with its `complete.json`, `mmpt.checkpoint`;
+Every complete checkpoint of OUTPUT_DIR (`checkpoints/step_N` with its `complete.json`, `mmpt.train_checkpoints`;
 one being written has none and is not read), oldest first: exported to Hugging Face (`mmpt.export`) in
 OUTPUT_DIR/watch/NAME/step_N/model, `mmpt generate` with the options given here (its own, shared),
 the export deleted, `mmpt execute` in the sandbox, pass@k (`mmpt.eval.passk`). Then the scalars
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic, sleep, time
 
-from mmpt import checkpoint
+from mmpt import run_dir, train_checkpoints
 from mmpt.cli import command_parser
 from mmpt.distributed import detect
 from mmpt.eval import generate
@@ -110,7 +110,7 @@ def say(message: str) -> None:
 
 def step_of(ckpt: Path) -> int:
     """The step a complete checkpoint's marker records."""
-    return int(read_json(ckpt / checkpoint.MARKER, dict)["step"])
+    return int(read_json(ckpt / train_checkpoints.MARKER, dict)["step"])
 
 
 def files_of(ckpt: Path) -> set[str]:
@@ -120,8 +120,8 @@ def files_of(ckpt: Path) -> set[str]:
 
 def last_activity(run: Path) -> float:
     """When the run last wrote anything the watcher can see: its state, metrics, checkpoints (mtime)."""
-    root = checkpoint.checkpoints_dir(run)
-    paths = [run / checkpoint.RUN_STATE, run / "metrics.jsonl", root]
+    root = train_checkpoints.checkpoints_dir(run)
+    paths = [run / run_dir.RUN_STATE, run / "metrics.jsonl", root]
     try:
         paths += list(root.iterdir())  # a save in progress changes its step folder
     except FileNotFoundError:
@@ -172,7 +172,7 @@ class RunWatch:
     def pending(self) -> list[Path]:
         """Complete checkpoints not scored yet, oldest first."""
         todo = []
-        for ckpt in checkpoint.list_complete(self.run):
+        for ckpt in train_checkpoints.list_complete(self.run):
             try:
                 step = step_of(ckpt)
             except FileNotFoundError:
@@ -184,7 +184,7 @@ class RunWatch:
     def look(self) -> bool:
         """Score what is new; True when this run is done (`self.ended` says why)."""
         # the state first: a run that says finished saved its last checkpoint before saying so
-        state = checkpoint.read_run_state(self.run)
+        state = run_dir.read_run_state(self.run)
         for ckpt in self.pending():
             self.score(ckpt)
         now, where = state["state"], f"step {state['step']}" if "step" in state else "no step yet"

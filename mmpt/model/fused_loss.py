@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping
 import torch
 
 from mmpt.modality import CODE
+from mmpt.model.attention import _hf_model, packed_forward
 from mmpt.model.loss import LossSums, check_shapes
 from mmpt.objectives import loss_index
 
@@ -161,8 +162,6 @@ def packed_loss(
     batch["modality"], nl_mask, code_mask)`; `model` may be a DeepSpeed engine (any ZeRO stage).
     `batch["loss_index"]` (the collator's, optional) spares the device a `nonzero`.
     """
-    from mmpt.model.attention import _hf_model, packed_forward
-
     hf = _hf_model(model)
     head = hf.get_output_embeddings()
     if not isinstance(head, torch.nn.Linear):

@@ -3,7 +3,7 @@
 The id map itself is `mmpt.data.separation.SeparationMap`; prompts are remapped by
 `mmpt.data.instances.encode_prompt`. This module puts the map into a model (`extend_model`),
 restricts generation to the code vocabulary (`restrict_to_code`), decodes copies back to text
-(`decode_code`); the map is saved beside every checkpoint by `mmpt.model.checkpoint_folder`.
+(`decode_code`); the map is saved beside every checkpoint by `mmpt.model.folder`.
 """
 
 from __future__ import annotations

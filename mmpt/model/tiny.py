@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import torch
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import WhitespaceSplit
 
 from mmpt.modality import COMMENTS, EOT, MASK, PAD, PYTHON
 
@@ -37,9 +40,6 @@ TINY_CONFIGS: dict[str, dict] = {
 
 def tiny_tokenizer():
     """An in-memory word-level tokenizer with the sentinels (64 tokens), for random models."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
     from transformers import PreTrainedTokenizerFast
 
     words = [PAD, COMMENTS, PYTHON, EOT, MASK, "<unk>"] + [f"w{i}" for i in range(58)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmpt.demo import batch
+from mmpt.demo import batch, timing
 
 SOURCE = 'def add(a, b):\n    """Add two numbers and return the sum."""\n    return a + b\n'
 
@@ -23,7 +23,7 @@ def test_commands_run_in_turn_and_a_rerun_skips_the_finished(tmp_path: Path) -> 
     path = plan(tmp_path, [("first", [*extract, str(one)]), ("second", [*extract, str(two)])])
     assert batch.main([str(path), "--local_rank=0"]) == 0  # the deepspeed launcher's flag is dropped
     assert one.read_text().count("\n") == 1 and two.exists()
-    done = batch.finished(tmp_path / "done")
+    done = timing.finished(tmp_path / "done")
     assert list(done) == ["first", "second"] and all(t["seconds"] >= 0 and t["cpu_seconds"] >= 0 for t in done.values())
 
     one.unlink()
@@ -36,7 +36,7 @@ def test_a_failing_command_stops_the_batch_unrecorded(tmp_path: Path, capsys) ->
                            ("after", ["extract", "--help"])])  # fmt: skip
     assert batch.main([str(path)]) == 2
     assert "bad (`mmpt extract" in capsys.readouterr().err
-    assert batch.finished(tmp_path / "done") == {}
+    assert timing.finished(tmp_path / "done") == {}
 
 
 def test_finished_takes_the_slowest_rank_and_sums_cpu(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_finished_takes_the_slowest_rank_and_sums_cpu(tmp_path: Path) -> None:
             "".join(json.dumps({"name": n, "rank": rank, "seconds": s, "cpu_seconds": c}) + "\n" for n, s, c in records)
         )
     # c: rank 0 has not finished it, so it is not done
-    assert batch.finished(tmp_path / "done") == {
+    assert timing.finished(tmp_path / "done") == {
         "a": {"seconds": 10.0, "cpu_seconds": 15.0},
         "b": {"seconds": 6.0, "cpu_seconds": 9.0},
     }

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mmpt.demo import stages as demo
-from mmpt.demo.batch import finished
+from mmpt.demo.layout import MODELS
+from mmpt.demo.timing import finished
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,7 +114,7 @@ def test_quick_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert "| · score-baseline |" in proc.stdout and "| **total** |" in proc.stdout  # the timing table, printed
     backbone = [json.loads(line) for line in (out / "backbone" / "metrics.jsonl").read_text().splitlines()]
     assert backbone[-1]["loss"] < backbone[0]["loss"]
-    for model in demo.MODELS:
+    for model in MODELS:
         assert str(out / "backbone" / "final") in (out / model / "train_config.yaml").read_text()
         assert (out / model / "final" / "model.safetensors").exists()
     # generation: plain limited to 3 problems x (1 greedy, 2 sampled); incremental over 2 problems
@@ -126,10 +127,10 @@ def test_quick_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     # the watch stage: a point per checkpoint of each further pre-training (4 steps, 2 checkpoints), in TensorBoard
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from mmpt.checkpoint import list_complete
     from mmpt.eval.watch import read_scores
+    from mmpt.train_checkpoints import list_complete
 
-    for model in demo.MODELS:
+    for model in MODELS:
         saved = [int(c.name.removeprefix("step_")) for c in list_complete(out / model)]
         assert saved == [2, 4] and [r["step"] for r in read_scores(out / model, "humaneval")] == saved
         events = EventAccumulator(str(out / model / "tensorboard" / "watch-humaneval"))

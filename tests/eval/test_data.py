@@ -41,7 +41,7 @@ def test_mbpp_commands_run_offline_without_a_data_file(tmp_path):
 
     from mmpt.data.separation import SeparationMap
     from mmpt.data.tokenizer import load_tokenizer
-    from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
+    from mmpt.model.folder import CheckpointMeta, save_model
 
     tokenizer = load_tokenizer(str(Path(__file__).resolve().parents[1] / "assets" / "tokenizer"))
     torch.manual_seed(0)

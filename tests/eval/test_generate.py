@@ -19,7 +19,7 @@ from mmpt.eval.engines.ours import Decoder, load_checkpoint
 from mmpt.eval.generate import GenerateConfig, main, run
 from mmpt.eval.problems import Problem
 from mmpt.eval.samples import read_records
-from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
+from mmpt.model.folder import CheckpointMeta, save_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ from mmpt.eval import paper
 from mmpt.eval.prompts import main as prompts_main
 from mmpt.eval.prompts import prompt_records
 from mmpt.import_checkpoint import import_checkpoint
-from mmpt.model.checkpoint_folder import CheckpointMeta
+from mmpt.model.folder import CheckpointMeta
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DATA = json.loads((ASSETS / "paper_prompts.json").read_text())

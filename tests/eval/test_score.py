@@ -27,7 +27,7 @@ from mmpt.eval.score import (
     scored_instance,
     summarize,
 )  # fmt: skip
-from mmpt.model.checkpoint_folder import CheckpointMeta, save_model
+from mmpt.model.folder import CheckpointMeta, save_model
 
 REPO = Path(__file__).resolve().parents[2]
 PROBLEMS = load_problems("humaneval", limit=6)
@@ -58,7 +58,7 @@ def partial(tmp_path_factory) -> Path:
 
 def _by_hand(ckpt: Path) -> dict[str, float]:
     """Each reference scored alone with the stock model's own causal forward (no packing, no padding)."""
-    from mmpt.model.checkpoint_folder import load_model
+    from mmpt.model.folder import load_model
 
     model, tokenizer, smap = load_model(ckpt, attn_implementation="eager")
     meta = CheckpointMeta.load(ckpt)

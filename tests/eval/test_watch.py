@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmpt import checkpoint
+from mmpt import run_dir, train_checkpoints
 from mmpt.distributed import free_port
 from mmpt.eval import watch
 from mmpt.eval.problems import load_problems
@@ -87,7 +87,7 @@ def trained(tmp_path_factory) -> dict:
 
     _needs_bwrap()
     root = tmp_path_factory.mktemp("watch")
-    ds = json.loads((ROOT / "mmpt" / "ds_configs" / "zero3.json").read_text())
+    ds = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
     (root / "zero3.json").write_text(json.dumps(ds))
     make_pairs(root / "pairs.jsonl", n=40)
     prepare(PrepareConfig(str(root / "pairs.jsonl"), str(ASSETS / "tokenizer"), str(root / "data"), "partial", max_seq_length=96))
@@ -125,12 +125,12 @@ def _copy(trained: dict, tmp_path: Path, keep_watch: bool = True) -> Path:
 
 def test_one_scalar_per_saved_checkpoint_at_its_step(trained):
     run = trained["run"]
-    saved = [checkpoint.step_dir_name(s) for s in range(SAVE_STEPS, STEPS + 1, SAVE_STEPS)]
-    assert sorted(p.name for p in checkpoint.list_complete(run)) == saved  # what the run saved, all kept
+    saved = [train_checkpoints.step_dir_name(s) for s in range(SAVE_STEPS, STEPS + 1, SAVE_STEPS)]
+    assert sorted(p.name for p in train_checkpoints.list_complete(run)) == saved  # what the run saved, all kept
     points = scalars(run)
     assert [step for step, _ in points] == list(range(SAVE_STEPS, STEPS + 1, SAVE_STEPS)), trained["log"][-3000:]
     for (step, value), record in zip(points, records(run)):
-        results = run / "watch" / "humaneval" / checkpoint.step_dir_name(step) / "plain.results.jsonl"
+        results = run / "watch" / "humaneval" / train_checkpoints.step_dir_name(step) / "plain.results.jsonl"
         passed = [json.loads(line)["passed"] for line in results.read_text().splitlines()]
         assert len(passed) == 2 and record["step"] == step and record["n_tasks"] == 2
         assert value == pytest.approx(sum(passed) / len(passed)) == pytest.approx(record["pass@1"])  # greedy: n = 1
@@ -164,7 +164,7 @@ def test_a_rotated_away_checkpoint_is_skipped_not_an_error(trained, tmp_path, mo
     real = watch.export_checkpoint
 
     def rotated_mid_export(ckpt, out):
-        if ckpt.name == checkpoint.step_dir_name(4):
+        if ckpt.name == train_checkpoints.step_dir_name(4):
             shutil.rmtree(ckpt)  # what the run's rotation does while the export reads it
         return real(ckpt, out)
 
@@ -189,21 +189,21 @@ def test_a_checkpoint_being_written_is_not_read_and_the_watch_ends_with_the_run(
     """The run goes on after step 6: a save in progress (no marker yet: its files are not
     readable), then complete, then the run finishes. Each of the watcher's pauses moves the run on."""
     run = _copy(trained, tmp_path)
-    write_json(run / checkpoint.RUN_STATE, {"state": "running", "step": 6})
-    step8 = run / "checkpoints" / checkpoint.step_dir_name(8)
+    write_json(run / run_dir.RUN_STATE, {"state": "running", "step": 6})
+    step8 = run / "checkpoints" / train_checkpoints.step_dir_name(8)
 
     def half_written():
         step8.mkdir()
-        for f in (run / "checkpoints" / checkpoint.step_dir_name(6)).iterdir():
-            if f.is_file() and f.name != checkpoint.MARKER:
+        for f in (run / "checkpoints" / train_checkpoints.step_dir_name(6)).iterdir():
+            if f.is_file() and f.name != train_checkpoints.MARKER:
                 (step8 / f.name).write_bytes(b"half written")  # unreadable: reading it would fail
 
     def completed():
         shutil.rmtree(step8)
-        shutil.copytree(run / "checkpoints" / checkpoint.step_dir_name(6), step8)
-        write_json(step8 / checkpoint.MARKER, {"step": 8, "world_size": 2})
+        shutil.copytree(run / "checkpoints" / train_checkpoints.step_dir_name(6), step8)
+        write_json(step8 / train_checkpoints.MARKER, {"step": 8, "world_size": 2})
 
-    moves = [half_written, completed, lambda: write_json(run / checkpoint.RUN_STATE, {"state": "finished", "step": 8})]
+    moves = [half_written, completed, lambda: write_json(run / run_dir.RUN_STATE, {"state": "finished", "step": 8})]
     pauses = []
 
     def pause(seconds):
@@ -223,7 +223,7 @@ def _fake_run(tmp_path: Path, state: dict | None) -> Path:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     if state is not None:
-        write_json(run / checkpoint.RUN_STATE, state)
+        write_json(run / run_dir.RUN_STATE, state)
     return run
 
 
@@ -231,7 +231,7 @@ def test_a_stopped_or_failed_run_ends_the_watch_unless_a_stopped_one_is_followed
     run = _fake_run(tmp_path, {"state": "failed", "step": 3})
     assert watch.main([str(run), *WATCH_ARGS, "--follow"]) == 0
     assert "the run failed at step 3; 0 checkpoint(s) scored" in capsys.readouterr().err
-    write_json(run / checkpoint.RUN_STATE, {"state": "stopped", "step": 40})
+    write_json(run / run_dir.RUN_STATE, {"state": "stopped", "step": 40})
     assert watch.main([str(run), *WATCH_ARGS]) == 0
     assert "the run stopped (a save request) at step 40; 0 checkpoint(s) scored" in capsys.readouterr().err
     resumed = iter([{"state": "running", "step": 40}, {"state": "finished", "step": 80}])
@@ -239,7 +239,7 @@ def test_a_stopped_or_failed_run_ends_the_watch_unless_a_stopped_one_is_followed
 
     def pause(seconds):
         pauses.append(seconds)
-        write_json(run / checkpoint.RUN_STATE, next(resumed))
+        write_json(run / run_dir.RUN_STATE, next(resumed))
 
     monkeypatch.setattr(watch, "sleep", pause)
     assert watch.main([str(run), *WATCH_ARGS, "--follow", "--poll-s", "3"]) == 0
@@ -251,7 +251,7 @@ def test_a_stopped_or_failed_run_ends_the_watch_unless_a_stopped_one_is_followed
 def test_a_run_that_died_unannounced_ends_the_watch_after_the_idle_timeout(tmp_path, monkeypatch, capsys):
     run = _fake_run(tmp_path, {"state": "running", "step": 12})
     past = time.time() - 100
-    os.utime(run / checkpoint.RUN_STATE, (past, past))
+    os.utime(run / run_dir.RUN_STATE, (past, past))
     os.utime(run / "checkpoints", (past, past))
     clock = iter(itertools.count(time.time(), 30.0))
     monkeypatch.setattr(watch, "time", lambda: next(clock))  # 30 s pass between looks
@@ -283,9 +283,9 @@ def test_pass_at_k_of_sampled_and_incremental_tasks_from_their_sandboxed_results
     executed in the sandbox without the checkpoint, and every k that n allows is logged, exactly."""
     _needs_bwrap()
     run = _fake_run(tmp_path, {"state": "finished", "step": 10})
-    ckpt = run / "checkpoints" / checkpoint.step_dir_name(10)
+    ckpt = run / "checkpoints" / train_checkpoints.step_dir_name(10)
     ckpt.mkdir()
-    write_json(ckpt / checkpoint.MARKER, {"step": 10})  # no weights: it must not be read
+    write_json(ckpt / train_checkpoints.MARKER, {"step": 10})  # no weights: it must not be read
     work = run / "watch" / "humaneval" / ckpt.name
     work.mkdir(parents=True)
     plain = load_problems("humaneval", limit=2)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mmpt.data.separation import SeparationMap
-from mmpt.model.checkpoint_folder import CheckpointMeta
+from mmpt.model.folder import CheckpointMeta
 
 ENGINES = ("auto", "ours", "vllm")
 
@@ -44,8 +44,8 @@ def sample_seed(seed: int, task_id: str, completion_id: int) -> int:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """What every engine must know of an exported checkpoint besides its weights."""
+class ServedModel:
+    """What every engine must know of the model folder it serves, besides its weights."""
 
     directory: Path  # the Hugging Face folder written by `mmpt export`
     tokenizer: object

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from mmpt.eval.engines import Checkpoint, SamplingConfig
-from mmpt.model import checkpoint_folder
+from mmpt.eval.engines import SamplingConfig, ServedModel
+from mmpt.model import folder
 from mmpt.model.attention import (
     attn_implementation,
     check_supported,
@@ -268,7 +268,7 @@ def load_checkpoint(model_dir: Path, device: torch.device):
     """(model, tokenizer, smap, meta) of a checkpoint folder, the model in eval mode on `device`
     (its saved dtype on CUDA, fp32 on CPU)."""
     dtype = "auto" if device.type == "cuda" else torch.float32
-    model, tokenizer, smap, meta = checkpoint_folder.load_checkpoint(model_dir, dtype=dtype)
+    model, tokenizer, smap, meta = folder.load_folder(model_dir, dtype=dtype)
     return model.to(device).eval(), tokenizer, smap, meta
 
 
@@ -277,7 +277,7 @@ class OursEngine:
 
     def __init__(
         self,
-        checkpoint: Checkpoint,
+        checkpoint: ServedModel,
         sampling: SamplingConfig,
         batch_size: int,
         device: torch.device,

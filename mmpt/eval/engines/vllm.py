@@ -27,7 +27,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDi
 
 from mmpt.data.separation import SeparationMap
 from mmpt.eval.completion import CodeText
-from mmpt.eval.engines import Checkpoint, SamplingConfig
+from mmpt.eval.engines import SamplingConfig, ServedModel
 from mmpt.eval.engines.ours import context_length
 
 STOP = "mmpt_stop"  # SamplingParams.extra_args key: the stop id; its presence turns `EndOfFunction` on
@@ -91,7 +91,7 @@ class EndOfFunction(LogitsProcessor):
 class VllmEngine:
     """The `Engine` of vLLM's offline `LLM` on this rank's device(s)."""
 
-    def __init__(self, checkpoint: Checkpoint, sampling: SamplingConfig, local_rank: int = 0, tensor_parallel: int = 1) -> None:
+    def __init__(self, checkpoint: ServedModel, sampling: SamplingConfig, local_rank: int = 0, tensor_parallel: int = 1) -> None:
         if checkpoint.meta.prefix_lm:
             raise ValueError("vLLM cannot serve a prefix-code-clm checkpoint (bidirectional NL prefix)")
         if AutoConfig.from_pretrained(checkpoint.directory).model_type == "mmpt_pangu":

@@ -29,7 +29,7 @@ from mmpt.eval.engines.ours import OursEngine, load_checkpoint
 from mmpt.eval.engines.vllm import VllmEngine
 from mmpt.eval.generate import GenerateConfig, open_checkpoint
 from mmpt.eval.problems import Problem
-from mmpt.model.checkpoint_folder import save_model
+from mmpt.model.folder import save_model
 from mmpt.model.split_embeddings import restrict_to_code
 
 REPO = Path(__file__).resolve().parents[3]

@@ -1,8 +1,9 @@
-"""The mmpt checkpoint folder: a Hugging Face model folder plus `separation.json` and `mmpt.json`.
+"""An mmpt model folder (OUTPUT_DIR/final, an import): a Hugging Face model folder plus `separation.json` and `mmpt.json`.
 
 One owner for what such a folder holds and how it is read and written. Training's `hf/` copy in
-every DeepSpeed checkpoint, `mmpt export`, `mmpt import-checkpoint`, generation, scoring and the
-tests all go through `save_model` / `load_model` / `load_checkpoint` / `read_folder` here:
+every training checkpoint (`mmpt.train_checkpoints`), `mmpt export`, `mmpt import-checkpoint`,
+generation, scoring and the tests all go through `save_model` / `load_model` / `load_folder` /
+`read_folder` here:
 
     config.json, model.safetensors     the Hugging Face model (weights absent in training's hf/ copy);
                                        `use_cache: true` (training turns the cache off, inference wants it)
@@ -15,13 +16,17 @@ tests all go through `save_model` / `load_model` / `load_checkpoint` / `read_fol
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmpt.data.separation import SeparationMap
+from mmpt.hub import REPO_ID, download_hint
 from mmpt.jsonl import read_json, write_json
-from mmpt.modality import LAYOUTS, OBJECTIVES, PROMPT_STYLES, SEPARATIONS
+from mmpt.modality import EOT, LAYOUTS, OBJECTIVES, PAD, PROMPT_STYLES, SEPARATIONS
+from mmpt.model.attention import SUPPORTED
+from mmpt.model.split_embeddings import embedding_rows
 
 META_FILE = "mmpt.json"
 CODE_FORMATS = ("plain", "flat")
@@ -68,7 +73,7 @@ def save_model(
     model, smap: SeparationMap, directory: str | Path, tokenizer=None, meta: CheckpointMeta | None = None, *,
     hf_config=None,
 ) -> Path:  # fmt: skip
-    """Write a checkpoint folder: the model (or, with `model=None`, only its `hf_config`), the
+    """Write a model folder: the model (or, with `model=None`, only its `hf_config`), the
     tokenizer when given, the separation map, and `mmpt.json` when `meta` is given."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -93,11 +98,7 @@ def write_inference_configs(directory: str | Path, hf_config, tokenizer=None) ->
     with a sentinel of their own and the backbone's bos id may name an mmpt sentinel (`<python>`).
     Without a tokenizer the ids come from `hf_config`. `hf_config` itself is left unchanged.
     """
-    import copy
-
     from transformers import GenerationConfig
-
-    from mmpt.modality import EOT, PAD
 
     config = copy.deepcopy(hf_config)
     config.use_cache = True
@@ -110,7 +111,7 @@ def write_inference_configs(directory: str | Path, hf_config, tokenizer=None) ->
 
 
 def read_folder(directory: str | Path, tokenizer=None) -> tuple[object, SeparationMap, CheckpointMeta]:
-    """(tokenizer, smap, meta) of a checkpoint folder, without its weights; a clear error when it is none.
+    """(tokenizer, smap, meta) of a model folder, without its weights; a clear error when it is none.
 
     Without a saved map the separation is `none`; without `mmpt.json` the defaults of `CheckpointMeta`.
     """
@@ -134,10 +135,8 @@ def read_folder(directory: str | Path, tokenizer=None) -> tuple[object, Separati
 
 
 def not_a_folder(name: str) -> str:
-    """The one-line error for a checkpoint folder that does not exist, perhaps a hub name (read
+    """The one-line error for a model folder that does not exist, perhaps a hub name (read
     locally only: generation and scoring never download)."""
-    from mmpt.hub import REPO_ID, download_hint
-
     if not REPO_ID.fullmatch(name):
         return f"{name}: no such checkpoint folder"
     return (
@@ -147,21 +146,18 @@ def not_a_folder(name: str) -> str:
 
 
 def load_model(directory: str | Path, tokenizer=None, **from_pretrained):
-    """(model, tokenizer, smap) of a checkpoint folder (or any plain HF checkpoint).
+    """(model, tokenizer, smap) of a model folder (or any plain HF checkpoint).
 
     `from_pretrained` goes to `AutoModelForCausalLM.from_pretrained` (dtype, attn_implementation, ...).
     """
-    model, tokenizer, smap, _ = load_checkpoint(directory, tokenizer, **from_pretrained)
+    model, tokenizer, smap, _ = load_folder(directory, tokenizer, **from_pretrained)
     return model, tokenizer, smap
 
 
-def load_checkpoint(directory: str | Path, tokenizer=None, **from_pretrained):
-    """(model, tokenizer, smap, meta) of a checkpoint folder. Unless `attn_implementation` is given,
+def load_folder(directory: str | Path, tokenizer=None, **from_pretrained):
+    """(model, tokenizer, smap, meta) of a model folder. Unless `attn_implementation` is given,
     the one in `mmpt.json`, else sdpa where it is verified for packed rows (`SUPPORTED`), else eager."""
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from mmpt.model.attention import SUPPORTED
-    from mmpt.model.split_embeddings import embedding_rows
 
     tokenizer, smap, meta = read_folder(directory, tokenizer)
     if "attn_implementation" not in from_pretrained:

@@ -1,4 +1,4 @@
-"""mmpt/model/checkpoint_folder.py: the one reader and writer of a checkpoint folder."""
+"""mmpt/model/folder.py: the one reader and writer of a model folder."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from mmpt.data.instances import sentinel_ids
 from mmpt.data.separation import MAP_FILE, SeparationMap
-from mmpt.model.checkpoint_folder import META_FILE, CheckpointMeta, load_checkpoint, load_model, read_folder, save_model
+from mmpt.model.folder import META_FILE, CheckpointMeta, load_folder, load_model, read_folder, save_model
 from mmpt.model.split_embeddings import extend_model
 from mmpt.model.tiny import tiny_model, tiny_tokenizer
 
@@ -79,10 +79,10 @@ def test_read_folder_needs_a_checkpoint_and_load_picks_the_attention(tmp_path):
     tok = tiny_tokenizer()
     smap = SeparationMap("none", len(tok))
     save_model(tiny_model("llama", vocab=len(tok)), smap, tmp_path / "a", tok, CheckpointMeta(objective="code-clm"))
-    model, _, _, meta = load_checkpoint(tmp_path / "a")
+    model, _, _, meta = load_folder(tmp_path / "a")
     assert meta.objective == "code-clm" and model.config._attn_implementation == "sdpa"  # verified for llama
     save_model(tiny_model("gpt_neo", vocab=len(tok)), smap, tmp_path / "b", tok)
-    assert load_checkpoint(tmp_path / "b")[0].config._attn_implementation == "eager"  # GPT-Neo has no sdpa
+    assert load_folder(tmp_path / "b")[0].config._attn_implementation == "eager"  # GPT-Neo has no sdpa
     save_model(None, smap, tmp_path / "c", tok, CheckpointMeta(attn_implementation="eager"), hf_config=model.config)
     assert (tmp_path / "c" / "config.json").is_file() and not (tmp_path / "c" / "model.safetensors").exists()
     assert read_folder(tmp_path / "c")[2].attn_implementation == "eager"

@@ -1,4 +1,4 @@
-"""mmpt/checkpoint.py: which checkpoint is resumed, rotation, and the RNG round trip."""
+"""mmpt/train_checkpoints.py: which checkpoint is resumed, rotation, fsyncs, the batch layout, the RNG round trip."""
 
 from __future__ import annotations
 
@@ -10,34 +10,34 @@ import numpy as np
 import pytest
 import torch
 
-from mmpt import checkpoint
+from mmpt import train_checkpoints
 
 
 def make(out, step: int, complete: bool):
-    path = checkpoint.checkpoints_dir(out) / checkpoint.step_dir_name(step)
+    path = train_checkpoints.checkpoints_dir(out) / train_checkpoints.step_dir_name(step)
     path.mkdir(parents=True)
     (path / "shard.pt").write_bytes(b"x")
     if complete:
-        (path / checkpoint.MARKER).write_text(json.dumps({"step": step, "world_size": 2}))
+        (path / train_checkpoints.MARKER).write_text(json.dumps({"step": step, "world_size": 2}))
     return path
 
 
 def test_newest_complete_is_resumed_and_half_written_never(tmp_path):
-    assert checkpoint.find_resume("auto", tmp_path) is None
+    assert train_checkpoints.find_resume("auto", tmp_path) is None
     make(tmp_path, 5, True)
     newest = make(tmp_path, 10, True)
     make(tmp_path, 15, False)  # killed mid-save
-    assert checkpoint.find_resume("auto", tmp_path) == newest
-    assert checkpoint.find_resume("never", tmp_path) is None
-    assert checkpoint.find_resume(str(newest), tmp_path) == newest
+    assert train_checkpoints.find_resume("auto", tmp_path) == newest
+    assert train_checkpoints.find_resume("never", tmp_path) is None
+    assert train_checkpoints.find_resume(str(newest), tmp_path) == newest
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
-        checkpoint.find_resume(str(checkpoint.checkpoints_dir(tmp_path) / "step_00000015"), tmp_path)
+        train_checkpoints.find_resume(str(train_checkpoints.checkpoints_dir(tmp_path) / "step_00000015"), tmp_path)
 
 
 def test_steps_sort_numerically(tmp_path):
     make(tmp_path, 99999999, True)
     make(tmp_path, 100, True)
-    assert checkpoint.find_resume("auto", tmp_path).name == "step_99999999"
+    assert train_checkpoints.find_resume("auto", tmp_path).name == "step_99999999"
 
 
 def test_rotate_keeps_the_newest_and_drops_stale_partials(tmp_path):
@@ -45,17 +45,17 @@ def test_rotate_keeps_the_newest_and_drops_stale_partials(tmp_path):
         make(tmp_path, s, True)
     make(tmp_path, 4, False)  # an older half-written one
     newest = make(tmp_path, 5, True)
-    checkpoint.rotate(tmp_path, keep=2, newest=newest)
-    names = sorted(p.name for p in checkpoint.checkpoints_dir(tmp_path).iterdir())
+    train_checkpoints.rotate(tmp_path, keep=2, newest=newest)
+    names = sorted(p.name for p in train_checkpoints.checkpoints_dir(tmp_path).iterdir())
     assert names == ["step_00000003", "step_00000005"]
 
 
 def test_rng_round_trip():
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
-    state = checkpoint._rng_state()
+    state = train_checkpoints._rng_state()
     want = (torch.rand(3), np.random.rand(), random.random())
     torch.manual_seed(2), np.random.seed(2), random.seed(2)
-    checkpoint._set_rng_state(state)
+    train_checkpoints._set_rng_state(state)
     got = (torch.rand(3), np.random.rand(), random.random())
     assert torch.equal(want[0], got[0]) and want[1:] == got[1:]
 
@@ -86,20 +86,20 @@ def test_every_shard_is_fsynced_before_the_marker(tmp_path, monkeypatch):
         real_fsync(fd)
 
     def replace(src, dst):
-        if Path(dst).name == checkpoint.MARKER:
+        if Path(dst).name == train_checkpoints.MARKER:
             marked.append(list(synced))  # what was durable when the checkpoint became complete
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     write_hf = lambda d: (d.mkdir(parents=True), (d / "config.json").write_text("{}"))
-    path = checkpoint.save(_Engine(), tmp_path, 3, {"n_rows": 1}, write_hf, keep=2, layout={"seed": 1})
-    files = {str(p) for p in path.rglob("*") if p.is_file() and p.name != checkpoint.MARKER}
+    path = train_checkpoints.save(_Engine(), tmp_path, 3, {"n_rows": 1}, write_hf, keep=2, layout={"seed": 1})
+    files = {str(p) for p in path.rglob("*") if p.is_file() and p.name != train_checkpoints.MARKER}
     assert len(files) == 4  # two shards, this rank's RNG, hf/config.json
     [durable] = marked
     assert files <= set(durable), files - set(durable)
     assert any(
-        Path(f).parent == path and Path(f).name.startswith(f".{checkpoint.MARKER}.tmp") for f in durable
+        Path(f).parent == path and Path(f).name.startswith(f".{train_checkpoints.MARKER}.tmp") for f in durable
     )  # its content too
     assert str(path) in synced[len(durable) :]  # and the rename in the directory, after it
 
@@ -107,12 +107,12 @@ def test_every_shard_is_fsynced_before_the_marker(tmp_path, monkeypatch):
 RESUME_WORKER = """
 import sys, torch.distributed as dist
 from pathlib import Path
-from mmpt import checkpoint
+from mmpt import train_checkpoints
 rank, out, init = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
 if rank == 1:  # a node whose view of the shared directory is stale: it sees only the older checkpoint
-    checkpoint.list_complete = lambda o: [checkpoint.checkpoints_dir(o) / "step_00000005"]
-print(checkpoint.choose_resume("auto", out).name)
+    train_checkpoints.list_complete = lambda o: [train_checkpoints.checkpoints_dir(o) / "step_00000005"]
+print(train_checkpoints.choose_resume("auto", out).name)
 dist.destroy_process_group()
 """
 
@@ -139,7 +139,7 @@ def test_fsync_own_skips_a_file_renamed_meanwhile(tmp_path, monkeypatch):
     (tmp_path / "shard.pt").write_bytes(b"x")
     # the listing still names rank 0's temporary file, which its rename has taken away since
     monkeypatch.setattr(os, "walk", lambda path: iter([(str(tmp_path), [], ["shard.pt", ".mmpt.json.tmp123"])]))
-    checkpoint.fsync_own(tmp_path, 0)  # no FileNotFoundError: a file gone needs no flush
+    train_checkpoints.fsync_own(tmp_path, 0)  # no FileNotFoundError: a file gone needs no flush
 
 
 # the files of a 2-rank ZeRO-3 (bf16) checkpoint as DeepSpeed 0.19 names them, plus ours
@@ -159,7 +159,7 @@ ZERO3_FILES = {
 
 
 def test_each_file_has_one_owner():
-    assert {name: checkpoint.owner(name) for name in ZERO3_FILES} == ZERO3_FILES
+    assert {name: train_checkpoints.owner(name) for name in ZERO3_FILES} == ZERO3_FILES
 
 
 def test_each_rank_fsyncs_only_its_own_files(tmp_path, monkeypatch):
@@ -173,7 +173,7 @@ def test_each_rank_fsyncs_only_its_own_files(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
     for rank in (0, 1):
         synced.clear()
-        checkpoint.fsync_own(tmp_path, rank)
+        train_checkpoints.fsync_own(tmp_path, rank)
         files = {Path(p).name for p in synced if Path(p).is_file()}
         assert files == {n for n, r in ZERO3_FILES.items() if r == rank}, (rank, files)
         assert {str(tmp_path), str(tmp_path / "hf")} <= set(synced)  # the directory entries too
@@ -184,95 +184,8 @@ def test_a_resume_with_another_batch_layout_is_refused(tmp_path):
 
     path = make(tmp_path, 5, True)
     layout = {"world_size": 2, "per_device_batch_size": 3, "gradient_accumulation_steps": 2, "seed": 7}
-    (path / checkpoint.MARKER).write_text(json.dumps({"step": 5, **layout}))
-    checkpoint.check_layout(path, layout)  # the same: fine
+    (path / train_checkpoints.MARKER).write_text(json.dumps({"step": 5, **layout}))
+    train_checkpoints.check_layout(path, layout)  # the same: fine
     for key, value in (("world_size", 4), ("per_device_batch_size", 4), ("gradient_accumulation_steps", 1), ("seed", 8)):
         with pytest.raises(ConfigError, match=f"saved with {key}={layout[key]}, this run has {key}={value}"):
-            checkpoint.check_layout(path, {**layout, key: value})
-
-
-SHARED_WORKER = """
-import sys, torch.distributed as dist
-from mmpt import checkpoint
-from mmpt.config import ConfigError
-rank, out, init = int(sys.argv[1]), sys.argv[2 + int(sys.argv[1])], sys.argv[4]
-dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
-try:
-    checkpoint.require_shared(out, timeout_s=1)
-    print("shared")
-except ConfigError as e:
-    print(e)
-dist.destroy_process_group()
-"""
-
-
-@pytest.mark.parametrize("local", [False, True])
-def test_an_output_dir_not_shared_by_every_rank_is_refused(tmp_path, local):
-    import subprocess
-    import sys
-
-    # rank 1 sees another directory under the same name (a node-local disk), or the same one
-    dirs = [tmp_path / "out", tmp_path / ("node1" if local else "") / "out"]
-    init = f"file://{tmp_path / 'rendezvous'}"
-    procs = [
-        subprocess.Popen([sys.executable, "-c", SHARED_WORKER, str(r), *map(str, dirs), init], stdout=subprocess.PIPE, text=True)
-        for r in range(2)
-    ]
-    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0]
-    if local:
-        assert all("'output_dir'" in o and "not shared by every rank (rank(s) [1]" in o for o in outs), outs
-    else:
-        assert outs == ["shared", "shared"]
-    assert not list((tmp_path / "out").glob(".shared-probe-*"))  # the probe is removed
-
-
-def test_run_state_names_how_the_run_ended(tmp_path, capsys):
-    out = tmp_path / "run"
-    argv = ["run-state", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out), "--per_device_batch_size", "2"]
-    assert checkpoint.main(argv) == 0 and capsys.readouterr().out.strip() == "none"
-    out.mkdir()
-    for state in ("running", "stopped", "finished"):
-        checkpoint.write_run_state(out, state, step=3)
-        assert checkpoint.main(argv) == 0 and capsys.readouterr().out.strip() == state
-    assert checkpoint.main(["run-state", "--nope", "1"]) == 2 and "unknown field 'nope'" in capsys.readouterr().err
-
-
-def test_node_failure_requeues_are_counted_and_kept_across_the_runs_writes(tmp_path, capsys):
-    out = tmp_path / "run"
-    argv = ["node-failure-requeue", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out)]
-    assert checkpoint.main(argv) == 0 and capsys.readouterr().out.strip() == "1"
-    checkpoint.write_run_state(out, "running", step=0)  # the requeued run's own write keeps the count
-    assert checkpoint.read_run_state(out) == {"state": "running", "step": 0, checkpoint.NODE_FAILURES: 1}
-    assert checkpoint.main(argv) == 0 and capsys.readouterr().out.strip() == "2"
-    assert checkpoint.read_run_state(out)["state"] == "running"
-
-
-HOLDER = """
-import sys, time
-from mmpt import checkpoint
-checkpoint.lock_output_dir(sys.argv[1])
-print("held", flush=True)
-time.sleep(60)
-"""
-
-
-def test_an_output_dir_held_by_a_live_run_is_refused_and_a_dead_ones_is_not(tmp_path):
-    import subprocess
-    import sys
-
-    from mmpt.config import ConfigError
-
-    out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ConfigError, match=rf"is in use by a live run .*\"pid\": {holder.pid}"):
-            checkpoint.lock_output_dir(out)
-    finally:
-        holder.kill()
-        holder.wait()
-    assert f'"pid": {holder.pid}' in (out / checkpoint.LOCK).read_text()  # the stale file is still there...
-    lock = checkpoint.lock_output_dir(out)  # ...and blocks nothing: its process is gone
-    lock.release()
-    checkpoint.lock_output_dir(out).release()  # released: taken again
+            train_checkpoints.check_layout(path, {**layout, key: value})
