@@ -1,4 +1,4 @@
-"""Wall and CPU time of a whole `mmpt demo` in a fresh folder, against its budget (README, "Measured figures").
+"""Wall and CPU time of a whole `mmpt demo` in a fresh folder, against its budget (docs/figures.md).
 
     python bench/demo_time.py            # the full demo: budget 10 minutes on 2 idle cores
     python bench/demo_time.py --quick    # `mmpt demo --quick`: its budget is in `mmpt demo --help`

@@ -1,12 +1,12 @@
-"""README's "Measured figures", rerun: the rows this script covers, their commands, results and tolerances.
+"""The measured figures (docs/figures.md), rerun: the rows this script covers, their commands, results and tolerances.
 
-    python bench/figures.py --check --quick     # the rows that take seconds, against the README (CI runs this)
+    python bench/figures.py --check --quick     # the rows that take seconds, against docs/figures.md (CI runs this)
     python bench/figures.py --check             # every row it covers (minutes: BlockMask at N=8192, loss memory)
     python bench/figures.py --update [--quick] [WHAT...]   # rerun, rewrite result, date and commit of those rows
     python bench/figures.py --list              # the rows, their commands and each figure's tolerance
 
 A covered row's result cell is its template with the figures of one run filled in. `--check` runs
-each command once, reads its figures from the output, reads the README's figures back through the
+each command once, reads its figures from the output, reads the table's figures back through the
 same template, and fails on a figure that differs by more than its tolerance, on a cell that no
 longer reads as its template (edited by hand), and on a command that fails. `--update` writes the
 new cells, the date and the commit (`+` when tracked files differed from it). WHAT selects rows by
@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
-SECTION = "## Measured figures"
+FIGURES = ROOT / "docs" / "figures.md"
+SECTION = "# Measured figures"
 COLUMNS = ["what", "command", "machine", "result", "date", "commit"]
 NUMBER = r"[-+]?(?:\d[\d,]*)?\.?\d+(?:e[-+]?\d+)?"
 
 
 @dataclass(frozen=True)
 class Tol:
-    """How far a rerun may lie from the README's figure: |new - old| <= abs + rel * |old|, or, with
+    """How far a rerun may lie from the table's figure: |new - old| <= abs + rel * |old|, or, with
     `factor`, new / old within [1 / factor, factor] (for figures that only keep their magnitude)."""
 
     abs: float = 0.0
@@ -211,7 +211,7 @@ ROWS = [
 ]
 
 
-# ---------------------------------------------------------------------------- the README's table
+# ---------------------------------------------------------------------------- the table in docs/figures.md
 
 
 def split_cells(line: str) -> list[str]:
@@ -233,7 +233,7 @@ def table(lines: list[str]) -> tuple[int, dict[str, int]]:
     start = lines.index(SECTION)
     header = next(i for i in range(start, len(lines)) if lines[i].startswith("| what |"))
     if split_cells(lines[header]) != COLUMNS:
-        raise SystemExit(f"README.md:{header + 1}: the figures table's columns are {split_cells(lines[header])}, not {COLUMNS}")
+        raise SystemExit(f"docs/figures.md:{header + 1}: the table's columns are {split_cells(lines[header])}, not {COLUMNS}")
     rows, i = {}, header + 2
     while i < len(lines) and lines[i].startswith("|"):
         rows[split_cells(lines[i])[0]] = i
@@ -279,10 +279,10 @@ def run(command: str) -> tuple[str, float]:
 
 
 def commit() -> str:
-    """HEAD's short hash, `+` when tracked files other than README.md differ from it."""
+    """HEAD's short hash, `+` when tracked files other than docs/figures.md differ from it."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
-    dirty = [line for line in changed.stdout.splitlines() if not line.endswith(" README.md")]
+    dirty = [line for line in changed.stdout.splitlines() if not line.endswith(" docs/figures.md")]
     return head + "+" * bool(dirty) if head else "?"
 
 
@@ -296,8 +296,8 @@ def select(args: argparse.Namespace) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", action="store_true", help="rerun and compare with the README")
-    mode.add_argument("--update", action="store_true", help="rerun and rewrite the rows in README.md")
+    mode.add_argument("--check", action="store_true", help="rerun and compare with docs/figures.md")
+    mode.add_argument("--update", action="store_true", help="rerun and rewrite the rows in docs/figures.md")
     mode.add_argument("--list", action="store_true", help="the covered rows and their tolerances")
     p.add_argument("--quick", action="store_true", help="only the rows that take seconds (what CI checks)")
     p.add_argument("what", nargs="*", help="rows whose first cell contains one of these")
@@ -307,13 +307,13 @@ def main(argv: list[str] | None = None) -> int:
             tolerances = ", ".join(f"{k} {t}" for k, t in row.tolerances.items())
             print(f"{'quick' if row.quick else 'slow '}  {row.what}\n       `{row.command}`; {tolerances}")
         return 0
-    lines = README.read_text().splitlines()
+    lines = FIGURES.read_text().splitlines()
     _, where = table(lines)
     outputs: dict[str, tuple[str, float]] = {}
     problems, today, measured = [], datetime.date.today().isoformat(), commit()
     for row in select(args):
         if row.what not in where:
-            problems.append(f"{row.what}: no such row in README.md's figures table")
+            problems.append(f"{row.what}: no such row in docs/figures.md's table")
             continue
         cells = split_cells(lines[where[row.what]])
         if f"`{row.command}`" not in cells[1]:
@@ -333,16 +333,16 @@ def main(argv: list[str] | None = None) -> int:
             lines[where[row.what]] = "| " + " | ".join(cells) + " |"
             print(f"  {row.what}: {cell}")
             continue
-        off = [f"{k} {new[k]} vs README {old[k]} ({t})" for k, t in row.tolerances.items() if not t.ok(new[k], old[k])]
+        off = [f"{k} {new[k]} vs the table {old[k]} ({t})" for k, t in row.tolerances.items() if not t.ok(new[k], old[k])]
         status = "off: " + "; ".join(off) if off else "ok"
-        print(f"  {row.what}: {status} (README of {cells[4]}, {cells[5]})")
+        print(f"  {row.what}: {status} (table of {cells[4]}, {cells[5]})")
         problems += [f"{row.what}: {o}" for o in off]
     if args.update:
-        README.write_text("\n".join(lines) + "\n")
+        FIGURES.write_text("\n".join(lines) + "\n")
     for problem in problems:
         print(f"STALE  {problem}", file=sys.stderr)
     if problems:
-        print("rerun with --update to rewrite the rows from their commands (and commit the README)", file=sys.stderr)
+        print("rerun with --update to rewrite the rows from their commands (and commit docs/figures.md)", file=sys.stderr)
     return 1 if problems else 0
 
 

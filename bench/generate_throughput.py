@@ -185,7 +185,7 @@ def main() -> None:
         if name != baseline:
             print(f"ratio ({name} / HF batched): {tokens / seconds / (rates[baseline][0] / rates[baseline][1]):.2f}x")
     if not vllm_installed():
-        print("vLLM is not installed here: run this from the vLLM venv (README, Evaluation) to add its line")
+        print("vLLM is not installed here: run this from the vLLM venv (docs/evaluation.md) to add its line")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults are the paper's hyper-parameters where it has one (README, "The method in brief").
+    """One training run. Defaults are the paper's hyper-parameters where it has one (docs/method.md).
 
     The DeepSpeed JSON (`deepspeed`) owns ZeRO stage and offload; this config owns model, data,
     objective and optimisation, and fills the JSON's "auto" values from them. The comment on a

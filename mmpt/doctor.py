@@ -387,7 +387,7 @@ def check_vllm(config: DoctorConfig) -> Iterable[CheckResult]:
         yield CheckResult(
             "vllm",
             True,
-            "optional, not installed here: `--engine vllm` runs from a venv of its own (README, Evaluation); "
+            "optional, not installed here: `--engine vllm` runs from a venv of its own (docs/evaluation.md); "
             "`mmpt doctor --vllm-python VENV/bin/python` checks one",
         )
     elif status == 0 and found:

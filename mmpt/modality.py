@@ -3,7 +3,7 @@
 NL = 0
 CODE = 1
 
-# Sentinels (README, "The method in brief"). `<comments>` opens the docstring, `<python>` opens the code, `<eot>` ends
+# Sentinels (docs/method.md). `<comments>` opens the docstring, `<python>` opens the code, `<eot>` ends
 # an instance; `<mask>` replaces corrupted docstring tokens; `<pad>` fills the tail of a row.
 COMMENTS = "<comments>"
 PYTHON = "<python>"

@@ -7,7 +7,7 @@ way a user's path or a shipped name is resolved to a file.
 
 A path that exists (relative to the working directory, or absolute) always wins, so a user's own
 `configs/X.yaml` shadows the shipped X. Otherwise the name is looked up among the shipped files,
-with or without its folder prefix (`configs/`, `ds_configs/`) and suffix; this keeps the README's
+with or without its folder prefix (`configs/`, `ds_configs/`) and suffix; this keeps the docs'
 and the Slurm scripts' `configs/X.yaml` working from any directory and from an installed wheel.
 
 The DeepSpeed JSONs live at the repository's root, `ds_configs/`, the one copy a user edits;

@@ -11,7 +11,7 @@ makes all of them save at the same step and exit 0 (mmpt/train.py). Three source
   beside the next run. Each rank watches its launcher's processes (pidfds: the kernel reports
   their exit) and asks for a save when one is gone.
 - Where the launcher has a mechanism of its own it is used as it is: `deepspeed`'s launch.py and
-  `torchrun` pass SIGTERM/SIGINT on to the ranks, srun passes the job's signals (README, "Slurm").
+  `torchrun` pass SIGTERM/SIGINT on to the ranks, srun passes the job's signals (docs/slurm.md).
 Outside the loop a request must not wait for a step that never comes: inside
 `StopFlag.interruptible()` (the final export) it raises `StopRequested` in the main thread.
 """

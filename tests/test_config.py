@@ -37,14 +37,16 @@ def test_defaults_are_the_papers():
     assert c.per_device_batch_size == 32 and c.gradient_checkpointing
 
 
-def test_the_default_model_is_the_one_the_paper_config_and_readme_name():
+def test_the_default_model_is_the_one_the_paper_config_and_docs_name():
     from mmpt.config import help_text
 
     default = load_config(None, {"data_dir": "d"}).model
     assert default == load_config("pycodegpt-110m", {"data_dir": "d"}).model == "Daoguang/PyCodeGPT"
     assert json.dumps(default) in help_text()  # what `mmpt train --help` shows
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert f"--tokenizer {default}" in readme and "microsoft/PyCodeGPT" not in readme
+    root = Path(__file__).resolve().parents[1]
+    docs = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    assert f"--tokenizer {default}" in (root / "docs" / "training.md").read_text()
+    assert not [p.name for p in docs if "microsoft/PyCodeGPT" in p.read_text()]
 
 
 def test_unknown_field_in_yaml_names_file_and_suggests(tmp_path):

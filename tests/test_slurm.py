@@ -498,7 +498,7 @@ def test_eval_as_written_fits_a_small_node(cluster, job_env, tmp_path):
     test = subprocess.run(["sbatch", "--test-only", *args], cwd=tmp_path, env=job_env, capture_output=True, text=True, timeout=60)
     assert test.returncode == 0 and "to start at" in test.stderr, (cluster.cpus, test.stderr)
     proc = _sbatch(args, tmp_path, {**job_env, "PYTHON": "false"})  # the interpreter fails at once: only the sizes run
-    log = next(tmp_path.glob("slurm-mmpt-eval-*.out")).read_text()  # the log name the header and README give
+    log = next(tmp_path.glob("slurm-mmpt-eval-*.out")).read_text()  # the log name the header and docs/slurm.md give
     assert proc.returncode != 0 and f"execute on 1 task(s) x {cluster.cpus} sandbox worker(s)" in log, log
 
 

@@ -59,7 +59,7 @@ class DemoError(RuntimeError):
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of one demo run. The defaults fit 10 minutes on 2 CPU cores (README, "Measured figures")."""
+    """Sizes of one demo run. The defaults fit 10 minutes on 2 CPU cores (docs/figures.md)."""
 
     out: Path = Path("runs/demo")
     sources: tuple[str, ...] = ("stdlib",)  # what `mmpt extract` mines pairs from
@@ -104,7 +104,7 @@ class DemoConfig:
         return tuple(sorted({1, self.n_samples}))
 
 
-# wall-time budgets on 2 idle cores, checked by bench/demo_time.py (README, "Measured figures")
+# wall-time budgets on 2 idle cores, checked by bench/demo_time.py (docs/figures.md)
 BUDGET_S = 600.0  # mmpt demo
 QUICK_BUDGET_S = 180.0  # mmpt demo --quick
 

@@ -11,7 +11,7 @@ back at column 0) or at `--max-new-tokens`. With split embeddings the output is 
 code vocabulary and code copies are mapped back to their originals before decoding to text.
 
 Engines (`mmpt.eval.engines`): `ours` serves every checkpoint; `vllm` (optional, from a venv of
-its own: README, Evaluation) serves every causal one, i.e. all but prefix-code-clm; `auto` picks vLLM when it is
+its own: docs/evaluation.md) serves every causal one, i.e. all but prefix-code-clm; `auto` picks vLLM when it is
 installed and can serve the checkpoint. Each sample draws from its own seed (seed, task, sample),
 so the samples do not depend on batching, rank count or resumption; records, rank files and the
 merge are `mmpt.eval.samples`. A rerun skips samples already on disk, and refuses to add samples
@@ -269,7 +269,7 @@ def add_generation_options(ap: argparse.ArgumentParser) -> None:
                     help="mmpt | paper (the official evaluation); default: the checkpoint's (paper when imported)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=20, help="samples decoded together (ours)")
     ap.add_argument("--seed", type=int, default=0, help="with (task, sample) seeds each sample")
-    ap.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine (vllm: from its own venv, see the README)")
+    ap.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine (vllm: its own venv, docs/evaluation.md)")
     ap.add_argument("--tensor-parallel", type=int, default=1, help="vLLM: GPUs per engine")
 
 

@@ -56,7 +56,7 @@ def split_body_lines(body: str) -> list[str]:
 
 
 def incremental_tasks(problem: Problem) -> list[Problem]:
-    """Tasks t_0..t_{L-1} for one problem (README, "The method in brief"), from its reference body.
+    """Tasks t_0..t_{L-1} for one problem (docs/method.md), from its reference body.
 
     L counts the non-empty lines of the body; t_i gives the body up to and including its i-th
     non-empty line (blank lines in between kept, so `given` is always a prefix of the body).

@@ -1,4 +1,4 @@
-"""bench/figures.py: the README's covered rows read as their templates, and the check fails on a
+"""bench/figures.py: docs/figures.md's covered rows read as their templates, and the check fails on a
 stale figure or a hand-edited cell (the commands themselves run in CI: `.ci/run`)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ DOCTOR = next(r for r in figures.ROWS if r.command == "mmpt doctor")
 
 
 def test_the_table_has_a_date_and_commit_per_row_and_every_covered_row_reads_as_its_template():
-    lines = figures.README.read_text().splitlines()
+    lines = figures.FIGURES.read_text().splitlines()
     _, where = figures.table(lines)
     for what, i in where.items():
         cells = figures.split_cells(lines[i])
@@ -41,20 +41,20 @@ def _doctor_output(diff: float, checks: int) -> str:
 
 
 @pytest.fixture
-def readme(tmp_path, monkeypatch) -> Path:
-    copy = tmp_path / "README.md"
-    shutil.copy(figures.README, copy)
-    monkeypatch.setattr(figures, "README", copy)
+def figures_md(tmp_path, monkeypatch) -> Path:
+    copy = tmp_path / "figures.md"
+    shutil.copy(figures.FIGURES, copy)
+    monkeypatch.setattr(figures, "FIGURES", copy)
     return copy
 
 
-def _doctor_cell(readme: Path) -> str:
-    lines = readme.read_text().splitlines()
+def _doctor_cell(figures_md: Path) -> str:
+    lines = figures_md.read_text().splitlines()
     return figures.split_cells(lines[figures.table(lines)[1][DOCTOR.what]])[3]
 
 
-def test_check_passes_within_the_tolerance_and_fails_on_a_stale_figure(readme, monkeypatch, capsys):
-    old = figures.read_cell(DOCTOR, _doctor_cell(readme))
+def test_check_passes_within_the_tolerance_and_fails_on_a_stale_figure(figures_md, monkeypatch, capsys):
+    old = figures.read_cell(DOCTOR, _doctor_cell(figures_md))
     output = {"text": _doctor_output(old["max_diff"] * 3, int(old["checks"]))}  # within x4
     monkeypatch.setattr(figures, "run", lambda command: (output["text"], 1.0))
     assert figures.main(["--check", "packed vs alone"]) == 0
@@ -66,13 +66,13 @@ def test_check_passes_within_the_tolerance_and_fails_on_a_stale_figure(readme, m
     # --update writes the rerun's figures with today's date and the commit, and the check then passes
     output["text"] = _doctor_output(old["max_diff"] * 10, int(old["checks"]))
     assert figures.main(["--update", "packed vs alone"]) == 0
-    assert figures.read_cell(DOCTOR, _doctor_cell(readme))["max_diff"] == pytest.approx(old["max_diff"] * 10, rel=0.05)
+    assert figures.read_cell(DOCTOR, _doctor_cell(figures_md))["max_diff"] == pytest.approx(old["max_diff"] * 10, rel=0.05)
     assert figures.main(["--check", "packed vs alone"]) == 0
 
 
-def test_a_hand_edited_cell_or_an_output_without_the_figure_fails_the_check(readme, monkeypatch, capsys):
+def test_a_hand_edited_cell_or_an_output_without_the_figure_fails_the_check(figures_md, monkeypatch, capsys):
     monkeypatch.setattr(figures, "run", lambda command: (_doctor_output(1e-7, 28), 1.0))
-    readme.write_text(readme.read_text().replace(_doctor_cell(readme), "max abs logit diff ≤ 2e-7 (tolerance 1e-5)"))
+    figures_md.write_text(figures_md.read_text().replace(_doctor_cell(figures_md), "max abs logit diff ≤ 2e-7 (tolerance 1e-5)"))
     assert figures.main(["--check", "packed vs alone"]) == 1
     assert "does not read as the template" in capsys.readouterr().err
     monkeypatch.setattr(figures, "run", lambda command: ("no packed check in here", 1.0))

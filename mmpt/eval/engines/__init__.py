@@ -76,5 +76,5 @@ def pick_engine(name: str, meta: CheckpointMeta, vllm_installed: bool) -> str:
             "which vLLM's causal attention cannot express; use --engine ours (or auto)"
         )
     if name == "vllm" and not vllm_installed:
-        raise ValueError("--engine vllm needs vLLM in this interpreter: run mmpt from a venv with vLLM (README, Evaluation)")
+        raise ValueError("--engine vllm needs vLLM in this interpreter: run mmpt from a venv with vLLM (docs/evaluation.md)")
     return name

@@ -1,4 +1,4 @@
-"""The vLLM engine (`mmpt generate --engine vllm`, from a venv with vLLM: README): causal checkpoints only.
+"""The vLLM engine (`mmpt generate --engine vllm`, from a venv with vLLM: docs/evaluation.md): causal checkpoints only.
 
 vLLM gets the prompts as token ids, encoded exactly as training did (`encode_prompt`: code tokens,
 the signature's separated ones included, use their code rows), and never a tokenizer: it returns

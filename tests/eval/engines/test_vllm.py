@@ -116,7 +116,7 @@ def test_vllm_samples_do_not_depend_on_batching(agreement: dict) -> None:
 
 @pytest.mark.heavy
 def test_doctor_finds_the_engine_in_its_venv() -> None:
-    """`mmpt doctor --vllm-python PY`: the README's separate venv (vLLM, then mmpt with --no-deps) serves the engine."""
+    """`mmpt doctor --vllm-python PY`: docs/evaluation.md's separate venv (vLLM, then mmpt with --no-deps) serves the engine."""
     from mmpt.doctor import DoctorConfig, check_vllm
 
     python = vllm_python()
