@@ -128,7 +128,7 @@ def encode_prompts(checkpoint: ServedModel, problems: list[Problem], style: Prom
 def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
     """Generate this rank's shard of all (problem, sample) pairs; rank 0 merges. Returns OUT on rank 0.
 
-    `problems` must be loaded for the prompt style the run uses (`load_problems_for`)."""
+    `problems` must be loaded for the prompt style the run uses (`mmpt.eval.styles.registry.load_problems`)."""
     task_ids = [p.task_id for p in problems]
     if len(set(task_ids)) != len(task_ids):
         raise ValueError("problems have duplicate task ids")
