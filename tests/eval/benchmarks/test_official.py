@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmpt.eval.benchmarks import humaneval, official
+from mmpt.eval.benchmarks import humaneval, mbpp, official
 from mmpt.eval.styles import paper
 from mmpt.eval.styles.registry import load_problems
 
@@ -65,3 +65,11 @@ def test_incremental_given_lines():
         "",
         "<NEW_LINE><NEW_LINE><INDENT>return x<NEW_LINE>",
     ]
+
+
+def test_mbpp_official_problems_read_the_file_once(mbpp_file, monkeypatch):
+    reads = []
+    original = mbpp.read_jsonl
+    monkeypatch.setattr(mbpp, "read_jsonl", lambda path: reads.append(path) or original(path))
+    problems = mbpp.official_problems(mbpp_file, "all", None, incremental=True)
+    assert reads == [mbpp_file] and problems[0].task_id.endswith("#0")

@@ -44,3 +44,10 @@ def test_the_commands_choose_no_style_or_code_format_by_name():
         if branch.search(line)
     ]  # fmt: skip
     assert found == []
+
+
+def test_an_unknown_benchmark_is_an_error_under_each_style():
+    """Under paper too: no benchmark falls to the MBPP rules by default."""
+    for style in ("mmpt", "paper"):
+        with pytest.raises(ValueError, match="unknown benchmark 'apps'; choose one of humaneval, mbpp, humaneval"):
+            load_problems(style, "apps")
