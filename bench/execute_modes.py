@@ -19,12 +19,12 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from mmpt.eval import paper
 from mmpt.eval.sandbox.execute import main as execute_main
+from mmpt.eval.styles.registry import load_problems
 
 
 def modes(benchmark: str, style: str, workers: int) -> int:
-    problems = paper.load_styled_problems(style, benchmark)
+    problems = load_problems(style, benchmark)
     with tempfile.TemporaryDirectory() as tmp:
         samples, out = Path(tmp, "samples.jsonl"), Path(tmp, "results.jsonl")
         samples.write_text("".join(json.dumps({"task_id": p.task_id, "completion": p.reference}) + "\n" for p in problems))

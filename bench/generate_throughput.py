@@ -28,11 +28,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from mmpt.data.instances import encode_prompt, sentinel_ids
 from mmpt.data.separation import SeparationMap
+from mmpt.eval.benchmarks.registry import load_problems
 from mmpt.eval.completion import CodeText
 from mmpt.eval.engines import SamplingConfig, sample_seed
 from mmpt.eval.engines.ours import load_checkpoint
 from mmpt.eval.generate import GenerateConfig, open_checkpoint, open_engine, vllm_installed
-from mmpt.eval.problems import load_problems
 from mmpt.model.folder import save_model
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "tests" / "assets" / "tokenizer"

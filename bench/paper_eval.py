@@ -51,7 +51,7 @@ def build(tmp: Path, problems, steps: int) -> Path:
     from transformers import AutoModelForCausalLM, GPTNeoConfig
 
     from mmpt.eval.engines.ours import load_checkpoint
-    from mmpt.eval.score import paper_scored_instance
+    from mmpt.eval.styles.paper import scored_instance
     from mmpt.import_checkpoint import import_checkpoint
 
     src = tmp / "src"
@@ -63,7 +63,7 @@ def build(tmp: Path, problems, steps: int) -> Path:
     out = import_checkpoint(src, tmp / "imported")
 
     model, tokenizer, smap, meta = load_checkpoint(out, torch.device("cpu"))
-    data = [torch.tensor([paper_scored_instance(tokenizer, smap, meta.layout, p)[0]]) for p in problems]
+    data = [torch.tensor([scored_instance(tokenizer, smap, meta.layout, p)[0]]) for p in problems]
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for step in range(steps):
@@ -82,8 +82,8 @@ def official_way(model_dir: Path, problems) -> list[str]:
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from mmpt.eval import paper
     from mmpt.eval.engines.ours import load_checkpoint
+    from mmpt.eval.styles import paper
 
     model, tok, smap, meta = load_checkpoint(model_dir, torch.device("cpu"))
     code = smap.vocab_masks(model.get_output_embeddings().weight.shape[0])[1]  # (V,) bool: the code vocabulary
@@ -132,8 +132,10 @@ def mutations(problem, slow: bool) -> list[tuple[str, str]]:
 
 def parity(official: Path, python: str, limit: int | None) -> dict:
     """Verdicts of `mmpt execute` (prompt style paper) and the official evaluators on the same generations."""
-    from mmpt.eval import data, paper
+    from mmpt.eval import data
     from mmpt.eval.sandbox.execute import main as execute_main
+    from mmpt.eval.styles import paper
+    from mmpt.eval.styles.registry import load_problems
     from mmpt.jsonl import read_jsonl, write_jsonl
 
     scripts = {
@@ -149,7 +151,7 @@ def parity(official: Path, python: str, limit: int | None) -> dict:
         for bench, (script, problem_file) in scripts.items():
             if not script.exists():
                 raise SystemExit(f"{script}: missing; --parity takes the NLP/text2code_mrpt folder of a noah-research checkout")
-            problems = paper.load_paper_problems(bench, limit=limit)
+            problems = load_problems("paper", bench, limit=limit)
             ours, theirs, names = [], [], {}
             for i, p in enumerate(problems):
                 number = p.task_id.split("/")[1]
@@ -201,12 +203,12 @@ def main() -> int:
         print(json.dumps(parity(args.parity, args.official_python, args.limit), indent=1))
         return 0
 
-    from mmpt.eval import paper
     from mmpt.eval.generate import main as generate_main
     from mmpt.eval.passk import pass_at_k_metrics
     from mmpt.eval.sandbox.execute import main as execute_main
+    from mmpt.eval.styles.registry import load_problems
 
-    problems = paper.load_paper_problems("humaneval", limit=args.problems)
+    problems = load_problems("paper", "humaneval", limit=args.problems)
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -125,6 +125,14 @@ def device_index(local_rank: int, visible: int) -> int:
     raise RuntimeError(f"local rank {local_rank} but only {visible} visible device(s): start one rank per device")
 
 
+def rank_device(dist: DistEnv):
+    """The torch device an eval rank (generate, score, watch) runs its model on: GPU `local_rank` where
+    there is a GPU, else the CPU."""
+    import torch
+
+    return torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+
+
 def set_compile_caches(environ: dict[str, str] | None = None) -> str:
     """Point Triton's and Inductor's caches (flex_attention is compiled at run time) at a folder of
     this job on the node's local disk, unless the user set them; returns the folder.

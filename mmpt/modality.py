@@ -17,5 +17,5 @@ OFFICIAL_BOS = "<|beginoftext|>"
 LAYOUTS = ("docstring-first", "signature-first")
 SEPARATIONS = ("none", "partial", "full")
 OBJECTIVES = ("text-code-clm", "code-clm", "corrupt-code-clm", "prefix-code-clm")
-# how prompts are built and programs executed at evaluation; paper: the official evaluation (mmpt.eval.paper)
+# how prompts are built and programs executed at evaluation; paper: the official evaluation (mmpt.eval.styles.paper)
 PROMPT_STYLES = ("mmpt", "paper")

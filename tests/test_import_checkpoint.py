@@ -23,10 +23,12 @@ import torch
 
 from authors_layout import official_tokenizer, save_official_pangu
 from mmpt.data.codeformat import flatten
-from mmpt.eval.generate import GenerateConfig, SamplingConfig, end_of_function, run
-from mmpt.eval.problems import Problem
-from mmpt.eval.score import ScoreConfig, read_scores
+from mmpt.eval.benchmarks.problem import Problem
+from mmpt.eval.completion import end_of_function
+from mmpt.eval.generate import GenerateConfig, SamplingConfig, run
+from mmpt.eval.score import ScoreConfig
 from mmpt.eval.score import run as run_score
+from mmpt.eval.score_stats import read_scores
 from mmpt.import_checkpoint import CheckpointImportError, import_checkpoint, main, read_replicated_map
 from mmpt.model.folder import CheckpointMeta
 

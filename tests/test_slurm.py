@@ -517,7 +517,7 @@ def test_watch_scores_every_checkpoint_of_the_run_and_ends_with_it(preempted_run
     scalar per checkpoint, then the job ends because the run has."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from mmpt.eval.watch import read_scores
+    from mmpt.eval.watch_records import read_scores
     from mmpt.train_checkpoints import list_complete
 
     run = preempted_run["dir"]

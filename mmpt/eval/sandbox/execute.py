@@ -14,7 +14,7 @@ exactly one result per sample. Progress (done/total, rate, ETA) goes to stderr: 
 terminal, one line a minute otherwise. Per-task time limits are
 max(floor, factor × the reference solution's run time) (EvalPlus-style), measured only for tasks
 that have a sample over the floor and kept in OUT.limits.json, so a rerun judges with the same limits.
-Under prompt style paper the defaults are the official 5 s flat (`mmpt.eval.paper.TIME_LIMIT`).
+Under prompt style paper the defaults are the official 5 s flat (`mmpt.eval.styles.paper.TIME_LIMIT`).
 
 HumanEval+ / MBPP+ (`--benchmark humaneval+|mbpp+`): each sample is judged by EvalPlus's base and
 plus inputs (`mmpt.eval.sandbox.judging`) with EvalPlus's time limits; `passed` means both passed,
@@ -35,20 +35,20 @@ from pathlib import Path
 
 from mmpt.cli import command_parser
 from mmpt.distributed import mpi_launched
-from mmpt.eval import evalplus, paper
-from mmpt.eval.problems import BENCHMARKS, Problem
+from mmpt.eval.benchmarks import evalplus
+from mmpt.eval.benchmarks.problem import Problem
+from mmpt.eval.problem_options import add_problem_options, problem_options
 from mmpt.eval.samples import Key
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
 from mmpt.eval.sandbox.inside import evalplus_rules
 from mmpt.eval.sandbox.judging import HarnessError, Judge, Verdict, own_limits, split_record
+from mmpt.eval.styles.registry import load_problems, prompt_style
 from mmpt.jsonl import JsonlAppender, cut_torn_tail, read_json, read_jsonl, require, write_json
-from mmpt.modality import PROMPT_STYLES
 
 # ---- how a sample failed: one outcome per result record (the demo's report tallies them)
 OUTCOMES = ("passed", "wrong answer", "runtime error", "does not parse", "timeout")
 RANK_FAILED = "__rank_failed__"  # a message of a rank whose work failed (no result record has it)
 PARSE_ERRORS = ("SyntaxError", "IndentationError", "TabError")  # the program never ran
-TIME_LIMIT = (3.0, 4.0)  # mmpt's own (floor, factor); prompt style paper has its own (paper.TIME_LIMIT)
 
 
 def outcome(result: dict) -> str:
@@ -128,7 +128,7 @@ def samples_style(config: ExecuteConfig, samples: list[tuple[Key, dict]]) -> str
 def resolve(config: ExecuteConfig, samples: list[tuple[Key, dict]] | None = None) -> ExecuteConfig:
     """`config` with its prompt style (`samples_style`) and that style's time limits where unset."""
     style = samples_style(config, read_samples(config.samples) if samples is None else samples)
-    floor, factor = paper.TIME_LIMIT if style == "paper" else TIME_LIMIT
+    floor, factor = prompt_style(style).time_limit
     return replace(
         config,
         prompt_style=style,
@@ -338,7 +338,7 @@ def execute(config: ExecuteConfig) -> Counter:
     incremental = any("#" in key[0] for key, _ in samples)
     config = resolve(config, samples)
     style = config.prompt_style
-    loaded = paper.load_styled_problems(style, config.benchmark, config.data_file, incremental, split=config.split)
+    loaded = load_problems(style, config.benchmark, config.data_file, incremental, split=config.split)
     problems = {p.task_id: p for p in loaded}
     missing = [key for key, _ in samples if key[0] not in problems]
     if missing and config.benchmark not in evalplus.BENCHMARKS:
@@ -487,9 +487,7 @@ class Progress:
 
 def parse_args(argv: list[str] | None) -> ExecuteConfig:
     ap = command_parser("mmpt execute", "Run samples against the tests in a sandbox.")
-    ap.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="whose tests the samples run against")
-    ap.add_argument("--data-file", type=Path, default=None, help="problems JSONL (default: the shipped or packaged copy)")
-    ap.add_argument("--split", default="test", help="MBPP split (test: task ids 11-510)")
+    add_problem_options(ap, only=("benchmark", "data_file", "split", "prompt_style"), style_default="the samples'")
     ap.add_argument("--samples", type=Path, required=True, help="JSONL: task_id, completion[, completion_id]")
     ap.add_argument("--out", type=Path, required=True, help="results JSONL (appended; a rerun resumes)")
     ap.add_argument("--workers", type=int, default=2, help="sandboxes per rank")
@@ -499,14 +497,13 @@ def parse_args(argv: list[str] | None) -> ExecuteConfig:
                     help="limit = max(floor, factor x reference time); 0: floor only (default 4, paper 0)")  # fmt: skip
     ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"), help="none: no isolation (loudly warned)")
     ap.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per process")
-    ap.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None,
-                    help="paper: the official programs (helper imports + signature + completion + tests); default: the samples'")  # fmt: skip
     a = ap.parse_args(argv)
     if a.workers < 1 or (a.timeout is not None and a.timeout <= 0):
         ap.error("--workers must be >= 1 and --timeout > 0")
     box = SandboxConfig(mode=a.sandbox, memory_bytes=int(a.memory_gb * (1 << 30)))
-    return ExecuteConfig(a.benchmark, a.samples, a.out, a.data_file, a.split, a.workers, a.timeout, a.timeout_factor,
-                         sandbox=box, prompt_style=a.prompt_style)  # fmt: skip
+    chosen = problem_options(a)
+    return ExecuteConfig(chosen.benchmark, a.samples, a.out, chosen.data_file, chosen.split, a.workers, a.timeout,
+                         a.timeout_factor, sandbox=box, prompt_style=chosen.prompt_style)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

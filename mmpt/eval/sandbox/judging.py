@@ -23,7 +23,7 @@ would hand it the tests' expected values, which it could pass on to a later prog
 harness failed (status error: the sandbox broke, a setup step failed) is retried and is never a
 verdict.
 
-A HumanEval+ / MBPP+ sample (`mmpt.eval.evalplus.PlusProblem`) is judged as EvalPlus judges it,
+A HumanEval+ / MBPP+ sample (`mmpt.eval.benchmarks.evalplus.PlusProblem`) is judged as EvalPlus judges it,
 in two runs, each with a candidate's process of its own: the base run (EvalPlus's base inputs; a
 copy from the hub has none, so the base benchmark's own tests, judged as above) and, where that
 passed, the plus run (every plus input). An inputs run has no test code: the checker calls the
@@ -43,8 +43,8 @@ import symtable
 import threading
 from dataclasses import dataclass, replace
 
-from mmpt.eval.evalplus import PlusProblem
-from mmpt.eval.problems import Problem
+from mmpt.eval.benchmarks.evalplus import PlusProblem
+from mmpt.eval.benchmarks.problem import Problem
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SplitProgram
 from mmpt.eval.sandbox.inside import evalplus_rules, wire
 

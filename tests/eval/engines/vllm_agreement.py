@@ -23,12 +23,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from mmpt.data.instances import encode_prompt
 from mmpt.data.separation import build_separation_map
 from mmpt.eval import generate
+from mmpt.eval.benchmarks.problem import Problem
 from mmpt.eval.completion import CodeText
 from mmpt.eval.engines import SamplingConfig, sample_seed
 from mmpt.eval.engines.ours import OursEngine, load_checkpoint
 from mmpt.eval.engines.vllm import VllmEngine
 from mmpt.eval.generate import GenerateConfig, open_checkpoint
-from mmpt.eval.problems import Problem
 from mmpt.model.folder import save_model
 from mmpt.model.split_embeddings import restrict_to_code
 

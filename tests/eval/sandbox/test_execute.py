@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmpt.eval.benchmarks.registry import load_problems
 from mmpt.eval.passk import pass_at_k_metrics
-from mmpt.eval.problems import load_problems
 from mmpt.eval.sandbox.execute import main as execute_main
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -14,7 +14,7 @@ from unittest.mock import ANY
 import pytest
 
 from mmpt.eval import data
-from mmpt.eval.problems import Problem
+from mmpt.eval.benchmarks.problem import Problem
 from mmpt.eval.sandbox import cgroups
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, SplitProgram, resolve_mode
 from mmpt.eval.sandbox.inside import wire
@@ -529,7 +529,7 @@ ALWAYS_EQUAL_ANY = """\
 @pytest.mark.heavy
 @pytest.mark.parametrize("task", ["MBPP/305", "MBPP/312", "MBPP/40", "MBPP/367"])
 def test_one_process_forgeries_fail_on_mbpp_tasks_with_imports_and_helpers(box, task):
-    from mmpt.eval.problems import load_problems
+    from mmpt.eval.benchmarks.registry import load_problems
 
     problem = next(p for p in load_problems("mbpp", MBPP_FILE) if p.task_id == task)
     assert problem.setup  # the reference's imports, helpers (or test_setup_code) are trusted setup

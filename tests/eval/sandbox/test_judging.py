@@ -10,12 +10,14 @@ from dataclasses import fields, replace
 
 import pytest
 
-from mmpt.eval import data, paper
-from mmpt.eval.evalplus import PlusProblem
-from mmpt.eval.problems import Problem, load_problems
+from mmpt.eval import data
+from mmpt.eval.benchmarks.evalplus import PlusProblem
+from mmpt.eval.benchmarks.problem import Problem
+from mmpt.eval.benchmarks.registry import load_problems
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig
 from mmpt.eval.sandbox.inside import wire
 from mmpt.eval.sandbox.judging import RETRIES, SKIPPED, HarnessError, Judge, global_names, plan, split_record
+from mmpt.eval.styles.registry import load_problems as load_styled
 
 MBPP = data.MBPP  # the shipped release
 
@@ -200,7 +202,7 @@ def humaneval_x() -> list[Problem]:
 def paper_with_humaneval_x() -> list[Problem]:
     """Prompt style paper's HumanEval problems with HumanEval-X's tests (what the paper executes)."""
     tests = {p.task_id.split("/")[1]: p.test for p in humaneval_x()}
-    return [replace(p, test=tests[p.task_id.split("/")[1]]) for p in paper.load_paper_problems("humaneval")]
+    return [replace(p, test=tests[p.task_id.split("/")[1]]) for p in load_styled("paper", "humaneval")]
 
 
 @pytest.mark.parametrize("style", ["mmpt", "paper"])
@@ -209,7 +211,7 @@ def test_every_task_of_both_prompt_styles_is_split_and_serves_only_its_entry_poi
     if benchmark == "humaneval-x":
         problems = humaneval_x() if style == "mmpt" else paper_with_humaneval_x()
     else:
-        problems = paper.load_styled_problems(style, benchmark)
+        problems = load_styled(style, benchmark)
     assert len(problems) == {"humaneval": 164, "mbpp": 500, "humaneval-x": 164}[benchmark]
     for p in problems:
         got = plan(p)

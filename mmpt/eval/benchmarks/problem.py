@@ -1,9 +1,10 @@
-"""Benchmark problems as the harness sees them, and incremental tasks made from them."""
+"""A benchmark problem as the harness sees it, the interface every benchmark module offers, and mmpt's incremental tasks."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,20 @@ class Problem:
         return self.given_lines / self.total_lines if self.total_lines else 0.0
 
 
-# humaneval+ and mbpp+ are EvalPlus's (`mmpt.eval.evalplus`): the base benchmarks' problems, judged by
-# EvalPlus's base and plus inputs
-BENCHMARKS = ("humaneval", "mbpp", "humaneval+", "mbpp+")
+class Benchmark(Protocol):
+    """One benchmark (a module of `mmpt.eval.benchmarks`, or an object one defines, listed in its
+    `registry`): its problems as mmpt prompts them, and as the paper's official evaluation prompts
+    and executes them."""
+
+    def problems(self, data_file: str | Path | None, split: str, limit: int | None) -> list[Problem]:
+        """Its problems in benchmark order from `data_file` (None: the copy mmpt or a package ships);
+        `limit` keeps the first N; an unknown `split` is an error."""
+        ...
+
+    def official_problems(self, data_file: str | Path | None, split: str, limit: int | None, incremental: bool) -> list[Problem]:
+        """Its problems under prompt style paper (`mmpt.eval.benchmarks.official`), the official
+        incremental tasks with `incremental`; an error where the paper's evaluation has no such benchmark."""
+        ...
 
 
 def split_body_lines(body: str) -> list[str]:
@@ -73,32 +85,3 @@ def incremental_tasks(problem: Problem) -> list[Problem]:
         )
         for i in range(len(nonempty))
     ]
-
-
-def load_problems(
-    benchmark: str,
-    data_file: str | Path | None = None,
-    incremental: bool = False,
-    limit: int | None = None,
-    split: str = "test",
-) -> list[Problem]:
-    """The problems of `benchmark` (one of BENCHMARKS) in benchmark order; `limit` keeps the first N
-    problems (before expanding them into incremental tasks)."""
-    if benchmark == "humaneval":
-        from mmpt.eval import humaneval
-
-        problems = humaneval.load(data_file, split)
-    elif benchmark == "mbpp":
-        from mmpt.eval import mbpp
-
-        problems = mbpp.load(data_file, split)
-    elif benchmark in ("humaneval+", "mbpp+"):
-        from mmpt.eval import evalplus
-
-        problems = evalplus.load(benchmark, data_file, limit, split)
-    else:
-        raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
-    problems = problems[:limit] if limit is not None else problems
-    if not incremental:
-        return problems
-    return [task for p in problems for task in incremental_tasks(p)]

@@ -8,17 +8,23 @@ model part of the answer. The reference body is the entry point's body; the refe
 top-level code (imports, helpers, classes) and `test_setup_code` are the problem's trusted `setup`:
 it runs ahead of the prompt in the candidate's process and in the checker's (`mmpt.eval.sandbox.judging`),
 so that the reference passes split as it does in one process; the model never sees it.
+
+Prompt style paper reads the same rows by the official rules (`official_problems`, `official`):
+the problem `text` alone, the reference's first `def` as the signature, no setup, and the tests
+inside `def check(NAME):`.
 """
 
 from __future__ import annotations
 
 import ast
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from mmpt.data.extract import header_end
 from mmpt.eval import data
-from mmpt.eval.problems import Problem
+from mmpt.eval.benchmarks.official import HELPER_BLOCK, code_signature, official_tasks, strip_lines
+from mmpt.eval.benchmarks.problem import Problem
 from mmpt.jsonl import read_jsonl
 
 # task-id ranges of the standard splits of the 974-problem release
@@ -93,19 +99,57 @@ def to_problem(row: dict, where: str) -> Problem:
     )
 
 
-def load(data_file: str | Path | None = None, split: str = "test") -> list[Problem]:
-    """Problems of `split` (test|validation|train|prompt|all) in task-id order.
+def _rows(data_file: str | Path | None, split: str) -> list[tuple[str, dict]]:
+    """(where, row) of `split` in file order (module doc of `problems`)."""
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"MBPP split must be one of {[*SPLITS, 'all']}, got {split!r}")
+    path = Path(data_file) if data_file is not None else data.MBPP
+    return [
+        (f"{path}:{number}", row)
+        for number, row in read_jsonl(path)
+        if split == "all" or not isinstance(row.get("task_id"), int) or row["task_id"] in SPLITS[split]
+    ]
+
+
+def problems(data_file: str | Path | None = None, split: str = "test", limit: int | None = None) -> list[Problem]:
+    """Problems of `split` (test|validation|train|prompt|all) in task-id order; `limit` keeps the first N.
 
     Without `data_file`, the release shipped with mmpt (`mmpt.eval.data.MBPP`, no network). A file
     is filtered by the standard task-id ranges; rows whose task_id is not an integer (a custom
     file) are all kept.
     """
-    if split not in (*SPLITS, "all"):
-        raise ValueError(f"MBPP split must be one of {[*SPLITS, 'all']}, got {split!r}")
-    path = Path(data_file) if data_file is not None else data.MBPP
-    rows = [
-        (f"{path}:{number}", row)
-        for number, row in read_jsonl(path)
-        if split == "all" or not isinstance(row.get("task_id"), int) or row["task_id"] in SPLITS[split]
-    ]
-    return [to_problem(row, where) for where, row in rows]
+    found = [to_problem(row, where) for where, row in _rows(data_file, split)]
+    return found[:limit] if limit is not None else found
+
+
+def official_problem(row: dict, problem: Problem) -> Problem:
+    """One MBPP row under the official rules; `problem` is ours for the same row (its task id and
+    entry point)."""
+    code = str(row["code"])
+    signature = code_signature(code)
+    name = code[code.find("def ") + 4 : code.find("(")]
+    asserts = "\n".join(f"    {t}" for t in row["test_list"])
+    solution = code[code.find(signature) + len(signature) :] if signature in code else code
+    return replace(
+        problem,
+        docstring=strip_lines(str(row.get("text", row.get("prompt")))),
+        signature=signature,
+        prompt=HELPER_BLOCK + signature,
+        setup="",  # the official runs no setup: the reference's imports and `test_setup_code` are not run
+        # the official program: prompt + code + "\n\n" + test + "\n"; the judge adds one "\n"
+        test=f"\ndef check({name}):\n{asserts}\n\ncheck({name})\n",
+        reference=solution,
+    )
+
+
+def official_problems(
+    data_file: str | Path | None = None, split: str = "test", limit: int | None = None, incremental: bool = False
+) -> list[Problem]:
+    """MBPP under the official rules (`official_problem`), each row read once with ours."""
+    rows = _rows(data_file, split)
+    ours = [to_problem(row, where) for where, row in rows]  # a row ours cannot read is an error here too
+    out = []
+    for (_, row), problem in list(zip(rows, ours))[:limit] if limit is not None else zip(rows, ours):
+        paper = official_problem(row, problem)
+        out += official_tasks(paper, paper.reference, incremental)
+    return out

