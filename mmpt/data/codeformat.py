@@ -116,7 +116,7 @@ def flatten(code: str) -> str:
     parts: list[str] = []
     text: list[str] = []  # pieces of the current logical line
     last_end = None  # source offset where its last token ended
-    for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+    for tok in _tokens(code):
         if tok.type == tokenize.INDENT:
             parts.append(INDENT)
         elif tok.type == tokenize.DEDENT:
@@ -135,7 +135,19 @@ def flatten(code: str) -> str:
                 text.append(" " if "\n" in gap else gap)  # a line break between tokens: one space
             text.append(code[start : at(tok.end)])
             last_end = at(tok.end)
+    if text:  # code that stops inside a bracketed statement: its open line ends the text
+        parts.append("".join(text))
     return " ".join(parts)
+
+
+def _tokens(code: str):
+    """Python tokens of `code`, which may stop inside a bracketed statement (an incremental task's
+    given lines can cut one: the model continues it); code that stops inside a string is refused."""
+    try:
+        yield from tokenize.generate_tokens(io.StringIO(code).readline)
+    except tokenize.TokenError as e:
+        if "statement" not in str(e.args[0]):  # "EOF in multi-line string"
+            raise ValueError(f"cannot flatten code that stops inside a string: ...{code[-60:]!r}") from None
 
 
 def to_python(code: str, code_format: str) -> tuple[str, bool]:

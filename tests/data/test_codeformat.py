@@ -106,3 +106,14 @@ def test_split_flat_signature_cuts_where_the_official_data_does():
     assert split_flat_signature(flat) == ("def f ( x ) :", " <NEW_LINE> <INDENT> return x <NEW_LINE> <DEDENT>")
     assert split_flat_signature("class A : <NEW_LINE> <INDENT> pass <NEW_LINE> <DEDENT>")[0] == "class A :"
     assert split_flat_signature("x = 1 <NEW_LINE>") is None
+
+
+def test_given_lines_that_stop_inside_a_bracket_flatten_to_an_open_line():
+    # an incremental task's given lines can cut a statement: the model continues its open line
+    given = "    y = g(1,\n          2,\n"
+    code, body, level = flat_prompt_code("def f(x):", given)
+    assert code == "def f(x): <NEW_LINE> <INDENT> y = g(1, 2," and level == 1
+    completion = flat_completion(" 3) <NEW_LINE> return y <NEW_LINE> <DEDENT>", level)
+    assert ast.parse("def f(x):\n" + given + completion)  # given + completion is Python again
+    with pytest.raises(ValueError, match="inside a string"):
+        flatten('def f():\n    s = """abc\n')
