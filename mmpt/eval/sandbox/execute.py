@@ -31,7 +31,7 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -164,8 +164,51 @@ def result_record(job: Job, problem: Problem, verdict: Verdict) -> dict:
 # --- running ----------------------------------------------------------------------------------
 
 
+class TaskQueue:
+    """The jobs of a run, handed out by task: a worker takes its last task's next job while there is
+    one, else the first task no other worker is on, else one of the task with the most jobs left
+    (no worker waits while a job does). A zygote compiles a task's setup and tests once and keeps
+    them (`inside/zygote.py`), so a task's samples on one worker are compiled once, not per worker."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._tasks: dict[str, deque[Job]] = {}  # in the order they came
+        self._on: Counter[str] = Counter()  # workers on each task
+        self._closed = False
+
+    def put(self, job: Job) -> None:
+        with self._ready:
+            self._tasks.setdefault(job.key[0], deque()).append(job)
+            self._ready.notify()
+
+    def close(self) -> None:
+        """Every `get` returns None once no job is left."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def get(self, last: str | None) -> Job | None:
+        """The next job for a worker whose last job was of task `last`; None once closed and empty."""
+        with self._ready:
+            while not self._tasks:
+                if self._closed:
+                    return None
+                self._ready.wait()
+            if last is not None:
+                self._on[last] -= 1
+            task = last if last in self._tasks else next((t for t in self._tasks if not self._on[t]), None)
+            if task is None:
+                task = max(self._tasks, key=lambda t: len(self._tasks[t]))
+            jobs = self._tasks[task]
+            job = jobs.popleft()
+            if not jobs:
+                del self._tasks[task]
+            self._on[task] += 1
+            return job
+
+
 class Pool:
-    """`workers` sandboxes fed from one queue; results come back on `results` as (job, Verdict).
+    """`workers` sandboxes fed from one `TaskQueue`; results come back on `results` as (job, Verdict).
 
     A worker whose sandbox cannot be (re)started, or that fails in any other way, ends the run:
     `get` raises its error (SandboxUnavailable names the cause); no run waits on a dead worker.
@@ -173,7 +216,7 @@ class Pool:
 
     def __init__(self, workers: int, config: SandboxConfig, judge: Judge) -> None:
         self.judge = judge
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.jobs = TaskQueue()
         self.results: queue.Queue[tuple[Job, Verdict] | None] = queue.Queue()
         self.running: dict[int, Job] = {}
         self._threads = [threading.Thread(target=self._work, args=(config,), daemon=True) for _ in range(workers)]
@@ -185,7 +228,9 @@ class Pool:
         box = None
         try:
             box = Sandbox(config)
-            while (job := self.jobs.get()) is not None:
+            last = None
+            while (job := self.jobs.get(last)) is not None:
+                last = job.key[0]
                 self.running[threading.get_ident()] = job
                 try:
                     verdict = self.judge.judge(box, job.key[0], job.completion, job.timeout)
@@ -220,8 +265,7 @@ class Pool:
         return item
 
     def close(self) -> None:
-        for _ in self._threads:
-            self.jobs.put(None)
+        self.jobs.close()
         for t in self._threads:
             t.join()
         self.judge.close()

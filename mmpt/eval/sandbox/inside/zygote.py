@@ -326,14 +326,12 @@ def _pump(fds: set[int], chunks: dict[int, bytes], caps: dict[int, int], timeout
             chunks[fd] += data[: caps[fd] - len(chunks[fd])]
 
 
-WARM_UP_ROUNDS = 100  # past 3.11's warm-up (8 runs) and its adaptive counters' first trigger (under 64)
-
-
 def _warm_up() -> None:
-    """Run the protocol's code a hundred times now: Python specialises bytecode in place as it
-    runs, and what the zygote has specialised, its children do not copy (a page each) to redo."""
+    """Run the protocol's code a few hundred times now: Python specialises bytecode in place as it
+    runs, and what the zygote has specialised, its children do not copy (a page each) to redo
+    (the candidates' zygote, forked after this, inherits it too)."""
     samples = [("f", ([1.0, 2.5, -3], "ab", (None, True)), {"k": {1: b"x", "s": {2, 3}}}), (0.5, [[1, 2], None], {})]
-    for _ in range(WARM_UP_ROUNDS):
+    for _ in range(300):
         for value in samples:
             checker.wire.decode(checker.wire.encode(value))
 
