@@ -37,7 +37,7 @@ from pathlib import Path
 
 from mmpt.cli import command_parser
 from mmpt.distributed import mpi_launched
-from mmpt.eval import evalplus, paper
+from mmpt.eval import evalplus
 from mmpt.eval.problems import BENCHMARKS, Problem
 from mmpt.eval.samples import Key
 from mmpt.eval.sandbox.host import RunResult, Sandbox, SandboxConfig, SandboxUnavailable, resolve_mode
@@ -130,7 +130,12 @@ def samples_style(config: ExecuteConfig, samples: list[tuple[Key, dict]]) -> str
 def resolve(config: ExecuteConfig, samples: list[tuple[Key, dict]] | None = None) -> ExecuteConfig:
     """`config` with its prompt style (`samples_style`) and that style's time limits where unset."""
     style = samples_style(config, read_samples(config.samples) if samples is None else samples)
-    floor, factor = paper.TIME_LIMIT if style == "paper" else TIME_LIMIT
+    if style == "paper":
+        from mmpt.eval import paper  # see execute: the paper module pulls numpy and tokenizers in
+
+        floor, factor = paper.TIME_LIMIT
+    else:
+        floor, factor = TIME_LIMIT
     return replace(
         config,
         prompt_style=style,
@@ -214,8 +219,8 @@ class Pool:
     `get` raises its error (SandboxUnavailable names the cause); no run waits on a dead worker.
     """
 
-    def __init__(self, workers: int, config: SandboxConfig, judge: Judge) -> None:
-        self.judge = judge
+    def __init__(self, workers: int, config: SandboxConfig, judge: Judge | None = None) -> None:
+        self.judge = judge  # set before the first job is submitted (the sandboxes start without it)
         self.jobs = TaskQueue()
         self.results: queue.Queue[tuple[Job, Verdict] | None] = queue.Queue()
         self.running: dict[int, Job] = {}
@@ -268,7 +273,8 @@ class Pool:
         self.jobs.close()
         for t in self._threads:
             t.join()
-        self.judge.close()
+        if self.judge is not None:
+            self.judge.close()
 
 
 def run_jobs(jobs: list[Job], pool: Pool, watchdog_s: float, emit, retime=None) -> None:
@@ -383,6 +389,19 @@ def execute(config: ExecuteConfig) -> Counter:
     samples = read_samples(config.samples)
     incremental = any("#" in key[0] for key, _ in samples)
     config = resolve(config, samples)
+    pool = Pool(config.workers, config.sandbox)  # the sandboxes start while the problems load
+    try:
+        return _execute(config, samples, incremental, pool, comm, rank, size)
+    finally:
+        pool.close()
+
+
+def _execute(config: ExecuteConfig, samples: list, incremental: bool, pool: Pool, comm, rank: int, size: int) -> Counter:
+    """`execute` once its pool of sandboxes is starting."""
+    # imported here, while the sandboxes start: `mmpt.eval.paper` imports mmpt.data.codeformat, and
+    # with it numpy and tokenizers (~0.1 s of a run's start-up, otherwise spent before the sandboxes')
+    from mmpt.eval import paper
+
     style = config.prompt_style
     loaded = paper.load_styled_problems(style, config.benchmark, config.data_file, incremental, split=config.split)
     problems = {p.task_id: p for p in loaded}
@@ -408,7 +427,7 @@ def execute(config: ExecuteConfig) -> Counter:
             file=sys.stderr,
         )
 
-    pool = Pool(config.workers, config.sandbox, Judge(problems, reference_timeout(config), config.sandbox))
+    pool.judge = Judge(problems, reference_timeout(config), config.sandbox)
     errors: list[str] = []  # harness errors (after retries): not results; a rerun retries them
     try:
         limits = Limits(config, save=rank == 0)
