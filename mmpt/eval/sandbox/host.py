@@ -22,11 +22,11 @@ two sides of a run (`checker.py`); see their docstrings.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import os
 import secrets
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -156,12 +156,10 @@ def _privileged() -> bool:
     return os.geteuid() == 0
 
 
-@functools.cache
 def _site_packages() -> tuple[str, ...]:
-    """The base interpreter's site-packages folders (the zygotes run it without `site`, -S)."""
-    code = "import site, json; print(json.dumps(site.getsitepackages()))"
-    out = subprocess.run([_interpreter(), "-S", "-c", code], capture_output=True, text=True, check=True).stdout
-    return tuple(json.loads(out))
+    """The base interpreter's site-packages folders (the zygotes run it, this process's own binary,
+    without `site`, -S): those of its installation's prefixes, not a venv's."""
+    return tuple(site.getsitepackages([sys.base_prefix, sys.base_exec_prefix]))
 
 
 def _bwrap_command(config: SandboxConfig, privileged: bool) -> list[str]:

@@ -456,3 +456,18 @@ def test_a_worker_that_dies_ends_the_run_with_its_error(tmp_path, monkeypatch, c
     assert execute_main(args) == 2
     assert time.monotonic() - start < 30
     assert "a worker failed: KeyError: 'a bug in a worker'" in capsys.readouterr().err
+
+
+def test_task_queue_keeps_a_worker_on_its_task_and_leaves_no_job_waiting():
+    from mmpt.eval.sandbox.execute import Job, TaskQueue
+
+    jobs = TaskQueue()
+    for task in ("A", "A", "A", "B", "B", "C"):
+        jobs.put(Job((task, 0), {}, "", 3.0))
+    first, second = jobs.get(None), jobs.get(None)
+    assert (first.key[0], second.key[0]) == ("A", "B")  # each worker a task of its own
+    assert [jobs.get("A").key[0] for _ in range(2)] == ["A", "A"]  # A's worker stays on A
+    assert jobs.get("A").key[0] == "C"  # A is done: the task nobody is on
+    assert jobs.get("C").key[0] == "B"  # nothing else: B's last job, though B's worker is on it
+    jobs.close()
+    assert jobs.get("B") is None and jobs.get(None) is None

@@ -707,9 +707,17 @@ def program_processes(box: Sandbox) -> list[int]:
             return False
         return len(args) > 3 and args[3] == b"/mmpt/" + module
 
-    # a fork keeps its parent's command line: a zygote is the first process of its chain to run it
+    def started(pid: int) -> int:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        except OSError:
+            return 1 << 62
+
+    # a fork keeps its parent's command line: the zygote is the first process of its chain to run
+    # it, and the candidates' zygote its first child (forked at start; the checkers come later)
     zygote = {pid for pid, parent in parents.items() if runs(pid, b"zygote.py") and not runs(parent, b"zygote.py")}
-    candidates = {pid for pid, parent in parents.items() if runs(pid, b"candidates.py") and parent in zygote}
+    children = [pid for pid, parent in parents.items() if parent in zygote]
+    candidates = {min(children, key=lambda pid: (started(pid), pid))} if children else set()
     return [pid for pid, parent in parents.items() if parent in zygote | candidates and pid not in candidates]
 
 

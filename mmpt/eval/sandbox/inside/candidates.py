@@ -1,7 +1,8 @@
-"""The candidates' zygote: a pre-warmed Python, started by exec, that forks the candidate processes.
+"""The candidates' zygote: a pre-warmed Python, forked at the sandbox's start, that forks the candidate processes.
 
-Started by `zygote.py` (exec'd before that zygote read any request), it never holds a test, a
-token, a task's spec or a checker's state: a candidate forked from it inherits none of them. It
+Forked by `zygote.py` before that zygote read any request (with the standard library imported
+and warmed up, and no descriptor but its socket), it never holds a test, a token, a task's spec or
+a checker's state: a candidate forked from it inherits none of them. It
 lives in the sandbox's `candidates` cgroup (pid and memory limits of the candidates), so every
 candidate is born there. Per run it receives only descriptors (SCM_RIGHTS on a unix socket) and
 the CPU limit:
@@ -31,14 +32,9 @@ import os
 import select
 import signal
 import socket
-import sys
 
-# Imported once here so each candidate starts with them warm (what HumanEval/MBPP code uses).
-import bisect, collections, copy, datetime, decimal, fractions, functools, hashlib, heapq  # noqa: E401,F401
-import itertools, math, operator, random, re, statistics, string, typing  # noqa: E401,F401
-
-import checker  # noqa: E402 - beside this file (in /mmpt inside the sandbox), with frames.py and wire.py
-import isolation  # noqa: E402
+import checker  # beside this file (in /mmpt inside the sandbox), with frames.py and wire.py
+import isolation
 
 MAX_FDS = 16
 
@@ -156,17 +152,13 @@ def _run(settings: dict, namespaces: PidNamespaces, head: dict, fds: list[int]) 
         os.close(fd)
 
 
-def main() -> None:
-    fd, settings = int(sys.argv[1]), json.loads(sys.argv[2])
-    sys.path += settings["site"]  # the interpreter's site-packages, without its .pth hooks (-S)
-    isolation.clean_environment()
+def serve(sock: socket.socket, settings: dict) -> None:
+    """Fork a candidate per message on `sock` until the zygote is gone. Runs in the process
+    `zygote.py` forked for it: the standard library imported and warmed up, no descriptor but `sock`."""
     isolation.not_dumpable()
     isolation.die_with_parent()
-    sock = socket.socket(fileno=fd)
     namespaces = PidNamespaces(settings["isolated"])
-    for _ in range(300):  # see zygote._warm_up: specialised bytecode is not copied per candidate
-        checker.wire.decode(checker.wire.encode(("f", ([1.0, 2.5, -3], "ab", (None, True)), {"k": {1: b"x"}})))
-    gc.freeze()
+    gc.freeze()  # see zygote.main
     sock.send(b"ready")
     while True:
         try:
@@ -176,7 +168,3 @@ def main() -> None:
         if not message:  # the zygote is gone
             return
         _run(settings, namespaces, json.loads(message), fds)
-
-
-if __name__ == "__main__":
-    main()

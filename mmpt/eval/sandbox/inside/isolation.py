@@ -82,6 +82,10 @@ _FCNTL_DENIED = (5, 6, 7, 36, 37, 38, 1024, 1025, 1026)
 SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# looked up once here, in the zygotes: ctypes resolves a function (a dlsym through every loaded
+# library) and keeps it on first use, which would otherwise happen again in each program's processes
+for _name in ("prctl", "unshare", "setns", "mount", "syscall"):
+    getattr(_libc, _name)
 
 
 def check(ret: int, what: str) -> None:

@@ -14,8 +14,9 @@ Every run has the same two processes (`checker.py`):
       │                no code but the benchmark's); runs the trusted setup and the tests with
       │                proxies, sends prompt + completion to the candidate first and writes the
       │                run's verdict record
-      └─ (descriptors) ──> candidates' zygote (`candidates.py`, exec'd at start: it never held a
-                           test, token, spec or checker state) ── fork ──> candidate = pid 1 of
+      └─ (descriptors) ──> candidates' zygote (`candidates.py`, forked at start, before this
+                           zygote read any request: it never held a test, token, spec or checker
+                           state, and keeps no descriptor but its socket) ── fork ──> candidate = pid 1 of
                            its own pid, mount and IPC namespaces (`isolation.py`): runs
                            prompt + completion, answers calls over two pipes. It holds neither
                            the token nor the result pipe, and cannot signal, trace or read the
@@ -53,11 +54,13 @@ import socket
 import sys
 import time
 
-# Imported once here so each program's fork starts with them warm (what HumanEval/MBPP code uses).
+# Imported once here so each program's fork (checker and candidate: the candidates' zygote is forked
+# from this one) starts with them warm (what HumanEval/MBPP code uses).
 import bisect, collections, copy, datetime, decimal, fractions, functools, hashlib, heapq  # noqa: E401,F401
 import itertools, math, operator, random, re, statistics, string, typing  # noqa: E401,F401
 
-import checker  # noqa: E402 - beside this file (in /mmpt inside the sandbox), with frames.py and wire.py
+import candidates  # noqa: E402 - beside this file (in /mmpt inside the sandbox), with the others
+import checker  # noqa: E402
 import evalplus_rules  # noqa: E402
 import frames  # noqa: E402
 import isolation  # noqa: E402
@@ -66,7 +69,6 @@ import wire  # noqa: E402
 PASS, FAIL, CPU, OVERTIME, HARNESS = b"T", b"F", b"C", b"W", b"E"
 MAX_REQUEST = 64 << 20
 MAX_OUTPUTS = 64 << 20  # a reference's outputs (and times), encoded
-CANDIDATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "candidates.py")
 
 
 class Zygote:
@@ -77,7 +79,6 @@ class Zygote:
         self.limits = settings["limits"]
         self.user = settings["user"]  # None without isolation
         self.isolated = settings["isolated"]
-        self.site = settings["site"]
         cgroups = settings["cgroups"]  # {"zygote": [cgroup.procs fds], "candidates": [...]}
         isolation.join(cgroups["zygote"])  # everything this zygote forks is born in its cgroups
         self.candidates = self._start_candidates(cgroups["candidates"])
@@ -85,19 +86,21 @@ class Zygote:
         self.code_cache: dict[tuple[str, str], object] = {}
 
     def _start_candidates(self, procs: list[int]) -> socket.socket:
-        """Exec the candidates' zygote in its cgroups (before this process holds anything of a task)."""
+        """Fork the candidates' zygote into its cgroups, before this process read any request (so it
+        holds nothing of a task), with the standard library imported and warmed up already; it
+        keeps no descriptor but its socket (not the host's pipes)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        settings = {"limits": self.limits, "user": self.user, "isolated": self.isolated, "site": self.site}
+        settings = {"limits": self.limits, "user": self.user, "isolated": self.isolated}
         pid = os.fork()
         if pid == 0:
             try:
                 isolation.join(procs)
-                os.dup2(theirs.fileno(), 3)
-                os.set_inheritable(3, True)
-                os.closerange(4, 1 << 16)
-                os.execv(sys.executable, [sys.executable, "-S", "-B", CANDIDATES, "3", json.dumps(settings)])
+                keep = theirs.fileno()
+                os.closerange(3, keep)
+                os.closerange(keep + 1, 1 << 16)
+                candidates.serve(theirs, settings)
             finally:
-                os._exit(127)
+                os._exit(0)
         for fd in procs:
             os.close(fd)
         theirs.close()
@@ -325,7 +328,8 @@ def _pump(fds: set[int], chunks: dict[int, bytes], caps: dict[int, int], timeout
 
 def _warm_up() -> None:
     """Run the protocol's code a few hundred times now: Python specialises bytecode in place as it
-    runs, and what the zygote has specialised, its children do not copy (a page each) to redo."""
+    runs, and what the zygote has specialised, its children do not copy (a page each) to redo
+    (the candidates' zygote, forked after this, inherits it too)."""
     samples = [("f", ([1.0, 2.5, -3], "ab", (None, True)), {"k": {1: b"x", "s": {2, 3}}}), (0.5, [[1, 2], None], {})]
     for _ in range(300):
         for value in samples:
@@ -339,11 +343,11 @@ def main() -> None:
     # neither the zygote nor the candidates' zygote may be read or traced by a program (defence in
     # depth: they are not in its pid namespace either)
     isolation.not_dumpable()
+    _warm_up()  # before the candidates' zygote is forked: it starts warm too
     zygote = Zygote(settings)
     # every object made so far (the imported standard library) is left out of garbage collections
     # from now on: a collection in a program's processes would otherwise write to each of them and
     # so copy every page they sit on, in each of the two processes a run has
-    _warm_up()
     gc.freeze()
     frames.write_frames(zygote.ans_fd, [json.dumps({"ready": True}).encode()])
     zygote.serve()
