@@ -27,8 +27,6 @@ import sys
 import threading
 from collections.abc import Iterator
 
-import psutil
-
 from mmpt.config import config_from_argv
 
 # what each launcher's processes look like from a rank: substrings of their command lines
@@ -134,6 +132,8 @@ def launcher_processes(launcher: str) -> list[tuple[int, str]]:
     """(pid, command line) of the processes above this one that belong to `launcher`, nearest first:
     the `deepspeed` runner and its launch.py, the `torchrun` agent; `srun`'s slurmstepd. Others
     (mpiexec, a plain `python`) have none to watch."""
+    import psutil  # inside: every command imports this module (its early signal handlers) and few watch
+
     if launcher == "slurm":
         parent = psutil.Process().parent()
         return [(parent.pid, "slurmstepd")] if parent is not None and parent.name() == "slurmstepd" else []

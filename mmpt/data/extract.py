@@ -29,8 +29,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from mmpt.cli import command_parser
 from mmpt.jsonl import JsonlAppender
 
@@ -218,6 +216,8 @@ def extract_pairs(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
+    from tqdm import tqdm  # inside: `mmpt execute` reaches this module and needs no progress bar from it
+
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
         # imap keeps file order, so the output (and which duplicate survives) is deterministic

@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from tokenizers import AddedToken
-
 from mmpt.jsonl import read_json, write_json
 from mmpt.modality import SEPARATIONS
 
-if TYPE_CHECKING:  # torch is imported where it is used: the data commands' `--help` does not load it
+if TYPE_CHECKING:  # torch and numpy are imported where they are used: the data commands' `--help` and
+    # `mmpt execute` (which reaches this module through the benchmarks' text rules) do not load them
+    import numpy as np
     import torch
 
 MAP_FILE = "separation.json"
@@ -42,6 +41,8 @@ class SeparationMap:
             raise ValueError("separated ids must be sorted and unique")
         if self.separated and not (0 <= self.separated[0] and self.separated[-1] < self.base_vocab_size):
             raise ValueError("separated ids must lie inside the base vocabulary")
+        import numpy as np  # inside: `mmpt execute` reaches this module and needs no numpy to start
+
         # original id -> code id, as a dense table over the base vocabulary (identity elsewhere)
         table = np.arange(self.base_vocab_size, dtype=np.int64)
         table[np.asarray(self.separated, dtype=np.int64)] = self.base_vocab_size + np.arange(len(self.separated))
@@ -114,6 +115,7 @@ class SeparationMap:
 
 
 def _apply(table: np.ndarray, ids):
+    import numpy as np
     import torch
 
     if isinstance(ids, torch.Tensor):
@@ -173,6 +175,8 @@ def add_entry_tokens(tokenizer, entries: list[str]) -> list[str]:
     bare = [e for e in dict.fromkeys(entries) if e and not e.startswith(" ")]
     encoded = tokenizer(bare, add_special_tokens=False)["input_ids"] if bare else []
     new = [e for e, ids in zip(bare, encoded) if len(ids) != 1]
+    from tokenizers import AddedToken
+
     tokenizer.add_tokens(
         [AddedToken(e, single_word=False, lstrip=False, rstrip=False, normalized=True, special=False) for e in new]
     )
