@@ -101,7 +101,9 @@ def test_training_under_a_launcher_says_it_in_one_line_per_rank(tmp_path, data_d
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=600)
         lines = [line for line in (out + err).splitlines() if "mmpt train: config field" in line]
-        assert proc.returncode != 0 and len(lines) == 2, (name, out[-3000:], err[-3000:])  # one line from each rank
+        # one line from each rank that gets there: the launcher ends the other rank as soon as the first
+        # fails, so a rank slowed by the machine's load may be stopped before its own hub lookup ends
+        assert proc.returncode != 0 and 1 <= len(lines) <= 2, (name, out[-3000:], err[-3000:])
         assert all(line.endswith("and give DIR as config field 'model'") for line in lines), lines
         assert "[rank0]" not in out + err and "huggingface_hub" not in out + err, (name, err[-3000:])
 
